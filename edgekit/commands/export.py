@@ -1,0 +1,101 @@
+"""``edgekit export`` and ``edgekit quantize``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgekit.cli import COMMANDS, Command, parse_key_values
+from edgekit.progress import Progress
+
+# The registries live in exporters, which needs the export extra; the CLI lists the names without it.
+TASK_NAMES = ["feature-extraction", "text-classification", "image-classification", "audio-classification",
+              "text-generation", "tensor"]
+RECIPE_NAMES = ["fp32", "fp16", "int8-dynamic", "int8-static", "int4"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="fp32", help=f"one of: {', '.join(RECIPE_NAMES)}")
+    p.add_argument("-o", "--output", required=True, help="package directory to write")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a recipe option (e.g. --option block_size=64, --option method=entropy); repeatable")
+    p.add_argument("--calibration", help=".npz of named arrays, a folder of images, or a .txt of lines")
+    p.add_argument("--validation-data", help="like --calibration; an .npz may hold a 'labels' array")
+    p.add_argument("--validation-samples", type=int, default=64)
+    p.add_argument("--max-accuracy-drop", type=float,
+                   help="fail (write nothing) if the task's primary metric drops more than this fraction;"
+                        " int8 recipes first keep the most sensitive layers in float")
+    p.add_argument("--format", choices=["onnx", "ort"], default="onnx",
+                   help="ort also writes model.ort + required operators config for reduced mobile builds")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="HF model dir, model.onnx, a package dir, or file.py:factory (with --weights)")
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
+    p.add_argument("--weights", help="state-dict file for a file.py:factory source")
+    p.add_argument("--no-kv-cache", action="store_true", help="text-generation without the KV cache")
+    _common(p)
+
+
+def _add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file or an fp32 package directory")
+    p.add_argument("--task", help="task for a bare .onnx (default: the package's, or tensor)")
+    _common(p)
+
+
+def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "recipe_options": parse_key_values(args.option, "--option"),
+        "calibration": args.calibration,
+        "validation_data": args.validation_data,
+        "validation_samples": args.validation_samples,
+        "max_accuracy_drop": args.max_accuracy_drop,
+        "ort_format": args.format == "ort",
+        "force": args.force,
+        "progress": Progress(enabled=not args.quiet),
+    }
+
+
+def _render(result: Any) -> str:
+    m = result.manifest
+    acc = (m.accuracy or {}).get("metrics", {})
+    size = sum(f.bytes for f in m.files)
+    ref = (m.accuracy or {}).get("reference_model_bytes")
+    lines = [
+        f"wrote {result.package_dir}  ({m.task}, {m.recipe.name}, {size / 1e6:.2f} MB"
+        + (f" = {size / ref:.0%} of the fp32 ONNX" if ref else "") + f", {result.seconds:.1f}s)",
+        "  accuracy vs fp32: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if isinstance(v, float)),
+    ]
+    if m.recipe.float_nodes:
+        lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
+    return "\n".join(lines)
+
+
+def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
+    import exporters
+
+    source: Any = args.source
+    if ":" in args.source and args.source.split(":")[0].endswith(".py"):
+        source = exporters.torch_source_from_spec(args.source, weights=args.weights)
+    elif not Path(args.source).exists():
+        from edgekit.errors import SourceNotFoundError
+
+        raise SourceNotFoundError(f"the source {args.source} does not exist",
+                                  hint="pass a HF model directory, an .onnx file, or file.py:factory --weights W")
+    result = exporters.export(source, output=args.output, task=args.task, recipe=args.recipe,
+                              with_kv_cache=not args.no_kv_cache, **_kwargs(args))
+    return result.to_dict(), _render(result)
+
+
+def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
+    import exporters
+
+    result = exporters.quantize(args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args))
+    return result.to_dict(), _render(result)
+
+
+COMMANDS.add("export", Command("export", "export a model to a quantized, validated package", _add_export, _run_export))
+COMMANDS.add("quantize", Command("quantize", "quantize an .onnx file or package with a recipe", _add_quantize,
+                                 _run_quantize))

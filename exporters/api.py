@@ -1,0 +1,317 @@
+"""The export pipeline: convert -> recipe steps -> validate (-> keep sensitive nodes in float) -> package.
+
+Everything is built in a work directory and the package directory appears only at the very end, by a
+rename, so a failure or an interrupt never leaves a half-written package.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.config import from_dict
+from edgekit.errors import AccuracyError, ConfigError
+from edgekit.fsutil import atomic_dir, check_output
+from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
+from edgekit.package import read_manifest
+from edgekit.progress import QUIET, Progress
+from exporters import graph
+from exporters.calibration import load_dataset
+from exporters.package_writer import write_package
+from exporters.recipes import RECIPES, Recipe, RecipeContext, resolved_options
+from exporters.samples import SampleContext, make_samples
+from exporters.sensitivity import search_float_nodes
+from exporters.sources import (
+    SOURCES,
+    ConvertedModel,
+    ConvertOptions,
+    SourceKind,
+    TorchSource,
+    convert_source,
+)
+from exporters.tasks import TASKS, TaskSpec
+from exporters.validate import make_runner, validate
+from runtimes.preprocess import ImageSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    package_dir: Path
+    manifest: Manifest
+    steps: list[dict[str, Any]]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        fp32_bytes = self.manifest.accuracy.get("reference_model_bytes") if self.manifest.accuracy else None
+        return {
+            "package_dir": str(self.package_dir),
+            "task": self.manifest.task,
+            "recipe": self.manifest.recipe.name,
+            "model_bytes": next((f.bytes for f in self.manifest.files if f.path == MODEL_NAME), None),
+            "reference_model_bytes": fp32_bytes,
+            "accuracy": self.manifest.accuracy,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "manifest": self.manifest.to_dict(),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    task: str
+    recipe: str = "fp32"
+    recipe_options: dict[str, Any] = field(default_factory=dict)
+    calibration: str | Path | None = None
+    validation_data: str | Path | None = None
+    validation_samples: int = 64
+    max_accuracy_drop: float | None = None
+    with_kv_cache: bool = True
+    ort_format: bool = False
+    force: bool = False
+    name: str | None = None
+    labels: list[str] | None = None
+    image_settings: ImageSettings | None = None
+    opset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None and not (0 <= self.max_accuracy_drop < 1):
+            raise ConfigError(
+                f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}",
+                hint="it is a fraction: 0.01 allows a 1-point drop in the task's primary metric",
+                param="max_accuracy_drop",
+            )
+        if self.validation_samples < 1:
+            raise ConfigError("validation_samples must be >= 1", param="validation_samples")
+
+
+# ------------------------------------------------------------------------------- package as a source
+
+
+def _is_package(source: Any) -> bool:
+    return isinstance(source, (str, Path)) and (Path(source) / MANIFEST_NAME).is_file()
+
+
+def _convert_package(source: Any, work: Path, options: ConvertOptions) -> ConvertedModel:
+    root = Path(source)
+    manifest = read_manifest(root)
+    dst = work / "fp32.onnx"
+    graph.save_model(graph.load_model(root / MODEL_NAME), dst)
+    config_path = root / "config.json"
+    model_type = json.loads(config_path.read_text()).get("model_type") if config_path.is_file() else None
+    skip = {MODEL_NAME, MANIFEST_NAME, "model.ort"}
+    return ConvertedModel(
+        onnx_path=dst,
+        source=manifest.source,
+        assets=[p for p in root.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith("required_op")],
+        preprocessing=manifest.preprocessing,
+        labels=manifest.labels,
+        generation=manifest.generation,
+        model_type=model_type,
+    )
+
+
+SOURCES.add("package", SourceKind("package", _is_package, _convert_package))
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def export(
+    source: Any,
+    *,
+    output: str | Path,
+    task: str,
+    recipe: str = "fp32",
+    progress: Progress | bool = True,
+    **kwargs: Any,
+) -> ExportResult:
+    """Export ``source`` (HF dir, ``.onnx``, package dir or :class:`TorchSource`) to a package at ``output``.
+
+    Keyword options are the fields of :class:`ExportOptions` (``recipe_options``, ``calibration``,
+    ``max_accuracy_drop``, ``with_kv_cache``, ``ort_format``, ``force``, ...).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    opts = ExportOptions(task=task, recipe=recipe, **kwargs)
+    prog = progress if isinstance(progress, Progress) else (Progress() if progress else QUIET)
+    task_spec: TaskSpec = TASKS.get(opts.task)
+    recipe_spec: Recipe = RECIPES.get(opts.recipe)
+    config = from_dict(recipe_spec.config_cls, opts.recipe_options, what=f"recipe {opts.recipe}")
+    out = check_output(output, force=opts.force)
+    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
+        work = Path(tmp)
+        prog.log(f"converting {_describe(source)} for {task_spec.name}…")
+        converted = convert_source(
+            source,
+            work,
+            ConvertOptions(
+                task=task_spec,
+                with_kv_cache=opts.with_kv_cache,
+                opset=opts.opset,
+                labels=opts.labels,
+                image_settings=opts.image_settings,
+            ),
+        )
+        inputs, _ = graph.io_specs(graph.load_model(converted.onnx_path, load_weights=False, check=False))
+        asset_dir = work / "assets"
+        asset_dir.mkdir()
+        for a in converted.assets:
+            shutil.copy2(a, asset_dir / a.name)
+        sctx = SampleContext(
+            inputs=inputs, preprocessing=converted.preprocessing, asset_dir=asset_dir, generation=converted.generation
+        )
+        calibration = load_dataset(opts.calibration, sctx).samples if opts.calibration else None
+        if opts.validation_data:
+            vdata = load_dataset(opts.validation_data, sctx, limit=opts.validation_samples)
+            samples, labels = vdata.samples, vdata.labels
+        elif calibration:
+            samples, labels = calibration[: opts.validation_samples], None
+        else:
+            samples = make_samples(sctx, kind=task_spec.kind, modality=task_spec.modality, n=opts.validation_samples)
+            labels = None
+
+        rctx = RecipeContext(
+            work=work, task_kind=task_spec.kind, model_type=converted.model_type, calibration=calibration, log=prog.log
+        )
+        model_path, steps = recipe_spec.run(converted.onnx_path, config, rctx)
+        ref_runner, out_names = make_runner(converted.onnx_path)
+
+        def evaluate(path: Path) -> dict[str, Any]:
+            runner, _ = make_runner(path)
+            with prog.bar(len(samples), "validating") as update:
+                return validate(task_spec, ref_runner, runner, out_names, samples, labels=labels, progress=update)
+
+        report = evaluate(model_path)
+        float_nodes: list[str] = []
+        sensitivity: list[dict[str, Any]] | None = None
+        drop = report["metrics"]["accuracy_drop"]
+        if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
+            if not recipe_spec.supports_float_fallback:
+                raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+            prog.log(f"accuracy drop {drop:.4f} > {opts.max_accuracy_drop}: searching for layers to keep in float")
+            pre_quant = _pre_quant_path(work, recipe_spec)
+            _, last_step = recipe_spec.steps[-1]
+
+            def requantize(cfg: Any) -> Path:
+                dst = work / f"search.{len(list(work.glob('search.*')))}.onnx"
+                last_step(pre_quant, dst, cfg, rctx)
+                return dst
+
+            model_path, config, report, scores = search_float_nodes(
+                float_model=pre_quant,
+                quant_model=model_path,
+                config=config,
+                quantize=requantize,
+                evaluate=evaluate,
+                max_accuracy_drop=opts.max_accuracy_drop,
+                samples=samples,
+                work=work,
+                log=prog.log,
+            )
+            float_nodes = list(config.nodes_to_exclude)
+            sensitivity = [s.to_dict() for s in scores[:20]]
+        drop = report["metrics"]["accuracy_drop"]
+        if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
+            raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+        report["reference_model_bytes"] = converted.onnx_path.stat().st_size
+        report["max_accuracy_drop"] = opts.max_accuracy_drop
+        if sensitivity is not None:
+            report["most_sensitive_nodes"] = sensitivity
+        recipe_info = RecipeInfo(
+            name=recipe_spec.name,
+            options=resolved_options(config),
+            float_nodes=float_nodes,
+            steps=[s.to_dict() for s in steps],
+        )
+        name = opts.name or _default_name(source)
+        with atomic_dir(out, force=opts.force) as dest:
+            prog.log(f"writing package {out}")
+            manifest = write_package(
+                dest,
+                model_path=model_path,
+                converted=converted,
+                task=task_spec.name,
+                name=name,
+                recipe=recipe_info,
+                accuracy=report,
+                ort_format=opts.ort_format,
+            )
+    return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
+
+
+def _pre_quant_path(work: Path, recipe: Recipe) -> Path:
+    """The output of the step before quantization (or the fp32 source when quantization is the only step)."""
+    i = len(recipe.steps) - 2
+    if i < 0:
+        return work / "fp32.onnx"
+    name = recipe.steps[i][0]
+    return work / f"{recipe.name}.{i}.{name}.onnx"
+
+
+def _breach(opts: ExportOptions, task: TaskSpec, drop: float) -> str:
+    return (
+        f"the {opts.recipe} model loses {drop:.4f} of {task.primary_metric} against fp32,"
+        f" more than --max-accuracy-drop {opts.max_accuracy_drop}; no package was written"
+    )
+
+
+def _describe(source: Any) -> str:
+    return source.path if isinstance(source, TorchSource) else str(source)
+
+
+def _default_name(source: Any) -> str:
+    if isinstance(source, TorchSource):
+        return source.path.rsplit(":", 1)[-1]
+    p = Path(source).resolve()
+    if p.suffix == ".onnx":
+        return p.stem
+    # Model directories are often called "model" inside a project folder; its parent names it better.
+    return p.parent.name if p.name in ("model", "onnx", "hf") else p.name
+
+
+def export_torch(
+    module: Any,
+    example_inputs: Any,
+    *,
+    output: str | Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    task: str = "tensor",
+    recipe: str = "fp32",
+    **kwargs: Any,
+) -> ExportResult:
+    """Export a PyTorch ``nn.Module`` (traced with ``example_inputs``) to a package."""
+    example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    src = TorchSource(
+        module=module,
+        example_inputs=example,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_axes=dynamic_axes,
+        path=f"{type(module).__module__}.{type(module).__name__}",
+    )
+    return export(src, output=output, task=task, recipe=recipe, **kwargs)
+
+
+def quantize(model: str | Path, *, output: str | Path, recipe: str, task: str | None = None, **kwargs: Any) -> ExportResult:
+    """Quantize an ``.onnx`` file or an fp32 package with a recipe; a package keeps its task and assets."""
+    if task is None:
+        task = read_manifest(model).task if _is_package(model) else "tensor"
+    return export(model, output=output, task=task, recipe=recipe, **kwargs)
+
+
+def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.ndarray]]:
+    """Generated sample inputs for a package (used by the profiler and the tests)."""
+    root = Path(package_dir)
+    manifest = read_manifest(root)
+    spec = TASKS.get(manifest.task)
+    ctx = SampleContext(inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation)
+    return make_samples(ctx, kind=spec.kind, modality=spec.modality, n=n)

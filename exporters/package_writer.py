@@ -1,0 +1,88 @@
+"""Assembling a model package in a (temp) directory: graph, assets, optional ORT format, manifest last."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UnsupportedModelError
+from edgekit.hashing import sha256_file
+from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, FileEntry, Manifest, RecipeInfo
+from exporters import graph
+from exporters.sources import ConvertedModel, copy_assets
+
+
+def write_ort_format(model_path: Path, dest: Path) -> list[str]:
+    """ORT-format model + required-operators config, for ONNX Runtime's reduced mobile builds."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    staging = dest / ".ort_staging"
+    staging.mkdir()
+    shutil.copy2(model_path, staging / MODEL_NAME)
+    try:
+        convert_onnx_models_to_ort(staging, output_dir=staging, optimization_styles=[OptimizationStyle.Fixed])
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"converting to the ORT format failed: {str(exc).strip().splitlines()[0]}",
+            hint="drop --format ort; the .onnx package still runs everywhere",
+        ) from None
+    names = []
+    for produced in staging.iterdir():
+        if produced.suffix == ".ort" or produced.name.startswith("required_operators"):
+            target = "model.ort" if produced.suffix == ".ort" else produced.name
+            shutil.move(str(produced), dest / target)
+            names.append(target)
+    shutil.rmtree(staging)
+    return sorted(names)
+
+
+def write_package(
+    dest: Path,
+    *,
+    model_path: Path,
+    converted: ConvertedModel,
+    task: str,
+    name: str,
+    recipe: RecipeInfo,
+    accuracy: dict[str, Any] | None,
+    ort_format: bool = False,
+) -> Manifest:
+    model = graph.load_model(model_path, check=False)
+    graph.save_model(model, dest / MODEL_NAME)
+    copy_assets(converted.assets, dest)
+    if ort_format:
+        write_ort_format(dest / MODEL_NAME, dest)
+    inputs, outputs = graph.io_specs(model)
+    files = [
+        FileEntry(path=p.relative_to(dest).as_posix(), bytes=p.stat().st_size, sha256=sha256_file(p))
+        for p in sorted(dest.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    ]
+    manifest = Manifest(
+        task=task,
+        name=name,
+        recipe=recipe,
+        inputs=inputs,
+        outputs=outputs,
+        source=converted.source,
+        files=files,
+        weights=graph.weight_stats(model),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        preprocessing=converted.preprocessing,
+        labels=converted.labels,
+        generation=converted.generation,
+        accuracy=accuracy,
+    )
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2, default=_json_default) + "\n")
+    return manifest
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

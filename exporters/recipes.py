@@ -1,0 +1,340 @@
+"""Quantization recipes: a registry of typed configs and the steps that apply them.
+
+A recipe is a composition of steps; each step takes an ONNX file and writes another, and its result
+(what it did, how long it took, whether it changed the graph) lands in the report and the manifest.
+A new recipe is one ``RECIPES.add`` entry.
+
+Step order matters: transformer fusions (ORT's optimizer) run before dynamic int8 so the fused
+Attention / SkipLayerNorm graph is what gets quantized (the fused int8 graph is the fastest on CPU), and
+``DefaultTensorType`` lets the quantizer type contrib-op outputs that shape inference cannot. Static QDQ
+skips fusions: its consumers are NPUs (QNN, NNAPI) that take standard ops only.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekit.config import require, to_dict
+from edgekit.errors import CalibrationError, CorruptModelError, UnsupportedModelError
+from edgekit.registry import Registry
+from exporters import graph
+
+# HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
+FUSION_FAMILIES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "distilbert": "bert",
+    "electra": "bert",
+    "camembert": "bert",
+    "mpnet": "bert",
+    "vit": "vit",
+}
+# Fusions are for encoders; a KV-cache decoder's fused graph is a different contract for the runtime.
+FUSION_TASK_KINDS = {"embedding", "classification"}
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fp32Config:
+    fusions: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fp16Config:
+    fusions: bool = True
+    keep_io_types: bool = True  # callers keep feeding float32; casts sit at the graph's edges
+    op_block_list: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8DynamicConfig:
+    per_channel: bool = True
+    # auto: int8 weights where the CPU has int8 dot products (VNNI, Arm dotprod); uint8 on x86 without
+    # VNNI, where MLAS's u8s8 kernel (vpmaddubsw) saturates at int16 and costs accuracy.
+    weight_type: Literal["auto", "int8", "uint8"] = "auto"
+    fusions: bool = True
+    op_types: tuple[str, ...] = ("MatMul", "Attention", "Gemm", "EmbedLayerNormalization", "Gather")
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8StaticConfig:
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = 99.999
+    per_channel: bool = True
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    max_calibration_samples: int = 128
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(0 < self.percentile <= 100, "int8-static", "percentile", "must be in (0, 100]")
+        require(self.max_calibration_samples >= 1, "int8-static", "max_calibration_samples", "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int4Config:
+    block_size: int = 32
+    symmetric: bool = True
+    # 4 = int8 compute of the int4 weights (fastest on CPU with int8 dot products); None = fp32 compute.
+    accuracy_level: int | None = 4
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        ok = self.block_size >= 16 and (self.block_size & (self.block_size - 1)) == 0
+        require(ok, "int4", "block_size", f"must be a power of two >= 16, got {self.block_size}")
+        require(self.accuracy_level in (None, 0, 1, 2, 3, 4), "int4", "accuracy_level", "must be 0-4 or null")
+
+
+# ------------------------------------------------------------------------------------- steps and context
+
+
+@dataclass(kw_only=True)
+class RecipeContext:
+    work: Path
+    task_kind: str
+    model_type: str | None
+    calibration: list[dict[str, Any]] | None = None
+    log: Callable[[str], None] = lambda msg: None
+
+
+@dataclass(kw_only=True)
+class StepResult:
+    name: str
+    changed: bool
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "changed": self.changed, "seconds": round(self.seconds, 3), "details": self.details}
+
+
+Step = Callable[[Path, Path, Any, RecipeContext], tuple[bool, dict[str, Any]]]
+
+
+def _timed(name: str, step: Step, src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> StepResult:
+    t0 = time.perf_counter()
+    ctx.log(f"{name}…")
+    changed, details = step(src, dst, cfg, ctx)
+    return StepResult(name=name, changed=changed, seconds=time.perf_counter() - t0, details=details)
+
+
+def step_fusions(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    family = FUSION_FAMILIES.get(ctx.model_type or "")
+    if not getattr(cfg, "fusions", False) or family is None or ctx.task_kind not in FUSION_TASK_KINDS:
+        return _ort_basic(src, dst)
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    # num_heads/hidden_size 0: detected from the graph. opt_level 0: our fusions only; ORT's own
+    # graph optimizations then run in the device's session, for the device's provider.
+    opt = optimize_model(str(src), model_type=family, num_heads=0, hidden_size=0, opt_level=0)
+    stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    model = opt.model
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        import onnx
+
+        # Contrib ops need their domain declared, or shape inference (and the quantizer) rejects them.
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    graph.save_model(model, dst)
+    return bool(stats), {"family": family, "fused": stats}
+
+
+def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
+    """Constant folding and redundant-node elimination only: the result stays portable to every EP."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(dst)
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise CorruptModelError(
+            f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[-1][:300]}",
+            hint="the graph is inconsistent (types or shapes between nodes disagree): re-export it from its source",
+        ) from None
+    before = len(graph.load_model(src, check=False).graph.node)
+    after = len(graph.load_model(dst, check=False).graph.node)
+    return before != after, {"level": "basic", "nodes_before": before, "nodes_after": after}
+
+
+def step_fp16(src: Path, dst: Path, cfg: Fp16Config, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = graph.load_model(src, check=False)
+    # Ops ORT's CPU provider has no fp16 kernel for stay fp32 rather than gaining casts around each.
+    block = list(cfg.op_block_list) or None
+    model = convert_float_to_float16(model, keep_io_types=cfg.keep_io_types, op_block_list=block)
+    graph.save_model(model, dst)
+    return True, {"keep_io_types": cfg.keep_io_types}
+
+
+def resolve_weight_type(requested: str) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, "requested"
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "i686"):
+        return "int8", f"{machine}: int8 dot products"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    if "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags:
+        return "int8", "x86 with VNNI: u8s8 without saturation"
+    return "uint8", "x86 without VNNI: u8u8 avoids the int16 saturation of the u8s8 kernel"
+
+
+def step_int8_dynamic(src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    wtype, reason = resolve_weight_type(cfg.weight_type)
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        per_channel=cfg.per_channel,
+        weight_type=QuantType.QInt8 if wtype == "int8" else QuantType.QUInt8,
+        op_types_to_quantize=list(cfg.op_types),
+        nodes_to_exclude=list(cfg.nodes_to_exclude),
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return True, {"weight_type": wtype, "weight_type_reason": reason, "nodes_kept_float": list(cfg.nodes_to_exclude)}
+
+
+class _ListReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self._it = iter(samples)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - only some calibrators call it
+        pass
+
+
+def step_preprocess(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False, auto_merge=True)
+        return True, {"symbolic_shape_inference": True}
+    except Exception as exc:  # symbolic inference does not know every op; quantization still works without it
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        return True, {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+
+
+def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not ctx.calibration:
+        raise CalibrationError(
+            "int8-static needs calibration data",
+            hint="pass --calibration DATA (.npz of named arrays, a folder of images, or a .txt file of lines)",
+        )
+    samples = ctx.calibration[: cfg.max_calibration_samples]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[cfg.method]
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    ctx.log(f"calibrating on {len(samples)} samples ({cfg.method})…")
+    quantize_static(
+        str(src),
+        str(dst),
+        _ListReader(samples),
+        quant_format=QuantFormat.QDQ,
+        per_channel=cfg.per_channel,
+        activation_type=qtype[cfg.activation_type],
+        weight_type=qtype[cfg.weight_type],
+        calibrate_method=method,
+        nodes_to_exclude=list(cfg.nodes_to_exclude),
+        extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
+    )
+    return True, {"calibration_samples": len(samples), "method": cfg.method, "nodes_kept_float": list(cfg.nodes_to_exclude)}
+
+
+def step_int4(src: Path, dst: Path, cfg: Int4Config, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = graph.load_model(src, check=False)
+    matmuls = sum(1 for n in model.graph.node if n.op_type == "MatMul")
+    if not matmuls:
+        raise UnsupportedModelError("int4 quantizes MatMul weights, and this graph has no MatMul", hint="use int8-dynamic")
+    q = MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=cfg.block_size,
+        is_symmetric=cfg.symmetric,
+        accuracy_level=cfg.accuracy_level,
+        nodes_to_exclude=list(cfg.nodes_to_exclude),
+    )
+    q.process()
+    out = q.model.model
+    converted = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
+    graph.save_model(out, dst)
+    return converted > 0, {"matmuls": matmuls, "converted_to_matmulnbits": converted}
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    description: str
+    config_cls: type
+    steps: tuple[tuple[str, Step], ...]
+    # Whether nodes can be kept in float (``nodes_to_exclude``), which the accuracy search needs.
+    supports_float_fallback: bool = False
+    needs_calibration: bool = False
+
+    def run(self, src: Path, cfg: Any, ctx: RecipeContext) -> tuple[Path, list[StepResult]]:
+        results = []
+        current = src
+        for i, (name, step) in enumerate(self.steps):
+            dst = ctx.work / f"{self.name}.{i}.{name}.onnx"
+            results.append(_timed(name, step, current, dst, cfg, ctx))
+            current = dst
+        return current, results
+
+
+RECIPES: Registry[Recipe] = Registry("recipe")
+RECIPES.add("fp32", Recipe(name="fp32", description="graph-optimized float32", config_cls=Fp32Config,
+                           steps=(("optimize", step_fusions),)))
+RECIPES.add("fp16", Recipe(name="fp16", description="float16 weights and compute (GPU/NPU targets)",
+                           config_cls=Fp16Config, steps=(("optimize", step_fusions), ("fp16", step_fp16))))
+RECIPES.add("int8-dynamic", Recipe(
+    name="int8-dynamic", description="int8 weights (per-channel), activations quantized at run time",
+    config_cls=Int8DynamicConfig, steps=(("optimize", step_fusions), ("quantize", step_int8_dynamic)),
+    supports_float_fallback=True))
+RECIPES.add("int8-static", Recipe(
+    name="int8-static", description="QDQ int8 weights and activations, calibrated (NPU-friendly)",
+    config_cls=Int8StaticConfig, steps=(("preprocess", step_preprocess), ("quantize", step_int8_static)),
+    supports_float_fallback=True, needs_calibration=True))
+RECIPES.add("int4", Recipe(name="int4", description="4-bit weight-only MatMulNBits (block-wise)",
+                           config_cls=Int4Config,
+                           # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
+                           # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
+                           steps=(("quantize", step_int4),)))
+
+
+def resolved_options(cfg: Any) -> dict[str, Any]:
+    return to_dict(cfg)

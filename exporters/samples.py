@@ -1,0 +1,211 @@
+"""Sample inputs per task, for validation and (when the user gives none) calibration.
+
+The text set is deliberately varied: long and short sentences, one-word and punctuation-only inputs,
+numbers and a few non-English lines, since quantization error concentrates in the unusual ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.manifest import GenerationSpec, TensorSpec
+from edgekit.registry import Registry
+from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, preprocess_audio, preprocess_images
+
+_BASE_SENTENCES = [
+    "Hello world",
+    "a",
+    "!",
+    "?!...",
+    "ok",
+    "Yes.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Edge devices run small quantized models locally so the data never leaves the phone.",
+    "1234 5678 90",
+    "3.14159 is approximately pi, and e is about 2.71828.",
+    "Call me at 555-0123 before 9:30 pm on 2024-05-17.",
+    "Le chat est assis sur la table de la cuisine.",
+    "Das Wetter ist heute sehr schön, aber morgen wird es regnen.",
+    "El modelo se ejecuta en el teléfono sin conexión a internet.",
+    "これはテストの文です。",
+    "Привет, как дела?",
+    "What is the capital of France?",
+    "I love this product, it works perfectly!",
+    "This is the worst experience I have ever had with customer support.",
+    "The meeting has been moved to Thursday afternoon.",
+    "Quantization reduces model size by storing weights in eight bits instead of thirty-two.",
+    "She sells sea shells by the sea shore.",
+    "Transformers use attention to relate every token to every other token in the sequence.",
+    "#hashtag @mention https://example.com/path?q=1",
+    "   spaces   around   words   ",
+    "UPPER CASE SENTENCE WITH SHOUTING",
+    "emoji 🙂 and symbols © ® ™",
+    "Please turn off the lights in the living room.",
+    "The patient reported mild headaches and fatigue over the past two weeks.",
+    "Stock prices fell sharply after the quarterly earnings report was released.",
+    (
+        "In a long paragraph that keeps going, we describe how a small embedding model is exported to ONNX,"
+        " quantized to eight-bit integers with per-channel scales, validated against the original floating"
+        " point model on a varied set of sentences, and finally profiled on a handful of devices ranging from"
+        " a Raspberry Pi to a flagship phone, reporting latency percentiles and peak memory for each."
+    ),
+]
+_SUBJECTS = ["The engineer", "My cat", "A small robot", "The old library", "Our team", "The river", "This phone"]
+_VERBS = ["quietly measures", "always forgets", "carefully builds", "never trusts", "slowly reads", "paints"]
+_OBJECTS = ["the latency numbers", "a red bicycle", "twelve tiny models", "the morning news", "every sensor", "42 apples"]
+
+
+def sentences(n: int = 120) -> list[str]:
+    """``n`` deterministic, varied sentences (the fixed set first, then generated ones)."""
+    out = list(_BASE_SENTENCES)
+    i = 0
+    while len(out) < n:
+        s, v, o = _SUBJECTS[i % 7], _VERBS[(i // 7) % 6], _OBJECTS[(i // 42 + i) % 6]
+        out.append(f"{s} {v} {o}." if i % 3 else f"{s} {v} {o} when nobody is looking, twice a day.")
+        i += 1
+    return out[:n]
+
+
+# ---------------------------------------------------------------------------------------- sample makers
+
+SampleMaker = Callable[["SampleContext", int], list[dict[str, np.ndarray]]]
+
+
+class SampleContext:
+    def __init__(
+        self,
+        *,
+        inputs: list[TensorSpec],
+        preprocessing: dict[str, Any],
+        asset_dir: Path | None,
+        generation: GenerationSpec | None,
+        seed: int = 0,
+    ) -> None:
+        self.inputs = inputs
+        self.preprocessing = preprocessing
+        self.asset_dir = asset_dir
+        self.generation = generation
+        self.seed = seed
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def text_encoder(self) -> TextEncoder:
+        assert self.asset_dir is not None
+        return TextEncoder(self.asset_dir / self.preprocessing.get("tokenizer_file", "tokenizer.json"),
+                           max_length=self.preprocessing.get("max_length"))
+
+
+def _text_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    enc = ctx.text_encoder()
+    return [enc.encode_batch([s]).feeds(ctx.input_names) for s in sentences(n)]
+
+
+def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    enc = ctx.text_encoder()
+    gen = ctx.generation
+    assert gen is not None
+    out = []
+    for s in sentences(n):
+        ids = np.asarray([enc.encode(s, add_special_tokens=False)[: max(2, gen.max_context_tokens - 1)] or [0]], np.int64)
+        out.append(generation_feeds(ids, gen, ctx.inputs))
+    return out
+
+
+def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """Prefill feeds with an empty KV cache, as the runtime's first step sends them."""
+    b, s = ids.shape
+    feeds = {gen.input_ids_name: ids}
+    if gen.attention_mask_name:
+        feeds[gen.attention_mask_name] = np.ones((b, s), np.int64)
+    if gen.position_ids_name:
+        feeds[gen.position_ids_name] = np.tile(np.arange(s, dtype=np.int64), (b, 1))
+    if gen.with_kv_cache:
+        dtype = np.dtype(gen.kv_dtype)
+        for layer in range(gen.num_layers):
+            for tmpl in (gen.past_key_template, gen.past_value_template):
+                assert tmpl is not None
+                feeds[tmpl.format(layer=layer)] = np.zeros((b, gen.num_kv_heads, 0, gen.head_size), dtype)
+    return feeds
+
+
+def _image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    settings = ImageSettings.from_dict(ctx.preprocessing["image"])
+    rng = np.random.default_rng(ctx.seed)
+    name = ctx.input_names[0]
+    out = []
+    for i in range(n):
+        h, w = settings.height, settings.width
+        # Smooth gradients plus noise: closer to natural image statistics than pure noise.
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = (np.sin(xx / (3 + i % 5)) + np.cos(yy / (2 + i % 7))) * 60 + 128
+        img = np.clip(base[..., None] + rng.normal(0, 30, (h, w, settings.channels)), 0, 255).astype(np.uint8)
+        if settings.channels == 1:
+            img = img[..., 0]
+        out.append({name: preprocess_images([img], settings)})
+    return out
+
+
+def _audio_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    settings = AudioSettings.from_dict(ctx.preprocessing["audio"])
+    rng = np.random.default_rng(ctx.seed)
+    name = ctx.input_names[0]
+    sr = settings.sampling_rate
+    t = np.arange(sr) / sr
+    out = []
+    for i in range(n):
+        tone = np.sin(2 * np.pi * (200 + 40 * i) * t) * (0.2 + 0.1 * (i % 4))
+        clip = tone + rng.normal(0, 0.05, t.size)
+        out.append({name: preprocess_audio([clip.astype(np.float32)], settings)})
+    return out
+
+
+def _tensor_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(ctx.seed)
+    out = []
+    for _ in range(n):
+        feeds = {}
+        for spec in ctx.inputs:
+            shape = bind_shape(spec, {})
+            dtype = np.dtype(spec.dtype)
+            if dtype.kind == "f":
+                feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype.kind in "iu":
+                feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype)
+        out.append(feeds)
+    return out
+
+
+def bind_shape(spec: TensorSpec, bindings: dict[str, int], default: int = 1) -> tuple[int, ...]:
+    """Concrete shape for a spec: symbolic dims from ``bindings`` (batch-like ones default to 1)."""
+    shape = []
+    for d in spec.shape:
+        if isinstance(d, int) and d > 0:
+            shape.append(d)
+        elif isinstance(d, str) and d in bindings:
+            shape.append(int(bindings[d]))
+        else:
+            shape.append(default)
+    return tuple(shape)
+
+
+SAMPLE_MAKERS: Registry[SampleMaker] = Registry("sample modality")
+SAMPLE_MAKERS.add("text", _text_samples)
+SAMPLE_MAKERS.add("generation", _generation_samples)
+SAMPLE_MAKERS.add("image", _image_samples)
+SAMPLE_MAKERS.add("audio", _audio_samples)
+SAMPLE_MAKERS.add("tensor", _tensor_samples)
+
+
+def make_samples(ctx: SampleContext, *, kind: str, modality: str, n: int) -> list[dict[str, np.ndarray]]:
+    key = "generation" if kind == "generation" else modality
+    if key == "image" and "image" not in ctx.preprocessing:
+        key = "tensor"
+    return SAMPLE_MAKERS.get(key)(ctx, n)
