@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,9 @@ def write_ort_format(model_path: Path, dest: Path) -> list[str]:
     staging.mkdir()
     shutil.copy2(model_path, staging / MODEL_NAME)
     try:
-        convert_onnx_models_to_ort(staging, output_dir=staging, optimization_styles=[OptimizationStyle.Fixed])
+        # The converter prints progress to stdout, which belongs to --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            convert_onnx_models_to_ort(staging, output_dir=staging, optimization_styles=[OptimizationStyle.Fixed])
     except Exception as exc:
         raise UnsupportedModelError(
             f"converting to the ORT format failed: {str(exc).strip().splitlines()[0]}",

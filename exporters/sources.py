@@ -25,7 +25,7 @@ from edgekit.errors import (
     UsageError,
 )
 from edgekit.hashing import sha256_file, sha256_tree
-from edgekit.manifest import GenerationSpec, SourceInfo
+from edgekit.manifest import MANIFEST_NAME, GenerationSpec, SourceInfo
 from edgekit.registry import Registry
 from exporters import graph
 from exporters.tasks import TaskSpec
@@ -269,13 +269,20 @@ def torch_source_from_spec(
                 hint="the weights were saved from a different architecture",
             ) from None
         weights_sha = sha256_file(wpath)
-    io = getattr(module, "edgekit_io", {}) or {}
+    io = dict(getattr(module, "edgekit_io", {}) or {})
+    if example is None and example_shapes:
+        # Shapes from the command line: float32 examples, axis 0 dynamic as the batch.
+        example = tuple(torch.zeros(shape) for shape in example_shapes.values())
+        io.setdefault("input_names", list(example_shapes))
+        names = list(io["input_names"]) + list(io.get("output_names") or ["output"])
+        io.setdefault("dynamic_axes", {n: {0: "batch"} for n in names})
     if example is None and hasattr(module, "edgekit_example_inputs"):
         example = module.edgekit_example_inputs()
     if example is None:
         raise UsageError(
             f"{spec} gives no example inputs",
-            hint="return (module, example_inputs) from the factory, or define module.edgekit_example_inputs()",
+            hint="pass --input-shape NAME=1x3x224x224, return (module, example_inputs) from the factory,"
+            " or define module.edgekit_example_inputs()",
         )
     example = example if isinstance(example, tuple) else (example,)
     return TorchSource(
@@ -293,7 +300,9 @@ def torch_source_from_spec(
 
 
 def _is_hf_dir(source: Any) -> bool:
-    return isinstance(source, (str, Path)) and (Path(source) / "config.json").is_file()
+    # A package also carries config.json; its manifest makes it a package source, not an HF dir.
+    p = Path(source) if isinstance(source, (str, Path)) else None
+    return p is not None and (p / "config.json").is_file() and not (p / MANIFEST_NAME).is_file()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -35,6 +35,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="HF model dir, model.onnx, a package dir, or file.py:factory (with --weights)")
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
     p.add_argument("--weights", help="state-dict file for a file.py:factory source")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="example input shape for a file.py:factory source (float32, axis 0 = batch); repeatable")
     p.add_argument("--no-kv-cache", action="store_true", help="text-generation without the KV cache")
     _common(p)
 
@@ -73,12 +75,29 @@ def _render(result: Any) -> str:
     return "\n".join(lines)
 
 
+def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    from edgekit.errors import UsageError
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise UsageError(f"--input-shape takes NAME=DIMxDIM..., e.g. pixel_values=1x3x224x224; got {item!r}")
+        shapes[name] = shape
+    return shapes or None
+
+
 def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
     import exporters
 
     source: Any = args.source
     if ":" in args.source and args.source.split(":")[0].endswith(".py"):
-        source = exporters.torch_source_from_spec(args.source, weights=args.weights)
+        source = exporters.torch_source_from_spec(args.source, weights=args.weights,
+                                                  example_shapes=parse_shapes(args.input_shape))
     elif not Path(args.source).exists():
         from edgekit.errors import SourceNotFoundError
 
