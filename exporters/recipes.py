@@ -12,9 +12,11 @@ skips fusions: its consumers are NPUs (QNN, NNAPI) that take standard ops only.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -232,12 +234,25 @@ class _ListReader:
 def step_preprocess(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # ORT's symbolic shape inference drops a debug model into the current directory when it gives up;
+    # keep that in the work dir, not the user's project.
+    with _cwd(ctx.work):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False, auto_merge=True)
+            return True, {"symbolic_shape_inference": True}
+        except Exception as exc:  # it does not know every op; quantization still works without it
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+            return True, {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False, auto_merge=True)
-        return True, {"symbolic_shape_inference": True}
-    except Exception as exc:  # symbolic inference does not know every op; quantization still works without it
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-        return True, {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+        yield
+    finally:
+        os.chdir(old)
 
 
 def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:

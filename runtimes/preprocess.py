@@ -24,7 +24,11 @@ class TextBatch:
     token_type_ids: np.ndarray  # int64 [batch, seq]
 
     def feeds(self, input_names: list[str]) -> dict[str, np.ndarray]:
-        arrays = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
+        arrays = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
         return {n: arrays[n] for n in input_names if n in arrays}
 
 

@@ -1,0 +1,233 @@
+"""The model object :func:`runtimes.load` returns, and ``load`` itself.
+
+``Model.run`` takes named arrays for any package. The task's pipeline (from ``runtimes.pipelines.PIPELINES``)
+adds ``embed``, ``classify`` or ``generate`` / ``stream``; calling a method the task does not have raises a
+:class:`UsageError` naming the task and the methods it has. The model reports which providers run, what
+share of the graph's nodes each took, and every fallback (``model.fallbacks``, also logged once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import PackageError, UsageError
+from edgekit.manifest import MODEL_NAME, Manifest
+from runtimes.pipelines import PIPELINES, PipelineContext, PipelineSpec
+from runtimes.providers import Fallback, plan_providers, report_fallbacks
+from runtimes.session import RuntimeSession, SessionConfig, build_session, physical_cores
+
+# A session needs roughly its weights plus activations and arena slack; below this multiple of the model's
+# size in the app's memory budget, the arena and memory-pattern planning are switched off.
+_LOW_MEMORY_FACTOR = 3
+
+
+class Model:
+    """A loaded package: ``run`` for every task, plus the task's pipeline methods."""
+
+    def __init__(
+        self,
+        *,
+        session: RuntimeSession,
+        manifest: Manifest | None,
+        root: Path | None,
+        spec: PipelineSpec,
+        device: str | None,
+        verified: bool,
+    ) -> None:
+        self.session = session
+        self.manifest = manifest
+        self.root = root
+        self.task = spec.task
+        self.device = device
+        self.verified = verified
+        self._spec = spec
+        self._pipeline = spec.factory(PipelineContext(session, manifest, root)) if spec.factory else None
+        self.load_seconds = session.load_seconds  # load() sets the whole time: session plus pipeline
+
+    # --- what the model reports ----------------------------------------------------------------------
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return ("run", *self._spec.methods)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.providers)
+
+    @property
+    def fallbacks(self) -> list[Fallback]:
+        return list(self.session.fallbacks)
+
+    @property
+    def node_assignment(self) -> dict[str, dict[str, float | int]]:
+        """Per provider: how many nodes of the optimized graph it runs, and their share."""
+        return self.session.node_report()
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {name: spec.describe() for name, spec in self.session.inputs.items()}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "package": str(self.root) if self.root else None,
+            "name": self.manifest.name if self.manifest else None,
+            "task": self.task,
+            "methods": list(self.methods),
+            "device": self.device,
+            "checksums_verified": self.verified,
+            "model_load_seconds": round(self.load_seconds, 4),
+            **self.session.to_dict(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<edgekit Model task={self.task!r} providers={self.providers} package={str(self.root)!r}>"
+
+    # --- calls ---------------------------------------------------------------------------------------
+
+    def run(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Named arrays in, named arrays out; inputs are validated (names, dtypes, ranks, fixed dims)."""
+        return self.session.run(inputs, outputs)
+
+    def embed(self, texts: str | Sequence[str], *, batch_size: int = 32, normalize: bool | None = None) -> np.ndarray:
+        return self._require("embed").embed(texts, batch_size=batch_size, normalize=normalize)
+
+    def classify(self, x: Any, *, top_k: int = 5, **kwargs: Any) -> list[Any]:
+        return self._require("classify").classify(x, top_k=top_k, **kwargs)
+
+    def generate(self, prompt: str | Sequence[int], config: Any = None, **options: Any) -> Any:
+        """Generate a completion; options are ``GenerationConfig`` fields (max_tokens, temperature, ...)."""
+        pipeline = self._require("generate")
+        return pipeline.generate(prompt, _generation_config(config, options))
+
+    def stream(self, prompt: str | Sequence[int], config: Any = None, **options: Any) -> Any:
+        """Iterate text deltas (never half a UTF-8 character); ``.result`` holds finish_reason and usage."""
+        pipeline = self._require("stream")
+        return pipeline.stream(prompt, _generation_config(config, options))
+
+    def _require(self, method: str) -> Any:
+        if method not in self._spec.methods or self._pipeline is None:
+            raise UsageError(
+                f"this package's task is {self.task!r}, which has no {method}();"
+                f" its methods are: {', '.join(self.methods)}",
+                hint="load a package exported for a task that has it (see `edgekit export --task`)",
+                param=method,
+            )
+        return self._pipeline
+
+
+def _generation_config(config: Any, options: Mapping[str, Any]) -> Any:
+    from runtimes.pipelines.generate import GenerationConfig
+
+    if config is None:
+        return GenerationConfig.from_dict(options)
+    if isinstance(config, Mapping):
+        return GenerationConfig.from_dict({**config, **options})
+    if isinstance(config, GenerationConfig):
+        return config.replace(**options) if options else config
+    raise UsageError(f"config must be a GenerationConfig or a dict, got {type(config).__name__}", param="config")
+
+
+def load(
+    package: str | Path | Any,
+    *,
+    device: str | Any | None = None,
+    providers: Iterable[str] | None = None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+    threads: int | None = None,
+    verify: bool = True,
+    graph_optimization: str = "all",
+    low_memory: bool | None = None,
+    cache_optimized_graph: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Model:
+    """Load a model package (a directory, a ``.zip`` of one, or a bare ``.onnx`` file for ``run`` only).
+
+    ``device`` names a device profile (or passes a ``DeviceProfile``): its execution providers are tried
+    first, in order, and its ``default_threads`` is the thread count. ``providers`` adds the caller's
+    choices (ORT names or aliases such as ``"xnnpack"``). Missing providers fall back, ending on CPU;
+    each fallback is logged once and kept in ``model.fallbacks``. ``verify=False`` skips the sha256 check.
+    """
+    from edgekit.package import Package, open_package
+
+    config = SessionConfig(
+        threads=threads,
+        graph_optimization=graph_optimization,
+        low_memory=low_memory,
+        cache_optimized_graph=cache_optimized_graph,
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+    )
+    profile = _device_profile(device)
+    manifest: Manifest | None
+    if isinstance(package, Package):
+        root, manifest, model_path = package.root, package.manifest, package.model_path
+    elif Path(package).suffix == ".onnx" and Path(package).is_file():
+        root, manifest, model_path = None, None, Path(package)
+    else:
+        pkg = open_package(package, verify=verify)
+        root, manifest, model_path = pkg.root, pkg.manifest, pkg.model_path
+    task = manifest.task if manifest else "tensor"
+    spec = PIPELINES.get(task)
+    if not model_path.is_file():
+        raise PackageError(f"the package has no {MODEL_NAME}", hint="export the package again")
+
+    plan = plan_providers(
+        device_providers=profile.provider_names if profile else (),
+        device_name=profile.name if profile else None,
+        requested=providers,
+    )
+    # A profile's thread count is for its device; on a smaller machine (a test host) it is capped to its cores.
+    n_threads = threads or (min(profile.default_threads, physical_cores()) if profile else physical_cores())
+    if low_memory is None:
+        budget = profile.app_memory_budget_mb * 2**20 if profile else None
+        low_memory = bool(budget and model_path.stat().st_size * _LOW_MEMORY_FACTOR > budget)
+    start = time.perf_counter()
+    session = build_session(
+        model_path,
+        plan=plan,
+        config=config,
+        threads=n_threads,
+        low_memory=low_memory,
+        provider_options=provider_options,
+        package_root=root or model_path.parent,
+        model_digest=_model_digest(manifest, model_path),
+    )
+    report_fallbacks(session.fallbacks)
+    model = Model(
+        session=session,
+        manifest=manifest,
+        root=root,
+        spec=spec,
+        device=profile.name if profile else None,
+        verified=bool(verify and manifest),
+    )
+    model.load_seconds = time.perf_counter() - start
+    return model
+
+
+def _device_profile(device: Any) -> Any:
+    if device is None:
+        return None
+    if isinstance(device, str):
+        from edgekit.devices import get_device
+
+        return get_device(device)
+    if hasattr(device, "provider_names") and hasattr(device, "default_threads"):
+        return device
+    raise UsageError(f"device must be a device name or a DeviceProfile, got {type(device).__name__}", param="device")
+
+
+def _model_digest(manifest: Manifest | None, model_path: Path) -> str:
+    """The model's identity for the optimized-graph cache: the manifest's sha256s, else size and mtime."""
+    import hashlib
+
+    if manifest is not None:
+        entries = sorted(f"{f.path}:{f.sha256}" for f in manifest.files if f.path.startswith(MODEL_NAME))
+        if entries:
+            return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    st = model_path.stat()
+    return hashlib.sha256(f"{model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()

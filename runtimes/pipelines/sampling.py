@@ -1,0 +1,78 @@
+"""Choosing the next token from a logits row: greedy, temperature, top-k, top-p, repetition penalty.
+
+The order follows transformers' ``generate`` so a seeded run means the same thing in both: repetition
+penalty on the raw logits, then (when sampling) temperature, top-k, top-p, and a draw. ``temperature == 0``
+is greedy (argmax after the penalty), as in transformers with ``do_sample=False``. A seed makes the draws
+reproducible: one ``numpy.random.Generator`` per generation, one uniform draw per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+
+class Sampler:
+    __slots__ = ("_penalized", "_seen", "greedy", "penalty", "rng", "temperature", "top_k", "top_p")
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self.temperature = float(temperature)
+        self.greedy = self.temperature == 0.0
+        self.top_k = int(top_k)
+        self.top_p = float(top_p)
+        self.penalty = float(repetition_penalty)
+        self.rng = np.random.default_rng(seed)
+        self._penalized = self.penalty != 1.0
+        # Tokens seen so far (prompt and output), as a boolean mask: O(1) per token, no set -> array copies.
+        self._seen = np.zeros(max(1, vocab_size), dtype=bool) if self._penalized else None
+
+    def observe(self, token_ids: Iterable[int]) -> None:
+        if self._seen is not None:
+            ids = np.fromiter(token_ids, dtype=np.int64)
+            ids = ids[(ids >= 0) & (ids < self._seen.size)]
+            self._seen[ids] = True
+
+    def __call__(self, logits: np.ndarray) -> int:
+        """Pick a token from a 1-D logits row (any float dtype); records it for the repetition penalty."""
+        if self._penalized:
+            logits = logits.astype(np.float32, copy=True)
+            seen = self._seen[: logits.shape[0]]  # type: ignore[index]
+            picked = logits[seen]
+            logits[seen] = np.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        token = int(np.argmax(logits)) if self.greedy else self._sample(logits)
+        if self._seen is not None and token < self._seen.size:
+            self._seen[token] = True
+        return token
+
+    def _sample(self, logits: np.ndarray) -> int:
+        scores = logits.astype(np.float64) / self.temperature
+        ids: np.ndarray | None = None
+        if 0 < self.top_k < scores.shape[0]:
+            ids = np.argpartition(scores, -self.top_k)[-self.top_k :]
+            scores = scores[ids]
+        if self.top_p < 1.0:
+            order = np.argsort(-scores, kind="stable")
+            scores = scores[order]
+            ids = order if ids is None else ids[order]
+            probs = np.exp(scores - scores[0])
+            probs /= probs.sum()
+            # Keep the smallest head whose mass reaches top_p (the token that crosses it stays, as in HF).
+            keep = max(1, int(np.searchsorted(np.cumsum(probs), self.top_p, side="left")) + 1)
+            probs = probs[:keep]
+            ids = ids[:keep]
+        else:
+            probs = np.exp(scores - scores.max())
+        cdf = np.cumsum(probs)
+        j = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+        j = min(j, cdf.shape[0] - 1)
+        return int(ids[j]) if ids is not None else j

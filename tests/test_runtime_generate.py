@@ -1,0 +1,211 @@
+"""Text generation: parity with transformers, the KV loop, sampling, stop sequences, streaming, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from runtime_fixtures import *  # noqa: F403
+
+import runtimes
+from edgekit.errors import ConfigError, InvalidInputError, UsageError
+from runtimes.pipelines.detokenize import StopMatcher, StreamingDetokenizer
+from runtimes.pipelines.generate import GenerationConfig, _Binding
+from runtimes.pipelines.sampling import Sampler
+
+
+@pytest.fixture(scope="module")
+def lm(lm_package: Path) -> Any:
+    return runtimes.load(lm_package, threads=1)
+
+
+def _hf_greedy(hf_dir: Path, prompt_ids: list[int], n: int) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    model.generation_config.eos_token_id = None  # exactly n tokens, as ignore_eos does
+    model.generation_config.pad_token_id = 1
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    return out[0, len(prompt_ids) :].tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_greedy_tokens_equal_transformers(
+    arch: str, lm_hf_dirs: dict[str, Path], lm_package: Path, gpt2_package: Path, tokenizer: Any
+) -> None:
+    package = {"llama": lm_package, "gpt2": gpt2_package}[arch]
+    prompt_ids = tokenizer.encode("once upon a time there was").ids
+    n = 40
+    ours = runtimes.load(package, threads=1).generate(prompt_ids, max_tokens=n, ignore_eos=True)
+    assert list(ours.token_ids) == _hf_greedy(lm_hf_dirs[arch], prompt_ids, n)
+    assert ours.finish_reason == "length"
+    assert ours.usage.to_dict() == {
+        "prompt_tokens": len(prompt_ids),
+        "completion_tokens": n,
+        "total_tokens": len(prompt_ids) + n,
+    }
+
+
+def test_without_kv_cache_gives_the_same_tokens(lm: Any, lm_package_nokv: Path) -> None:
+    nokv = runtimes.load(lm_package_nokv, threads=1)
+    a = lm.generate("the quick brown", max_tokens=12, ignore_eos=True)
+    b = nokv.generate("the quick brown", max_tokens=12, ignore_eos=True)
+    assert a.token_ids == b.token_ids and a.text == b.text
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """The decode loop binds each step's presents as the next pasts; no KV tensor goes through numpy.
+    Both binding paths (pybind objects directly, and the public IOBinding API) give the same tokens."""
+    calls = {"past_from_numpy": 0, "values": 0}
+    real_array, real_value = _Binding.bind_array, _Binding.bind_value
+
+    def bind_array(self: Any, name: str, array: Any) -> None:
+        if name.startswith("past_key_values") and array.shape[2] > 0:
+            calls["past_from_numpy"] += 1
+        real_array(self, name, array)
+
+    def bind_value(self: Any, name: str, value: Any) -> None:
+        calls["values"] += 1
+        real_value(self, name, value)
+
+    monkeypatch.setattr(_Binding, "FAST", fast)
+    monkeypatch.setattr(_Binding, "bind_array", bind_array)
+    monkeypatch.setattr(_Binding, "bind_value", bind_value)
+    res = lm.generate("the", max_tokens=5, ignore_eos=True)
+    assert calls["past_from_numpy"] == 0
+    assert calls["values"] == 4 * 4  # 4 decode steps x (2 layers x key/value)
+    monkeypatch.setattr(_Binding, "FAST", not fast)
+    assert lm.generate("the", max_tokens=5, ignore_eos=True).token_ids == res.token_ids
+
+
+def test_seed_makes_sampling_reproducible(lm: Any) -> None:
+    opts = {"max_tokens": 20, "temperature": 1.2, "top_k": 50, "top_p": 0.95, "ignore_eos": True}
+    a = lm.generate("edge devices", seed=7, **opts)
+    b = lm.generate("edge devices", seed=7, **opts)
+    c = lm.generate("edge devices", seed=8, **opts)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
+
+
+def test_eos_stops_with_reason_stop(lm: Any) -> None:
+    free = lm.generate("the", max_tokens=8, ignore_eos=True)
+    eos_model = runtimes.load(lm.root, threads=1)
+    eos_model._pipeline.eos = frozenset({free.token_ids[2]})  # the third token ends the text
+    res = eos_model.generate("the", max_tokens=8)
+    assert res.finish_reason == "stop"
+    assert res.token_ids == free.token_ids[:3]
+    assert res.usage.completion_tokens == 3
+
+
+def test_stop_sequence_cuts_text(lm: Any) -> None:
+    full = lm.generate("once upon", max_tokens=20, ignore_eos=True)
+    visible = [ch for ch in full.text if ch != "\ufffd"]
+    assert len(visible) > 4
+    stop = full.text[full.text.index(visible[3]) :][:2]
+    res = lm.generate("once upon", max_tokens=20, ignore_eos=True, stop=[stop])
+    assert res.finish_reason == "stop"
+    assert stop not in res.text
+    assert full.text.startswith(res.text)
+    streamed = "".join(lm.stream("once upon", max_tokens=20, ignore_eos=True, stop=[stop]))
+    assert streamed == res.text
+
+
+def test_stream_deltas_join_to_generate_text(lm: Any) -> None:
+    res = lm.generate("héllo wörld 日本", max_tokens=30, ignore_eos=True)
+    stream = lm.stream("héllo wörld 日本", max_tokens=30, ignore_eos=True)
+    deltas = list(stream)
+    assert "".join(deltas) == res.text
+    assert stream.result.token_ids == res.token_ids
+    assert stream.result.finish_reason == "length"
+
+
+def test_streaming_never_splits_a_multibyte_character(tokenizer: Any) -> None:
+    text = "héllo 日本語のテキスト 🙂🚀 wörld"
+    ids = tokenizer.encode(text).ids
+    assert len(ids) > len(text) // 2  # the tiny vocab really splits characters into byte tokens
+    detok = StreamingDetokenizer(lambda t: tokenizer.decode(t, skip_special_tokens=True))
+    deltas = [detok.add(i) for i in ids] + [detok.flush()]
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in d for d in deltas)
+    assert any(d == "" for d in deltas)  # held back while a character was incomplete
+
+
+def test_stop_matcher_holds_back_partial_stop() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("abc E") == "abc "
+    assert m.feed("N") == ""
+    assert m.feed("Dxyz") == ""
+    assert m.stopped
+    m2 = StopMatcher(["END"])
+    assert m2.feed("aE") == "a" and m2.feed("x") == "Ex" and m2.flush() == ""
+
+
+def test_context_window_errors_and_left_truncation(lm: Any, tokenizer: Any) -> None:
+    long_ids = (tokenizer.encode(" ".join(["fox"] * 80)).ids * 2)[:100]  # window is 64
+    with pytest.raises(InvalidInputError, match="context window is 64 tokens"):
+        lm.generate(long_ids, max_tokens=4)
+    res = lm.generate(long_ids, max_tokens=4, truncate="left", ignore_eos=True)
+    assert res.prompt_truncated and res.usage.prompt_tokens == 60 and res.usage.completion_tokens == 4
+    near = lm.generate(long_ids[:60], max_tokens=50, ignore_eos=True)  # stops at the window
+    assert near.finish_reason == "length" and near.usage.total_tokens == 64
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_tokens": 0}, "max_tokens must be an integer >= 1"),
+        ({"max_tokens": -3}, "max_tokens"),
+        ({"temperature": -0.1}, "temperature must be a number in \\[0.0"),
+        ({"top_p": 0.0}, "top_p must be a number in \\(0.0, 1.0\\]"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"seed": "x"}, "seed"),
+        ({"truncate": "right"}, "truncate must be null or 'left'"),
+        ({"stop": [""]}, "stop must be a list of non-empty strings"),
+        ({"temprature": 0.5}, "Did you mean 'temperature'"),
+    ],
+)
+def test_bad_generation_options(lm: Any, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        lm.generate("the", **options)
+
+
+def test_empty_prompt_is_refused(lm: Any) -> None:
+    with pytest.raises(InvalidInputError, match="the prompt is empty"):
+        lm.generate("")
+    with pytest.raises(InvalidInputError, match="the prompt is empty"):
+        lm.stream("")
+
+
+def test_generation_config_round_trip() -> None:
+    cfg = GenerationConfig.from_dict({"max_tokens": 5, "temperature": 0.7, "stop": ["\n"], "seed": 3})
+    assert GenerationConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.stop == ("\n",) and not cfg.greedy
+    with pytest.raises(ConfigError, match="unknown generation option 'bogus'"):
+        GenerationConfig.from_dict({"bogus": 1})
+
+
+def test_generate_on_an_embedding_package_names_the_task(embed_package: Path) -> None:
+    model = runtimes.load(embed_package)
+    with pytest.raises(
+        UsageError, match="task is 'feature-extraction', which has no generate\\(\\); its methods are: run, embed"
+    ):
+        model.generate("hi")
+
+
+def test_sampler_filters() -> None:
+    logits = np.array([0.0, 3.0, 1.0, 2.9], dtype=np.float32)
+    assert Sampler(vocab_size=4)(logits) == 1
+    assert all(Sampler(vocab_size=4, temperature=1.0, top_k=1, seed=s)(logits) == 1 for s in range(20))
+    assert all(Sampler(vocab_size=4, temperature=1.0, top_p=1e-6, seed=s)(logits) == 1 for s in range(20))
+    picks = {Sampler(vocab_size=4, temperature=1.0, top_k=2, seed=s)(logits) for s in range(200)}
+    assert picks == {1, 3}
+    penalized = Sampler(vocab_size=4, repetition_penalty=10.0)
+    penalized.observe([1])
+    assert penalized(logits) == 3  # 3.0 / 10 < 2.9
