@@ -26,9 +26,6 @@ class TensorSpec:
     dtype: str  # numpy dtype name: float32, int64, float16, ...
     shape: list[Dim]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(name=d["name"], dtype=d["dtype"], shape=list(d["shape"]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,9 +54,6 @@ class GenerationSpec:
     pad_token_id: int | None = None
     chat_template: str | None = None
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GenerationSpec:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,9 +62,6 @@ class FileEntry:
     bytes: int
     sha256: str
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FileEntry:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,9 +72,6 @@ class SourceInfo:
     opset: int
     library_versions: dict[str, str]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SourceInfo:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,9 +79,6 @@ class WeightsInfo:
     parameter_count: int
     bytes_by_dtype: dict[str, int]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightsInfo:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +88,6 @@ class RecipeInfo:
     float_nodes: list[str] = field(default_factory=list)  # nodes kept in float to meet an accuracy target
     steps: list[dict[str, Any]] = field(default_factory=list)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RecipeInfo:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,14 +122,14 @@ class Manifest:
         known = {f.name for f in dataclasses.fields(cls)}
         try:
             kw = {k: v for k, v in d.items() if k in known}  # additive minor versions: ignore new keys
-            kw["recipe"] = RecipeInfo.from_dict(d["recipe"])
-            kw["inputs"] = [TensorSpec.from_dict(t) for t in d["inputs"]]
-            kw["outputs"] = [TensorSpec.from_dict(t) for t in d["outputs"]]
-            kw["source"] = SourceInfo.from_dict(d["source"])
-            kw["files"] = [FileEntry.from_dict(f) for f in d["files"]]
-            kw["weights"] = WeightsInfo.from_dict(d["weights"])
+            kw["recipe"] = _from_dict(RecipeInfo, d["recipe"])
+            kw["inputs"] = [_from_dict(TensorSpec, t) for t in d["inputs"]]
+            kw["outputs"] = [_from_dict(TensorSpec, t) for t in d["outputs"]]
+            kw["source"] = _from_dict(SourceInfo, d["source"])
+            kw["files"] = [_from_dict(FileEntry, f) for f in d["files"]]
+            kw["weights"] = _from_dict(WeightsInfo, d["weights"])
             if d.get("generation") is not None:
-                kw["generation"] = GenerationSpec.from_dict(d["generation"])
+                kw["generation"] = _from_dict(GenerationSpec, d["generation"])
             return cls(**kw)
         except (KeyError, TypeError) as exc:
             raise PackageError(
@@ -177,5 +159,6 @@ def check_schema_version(version: str) -> None:
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build a record from its dict, ignoring keys a newer minor version may have added."""
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in known})
