@@ -1,0 +1,118 @@
+"""Sanity checks of the toy model builders that other tests and the benchmarks rely on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from tests import toy_models as tm
+from tests.digits_cnn_factory import make_model
+
+TEXTS = ["07+45=", "héllo wörld, 日本語 😀", "\ttabs\nand  two spaces ", "", "The quick brown fox."]
+
+
+@pytest.mark.parametrize("vocab_size", [tm.BYTE_VOCAB_SIZE, 8192])
+def test_byte_tokenizer_round_trips_utf8(tmp_path: Path, vocab_size: int) -> None:
+    from transformers import AutoTokenizer
+
+    raw = Tokenizer.from_str(tm.byte_tokenizer_json(vocab_size))
+    auto = AutoTokenizer.from_pretrained(tm.save_byte_tokenizer(tmp_path, vocab_size))
+    assert raw.get_vocab_size() == len(auto) == vocab_size
+    assert (auto.pad_token_id, auto.bos_token_id, auto.eos_token_id) == (tm.PAD_ID, tm.BOS_ID, tm.EOS_ID)
+    for text in TEXTS:
+        ids = raw.encode(text).ids
+        assert ids == auto(text)["input_ids"]
+        assert ids[0] == tm.BOS_ID
+        assert raw.decode(ids) == text
+        assert auto.decode(ids, skip_special_tokens=True) == text
+        if vocab_size == tm.BYTE_VOCAB_SIZE:
+            assert ids[1:] == [tm.BYTE_OFFSET + b for b in text.encode()]
+
+
+def test_addition_problems_are_held_out_and_deterministic() -> None:
+    problems = tm.addition_problems(200, seed=0)
+    assert problems == tm.addition_problems(200, seed=0)
+    assert len(set(problems)) == 200
+    assert not set(problems) & set(tm.training_problems())
+    assert tm.AdditionProblem(7, 45).prompt == "07+45=" and tm.AdditionProblem(7, 45).answer == "52"
+    assert tm.addition_exact_match(lambda prompt: str(int(prompt[:2]) + int(prompt[3:5])), problems) == 1.0
+
+
+def test_digits_cnn_beats_90_percent_and_factory_reloads(tmp_path: Path) -> None:
+    result = tm.train_digits_cnn(seed=0)
+    assert result.test_accuracy > 0.90
+    assert result.x_test.dtype == np.float32 and result.x_test.shape[1:] == (1, 8, 8)
+    assert result.x_train.min() >= 0.0 and result.x_train.max() <= 1.0
+    assert result.factory.endswith("digits_cnn_factory.py:make_model")
+
+    fresh = make_model()
+    fresh.load_state_dict(torch.load(result.save_weights(tmp_path / "digits.pt"), weights_only=True))
+    x = torch.from_numpy(result.x_test[:16])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), result.model(x))
+
+
+def test_cached_build_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tm.CACHE_ENV, str(tmp_path))
+    first = tm.cached_tiny_lm("llama", trained=False)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert tm.cached_tiny_lm("llama", trained=False) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+    assert first.parent == tmp_path
+    assert tm.cached_tiny_lm("gpt2", trained=False) != first
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_tiny_lm_cache_dir_loads_and_adds(arch: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tm.cached_tiny_lm(arch)
+    info = tm.load_tiny_lm(path)
+    assert info.exact_match is not None and info.exact_match >= 0.95
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert model.config.model_type == arch
+    assert model.generation_config.eos_token_id == tm.EOS_ID
+    assert tm.addition_exact_match(tm.hf_greedy_generate_fn(model, tokenizer), info.eval_problems[:50]) >= 0.9
+
+
+@pytest.mark.slow
+def test_tiny_lm_exports_with_optimum(tmp_path: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(tm.cached_tiny_lm("llama")), tmp_path, task="text-generation-with-past", do_validation=False)
+    graph = onnx.load(tmp_path / "model.onnx", load_external_data=False).graph
+    inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    assert {"input_ids", "attention_mask", "position_ids", "past_key_values.1.value"} <= inputs
+    assert {"logits", "present.0.key", "present.1.value"} <= outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("builder", "input_names"),
+    [
+        (tm.tiny_bert_classifier, ["input_ids", "attention_mask", "token_type_ids"]),
+        (tm.tiny_vit_image_classifier, ["pixel_values"]),
+        (tm.tiny_wav2vec2_audio_classifier, ["input_values"]),
+    ],
+)
+def test_toy_classifiers_export_with_optimum(
+    tmp_path: Path, builder: Callable[[Path], tm.ToyModelDir], input_names: list[str]
+) -> None:
+    from optimum.exporters.onnx import main_export
+
+    toy = builder(tmp_path / "src")
+    main_export(str(toy.path), tmp_path / "onnx", task=toy.task, do_validation=False)
+    graph = onnx.load(tmp_path / "onnx" / "model.onnx").graph
+    assert [i.name for i in graph.input] == input_names
+    assert [o.name for o in graph.output] == ["logits"]
+    assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == len(toy.labels)
