@@ -116,6 +116,3 @@ def parse_key_values(items: list[str] | None, what: str) -> dict[str, Any]:
             out[key.replace("-", "_")] = value
     return out
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

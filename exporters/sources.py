@@ -44,6 +44,7 @@ ASSET_FILES = (
     "preprocessor_config.json",
     "config.json",
     "generation_config.json",
+    "chat_template.jinja",
 )
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
@@ -476,6 +477,9 @@ def _generation_spec(src: Path, config: dict[str, Any], model: Any, with_kv_cach
     eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos])] if eos is not None else []
     tok_cfg_path = src / "tokenizer_config.json"
     chat_template = _read_json(tok_cfg_path).get("chat_template") if tok_cfg_path.is_file() else None
+    if chat_template is None and (src / "chat_template.jinja").is_file():
+        # transformers >= 4.5x saves the template in its own file rather than in tokenizer_config.json.
+        chat_template = (src / "chat_template.jinja").read_text(encoding="utf-8")
     if isinstance(chat_template, list):  # named templates: keep the default one
         chat_template = next((t.get("template") for t in chat_template if t.get("name") == "default"), None)
     max_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 0)

@@ -1,0 +1,414 @@
+"""Request bodies: raw bytes to typed, validated requests. Every client mistake becomes a 4xx here.
+
+``read_json`` enforces the body limit (413), strict UTF-8, strict JSON (no NaN / Infinity, bounded depth)
+and no unpaired surrogates (``"\\ud800"`` is valid JSON but no tokenizer can encode it). Each endpoint's
+request is a frozen dataclass whose ``from_dict`` rejects unknown fields with a did-you-mean; generation
+options go through the runtime's own ``GenerationConfig.from_dict``, as the Python API and the CLI do.
+
+OpenAI clients send some fields edgekit has no use for; they are accepted only at the value that changes
+nothing (``n: 1``, ``presence_penalty: 0``, ...), from the ``COMPAT_FIELDS`` registry, and refused otherwise,
+so a client never silently gets something other than what it asked for. ``null`` means "the default".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from edgekit.client import InvalidRequestError, PayloadTooLargeError
+from edgekit.registry import Registry, unknown_message
+from runtimes.pipelines.generate import GenerationConfig
+from runtimes.server.chat import ChatMessage, parse_messages
+
+GENERATION_FIELDS = tuple(f.name for f in fields(GenerationConfig))
+_MAX_DEPTH = 32
+_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+# --------------------------------------------------------------------------------------------- body
+
+
+async def read_body(receive_chunks: Any, content_length: str | None, limit: int) -> bytes:
+    """The whole body, refusing it (413) as soon as it is known to be larger than ``limit`` bytes."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise InvalidRequestError("the Content-Length header is not a number") from None
+        if declared > limit:
+            raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in receive_chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the request body is larger than this server's limit of {limit} bytes",
+        hint="send fewer or shorter inputs per request",
+    )
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise InvalidRequestError("the request body is empty: send a JSON object", hint='e.g. {"prompt": "Hello"}')
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(
+            f"the request body is not valid UTF-8 (byte {exc.start})", hint="encode the JSON body as UTF-8"
+        ) from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers of more than 4300 digits, deep nesting
+        raise InvalidRequestError(f"the request body is not acceptable JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"the request body must be a JSON object, not {_json_type(data)}")
+    _check_text(data, "", 0)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_text(value: Any, where: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise InvalidRequestError(f"the request body nests deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                f"the string at {where or 'the top level'} holds an unpaired UTF-16 surrogate (not valid Unicode)",
+                param=where or None,
+            ) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, where, depth + 1)
+            _check_text(v, f"{where}.{k}" if where else str(k), depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}[{i}]", depth + 1)
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "null")
+
+
+# --------------------------------------------------------------------------------------------- fields
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompatField:
+    """An OpenAI field accepted only at the value that means "no change"."""
+
+    name: str
+    accepts: Callable[[Any], bool]
+    requirement: str
+
+
+def _is_int(v: Any, value: int) -> bool:
+    return type(v) is int and v == value
+
+
+def _is_zero(v: Any) -> bool:
+    return type(v) in (int, float) and v == 0
+
+
+COMPAT_FIELDS: Registry[CompatField] = Registry("compatibility field")
+for _f in (
+    CompatField(name="n", accepts=lambda v: _is_int(v, 1), requirement="1 (one choice per request)"),
+    CompatField(name="best_of", accepts=lambda v: _is_int(v, 1), requirement="1"),
+    CompatField(name="echo", accepts=lambda v: v is False, requirement="false"),
+    CompatField(name="logprobs", accepts=lambda v: v is False or _is_int(v, 0), requirement="false or 0"),
+    CompatField(name="top_logprobs", accepts=lambda v: _is_int(v, 0), requirement="0"),
+    CompatField(name="presence_penalty", accepts=_is_zero, requirement="0 (use repetition_penalty)"),
+    CompatField(name="frequency_penalty", accepts=_is_zero, requirement="0 (use repetition_penalty)"),
+    CompatField(name="logit_bias", accepts=lambda v: v == {}, requirement="{}"),
+    CompatField(name="suffix", accepts=lambda v: v == "", requirement='"" (no fill-in-the-middle)'),
+    CompatField(name="response_format", accepts=lambda v: v == {"type": "text"}, requirement='{"type": "text"}'),
+    CompatField(name="user", accepts=lambda v: isinstance(v, str), requirement="a string (it is ignored)"),
+):
+    COMPAT_FIELDS.add(_f.name, _f)
+del _f
+
+
+def _check_fields(body: Mapping[str, Any], own: tuple[str, ...]) -> dict[str, Any]:
+    """Refuse unknown fields; check compatibility fields; return the rest with nulls dropped."""
+    known = [*own, *COMPAT_FIELDS.names()]
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in known:
+            raise InvalidRequestError(unknown_message("field", key, known), param=key)
+        if value is None:
+            continue
+        if key in COMPAT_FIELDS:
+            compat = COMPAT_FIELDS.get(key)
+            if not compat.accepts(value):
+                raise InvalidRequestError(
+                    f"{key} must be {compat.requirement} on this server (got {value!r})", param=key
+                )
+            continue
+        out[key] = value
+    return out
+
+
+def _model(d: Mapping[str, Any]) -> str | None:
+    value = d.get("model")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidRequestError(f"model must be a model id string (got {value!r})", param="model")
+    return value
+
+
+def _bool(d: Mapping[str, Any], name: str) -> bool:
+    value = d.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be true or false (got {value!r})", param=name)
+    return value
+
+
+def _include_usage(d: Mapping[str, Any]) -> bool:
+    options = d.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise InvalidRequestError('stream_options must be {"include_usage": true|false}', param="stream_options")
+    return _bool(options, "include_usage")
+
+
+def _generation(d: Mapping[str, Any]) -> GenerationConfig:
+    return GenerationConfig.from_dict({k: d[k] for k in GENERATION_FIELDS if k in d})
+
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """``/v1/generate``, ``/v1/completions`` (``prompt``) and ``/v1/chat/completions`` (``messages``)."""
+
+    model: str | None
+    prompt: str | tuple[int, ...] | None = None
+    messages: tuple[ChatMessage, ...] | None = None
+    stream: bool = False
+    include_usage: bool = False
+    generation: GenerationConfig
+    max_tokens_given: bool = False
+
+    @classmethod
+    def completion(cls, body: Mapping[str, Any]) -> GenerationRequest:
+        d = _check_fields(body, ("model", "prompt", "stream", "stream_options", *GENERATION_FIELDS))
+        if "prompt" not in d:
+            raise InvalidRequestError("the request needs a 'prompt'", param="prompt")
+        return cls(
+            model=_model(d),
+            prompt=_prompt(d["prompt"]),
+            stream=_bool(d, "stream"),
+            include_usage=_include_usage(d),
+            generation=_generation(d),
+            max_tokens_given="max_tokens" in d,
+        )
+
+    @classmethod
+    def chat(cls, body: Mapping[str, Any]) -> GenerationRequest:
+        d = _check_fields(
+            body, ("model", "messages", "stream", "stream_options", "max_completion_tokens", *GENERATION_FIELDS)
+        )
+        if "max_completion_tokens" in d:  # OpenAI's newer name for max_tokens
+            if "max_tokens" in d and d["max_tokens"] != d["max_completion_tokens"]:
+                raise InvalidRequestError("give max_tokens or max_completion_tokens, not both", param="max_tokens")
+            d["max_tokens"] = d.pop("max_completion_tokens")
+        if "messages" not in d:
+            raise InvalidRequestError("the request needs 'messages'", param="messages")
+        return cls(
+            model=_model(d),
+            messages=parse_messages(d["messages"]),
+            stream=_bool(d, "stream"),
+            include_usage=_include_usage(d),
+            generation=_generation(d),
+            max_tokens_given="max_tokens" in d,
+        )
+
+
+def _prompt(value: Any) -> str | tuple[int, ...]:
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # OpenAI's batch form with one prompt
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(type(t) is int for t in value):
+        return tuple(value)
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        raise InvalidRequestError("one prompt per request: send the prompts as separate requests", param="prompt")
+    raise InvalidRequestError(
+        f"prompt must be a string or a list of token ids (got {_json_type(value)})", param="prompt"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingRequest:
+    model: str | None
+    input: tuple[str, ...]
+    single: bool
+    encoding_format: str = "float"
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any], *, max_inputs: int) -> EmbeddingRequest:
+        d = _check_fields(body, ("model", "input", "encoding_format", "dimensions"))
+        if "dimensions" in d:
+            raise InvalidRequestError(
+                "dimensions is not supported: the model's own size is returned", param="dimensions"
+            )
+        fmt = d.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise InvalidRequestError(
+                f"encoding_format must be 'float' or 'base64' (got {fmt!r})", param="encoding_format"
+            )
+        single, texts = _texts(d, max_inputs)
+        return cls(model=_model(d), input=texts, single=single, encoding_format=fmt)
+
+
+def _texts(d: Mapping[str, Any], max_inputs: int) -> tuple[bool, tuple[str, ...]]:
+    if "input" not in d:
+        raise InvalidRequestError("the request needs an 'input': a string or a list of strings", param="input")
+    value = d["input"]
+    if isinstance(value, str):
+        return True, (value,)
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        if len(value) > max_inputs:
+            raise InvalidRequestError(f"at most {max_inputs} inputs per request (got {len(value)})", param="input")
+        return False, tuple(value)
+    if isinstance(value, list) and value and all(type(t) is int for t in value):
+        raise InvalidRequestError("token-id input is not supported: send the text", param="input")
+    raise InvalidRequestError(
+        f"input must be a string or a non-empty list of strings (got {_json_type(value)})", param="input"
+    )
+
+
+# --- classification: what an input item is depends on the model's task ---------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputDecoder:
+    """Turns the JSON ``input`` of ``/v1/classify`` into what the task's ``classify`` takes."""
+
+    task: str
+    describe: str
+    decode: Callable[[Any, int], tuple[bool, list[Any]]]  # (input, max_inputs) -> (single, items)
+
+
+def _decode_texts(value: Any, max_inputs: int) -> tuple[bool, list[Any]]:
+    single, texts = _texts({"input": value}, max_inputs)
+    return single, list(texts)
+
+
+def _decode_images(value: Any, max_inputs: int) -> tuple[bool, list[Any]]:
+    # Images arrive as base64 strings, never as paths: a client must not make the server open its files.
+    single = isinstance(value, str)
+    items = [value] if single else value
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise InvalidRequestError("input must be a base64-encoded image or a list of them", param="input")
+    if len(items) > max_inputs:
+        raise InvalidRequestError(f"at most {max_inputs} inputs per request (got {len(items)})", param="input")
+    out = []
+    for i, item in enumerate(items):
+        data = item.split(",", 1)[1] if item.startswith("data:") and "," in item else item  # a data: URL
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError(f"input[{i}] is not valid base64", param="input") from None
+        _check_image(raw, i)
+        out.append(raw)
+    return single, out
+
+
+def _check_image(raw: bytes, i: int) -> None:
+    """Refuse images whose pixels would not fit in memory before anything decodes them (decompression bombs)."""
+    try:
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        return  # the runtime reports the missing vision extra
+    try:
+        with Image.open(io.BytesIO(raw)) as im:  # reads the header only
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidRequestError(f"input[{i}] is not an image this server can read", param="input") from None
+    if width * height > _MAX_IMAGE_PIXELS:
+        raise InvalidRequestError(f"input[{i}] has {width}x{height} pixels, more than this server takes", param="input")
+
+
+def _decode_audio(value: Any, max_inputs: int) -> tuple[bool, list[Any]]:
+    import numpy as np
+
+    def clip(v: Any, where: str) -> Any:
+        if not isinstance(v, list) or not v or not all(type(x) in (int, float) for x in v):
+            raise InvalidRequestError(f"{where} must be a non-empty list of samples (numbers)", param="input")
+        return np.asarray(v, dtype=np.float32)
+
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        if len(value) > max_inputs:
+            raise InvalidRequestError(f"at most {max_inputs} inputs per request (got {len(value)})", param="input")
+        return False, [clip(v, f"input[{i}]") for i, v in enumerate(value)]
+    return True, [clip(value, "input")]
+
+
+INPUT_DECODERS: Registry[InputDecoder] = Registry("classification input")
+for _d in (
+    InputDecoder(task="text-classification", describe="a string or a list of strings", decode=_decode_texts),
+    InputDecoder(task="image-classification", describe="base64-encoded image(s)", decode=_decode_images),
+    InputDecoder(task="audio-classification", describe="a list of samples, or a list of clips", decode=_decode_audio),
+):
+    INPUT_DECODERS.add(_d.task, _d)
+del _d
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifyRequest:
+    model: str | None
+    input: Any  # decoded per the model's task, once the model is known
+    top_k: int = 5
+    sampling_rate: int | None = None
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> ClassifyRequest:
+        d = _check_fields(body, ("model", "input", "top_k", "sampling_rate"))
+        if "input" not in d:
+            raise InvalidRequestError("the request needs an 'input'", param="input")
+        top_k = d.get("top_k", 5)
+        if type(top_k) is not int or not 1 <= top_k <= 1000:
+            raise InvalidRequestError(f"top_k must be an integer from 1 to 1000 (got {top_k!r})", param="top_k")
+        rate = d.get("sampling_rate")
+        if rate is not None and (type(rate) is not int or not 1000 <= rate <= 384_000):
+            raise InvalidRequestError(
+                f"sampling_rate must be an integer from 1000 to 384000 Hz (got {rate!r})", param="sampling_rate"
+            )
+        return cls(model=_model(d), input=d["input"], top_k=top_k, sampling_rate=rate)
+
+    def items(self, task: str, max_inputs: int) -> tuple[bool, list[Any]]:
+        if task not in INPUT_DECODERS:
+            raise InvalidRequestError(f"/v1/classify does not take input for {task} models", param="model")
+        return INPUT_DECODERS.get(task).decode(self.input, max_inputs)
+
+
+def encode_embedding(vector: Any, fmt: str) -> Any:
+    if fmt == "base64":  # float32 little-endian, as OpenAI's
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()

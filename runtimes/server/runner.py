@@ -1,0 +1,174 @@
+"""Running the app on uvicorn: in the foreground (``edgekit serve``) or in a background thread (tests, apps).
+
+The listening socket is bound here, before uvicorn starts, so ``port=0`` gives a real port to report and a
+bind failure is a clear error rather than a log line. Shutdown is graceful: uvicorn stops accepting, lets
+in-flight requests (streams included) finish for up to ``shutdown_timeout_s``, then the app's lifespan joins
+the model threads and closes the audit log. In the foreground, SIGINT / SIGTERM start it (a second SIGINT
+forces it); in a thread, :meth:`ServerHandle.stop` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError
+from runtimes.server.config import ServerConfig
+
+
+def bind(config: ServerConfig) -> socket.socket:
+    host = config.host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP, and
+    # without it Nagle's algorithm holds each response's body behind its headers for a delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, config.port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+            hint="pick another --port (0 picks a free one), or stop what is using it",
+            param="port",
+        ) from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError.for_extra("uvicorn", "serve") from None
+    cfg = uvicorn.Config(
+        app,
+        log_config=None,  # keep edgekit's logging setup
+        access_log=False,  # the audit log is the access log
+        lifespan="on",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout_s),
+    )
+    return uvicorn.Server(cfg)
+
+
+def make_app(models: Mapping[str, Any] | Sequence[Any], config: ServerConfig) -> Any:
+    try:
+        from runtimes.server.app import create_app
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra(exc.name or "fastapi", "serve") from None
+    return create_app(models, config)
+
+
+@dataclass
+class ServerHandle:
+    """A server running in a background thread."""
+
+    url: str
+    app: Any
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Graceful: in-flight requests finish first. Returns when the server has stopped (or ``timeout``)."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_server(
+    models: Mapping[str, Any] | Sequence[Any], config: ServerConfig | None = None, *, ready_timeout: float = 30.0
+) -> ServerHandle:
+    """Start serving in a daemon thread and return once the server answers (``handle.url``)."""
+    config = config or ServerConfig(port=0)
+    app = make_app(models, config)
+    sock = bind(config)
+    server = _uvicorn_server(app, config)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # SystemExit from a failed startup included: report it to the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="edgekit-server", daemon=True)
+    thread.start()
+    until = time.monotonic() + ready_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > until:
+            server.should_exit = True
+            sock.close()
+            raise EdgekitError(f"the server did not start: {failure[0] if failure else 'timed out'}")
+        time.sleep(0.01)
+    return ServerHandle(url=url_of(sock), app=app, server=server, thread=thread)
+
+
+def serve_forever(
+    models: Mapping[str, Any] | Sequence[Any],
+    config: ServerConfig,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Serve in this thread until SIGINT / SIGTERM; returns a summary once stopped."""
+    app = make_app(models, config)
+    sock = bind(config)
+    url = url_of(sock)
+    server = _uvicorn_server(app, config)
+    if on_ready is not None:
+        _notify_when_started(server, lambda: on_ready(url))
+    started = time.time()
+    with _signals_end_the_server():
+        server.run(sockets=[sock])
+    state = app.state.edgekit
+    return {
+        "url": url,
+        "models": state.models.ids(),
+        "requests": state.metrics.requests_total(),
+        "uptime_seconds": round(time.time() - started, 3),
+    }
+
+
+@contextlib.contextmanager
+def _signals_end_the_server() -> Iterator[None]:
+    """uvicorn handles SIGINT / SIGTERM while it serves, then re-raises them to the handlers found at start,
+    which would kill the process (SIGTERM) or raise KeyboardInterrupt (SIGINT) after a clean shutdown. Here a
+    stop signal is the normal end of ``edgekit serve``: the handlers it re-raises to do nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _notify_when_started(server: Any, callback: Callable[[], None]) -> None:
+    def watch() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        if server.started:
+            callback()
+
+    threading.Thread(target=watch, name="edgekit-server-ready", daemon=True).start()
