@@ -177,8 +177,25 @@ def export(
             samples = make_samples(sctx, kind=task_spec.kind, modality=task_spec.modality, n=opts.validation_samples)
             labels = None
 
+        # Statistics-driven steps (smoothing) calibrate on generated samples disjoint from validation's.
+        calib_ctx = SampleContext(
+            inputs=inputs,
+            preprocessing=converted.preprocessing,
+            asset_dir=asset_dir,
+            generation=converted.generation,
+            seed=1,
+            offset=1000,
+        )
+        generated_calibration = None if calibration else make_samples(
+            calib_ctx, kind=task_spec.kind, modality=task_spec.modality, n=48
+        )
         rctx = RecipeContext(
-            work=work, task_kind=task_spec.kind, model_type=converted.model_type, calibration=calibration, log=prog.log
+            work=work,
+            task_kind=task_spec.kind,
+            model_type=converted.model_type,
+            calibration=calibration,
+            samples=generated_calibration,
+            log=prog.log,
         )
         model_path, steps = recipe_spec.run(converted.onnx_path, config, rctx)
         ref_runner, out_names = make_runner(converted.onnx_path)

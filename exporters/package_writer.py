@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

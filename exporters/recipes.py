@@ -25,6 +25,7 @@ from edgekit.config import require, to_dict
 from edgekit.errors import CalibrationError, CorruptModelError, UnsupportedModelError
 from edgekit.registry import Registry
 from exporters import graph
+from exporters.smoothing import step_smooth
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
 FUSION_FAMILIES = {
@@ -65,9 +66,17 @@ class Int8DynamicConfig:
     fusions: bool = True
     op_types: tuple[str, ...] = ("MatMul", "Attention", "Gemm", "EmbedLayerNormalization", "Gather")
     nodes_to_exclude: tuple[str, ...] = ()
+    # SmoothQuant-style migration of activation outliers into the weights (exporters/smoothing.py):
+    # per-tensor run-time activation scales otherwise lose the ordinary channels to one outlier channel.
+    smoothing: bool = True
+    smoothing_alpha: float | None = None  # None: searched per layer
+    smoothing_samples: int = 32
 
     def __post_init__(self) -> None:
         require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
+        alpha_ok = self.smoothing_alpha is None or 0 < self.smoothing_alpha < 1
+        require(alpha_ok, "int8-dynamic", "smoothing_alpha", "must be in (0, 1) or null")
+        require(self.smoothing_samples >= 1, "int8-dynamic", "smoothing_samples", "must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +117,7 @@ class RecipeContext:
     task_kind: str
     model_type: str | None
     calibration: list[dict[str, Any]] | None = None
+    samples: list[dict[str, Any]] | None = None  # the task's generated samples, when no calibration is given
     log: Callable[[str], None] = lambda msg: None
 
 
@@ -338,7 +348,8 @@ RECIPES.add("fp16", Recipe(name="fp16", description="float16 weights and compute
                            config_cls=Fp16Config, steps=(("optimize", step_fusions), ("fp16", step_fp16))))
 RECIPES.add("int8-dynamic", Recipe(
     name="int8-dynamic", description="int8 weights (per-channel), activations quantized at run time",
-    config_cls=Int8DynamicConfig, steps=(("optimize", step_fusions), ("quantize", step_int8_dynamic)),
+    config_cls=Int8DynamicConfig,
+    steps=(("optimize", step_fusions), ("smooth", step_smooth), ("quantize", step_int8_dynamic)),
     supports_float_fallback=True))
 RECIPES.add("int8-static", Recipe(
     name="int8-static", description="QDQ int8 weights and activations, calibrated (NPU-friendly)",

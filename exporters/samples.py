@@ -59,8 +59,14 @@ _VERBS = ["quietly measures", "always forgets", "carefully builds", "never trust
 _OBJECTS = ["the latency numbers", "a red bicycle", "twelve tiny models", "the morning news", "every sensor", "42 apples"]
 
 
-def sentences(n: int = 120) -> list[str]:
-    """``n`` deterministic, varied sentences (the fixed set first, then generated ones)."""
+def sentences(n: int = 120, *, offset: int = 0) -> list[str]:
+    """``n`` deterministic, varied sentences (the fixed set first, then generated ones).
+
+    ``offset`` > 0 gives generated sentences only, disjoint from the first ``offset`` ones: calibration
+    data that never overlaps the validation set.
+    """
+    if offset:
+        return _calibration_sentences(n, offset)
     out = list(_BASE_SENTENCES)
     i = 0
     while len(out) < n:
@@ -68,6 +74,23 @@ def sentences(n: int = 120) -> list[str]:
         out.append(f"{s} {v} {o}." if i % 3 else f"{s} {v} {o} when nobody is looking, twice a day.")
         i += 1
     return out[:n]
+
+
+_CAL_WORDS = [
+    ["Yesterday", "In the lab,", "Honestly,", "At 7 am", "Meanwhile", "Hmm,", "Q:", "Note:"],
+    ["a farmer", "the new drone", "our cheap sensor", "Mia", "the kernel", "three students", "Berlin"],
+    ["uploaded", "measured", "ignored", "translated", "compressed", "won't stop", "asked about"],
+    ["the logs!", "50 photos.", "everything...", "une petite maison.", "die Daten.", "it?", "¿qué pasó?"],
+]
+
+
+def _calibration_sentences(n: int, offset: int) -> list[str]:
+    """Sentences built from their own vocabulary, so they never coincide with :func:`sentences`."""
+    out = []
+    for i in range(offset, offset + n):
+        words = [group[(i * (k + 3) + k) % len(group)] for k, group in enumerate(_CAL_WORDS)]
+        out.append(" ".join(words) if i % 5 else words[1])
+    return out
 
 
 # ---------------------------------------------------------------------------------------- sample makers
@@ -84,12 +107,14 @@ class SampleContext:
         asset_dir: Path | None,
         generation: GenerationSpec | None,
         seed: int = 0,
+        offset: int = 0,
     ) -> None:
         self.inputs = inputs
         self.preprocessing = preprocessing
         self.asset_dir = asset_dir
         self.generation = generation
         self.seed = seed
+        self.offset = offset  # text samples start past the validation set (calibration never overlaps it)
 
     @property
     def input_names(self) -> list[str]:
@@ -103,7 +128,7 @@ class SampleContext:
 
 def _text_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     enc = ctx.text_encoder()
-    return [enc.encode_batch([s]).feeds(ctx.input_names) for s in sentences(n)]
+    return [enc.encode_batch([s]).feeds(ctx.input_names) for s in sentences(n, offset=ctx.offset)]
 
 
 def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
@@ -111,7 +136,7 @@ def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray
     gen = ctx.generation
     assert gen is not None
     out = []
-    for s in sentences(n):
+    for s in sentences(n, offset=ctx.offset):
         ids = np.asarray([enc.encode(s, add_special_tokens=False)[: max(2, gen.max_context_tokens - 1)] or [0]], np.int64)
         out.append(generation_feeds(ids, gen, ctx.inputs))
     return out

@@ -1,0 +1,562 @@
+"""Decoder fusions: optimum's KV-cache causal-LM graph -> one GroupQueryAttention node per layer.
+
+optimum exports a Llama-family decoder as ~150 small nodes per layer: shape arithmetic, the causal mask,
+rotary embedding written out op by op, ``repeat_kv`` for grouped KV heads, attention as
+MatMul / Add / Softmax / MatMul. At batch 1 a decode step runs each of them on a one-token tensor, so on a
+small model the per-node overhead of ONNX Runtime, not the arithmetic, sets the token rate (a 2-layer
+Llama: ~270 nodes after ORT's own ``all`` level, ~1 ms a token on 2 cores).
+
+This step rewrites the graph the way onnxruntime-genai's model builder lays it out, in three stages:
+
+1. ONNX Runtime's transformer optimizer (``onnxruntime.transformers``) fuses RMSNorm
+   (``SimplifiedLayerNormalization``), residual + RMSNorm (``SkipSimplifiedLayerNormalization``) and the
+   rotary embedding (``RotaryEmbedding`` with ``cos_cache`` / ``sin_cache`` initializers). Its attention
+   fusions do not match optimum's Llama export, so they are switched off.
+2. Our attention fusion: each layer's q/k/v projections become one MatMul on a packed weight, and
+   everything from there to the o_proj input — rotary, the past/present concat, ``repeat_kv``, scores,
+   mask, softmax, context — becomes one ``com.microsoft.GroupQueryAttention`` (``do_rotary=1``, fed the
+   graph's ``position_ids``). ``seqlens_k`` and ``total_sequence_length`` are computed once from
+   ``attention_mask``. The dead shape and mask subgraphs are pruned.
+3. A self-check: the fused and the source graph run a prompt and one decode step on ONNX Runtime; the
+   logits and the KV cache must agree (and the greedy token must be the same), or the step keeps the
+   source graph and says why in its details.
+
+Contract kept: the graph's input and output names (``input_ids``, ``attention_mask``, ``position_ids``,
+``past_key_values.{i}.key/value``, ``logits``, ``present.{i}.key/value``), their dtypes and the BNSH
+KV-cache layout, so :mod:`runtimes.pipelines.generate` runs the fused graph unchanged.
+
+What the fused graph assumes: ``attention_mask`` is a run of ones from the first position of each row
+(no left padding), as in the runtime's batch-1 generation. GroupQueryAttention derives each row's length
+from the mask's sum and applies the causal mask itself, so a mask with holes is not honoured.
+
+Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``); others, and graphs where
+any layer fails to match, pass through unchanged with the reason in the step's details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters import graph
+
+# HF model types whose optimum export this fusion matches (no q/k/v bias, no sliding window).
+DECODER_FAMILIES = frozenset({"llama"})
+GENERATION_KIND = "generation"
+MS_DOMAIN = "com.microsoft"
+# A self-check tolerance on logits, relative to their largest magnitude.
+LOGITS_RTOL = 1e-3
+
+# Ops that only move or replicate data between the present KV cache and the attention MatMuls
+# (transformers' repeat_kv: Unsqueeze -> Expand -> Reshape).
+_PASS_THROUGH = frozenset({"Unsqueeze", "Expand", "Reshape", "Identity", "Cast"})
+_BHSD = [0, 2, 1, 3]
+_FUSED_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization")
+_KT = [0, 1, 3, 2]
+
+
+@dataclass
+class _Layer:
+    """One matched attention block."""
+
+    x: str  # the normalized hidden state the projections read
+    q_matmul: Any
+    k_matmul: Any
+    v_matmul: Any
+    key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
+    value_concat: Any  # Concat(past_value, v) -> present.{i}.value
+    out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
+    rotary: Any  # the q RotaryEmbedding (its position_ids, caches and interleaving)
+    scale: float
+    num_heads: int
+    kv_num_heads: int
+    head_size: int
+
+
+class _Graph:
+    """Producer / consumer maps over a GraphProto, and constant lookup (initializers and Constant nodes)."""
+
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        self.model = model
+        g = model.graph
+        self.producer = {o: n for n in g.node for o in n.output if o}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.inits = {i.name: i for i in g.initializer}
+        self._np = numpy_helper
+        self.graph_inputs = {i.name for i in g.input}
+        self.graph_outputs = {o.name for o in g.output}
+
+    def const(self, name: str) -> np.ndarray | None:
+        if name in self.inits:
+            return self._np.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    return self._np.to_array(a.t)
+        return None
+
+    def parent(self, node: Any, index: int, op: str | Iterable[str]) -> Any | None:
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        p = self.producer.get(node.input[index])
+        ops = {op} if isinstance(op, str) else set(op)
+        return p if p is not None and p.op_type in ops else None
+
+    def only_consumer(self, name: str) -> Any | None:
+        c = self.consumers.get(name, [])
+        return c[0] if len(c) == 1 else None
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _scalar(g: _Graph, mul: Any) -> tuple[str, float] | None:
+    """``Mul(x, c)`` with a scalar constant: (x, c)."""
+    for data_i, const_i in ((0, 1), (1, 0)):
+        c = g.const(mul.input[const_i])
+        if c is not None and c.size == 1:
+            return mul.input[data_i], float(c.reshape(()))
+    return None
+
+
+def _unscale(g: _Graph, name: str) -> tuple[str, float]:
+    """Walk up through ``Mul`` / ``Div`` by scalar constants; returns the source and the product of scales."""
+    scale = 1.0
+    while True:
+        node = g.producer.get(name)
+        if node is None or node.op_type not in ("Mul", "Div"):
+            return name, scale
+        if node.op_type == "Mul":
+            hit = _scalar(g, node)
+            if hit is None:
+                return name, scale
+            name, s = hit
+            scale *= s
+        else:
+            c = g.const(node.input[1])
+            if c is None or c.size != 1:
+                return name, scale
+            name, scale = node.input[0], scale / float(c.reshape(()))
+
+
+def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
+    """``Transpose(0,2,1,3)(Reshape(MatMul(x, W), (b, s, heads, head_size)))`` -> (MatMul, heads).
+
+    ``W`` must be an fp32 initializer; the Reshape's target shape is a constant or a Concat whose last
+    element is the constant ``head_size``.
+    """
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(_attr(tr, "perm", [])) != _BHSD:
+        return None
+    rs = g.parent(tr, 0, "Reshape")
+    mm = g.parent(rs, 0, "MatMul") if rs is not None else None
+    if mm is None or mm.input[1] not in g.inits:
+        return None
+    shape = g.const(rs.input[1])
+    if shape is None:
+        cat = g.producer.get(rs.input[1])
+        last = g.const(cat.input[-1]) if cat is not None and cat.op_type == "Concat" and len(cat.input) == 4 else None
+        shape = None if last is None else np.concatenate([[0, 0, 0], last.reshape(-1)])
+    if shape is None or shape.size != 4 or int(shape[-1]) != head_size:
+        return None
+    w = g.inits[mm.input[1]]
+    if len(w.dims) != 2 or w.data_type != 1 or w.dims[1] % head_size:  # float32 [in, heads * head_size]
+        return None
+    return mm, int(w.dims[1]) // head_size
+
+
+def _to_concat(g: _Graph, name: str) -> Any | None:
+    """From an attention MatMul operand up through repeat_kv to the present-cache Concat."""
+    node = g.producer.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = g.producer.get(node.input[0])
+    if node is None or node.op_type != "Concat" or len(node.input) != 2:
+        return None
+    if node.output[0] not in g.graph_outputs or node.input[0] not in g.graph_inputs:
+        return None
+    return node
+
+
+def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
+    """Match one attention block around ``softmax``; a string says what did not match."""
+    if _attr(softmax, "axis", -1) not in (-1, 3):
+        return "softmax axis"
+    scores = g.producer.get(softmax.input[0])
+    if scores is not None and scores.op_type == "Add":  # + the causal / padding mask
+        scores = next((p for i in (0, 1) if (p := g.parent(scores, i, "MatMul")) is not None), None)
+    if scores is None or scores.op_type != "MatMul":
+        return "no Q.K^T MatMul before Softmax"
+    q_name, q_scale = _unscale(g, scores.input[0])
+    kt_name, k_scale = _unscale(g, scores.input[1])
+    rot_q = g.producer.get(q_name)
+    if rot_q is None or rot_q.op_type != "RotaryEmbedding":
+        return "query is not a fused RotaryEmbedding"
+    kt = g.producer.get(kt_name)
+    if kt is None or kt.op_type != "Transpose" or list(_attr(kt, "perm", [])) != _KT:
+        return "no K^T Transpose"
+    key_concat = _to_concat(g, kt.input[0])
+    if key_concat is None:
+        return "key does not come from a past/present Concat"
+    rot_k = g.producer.get(key_concat.input[1])
+    if rot_k is None or rot_k.op_type != "RotaryEmbedding" or list(rot_k.input[1:]) != list(rot_q.input[1:]):
+        return "key rotary differs from query rotary"
+    if _attr(rot_k, "interleaved", 0) != _attr(rot_q, "interleaved", 0):
+        return "key and query rotary interleaving differ"
+    q = _projection(g, rot_q.input[0], head_size)
+    k = _projection(g, rot_k.input[0], head_size)
+    # Softmax -> (IsNaN/Where guard) -> MatMul with V
+    probs = softmax.output[0]
+    pv = None
+    for c in g.consumers.get(probs, []):
+        if c.op_type == "MatMul" and c.input[0] == probs:
+            pv = c
+        elif c.op_type == "Where":
+            pv = next((d for d in g.consumers.get(c.output[0], []) if d.op_type == "MatMul"), pv)
+    if pv is None:
+        return "no probs.V MatMul after Softmax"
+    value_concat = _to_concat(g, pv.input[1])
+    if value_concat is None:
+        return "value does not come from a past/present Concat"
+    v = _projection(g, value_concat.input[1], head_size)
+    if q is None or k is None or v is None:
+        return "q/k/v are not Transpose(Reshape(MatMul(x, W)))"
+    (q_mm, heads), (k_mm, kv_heads), (v_mm, v_heads) = q, k, v
+    if not (q_mm.input[0] == k_mm.input[0] == v_mm.input[0]):
+        return "q/k/v read different inputs"
+    if kv_heads != v_heads or heads % kv_heads:
+        return "k/v head counts"
+    tr = g.only_consumer(pv.output[0])
+    if tr is None or tr.op_type != "Transpose" or list(_attr(tr, "perm", [])) != _BHSD:
+        return "context is not transposed back to BSNH"
+    out = g.only_consumer(tr.output[0])
+    if out is None or out.op_type != "Reshape":
+        return "context is not reshaped to (batch, seq, hidden)"
+    return _Layer(
+        x=q_mm.input[0],
+        q_matmul=q_mm,
+        k_matmul=k_mm,
+        v_matmul=v_mm,
+        key_concat=key_concat,
+        value_concat=value_concat,
+        out_reshape=out,
+        rotary=rot_q,
+        scale=q_scale * k_scale,
+        num_heads=heads,
+        kv_num_heads=kv_heads,
+        head_size=head_size,
+    )
+
+
+def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
+    """RMSNorm, Skip-RMSNorm and RotaryEmbedding fusions from ONNX Runtime's transformer optimizer."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    opts = FusionOptions("gpt2")
+    for flag in (
+        "enable_attention",
+        "enable_gelu",
+        "enable_bias_gelu",
+        "enable_embed_layer_norm",
+        "enable_bias_skip_layer_norm",
+        "enable_qordered_matmul",
+    ):
+        setattr(opts, flag, False)
+    # opt_level 0: our fusions only; ONNX Runtime's graph optimizations run later in the device's session.
+    opt = optimize_model(
+        str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=0, optimization_options=opts
+    )
+    stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    return opt.model, stats
+
+
+def _heads_from_io(model: Any) -> tuple[int, int] | None:
+    """(kv heads, head size) from ``past_key_values.0.key``'s fixed dims, when the graph declares them."""
+    for i in model.graph.input:
+        if i.name.endswith(".key") and i.name.startswith("past_key_values."):
+            dims = i.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].HasField("dim_value") and dims[3].HasField("dim_value"):
+                return int(dims[1].dim_value), int(dims[3].dim_value)
+    return None
+
+
+def _max_positions(ctx: Any) -> int | None:
+    """The context window, so the rotary caches hold exactly the positions the model can see.
+
+    ``ctx.max_context_tokens`` when the recipe context carries it; else the source's ``config.json``
+    that the export copied among its assets; else None (ORT's default cache length stays).
+    """
+    n = getattr(ctx, "max_context_tokens", None)
+    if n:
+        return int(n)
+    cfg = Path(ctx.work) / "assets" / "config.json"
+    if cfg.is_file():
+        try:
+            c = json.loads(cfg.read_text())
+            n = c.get("max_position_embeddings") or c.get("n_positions")
+            return int(n) if n else None
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dict[str, Any]:
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    gm = _Graph(model)
+    mask = "attention_mask"
+    # seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
+    names = {
+        "axes": "gqa/axes_1",
+        "one": "gqa/one_i64",
+        "idx": "gqa/index_1",
+    }
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([1], dtype=np.int64), names["axes"]),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), names["one"]),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), names["idx"]),
+        ]
+    )
+    head = [
+        helper.make_node("ReduceSum", [mask, names["axes"]], ["gqa/mask_sum"], name="gqa/ReduceSum", keepdims=0),
+        helper.make_node("Sub", ["gqa/mask_sum", names["one"]], ["gqa/seqlens_k_i64"], name="gqa/Sub"),
+        helper.make_node(
+            "Cast", ["gqa/seqlens_k_i64"], ["gqa/seqlens_k"], name="gqa/Cast_seqlens", to=TensorProto.INT32
+        ),
+        helper.make_node("Shape", [mask], ["gqa/mask_shape"], name="gqa/Shape"),
+        helper.make_node("Gather", ["gqa/mask_shape", names["idx"]], ["gqa/total_i64"], name="gqa/Gather", axis=0),
+        helper.make_node("Cast", ["gqa/total_i64"], ["gqa/total_len"], name="gqa/Cast_total", to=TensorProto.INT32),
+    ]
+    drop = set()
+    new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
+    for i, layer in enumerate(layers):
+        wq, wk, wv = (gm.const(m.input[1]) for m in (layer.q_matmul, layer.k_matmul, layer.v_matmul))
+        w_name = f"gqa/layers.{i}/qkv_proj.weight"
+        g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
+        qkv = f"gqa/layers.{i}/qkv"
+        rot = layer.rotary
+        matmul = helper.make_node("MatMul", [layer.x, w_name], [qkv], name=f"gqa/layers.{i}/qkv_proj/MatMul")
+        attn = helper.make_node(
+            "GroupQueryAttention",
+            [
+                qkv,
+                "",
+                "",
+                layer.key_concat.input[0],
+                layer.value_concat.input[0],
+                "gqa/seqlens_k",
+                "gqa/total_len",
+                rot.input[2],
+                rot.input[3],
+                rot.input[1],  # position_ids: the graph's own, so positions follow the caller
+            ],
+            [layer.out_reshape.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
+            name=f"gqa/layers.{i}/GroupQueryAttention",
+            domain=MS_DOMAIN,
+            num_heads=layer.num_heads,
+            kv_num_heads=layer.kv_num_heads,
+            do_rotary=1,
+            rotary_interleaved=int(_attr(rot, "interleaved", 0)),
+            scale=float(layer.scale),
+        )
+        drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
+        new_nodes[id(layer.out_reshape)] = [matmul, attn]
+    # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
+    # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
+    out = list(head)
+    for n in g.node:
+        if id(n) in new_nodes:
+            out.extend(new_nodes[id(n)])
+        if id(n) not in drop:
+            out.append(n)
+    del g.node[:]
+    g.node.extend(out)
+    cache_rows = _trim_rotary_caches(model, layers, max_positions)
+    removed = _prune(model)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return {"nodes_pruned": removed, "rotary_cache_rows": cache_rows}
+
+
+def _trim_rotary_caches(model: Any, layers: list[_Layer], max_positions: int | None) -> int | None:
+    """ORT's rotary fusion sizes cos/sin caches for 131072 positions; keep the model's context window."""
+    from onnx import numpy_helper
+
+    names = {layers[0].rotary.input[2], layers[0].rotary.input[3]}
+    rows = None
+    for init in model.graph.initializer:
+        if init.name in names:
+            arr = numpy_helper.to_array(init)
+            if max_positions and arr.shape[0] > max_positions:
+                arr = arr[:max_positions]
+                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
+            rows = int(arr.shape[0])
+    return rows
+
+
+def _prune(model: Any) -> int:
+    """Drop nodes and initializers nothing reaches from the graph outputs; graph inputs stay as they are."""
+    g = model.graph
+    needed = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(i for i in n.input if i)
+            for a in n.attribute:  # subgraphs (If / Loop) read outer names too
+                if a.g is not None and a.g.node:
+                    needed.update(i for sub in a.g.node for i in sub.input if i)
+    removed = len(g.node) - len(keep)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+    inits = [i for i in g.initializer if i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    return removed
+
+
+def _self_check(src: Path, fused: Any, kv: tuple[int, int]) -> dict[str, Any]:
+    """Run a 5-token prompt and one decode step through both graphs; compare logits and the KV cache."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ins = {i.name for i in ref.get_inputs()}
+    past_names = [n for n in ins if n.startswith("past_key_values.")]
+    out_names = [o.name for o in ref.get_outputs()]
+    vocab = ref.get_outputs()[0].shape[-1]
+    if not isinstance(vocab, int):  # a symbolic vocabulary dim: learn it from one run
+        vocab = ref.run([out_names[0]], _feeds(ins, [0], 0, past_names, kv, None))[0].shape[-1]
+    ids = np.random.default_rng(0).integers(0, vocab, size=5).tolist()
+    worst, same_argmax, past, n_past = 0.0, True, None, 0
+    for _ in range(2):  # the prompt, then one decode step with the reference's greedy token
+        feeds = _feeds(ins, ids, n_past, past_names, kv, past)
+        r_out = ref.run(out_names, feeds)
+        n_out = new.run(out_names, feeds)
+        for name, a, b in zip(out_names, r_out, n_out, strict=True):
+            if a.shape != b.shape:
+                return {"ok": False, "reason": f"{name}: shape {list(b.shape)} != {list(a.shape)}"}
+            worst = max(worst, float(np.abs(a - b).max()) / max(1.0, float(np.abs(a).max())))
+        same_argmax &= bool(np.array_equal(r_out[0][0].argmax(-1), n_out[0][0].argmax(-1)))
+        past = dict(zip(out_names[1:], r_out[1:], strict=True))
+        n_past += len(ids)
+        ids = [int(np.argmax(r_out[0][0, -1]))]
+    return {"ok": worst <= LOGITS_RTOL and same_argmax, "max_rel_diff": worst, "same_greedy_tokens": same_argmax}
+
+
+def _feeds(
+    ins: set[str],
+    ids: list[int],
+    n_past: int,
+    past_names: list[str],
+    kv: tuple[int, int],
+    past: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    n = len(ids)
+    feeds: dict[str, np.ndarray] = {"input_ids": np.asarray([ids], dtype=np.int64)}
+    if "attention_mask" in ins:
+        feeds["attention_mask"] = np.ones((1, n_past + n), dtype=np.int64)
+    if "position_ids" in ins:
+        feeds["position_ids"] = np.arange(n_past, n_past + n, dtype=np.int64)[None, :]
+    for name in past_names:
+        if past is None:
+            feeds[name] = np.zeros((1, kv[0], 0, kv[1]), dtype=np.float32)
+        else:
+            feeds[name] = past[name.replace("past_key_values.", "present.", 1)]
+    return feeds
+
+
+def _io(model: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    inits = {i.name for i in model.graph.initializer}
+    ins = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input if i.name not in inits]
+    outs = [(o.name, o.type.tensor_type.elem_type) for o in model.graph.output]
+    return ins, outs
+
+
+def _passthrough(src: Path, dst: Path, reason: str, **details: Any) -> tuple[bool, dict[str, Any]]:
+    graph.save_model(graph.load_model(src, check=False), dst)
+    return False, {"fused": {}, "skipped": reason, **details}
+
+
+def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
+    """Fuse a KV-cache decoder's attention into GroupQueryAttention (see the module docstring).
+
+    A recipe step: reads ``src``, writes ``dst``, returns ``(changed, details)``. Runs when
+    ``ctx.task_kind == "generation"``, ``ctx.model_type`` is in :data:`DECODER_FAMILIES` and
+    ``cfg.fusions`` is true (configs without the field count as true); otherwise ``dst`` is ``src``.
+    """
+    if not getattr(cfg, "fusions", True):
+        return _passthrough(src, dst, "fusions switched off in the recipe options")
+    if ctx.task_kind != GENERATION_KIND:
+        return _passthrough(src, dst, f"decoder fusions are for generation, not {ctx.task_kind}")
+    if (ctx.model_type or "") not in DECODER_FAMILIES:
+        known = ", ".join(sorted(DECODER_FAMILIES))
+        return _passthrough(src, dst, f"model type {ctx.model_type!r} has no decoder fusion (known: {known})")
+    source = graph.load_model(src, check=False)
+    kv = _heads_from_io(source)
+    names_in = {i.name for i in source.graph.input}
+    if kv is None or "attention_mask" not in names_in or "position_ids" not in names_in:
+        return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask and position_ids")
+    io_before = _io(source)
+    del source
+    model, ort_stats = _ort_fusions(src)
+    g = _Graph(model)
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    layers: list[_Layer] = []
+    for sm in softmaxes:
+        hit = _match(g, sm, kv[1])
+        if isinstance(hit, str):
+            return _passthrough(src, dst, f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}")
+        layers.append(hit)
+    if not layers:
+        return _passthrough(src, dst, "no attention Softmax in the graph")
+    if any((lay.kv_num_heads, lay.head_size) != kv for lay in layers):
+        return _passthrough(src, dst, "matched head sizes disagree with the KV-cache inputs")
+    nodes_before = len(model.graph.node)
+    details = _rewrite(model, layers, _max_positions(ctx))
+    if _io(model) != io_before:
+        return _passthrough(src, dst, "the rewrite changed the graph's inputs or outputs (bug): kept the source")
+    check = _self_check(src, model, kv)
+    if not check["ok"]:
+        return _passthrough(src, dst, "the fused graph disagreed with the source: kept the source", check=check)
+    graph.save_model(model, dst)
+    final_ops = graph.op_histogram(model)
+    fused = {op: final_ops[op] for op in _FUSED_OPS if final_ops.get(op)}
+    return True, {
+        "fused": fused,
+        "ort_fusions": ort_stats,
+        "layers": len(layers),
+        "num_heads": layers[0].num_heads,
+        "kv_num_heads": layers[0].kv_num_heads,
+        "head_size": layers[0].head_size,
+        "nodes_before": nodes_before,
+        "nodes_after": len(model.graph.node),
+        **details,
+        "check": check,
+    }

