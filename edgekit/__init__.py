@@ -11,7 +11,7 @@ from typing import Any
 from edgekit.errors import EdgekitError
 
 __version__ = "0.1.0"
-__all__ = ["EdgekitError", "__version__", "export", "load", "quantize"]
+__all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize"]
 
 
 def export(source: Any, **kwargs: Any) -> Any:
@@ -32,3 +32,10 @@ def load(package: Any, **kwargs: Any) -> Any:
     from runtimes import load as _load
 
     return _load(package, **kwargs)
+
+
+def profile(packages: Any, *args: Any, **kwargs: Any) -> Any:
+    """Measure packages here and estimate them on device profiles (see ``edgekit.profiler.api.profile``)."""
+    from edgekit.profiler import profile as _profile
+
+    return _profile(packages, *args, **kwargs)

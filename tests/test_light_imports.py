@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from runtime_fixtures import *  # noqa: F403
 
 HEAVY = ("torch", "transformers", "optimum", "onnx", "sentence_transformers", "exporters")
@@ -40,5 +41,32 @@ def test_runtime_does_not_import_heavy_packages(embed_package: Path, lm_package:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["import_edgekit"] == []  # not even onnxruntime or numpy: import edgekit is instant
     assert report["import_runtimes"] == []
+    assert report["after_run"] == []
+    assert report["shape"] == [2, 16] and report["tokens"] >= 1
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_core_install_in_a_fresh_venv(tmp_path: Path, embed_package: Path, lm_package: Path) -> None:
+    """`pip install .` with no extras is enough on a device: embed and generate run, nothing heavy is installed."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True)
+    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert {"edgekit", "onnxruntime", "numpy", "tokenizers"} <= installed
+    assert not installed & {"torch", "transformers", "optimum", "optimum-onnx", "onnx"}, installed
+    code = SCRIPT.format(heavy=HEAVY, embed=str(embed_package), lm=str(lm_package))
+    # Run outside the repo so the installed copy, not the checkout, is imported.
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["after_run"] == []
     assert report["shape"] == [2, 16] and report["tokens"] >= 1

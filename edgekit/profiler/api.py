@@ -1,0 +1,387 @@
+"""``edgekit.profile(...)``: measure packages on this host, estimate them on device profiles, check budgets.
+
+    >>> from edgekit.profiler import profile
+    >>> report = profile(["out/minilm-fp32", "out/minilm-int8"], devices=["host", "pixel-8"], runs=50)  # doctest: +SKIP
+    >>> print(report.render_table())                                                              # doctest: +SKIP
+    >>> report.write_html("profile.html")                                                         # doctest: +SKIP
+
+For each package: the phases to run and their inputs (:mod:`.feeds`), the static analysis of the stored
+graph and of the graph ONNX Runtime runs (:mod:`.static`), the measurement in fresh processes with the
+estimator's calibration suite interleaved (:mod:`.measure`, :mod:`.calibration`), then per device the
+estimate (:mod:`.estimate`), the execution-provider coverage (:mod:`.coverage`) and the budget checks.
+The host estimate is computed exactly as any other device's, so its error against the measurement beside it
+is the check on the estimator; the report carries that error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekit.devices import DeviceProfile, get_device
+from edgekit.errors import BudgetExceededError, SourceNotFoundError, UsageError
+from edgekit.manifest import MANIFEST_NAME, MODEL_NAME
+from edgekit.profiler.report import BudgetFailure, DeviceResult, ProfileReport, VariantResult
+from edgekit.progress import Progress
+
+__all__ = ["budget_error", "profile"]
+
+DEFAULT_RUNS = 100
+OP_PROFILE_RUNS = 5
+
+
+def _positive_budget(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UsageError(
+            f"{name} must be a positive number (got {value!r})", hint=f"e.g. --{name.replace('_', '-')} 50", param=name
+        )
+    return float(value)
+
+
+def _target(path_like: str | Path) -> Any:
+    from edgekit.package import open_package
+    from edgekit.profiler.feeds import Target
+
+    path = Path(path_like)
+    if not path.exists():
+        raise SourceNotFoundError(
+            f"nothing to profile at {path}", hint="pass a package directory (edgekit export -o DIR) or an .onnx file"
+        )
+    if path.is_file() and path.suffix == ".onnx":
+        return Target(label=path.stem, model_path=path)
+    if path.is_dir() and not (path / MANIFEST_NAME).is_file() and (path / MODEL_NAME).is_file():
+        return Target(label=path.name, model_path=path / MODEL_NAME)
+    pkg = open_package(path)
+    recipe = pkg.manifest.recipe.name
+    label = pkg.root.name if pkg.root.name else f"{pkg.manifest.name}-{recipe}"
+    return Target(label=label, model_path=pkg.model_path, root=pkg.root, manifest=pkg.manifest)
+
+
+def _unique_labels(targets: Sequence[Any]) -> list[Any]:
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for t in targets:
+        n = seen.get(t.label, 0)
+        seen[t.label] = n + 1
+        out.append(t if n == 0 else replace(t, label=f"{t.label}-{n + 1}"))
+    return out
+
+
+def _devices(names: Sequence[str], device_dirs: Sequence[str] | None) -> list[DeviceProfile]:
+    if not names:
+        raise UsageError("give at least one device", hint="e.g. --device host --device raspberry-pi-5", param="devices")
+    out, seen = [], set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        out.append(get_device(name, extra_dirs=device_dirs))
+    return out
+
+
+def _host_profile(devices: Sequence[DeviceProfile]) -> DeviceProfile:
+    for d in devices:
+        if d.name == "host":
+            return d
+    return get_device("host")
+
+
+def _stored_summary(analysis: Any) -> dict[str, Any]:
+    return analysis.to_dict(top_k=10)
+
+
+def profile(
+    packages: str | Path | Sequence[str | Path],
+    devices: Sequence[str] = ("host",),
+    runs: int = DEFAULT_RUNS,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    max_latency_ms: float | None = None,
+    max_memory_mb: float | None = None,
+    progress: bool | Progress = True,
+    *,
+    warmup: int | None = None,
+    device_dirs: Sequence[str] | None = None,
+    op_profile_runs: int = OP_PROFILE_RUNS,
+) -> ProfileReport:
+    """Profile each package on this host and estimate it on every device in ``devices``.
+
+    ``runs`` timed runs follow ``warmup`` untimed ones (default: a tenth of ``runs``, 2 to 10).
+    ``input_shapes`` binds dynamic dims, e.g. ``{"input_ids": (1, 128)}``. Budgets apply to every device:
+    on ``host`` to the measured median and peak memory, elsewhere to the estimates; exceeding one is listed
+    in ``report.budget_failures`` (the CLI then exits 3). Never raises for a budget: see :func:`budget_error`.
+    """
+    started = time.perf_counter()
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    if isinstance(packages, (str, Path)):
+        packages = [packages]
+    if not packages:
+        raise UsageError("give at least one package to profile", param="packages")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise UsageError(f"runs must be a positive integer (got {runs!r})", param="runs")
+    latency_budget = _positive_budget("max_latency_ms", max_latency_ms)
+    memory_budget = _positive_budget("max_memory_mb", max_memory_mb)
+    warm = warmup if warmup is not None else max(2, min(10, runs // 10))
+    profiles = _devices(list(devices), device_dirs)
+    targets = _unique_labels([_target(p) for p in packages])
+    bar.log(
+        "detecting and calibrating the host"
+        if not any(d.name == "host" for d in profiles)
+        else f"profiling {len(targets)} model(s) on {', '.join(d.name for d in profiles)}"
+    )
+    host = _host_profile(profiles)
+    # Measurement runs on this host: the host profile's threads (its physical cores, cgroup quota applied).
+    threads = max(1, min(host.default_threads, os.cpu_count() or 1))
+    config = {
+        "packages": [str(p) for p in packages],
+        "devices": [d.name for d in profiles],
+        "runs": runs,
+        "warmup_runs": warm,
+        "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+        "max_latency_ms": latency_budget,
+        "max_memory_mb": memory_budget,
+        "threads": threads,
+    }
+
+    from edgekit.profiler import calibration
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+        work = Path(tmp)
+        suite = calibration.suite()
+        memory_cal = calibration.memory_calibration(work / "memory", threads)
+        variants = []
+        for i, target in enumerate(targets):
+            variants.append(
+                _profile_one(
+                    target,
+                    work / f"v{i}",
+                    profiles=profiles,
+                    host=host,
+                    threads=threads,
+                    runs=runs,
+                    warmup=warm,
+                    input_shapes=input_shapes,
+                    suite=suite,
+                    memory_cal=memory_cal,
+                    bar=bar,
+                    op_profile_runs=op_profile_runs,
+                )
+            )
+    failures = _budget_failures(variants, latency_budget, memory_budget)
+    return ProfileReport(
+        config=config,
+        variants=variants,
+        budget_failures=failures,
+        memory_calibration=memory_cal.to_dict(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _profile_one(
+    target: Any,
+    work: Path,
+    *,
+    profiles: Sequence[DeviceProfile],
+    host: DeviceProfile,
+    threads: int,
+    runs: int,
+    warmup: int,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    suite: Sequence[Any],
+    memory_cal: Any,
+    bar: Progress,
+    op_profile_runs: int,
+) -> VariantResult:
+    from edgekit.profiler import calibration, coverage, estimate, feeds, measure, static
+
+    work.mkdir(parents=True)
+    model = static.load_onnx(target.model_path)
+    specs = static.graph_input_specs(model)
+    phases = feeds.make_phases(target, input_shapes, specs)
+    stored = [static.analyze_model(model, feeds=p.feeds) for p in phases]
+    runtime_model = static.load_onnx(static.runtime_graph(target.model_path, work / "runtime.onnx"))
+    runtime = [static.analyze_model(runtime_model, feeds=p.feeds) for p in phases]
+    del runtime_model
+
+    job: dict[str, Any] = {
+        "label": target.label,
+        "model_path": str(target.model_path),
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "phases": [
+            {
+                "name": p.name,
+                "feeds_file": str(feeds.save_feeds(p, work / f"{p.name}.npz")),
+                "items_per_run": p.items_per_run,
+                "item": p.item,
+            }
+            for p in phases
+        ],
+        "op_profile_runs": op_profile_runs,
+        "calibration": calibration.suite_job_entries(suite),
+    }
+    if target.manifest is not None and target.manifest.generation is not None and target.root is not None:
+        job["generation"] = _generation_job(target, phases)
+    total = len(phases) * (runs + warmup)
+    with bar.bar(total, f"measuring {target.label}") as update:
+        m = measure.measure(work, job, on_progress=update)
+    efficiency = calibration.fit(suite, m.calibration_samples_ms, threads)
+
+    devices = []
+    for profile in profiles:
+        rates = estimate.device_rates(profile, efficiency, host)
+        phase_estimates = [estimate.estimate_latency(p.name, a, rates) for p, a in zip(phases, runtime, strict=True)]
+        memory = estimate.estimate_memory_mb(stored[0], runtime, memory_cal)
+        cov = coverage.device_coverage(
+            profile, model, stored[0].value_shapes, set(stored[0].folded_outputs), set(stored[0].dynamic_inputs)
+        )
+        measured = None
+        if profile.name == "host":
+            measured = _host_check(m, phase_estimates, memory["total_mb"])
+        devices.append(
+            DeviceResult(
+                device=profile.name,
+                display_name=profile.display_name,
+                kind=profile.kind.value,
+                rates=rates.to_dict(),
+                phases=[e.to_dict() for e in phase_estimates],
+                memory=memory,
+                app_memory_budget_mb=float(profile.app_memory_budget_mb),
+                fits=memory["total_mb"] <= profile.app_memory_budget_mb,
+                coverage=cov.to_dict(),
+                inherits_unverified=estimate.inherited_doubts(profile),
+                derived_fields=estimate.derived_fields(profile),
+                measured=measured,
+            )
+        )
+    phase_info = [
+        {
+            "name": p.name,
+            "description": p.description,
+            "input_shapes": {k: list(v) for k, v in p.input_shapes.items()},
+            "items_per_run": p.items_per_run,
+            "item": p.item,
+            "flops": s.flops,
+            "macs": s.macs,
+            "bytes_moved": s.bytes_moved,
+            "peak_activation_bytes": s.peak_activation_bytes,
+            "runtime_graph": {
+                "node_count": len(r.nodes),
+                "flops": r.flops,
+                "bytes_moved": r.bytes_moved,
+                "peak_activation_bytes": r.peak_activation_bytes,
+                "op_histogram": dict(r.op_histogram),
+            },
+        }
+        for p, s, r in zip(phases, stored, runtime, strict=True)
+    ]
+    return VariantResult(
+        label=target.label,
+        path=str(target.root or target.model_path),
+        task=target.task,
+        recipe=target.recipe,
+        phases=phase_info,
+        static=_stored_summary(stored[0]),
+        measurement=m.to_dict(),
+        host_efficiency=efficiency.to_dict(),
+        devices=devices,
+    )
+
+
+def _generation_job(target: Any, phases: Sequence[Any]) -> dict[str, Any]:
+    from edgekit.profiler.feeds import GENERATE_NEW_TOKENS
+    from runtimes.preprocess import TextEncoder
+
+    gen = target.manifest.generation
+    prefill = phases[0]
+    ids = [int(t) for t in prefill.feeds[gen.input_ids_name][0]]
+    encoder = TextEncoder(target.root / target.manifest.preprocessing.get("tokenizer_file", "tokenizer.json"))
+    room = max(1, gen.max_context_tokens - len(ids) - 1)
+    return {
+        "package_dir": str(target.root),
+        "prompt": encoder.decode(ids, skip_special_tokens=False),
+        "max_tokens": min(room, GENERATE_NEW_TOKENS),
+        "repeats": 3,
+    }
+
+
+def _host_check(m: Any, estimates: Sequence[Any], memory_mb: float) -> dict[str, Any]:
+    """The measurement the host estimate is checked against, and the error of the estimate."""
+    phases = {}
+    for e in estimates:
+        meas = m.phase(e.phase)
+        p50 = meas.latency.p50_ms
+        phases[e.phase] = {
+            "p50_ms": p50,
+            "estimate_ms": e.latency_ms,
+            "estimate_error": (e.latency_ms - p50) / p50 if p50 > 0 else None,
+        }
+    rise = m.inference_peak_rss_mb
+    return {
+        "phases": phases,
+        "memory_mb": rise,
+        "memory_error": (memory_mb - rise) / rise if rise else None,
+        "note": "memory_mb is the peak resident memory during inference above the process's baseline "
+        "(onnxruntime imported); the estimate is checked against it",
+    }
+
+
+def _budget_failures(
+    variants: Sequence[VariantResult], latency: float | None, memory: float | None
+) -> list[BudgetFailure]:
+    failures = []
+    for v in variants:
+        for d in v.devices:
+            host = d.measured is not None
+            if latency is not None:
+                for e in d.phases:
+                    value = d.measured["phases"][e["phase"]]["p50_ms"] if host else e["latency_ms"]
+                    if value > latency:
+                        failures.append(
+                            BudgetFailure(
+                                variant=v.label,
+                                device=d.device,
+                                figure="latency_ms",
+                                phase=e["phase"],
+                                value=value,
+                                budget=latency,
+                                basis="measured p50" if host else "estimated",
+                            )
+                        )
+            if memory is not None:
+                value = d.measured["memory_mb"] if host and d.measured.get("memory_mb") else d.memory["total_mb"]
+                if value > memory:
+                    failures.append(
+                        BudgetFailure(
+                            variant=v.label,
+                            device=d.device,
+                            figure="memory_mb",
+                            phase=None,
+                            value=value,
+                            budget=memory,
+                            basis="measured" if host else "estimated",
+                        )
+                    )
+    return failures
+
+
+def budget_error(report: ProfileReport) -> BudgetExceededError | None:
+    """The error a CI gate raises for ``report``'s budget failures (None when every budget holds)."""
+    if not report.budget_failures:
+        return None
+    first = report.budget_failures[0]
+    more = len(report.budget_failures) - 1
+    return BudgetExceededError(
+        first.message + (f" (and {more} more)" if more else ""),
+        hint="see budget_failures in the --json report; raise the budget or pick a smaller variant or device",
+        param=first.figure,
+    )

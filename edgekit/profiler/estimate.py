@@ -1,0 +1,299 @@
+"""Estimating latency and memory on a device profile: a roofline per node, calibrated on this host.
+
+Per node, with the rates of the device (below)::
+
+    t_node = max(FLOPs / compute_rate(kind, precision), bytes_moved / bandwidth) + dispatch_overhead
+    latency = run_overhead + sum(t_node over the graph ONNX Runtime runs)
+
+On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
+estimate is a prediction that the measurement beside it checks. On another device the rates are the
+profile's figures scaled by what the host showed:
+
+- compute: the peak of the cores the profile's ``default_threads`` run on, times
+  ``ASSUMED_GEMM_EFFICIENCY`` (the share of a theoretical peak MLAS's large GEMMs reach), times the host's
+  efficiency of this kind of work relative to its own fp32 GEMM;
+- bandwidth: the profile's DRAM bandwidth times ``ASSUMED_BANDWIDTH_EFFICIENCY`` for weights that do not fit
+  in ``ASSUMED_CACHE_BYTES``, and that times the host's cache-to-DRAM bandwidth ratio for activations;
+- dispatch overheads: the host's, scaled by clock, and doubled on in-order cores.
+
+Memory = runtime overhead + weights x resident bytes per weight byte (by kind of weight, calibrated) + the
+peak activation memory. A device "fits" when that is within its ``app_memory_budget_mb``. A profile field
+listed as ``unverified`` that the estimate uses is named in the estimate, which inherits its doubt.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit.devices import DeviceKind, DeviceProfile
+from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_parallel
+from edgekit.profiler.static import NodeCost, StaticAnalysis
+
+__all__ = [
+    "ASSUMED_BANDWIDTH_EFFICIENCY",
+    "ASSUMED_GEMM_EFFICIENCY",
+    "DeviceRates",
+    "PhaseEstimate",
+    "device_rates",
+    "estimate_latency",
+    "estimate_memory_mb",
+]
+
+# Assumptions for profiles whose peaks are theoretical (every bundled device). MLAS's SGEMM and its
+# SDOT/VNNI int8 kernels reach roughly this share of the FMA-pipe peak on large products (vendor and
+# community benchmarks put big Arm cores at 70-85%); streaming kernels reach about this share of DRAM
+# bandwidth (STREAM-style results on phones and SBCs: 50-70%).
+ASSUMED_GEMM_EFFICIENCY = 0.7
+ASSUMED_BANDWIDTH_EFFICIENCY = 0.6
+ASSUMED_CACHE_BYTES = 4 << 20
+_IN_ORDER_CORES = ("Cortex-A53", "Cortex-A55", "Cortex-A510", "Cortex-A520", "Cortex-A35", "Cortex-A7")
+_IN_ORDER_FACTOR = 2.0  # dispatch code is branchy: in-order cores take about twice the time per clock
+
+# The profile fields an estimate rests on, so a doubt about any of them carries over.
+ESTIMATE_FIELDS = (
+    "cpu_clusters",
+    "peak_fp32_gflops",
+    "peak_fp16_gflops",
+    "peak_int8_gops",
+    "memory_bandwidth_gbps",
+    "app_memory_budget_mb",
+    "default_threads",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceRates:
+    device: str
+    threads: int
+    gemm_gflops: Mapping[str, float]  # fp32, fp16, int8
+    conv_gflops: Mapping[str, float]
+    vector_gflops: float
+    lrn_gflops: float
+    bandwidth_gbps: float  # activations (cache-sized working sets)
+    dram_bandwidth_gbps: float  # weights, when they do not fit in cache_bytes
+    cache_bytes: int
+    conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
+    call_overhead_us: Mapping[str, float]  # fixed cost per conv / gemm call beyond dispatch
+    node_overhead_us: float
+    parallel_node_overhead_us: float
+    run_overhead_ms: float
+    io_overhead_us: float
+    basis: str
+    assumptions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threads": self.threads,
+            "gemm_gflops": dict(self.gemm_gflops),
+            "conv_gflops": dict(self.conv_gflops),
+            "vector_gflops": self.vector_gflops,
+            "lrn_gflops": self.lrn_gflops,
+            "conv_half_reduction": self.conv_half_reduction,
+            "call_overhead_us": dict(self.call_overhead_us),
+            "bandwidth_gbps": self.bandwidth_gbps,
+            "dram_bandwidth_gbps": self.dram_bandwidth_gbps,
+            "cache_bytes": self.cache_bytes,
+            "node_overhead_us": self.node_overhead_us,
+            "parallel_node_overhead_us": self.parallel_node_overhead_us,
+            "run_overhead_ms": self.run_overhead_ms,
+            "io_overhead_us": self.io_overhead_us,
+            "basis": self.basis,
+            "assumptions": list(self.assumptions),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseEstimate:
+    phase: str
+    latency_ms: float
+    compute_ms: float  # time in nodes whose compute term won the max
+    memory_ms: float  # time in nodes whose bandwidth term won
+    overhead_ms: float  # dispatch and run overheads
+    by_op_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "latency_ms": self.latency_ms,
+            "compute_bound_ms": self.compute_ms,
+            "memory_bound_ms": self.memory_ms,
+            "overhead_ms": self.overhead_ms,
+            "by_op_ms": dict(sorted(self.by_op_ms.items(), key=lambda kv: -kv[1])[:12]),
+        }
+
+
+def _used_peak(profile: DeviceProfile, precision: str, threads: int) -> float:
+    """Peak of the ``threads`` fastest cores: the intra-op pool runs on those, not on all cores."""
+    per_core = sorted(((c.peak_gops(precision) / c.cores, c.cores) for c in profile.cpu_clusters), key=lambda x: -x[0])
+    left, total = threads, 0.0
+    for rate, cores in per_core:
+        take = min(left, cores)
+        total += take * rate
+        left -= take
+        if left <= 0:
+            break
+    return total
+
+
+def _fastest_cluster(profile: DeviceProfile) -> Any:
+    return max(profile.cpu_clusters, key=lambda c: (c.max_ghz * c.fp32_flops_per_cycle, c.max_ghz))
+
+
+def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: DeviceProfile) -> DeviceRates:
+    """The roofline's rates for ``profile``: measured ones on the host, scaled ones elsewhere."""
+    fp16_over_fp32 = host_profile.peak_fp16_gflops / host_profile.peak_fp32_gflops
+    if profile.kind == DeviceKind.HOST:
+        g32 = host.gemm_gflops["fp32"]
+        c32 = host.conv_peak_gflops or host.conv_gflops["fp32"]
+        return DeviceRates(
+            device=profile.name,
+            threads=host.threads,
+            gemm_gflops={"fp32": g32, "fp16": g32 * fp16_over_fp32, "int8": host.gemm_gflops["int8"]},
+            conv_gflops={"fp32": c32, "fp16": c32 * fp16_over_fp32, "int8": c32 * host.gemm_gflops["int8"] / g32},
+            vector_gflops=host.vector_gflops,
+            lrn_gflops=host.lrn_gflops,
+            bandwidth_gbps=host.bandwidth_gbps,
+            dram_bandwidth_gbps=host.dram_bandwidth_gbps,
+            cache_bytes=host.cache_bytes,
+            conv_half_reduction=host.conv_half_reduction,
+            call_overhead_us=dict(host.call_overhead_us),
+            node_overhead_us=host.node_overhead_us,
+            parallel_node_overhead_us=host.parallel_node_overhead_us,
+            run_overhead_ms=host.run_overhead_ms,
+            io_overhead_us=host.io_overhead_us,
+            basis="measured: the calibration suite run beside the measurement on this host",
+        )
+    threads = profile.default_threads
+    hp = host.threads
+
+    def host_eff(rate: float, precision: str) -> float:
+        return rate / max(_used_peak(host_profile, precision, hp), 1e-9)
+
+    # efficiency of each kind of work relative to the host's own fp32 GEMM
+    ref = host_eff(host.gemm_gflops["fp32"], "fp32")
+    # int8 kernels never beat fp32's share of peak: the host's u8s8 AVX2 path does (its "peak" is a measured
+    # 512^3 product), an SDOT device's int8 GEMM with dynamic quantization does not.
+    rel_g8 = min(1.0, host_eff(host.gemm_gflops["int8"], "int8") / ref)
+    rel_c32 = host_eff(host.conv_peak_gflops or host.conv_gflops["fp32"], "fp32") / ref
+    rel_vec = host_eff(host.vector_gflops, "fp32") / ref
+    rel_lrn = host_eff(host.lrn_gflops, "fp32") / ref
+    peak = {p: _used_peak(profile, p, threads) * ASSUMED_GEMM_EFFICIENCY for p in ("fp32", "fp16", "int8")}
+    dram = profile.memory_bandwidth_gbps * ASSUMED_BANDWIDTH_EFFICIENCY
+    fast, host_fast = _fastest_cluster(profile), _fastest_cluster(host_profile)
+    clock = host_fast.max_ghz / fast.max_ghz
+    if fast.core_type in _IN_ORDER_CORES:
+        clock *= _IN_ORDER_FACTOR
+    return DeviceRates(
+        device=profile.name,
+        threads=threads,
+        gemm_gflops={"fp32": peak["fp32"], "fp16": peak["fp16"], "int8": peak["int8"] * rel_g8},
+        conv_gflops={
+            "fp32": peak["fp32"] * rel_c32,
+            "fp16": peak["fp16"] * rel_c32,
+            "int8": peak["int8"] * rel_g8 * rel_c32,
+        },
+        vector_gflops=peak["fp32"] * rel_vec,
+        lrn_gflops=peak["fp32"] * rel_lrn,
+        conv_half_reduction=host.conv_half_reduction,
+        call_overhead_us={k: v * clock for k, v in host.call_overhead_us.items()},
+        # Activations mostly stay in cache, at the host's measured cache-to-DRAM bandwidth ratio; only
+        # weights that do not fit stream from DRAM. Profiles do not list cache sizes (edge SoCs have 2-12 MB
+        # of last-level cache), so one planning figure.
+        bandwidth_gbps=dram * max(1.0, host.bandwidth_gbps / host.dram_bandwidth_gbps),
+        dram_bandwidth_gbps=dram,
+        cache_bytes=ASSUMED_CACHE_BYTES,
+        node_overhead_us=host.node_overhead_us * clock,
+        parallel_node_overhead_us=host.parallel_node_overhead_us * clock,
+        run_overhead_ms=host.run_overhead_ms * clock,
+        io_overhead_us=host.io_overhead_us * clock,
+        basis="derived: the profile's peaks and bandwidth, scaled by this host's measured efficiencies",
+        assumptions=(
+            f"large-GEMM efficiency {ASSUMED_GEMM_EFFICIENCY:.0%} of the theoretical CPU peak",
+            f"elementwise kernels reach {ASSUMED_BANDWIDTH_EFFICIENCY:.0%} of the DRAM bandwidth",
+            f"dispatch overheads scaled from the host by clock ({host_fast.max_ghz:.2f} -> {fast.max_ghz:.2f} GHz"
+            + (", x2 for an in-order core)" if fast.core_type in _IN_ORDER_CORES else ")"),
+            "CPU execution provider: accelerators are shown as coverage, not timed",
+        ),
+    )
+
+
+def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
+    if node.kind == "view":
+        return 0.0, "overhead"
+    compute = 0.0
+    for precision, flops in node.flops.items():
+        if node.kind in ("gemm", "attention"):
+            rate = rates.gemm_gflops.get(precision, rates.gemm_gflops["fp32"])
+        elif node.kind == "conv":
+            rate = rates.conv_gflops.get(precision, rates.conv_gflops["fp32"])
+            if rates.conv_half_reduction > 0 and node.reduction > 0:
+                # the fitted curve, scaled from its fp32 peak to this precision's
+                rate *= node.reduction / (node.reduction + rates.conv_half_reduction)
+        elif node.kind == "lrn":
+            rate = rates.lrn_gflops
+        else:
+            rate = rates.vector_gflops
+        compute += flops / (rate * 1e9)
+    if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
+        memory = (node.bytes_moved - node.weight_bytes) / (rates.bandwidth_gbps * 1e9) + node.weight_bytes / (
+            rates.dram_bandwidth_gbps * 1e9
+        )
+    else:
+        memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
+    return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def estimate_latency(phase: str, analysis: StaticAnalysis, rates: DeviceRates) -> PhaseEstimate:
+    """The roofline sum over the nodes of one phase's runtime graph, plus the per-run costs."""
+    compute = memory = 0.0
+    io = len(analysis.input_shapes) + analysis.output_count
+    overhead = rates.run_overhead_ms / 1e3 + io * rates.io_overhead_us / 1e6
+    by_op: dict[str, float] = defaultdict(float)
+    streamed = analysis.weight_bytes > rates.cache_bytes
+    for node in analysis.nodes:
+        t, bound = _node_time_s(node, rates, streamed=streamed)
+        dispatch = rates.parallel_node_overhead_us if is_parallel(node, rates.threads) else rates.node_overhead_us
+        dispatch += rates.call_overhead_us.get("gemm" if node.kind == "attention" else node.kind, 0.0)
+        dispatch /= 1e6
+        overhead += dispatch
+        if bound == "compute":
+            compute += t
+        else:
+            memory += t
+        by_op[node.op_type] += (t + dispatch) * 1e3
+    return PhaseEstimate(
+        phase=phase,
+        latency_ms=(compute + memory + overhead) * 1e3,
+        compute_ms=compute * 1e3,
+        memory_ms=memory * 1e3,
+        overhead_ms=overhead * 1e3,
+        by_op_ms=dict(by_op),
+    )
+
+
+def estimate_memory_mb(
+    stored: StaticAnalysis, runtime: Sequence[StaticAnalysis], memory: MemoryCalibration
+) -> dict[str, float]:
+    """Weights as ONNX Runtime keeps them resident, plus the largest activation peak, plus its overhead."""
+    weights = sum(
+        nbytes * memory.bytes_per_weight_byte.get(use, 1.0) for use, nbytes in stored.weight_bytes_by_use.items()
+    )
+    activations = max((a.peak_activation_bytes for a in runtime), default=stored.peak_activation_bytes)
+    return {
+        "total_mb": memory.runtime_overhead_mb + (weights + activations) / 1e6,
+        "weights_mb": weights / 1e6,
+        "activations_mb": activations / 1e6,
+        "runtime_overhead_mb": memory.runtime_overhead_mb,
+    }
+
+
+def inherited_doubts(profile: DeviceProfile) -> list[str]:
+    """The profile's unverified fields that this estimate uses."""
+    return [f for f in profile.unverified if f in ESTIMATE_FIELDS]
+
+
+def derived_fields(profile: DeviceProfile) -> list[str]:
+    return [f for f in ESTIMATE_FIELDS if str(profile.sources.get(f, "")).startswith("derived")]

@@ -1,0 +1,570 @@
+"""Measurement on this host, each model in fresh Python processes so its figures start clean.
+
+The parent writes the feeds (``.npz``) and a job (JSON) to a temporary directory and starts
+``python -m edgekit.profiler.measure JOB`` twice. The children need only onnxruntime and numpy (never onnx),
+report progress as JSON lines on stdout and end with one ``{"event": "result", ...}`` line.
+
+The memory process (nothing else ran in it, so no freed memory can hide an allocation):
+
+1. resident memory with onnxruntime imported (the baseline), then what ONNX Runtime itself adds with a
+   tiny session kept alive (the runtime overhead);
+2. session creation for the model (cold load): time, the memory it keeps, its transient peak;
+3. the first inference, a few runs of every phase, and the peak resident memory during inference
+   (``VmHWM`` reset after loading through ``/proc/self/clear_refs``), above the baseline;
+4. for text generation, end-to-end runs through ``runtimes`` (tokenization included): time to first
+   token and decode tokens/s.
+
+The timing process: per phase, ``warmup`` untimed runs and ``runs`` timed runs (p50 / p90 / p99 / mean /
+std, throughput), in blocks of back-to-back calls with one pass over the estimator's calibration suite
+(:mod:`edgekit.profiler.calibration`) after each block, on one shared thread pool; then ONNX Runtime's own
+per-op profile over a few runs. Threads: the host profile's ``default_threads``.
+
+Memory figures come from ``/proc/self/status`` (Linux); elsewhere they are ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import RuntimeBackendError
+
+__all__ = ["LatencyStats", "Measurement", "PhaseMeasurement", "latency_stats", "measure", "run_job"]
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+# ------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyStats:
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _percentile(sorted_ms: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), without numpy."""
+    if not sorted_ms:
+        return math.nan
+    pos = (len(sorted_ms) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
+    s = sorted(samples_ms)
+    return LatencyStats(
+        runs=len(s),
+        p50_ms=_percentile(s, 0.5),
+        p90_ms=_percentile(s, 0.9),
+        p99_ms=_percentile(s, 0.99),
+        mean_ms=statistics.fmean(s) if s else math.nan,
+        std_ms=statistics.pstdev(s) if len(s) > 1 else 0.0,
+        min_ms=s[0] if s else math.nan,
+        max_ms=s[-1] if s else math.nan,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseMeasurement:
+    name: str
+    latency: LatencyStats
+    samples_ms: tuple[float, ...]
+    items_per_run: int  # what one run processes: a batch of inputs, prompt tokens, or one decode token
+    item: str  # "inputs" | "tokens"
+    top_ops: tuple[Mapping[str, Any], ...] = ()
+    top_nodes: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.items_per_run * 1e3 / self.latency.p50_ms if self.latency.p50_ms > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "latency": self.latency.to_dict(),
+            "throughput_per_s": self.throughput_per_s,
+            "throughput_unit": f"{self.item}/s",
+            "items_per_run": self.items_per_run,
+            "samples_ms": list(self.samples_ms),
+            "top_ops": [dict(o) for o in self.top_ops],
+            "top_nodes": [dict(n) for n in self.top_nodes],
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    threads: int
+    providers: tuple[str, ...]
+    load_ms: float
+    first_inference_ms: float
+    phases: tuple[PhaseMeasurement, ...]
+    baseline_rss_mb: float | None
+    runtime_overhead_mb: float | None  # what ONNX Runtime adds with a tiny session (process-wide state)
+    load_rss_mb: float | None  # memory session creation added and kept, runtime overhead included
+    load_peak_rss_mb: float | None  # transient peak during session creation, above the baseline
+    inference_peak_rss_mb: float | None  # peak during inference, above the baseline: the model's footprint
+    generation: Mapping[str, Any] | None = None
+    calibration_samples_ms: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def phase(self, name: str) -> PhaseMeasurement:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threads": self.threads,
+            "providers": list(self.providers),
+            "load_ms": self.load_ms,
+            "first_inference_ms": self.first_inference_ms,
+            "baseline_rss_mb": self.baseline_rss_mb,
+            "runtime_overhead_mb": self.runtime_overhead_mb,
+            "load_rss_mb": self.load_rss_mb,
+            "load_peak_rss_mb": self.load_peak_rss_mb,
+            "inference_peak_rss_mb": self.inference_peak_rss_mb,
+            "phases": [p.to_dict() for p in self.phases],
+            "generation": dict(self.generation) if self.generation else None,
+            "seconds": self.seconds,
+        }
+
+
+# ------------------------------------------------------------------------------------------ parent side
+
+
+def run_job(
+    job_dir: Path,
+    job: Mapping[str, Any],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Run one measurement job in a child interpreter and return its result dict."""
+    job_file = job_dir / f"{job.get('kind', 'timing')}.json"
+    job_file.write_text(json.dumps(job), encoding="utf-8")
+    env = dict(os.environ)
+    # The child must import this very edgekit, whatever the caller's working directory is.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekit.profiler.measure", str(job_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    result: dict[str, Any] | None = None
+    assert proc.stdout is not None
+    started = time.perf_counter()
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a library printed something: not ours
+        if event.get("event") == "progress" and on_progress:
+            on_progress(int(event["done"]))
+        elif event.get("event") == "result":
+            result = event
+        if timeout_s is not None and time.perf_counter() - started > timeout_s:
+            proc.kill()
+            break
+    stderr = proc.stderr.read() if proc.stderr else ""
+    code = proc.wait()
+    if result is None or code != 0:
+        last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "no output")
+        if result and result.get("error"):
+            last = result["error"]
+        raise RuntimeBackendError(
+            f"measuring {job.get('label', job.get('model_path'))} failed: {last}",
+            hint="run with --debug for the child's traceback; check the model runs: edgekit run PKG",
+        )
+    return result
+
+
+def measure(job_dir: Path, job: Mapping[str, Any], *, on_progress: Callable[[int], None] | None = None) -> Measurement:
+    """The memory job, then the timing job, each in a fresh process; merged into one record."""
+    memory = run_job(job_dir, {**job, "kind": "memory"})
+    timing = run_job(job_dir, {**job, "kind": "timing"}, on_progress=on_progress)
+    return measurement_from_dict({**memory, **timing, "seconds": memory["seconds"] + timing["seconds"]})
+
+
+def measurement_from_dict(d: Mapping[str, Any]) -> Measurement:
+    phases = tuple(
+        PhaseMeasurement(
+            name=p["name"],
+            latency=latency_stats(p["samples_ms"]),
+            samples_ms=tuple(p["samples_ms"]),
+            items_per_run=p["items_per_run"],
+            item=p["item"],
+            top_ops=tuple(p.get("top_ops", ())),
+            top_nodes=tuple(p.get("top_nodes", ())),
+        )
+        for p in d["phases"]
+    )
+    return Measurement(
+        threads=d["threads"],
+        providers=tuple(d["providers"]),
+        load_ms=d["load_ms"],
+        first_inference_ms=d["first_inference_ms"],
+        phases=phases,
+        baseline_rss_mb=d.get("baseline_rss_mb"),
+        runtime_overhead_mb=d.get("runtime_overhead_mb"),
+        load_rss_mb=d.get("load_rss_mb"),
+        load_peak_rss_mb=d.get("load_peak_rss_mb"),
+        inference_peak_rss_mb=d.get("inference_peak_rss_mb"),
+        generation=d.get("generation"),
+        calibration_samples_ms=d.get("calibration_samples_ms", {}),
+        seconds=d.get("seconds", 0.0),
+    )
+
+
+# ------------------------------------------------------------------------------------------- child side
+
+
+def _status() -> dict[str, float]:
+    """VmRSS and VmHWM in MB (10^6 bytes), or {} where /proc is missing."""
+    out: dict[str, float] = {}
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024 / 1e6
+    except OSError:
+        pass
+    return out
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is of what follows only."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _session_options(ort: Any, threads: int, *, profile_prefix: str | None = None, shared_pool: bool = False) -> Any:
+    options = ort.SessionOptions()
+    if shared_pool:
+        # One intra-op pool for every session of the process (set up by set_global_thread_pool_sizes): the
+        # model and the calibration suite then take turns on the same threads instead of spinning against
+        # each other.
+        options.use_per_session_threads = False
+    else:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+def _tiny_model_bytes() -> bytes:
+    import numpy as np
+
+    from edgekit.devices.host import matmul_model_bytes
+
+    return matmul_model_bytes("MatMul", "float32", np.eye(4, dtype=np.float32), "float32")
+
+
+def _op_profile(session: Any, feeds: Mapping[str, Any], runs: int, top_k: int) -> tuple[list, list]:
+    """Run ``runs`` times with profiling on; kernel time per op type and per node, averaged per run."""
+    for _ in range(runs):
+        session.run(None, feeds)
+    path = session.end_profiling()
+    try:
+        events = json.loads(Path(path).read_text())
+    finally:
+        Path(path).unlink(missing_ok=True)
+    by_node: dict[str, float] = defaultdict(float)
+    op_of: dict[str, str] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            node = ev["name"][: -len("_kernel_time")]
+            by_node[node] += ev.get("dur", 0)
+            op_of[node] = ev.get("args", {}).get("op_name", "?")
+    by_op: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for node, us in by_node.items():
+        by_op[op_of[node]] += us
+        count[op_of[node]] += 1
+    total = sum(by_op.values()) or 1.0
+    top_ops = [
+        {"op_type": op, "time_ms": us / runs / 1e3, "share": us / total, "nodes": count[op]}
+        for op, us in by_op.most_common(top_k)
+    ]
+    top_nodes = [
+        {"node": node, "op_type": op_of[node], "time_ms": us / runs / 1e3, "share": us / total}
+        for node, us in sorted(by_node.items(), key=lambda kv: -kv[1])[:top_k]
+    ]
+    return top_ops, top_nodes
+
+
+def _median_ms(run: Callable[[], object], *, budget_s: float, min_runs: int = 5, max_runs: int = 400) -> float:
+    run()
+    run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() - start < budget_s):
+        tick = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - tick) * 1e3)
+    return statistics.median(times)
+
+
+def _generation(job: Mapping[str, Any], threads: int) -> dict[str, Any]:
+    """End to end through the runtime: tokenization, prefill, decode loop, detokenization."""
+    spec = job["generation"]
+    try:
+        import runtimes
+
+        model = runtimes.load(spec["package_dir"], threads=threads, verify=False)
+        walls, ttfts, rates, tokens = [], [], [], []
+        for _ in range(int(spec.get("repeats", 3))):
+            start = time.perf_counter()
+            result = model.generate(spec["prompt"], max_tokens=int(spec["max_tokens"]), ignore_eos=True)
+            wall = time.perf_counter() - start
+            decode_s = float(result.timings.get("decode_seconds", 0.0))
+            walls.append(wall * 1e3)
+            ttfts.append((wall - decode_s) * 1e3)
+            rates.append(float(result.timings.get("decode_tokens_per_second", 0.0)) or math.nan)
+            tokens.append(result.usage.completion_tokens)
+        return {
+            "prompt_tokens": int(result.usage.prompt_tokens),
+            "new_tokens": int(statistics.median(tokens)),
+            "end_to_end_ms": statistics.median(walls),
+            "time_to_first_token_ms": statistics.median(ttfts),
+            "decode_tokens_per_s": statistics.median(rates),
+            "note": "median of repeated runtimes.load(...).generate() calls; time to first token includes "
+            "tokenization and prefill",
+        }
+    except Exception as exc:  # the figure is optional: a runtime problem must not lose the measurement
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _load_feeds(job: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    import numpy as np
+
+    return {p["name"]: dict(np.load(p["feeds_file"], allow_pickle=False)) for p in job["phases"]}
+
+
+def _providers(job: Mapping[str, Any]) -> list[str]:
+    return list(job.get("providers") or ["CPUExecutionProvider"])
+
+
+def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Cold load and memory, in a process that has done nothing else (so freed memory cannot hide any)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    threads = int(job["threads"])
+    feeds = _load_feeds(job)
+    base = _status()
+    tiny = ort.InferenceSession(_tiny_model_bytes(), _session_options(ort, threads), providers=["CPUExecutionProvider"])
+    tiny.run(None, {"A": np.ones((4, 4), np.float32)})
+    after_tiny = _status()
+    peak_reset = _reset_peak()
+    tick = time.perf_counter()
+    session = ort.InferenceSession(job["model_path"], _session_options(ort, threads), providers=_providers(job))
+    load_ms = (time.perf_counter() - tick) * 1e3
+    after_load = _status()
+    _reset_peak()
+    first = job["phases"][0]["name"]
+    tick = time.perf_counter()
+    session.run(None, feeds[first])
+    first_ms = (time.perf_counter() - tick) * 1e3
+    for p in job["phases"]:  # a few runs of every phase: the arena reaches its steady size after the first
+        for _ in range(3):
+            session.run(None, feeds[p["name"]])
+    after_runs = _status()
+    providers = session.get_providers()
+    del session, tiny
+    # After the memory figures: the runtime's own sessions would blur them. Not in the timing process, whose
+    # shared thread pool the runtime's per-session pools cannot join.
+    generation = _generation(job, threads) if job.get("generation") else None
+
+    def above(value: float | None) -> float | None:
+        return None if value is None or "VmRSS" not in base else value - base["VmRSS"]
+
+    return {
+        "generation": generation,
+        "providers": providers,
+        "load_ms": load_ms,
+        "first_inference_ms": first_ms,
+        "baseline_rss_mb": base.get("VmRSS"),
+        "runtime_overhead_mb": above(after_tiny.get("VmRSS")),
+        "load_rss_mb": above(after_load.get("VmRSS")),
+        "load_peak_rss_mb": above(after_load.get("VmHWM")) if peak_reset else None,
+        "inference_peak_rss_mb": above(after_runs.get("VmHWM")) if peak_reset else above(after_runs.get("VmRSS")),
+    }
+
+
+def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The timed runs, each followed by one pass over the calibration suite.
+
+    This host is shared with other work whose load changes from second to second. Interleaving gives the
+    suite and the model the same machine state, so the calibrated estimate and the measurement agree on
+    what "this host" was.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    threads = int(job["threads"])
+    feeds = _load_feeds(job)
+    runs, warmup = int(job["runs"]), int(job["warmup"])
+    ort.set_global_thread_pool_sizes(threads, 1)
+    suite = []
+    for case in job.get("calibration", []):
+        cf = dict(np.load(case["feeds_file"], allow_pickle=False))
+        cs = ort.InferenceSession(
+            case["path"], _session_options(ort, threads, shared_pool=True), providers=["CPUExecutionProvider"]
+        )
+        for _ in range(2):
+            cs.run(None, cf)
+        suite.append((case["name"], cs, cf))
+    cal: dict[str, list[float]] = {name: [] for name, _, _ in suite}
+
+    def suite_pass() -> None:
+        # Each case twice, the second call timed: the model's runs are back-to-back (warm), so the
+        # suite's must be too.
+        for name, cs, cf in suite:
+            cs.run(None, cf)
+            tick = time.perf_counter()
+            cs.run(None, cf)
+            cal[name].append((time.perf_counter() - tick) * 1e3)
+
+    session = ort.InferenceSession(
+        job["model_path"], _session_options(ort, threads, shared_pool=True), providers=_providers(job)
+    )
+    total = len(job["phases"]) * (runs + warmup)
+    done = 0
+    phases_out = []
+    for p in job["phases"]:
+        f = feeds[p["name"]]
+        tick = time.perf_counter()
+        for _ in range(warmup):
+            session.run(None, f)
+            done += 1
+        # Runs go in blocks of back-to-back calls (at least 3, about 0.1 s), a suite pass after each block:
+        # the median run is then a warm one, as in an app's steady loop.
+        warm_s = (time.perf_counter() - tick) / max(1, warmup)
+        block = max(3, int(0.1 / max(warm_s, 1e-6)))
+        samples = []
+        for i in range(runs):
+            tick = time.perf_counter()
+            session.run(None, f)
+            samples.append((time.perf_counter() - tick) * 1e3)
+            if i % block == block - 1:
+                suite_pass()
+            done += 1
+            if i % 5 == 4 or i == runs - 1:
+                _emit({"event": "progress", "done": done, "total": total})
+        phases_out.append(
+            {
+                "name": p["name"],
+                "samples_ms": samples,
+                "items_per_run": p["items_per_run"],
+                "item": p["item"],
+            }
+        )
+    del session
+    while suite and min(len(v) for v in cal.values()) < int(job.get("min_calibration_samples", 15)):
+        suite_pass()
+
+    if job.get("op_profile_runs", 0) > 0:  # in its own session: profiling slows every node down
+        prefix = str(Path(job["work_dir"]) / "ort_profile")
+        for p in phases_out:
+            prof = ort.InferenceSession(
+                job["model_path"],
+                _session_options(ort, threads, profile_prefix=prefix, shared_pool=True),
+                providers=_providers(job),
+            )
+            prof.run(None, feeds[p["name"]])
+            p["top_ops"], p["top_nodes"] = _op_profile(
+                prof, feeds[p["name"]], int(job["op_profile_runs"]), int(job.get("top_k", 8))
+            )
+            del prof
+    return {
+        "threads": threads,
+        "phases": phases_out,
+        "calibration_samples_ms": {k: v for k, v in cal.items() if v},
+    }
+
+
+def _child(job_path: str) -> int:
+    started = time.perf_counter()
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    job = {**job, "work_dir": str(Path(job_path).parent)}
+    kind = job.get("kind", "timing")
+    result = _memory_job(job) if kind == "memory" else _timing_job(job)
+    _emit({"event": "result", **result, "seconds": time.perf_counter() - started})
+    return 0
+
+
+def _memory_child(model_path: str, threads: int) -> int:
+    """Memory of one calibration model in a clean process: runtime overhead, then the model on top."""
+    import numpy as np
+    import onnxruntime as ort
+
+    base = _status()
+    tiny = ort.InferenceSession(_tiny_model_bytes(), _session_options(ort, threads), providers=["CPUExecutionProvider"])
+    tiny.run(None, {"A": np.ones((4, 4), np.float32)})
+    after_tiny = _status()
+    session = ort.InferenceSession(model_path, _session_options(ort, threads), providers=["CPUExecutionProvider"])
+    after = _status()
+    del session, tiny
+    if "VmRSS" not in base:
+        _emit({"event": "result", "overhead_mb": None, "model_mb": None})
+        return 0
+    _emit(
+        {
+            "event": "result",
+            "overhead_mb": after_tiny["VmRSS"] - base["VmRSS"],
+            "model_mb": after["VmRSS"] - after_tiny["VmRSS"],
+        }
+    )
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        if argv and argv[0] == "--memory":
+            return _memory_child(argv[1], int(argv[2]))
+        return _child(argv[0])
+    except Exception as exc:  # the parent turns this into a RuntimeBackendError naming the model
+        _emit({"event": "result", "error": f"{type(exc).__name__}: {str(exc).strip()[:500]}"})
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
