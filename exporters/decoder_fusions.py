@@ -31,6 +31,12 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``); others, and graphs where
 any layer fails to match, pass through unchanged with the reason in the step's details.
+
+Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
+constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
+should see the packed QKV MatMul, so ``decoder_fusions`` goes before ``optimize`` and before ``quantize``.
+The rotary caches are cut to the context window: ``ctx.max_context_tokens`` when the recipe context has it,
+else ``max_position_embeddings`` from the ``config.json`` the export copied to ``ctx.work / "assets"``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ GENERATION_KIND = "generation"
 MS_DOMAIN = "com.microsoft"
 # A self-check tolerance on logits, relative to their largest magnitude.
 LOGITS_RTOL = 1e-3
+# optimum's documented IO names for text-generation-with-past (the same templates the manifest records).
+INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+PAST_TEMPLATES = ("past_key_values.{layer}.key", "past_key_values.{layer}.value")
+PRESENT_TEMPLATES = ("present.{layer}.key", "present.{layer}.value")
 
 # Ops that only move or replicate data between the present KV cache and the attention MatMuls
 # (transformers' repeat_kv: Unsqueeze -> Expand -> Reshape).
@@ -221,6 +231,9 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         return "key rotary differs from query rotary"
     if _attr(rot_k, "interleaved", 0) != _attr(rot_q, "interleaved", 0):
         return "key and query rotary interleaving differ"
+    for rot in (rot_q, rot_k):  # GroupQueryAttention rotates the whole head with unit scale
+        if _attr(rot, "rotary_embedding_dim", 0) or _attr(rot, "scale", 1.0) != 1.0:
+            return "partial or scaled rotary embedding"
     q = _projection(g, rot_q.input[0], head_size)
     k = _projection(g, rot_k.input[0], head_size)
     # Softmax -> (IsNaN/Where guard) -> MatMul with V
@@ -290,10 +303,17 @@ def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
     return opt.model, stats
 
 
+def _kv_names(n_layers: int) -> tuple[list[str], list[str]]:
+    past = [t.format(layer=i) for i in range(n_layers) for t in PAST_TEMPLATES]
+    present = [t.format(layer=i) for i in range(n_layers) for t in PRESENT_TEMPLATES]
+    return past, present
+
+
 def _heads_from_io(model: Any) -> tuple[int, int] | None:
-    """(kv heads, head size) from ``past_key_values.0.key``'s fixed dims, when the graph declares them."""
+    """(kv heads, head size) from the fixed dims of layer 0's past key, when the graph declares them."""
+    name = PAST_TEMPLATES[0].format(layer=0)
     for i in model.graph.input:
-        if i.name.endswith(".key") and i.name.startswith("past_key_values."):
+        if i.name == name:
             dims = i.type.tensor_type.shape.dim
             if len(dims) == 4 and dims[1].HasField("dim_value") and dims[3].HasField("dim_value"):
                 return int(dims[1].dim_value), int(dims[3].dim_value)
@@ -325,7 +345,7 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dic
 
     g = model.graph
     gm = _Graph(model)
-    mask = "attention_mask"
+    mask = ATTENTION_MASK
     # seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
     names = {
         "axes": "gqa/axes_1",
@@ -438,7 +458,7 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def _self_check(src: Path, fused: Any, kv: tuple[int, int]) -> dict[str, Any]:
+def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
     """Run a 5-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
@@ -448,11 +468,11 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int]) -> dict[str, Any]:
     ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ins = {i.name for i in ref.get_inputs()}
-    past_names = [n for n in ins if n.startswith("past_key_values.")]
-    out_names = [o.name for o in ref.get_outputs()]
-    vocab = ref.get_outputs()[0].shape[-1]
+    past_names, present_names = _kv_names(n_layers)
+    out_names = [LOGITS, *present_names]
+    vocab = next(o.shape[-1] for o in ref.get_outputs() if o.name == LOGITS)
     if not isinstance(vocab, int):  # a symbolic vocabulary dim: learn it from one run
-        vocab = ref.run([out_names[0]], _feeds(ins, [0], 0, past_names, kv, None))[0].shape[-1]
+        vocab = ref.run([LOGITS], _feeds(ins, [0], 0, past_names, kv, None))[0].shape[-1]
     ids = np.random.default_rng(0).integers(0, vocab, size=5).tolist()
     worst, same_argmax, past, n_past = 0.0, True, None, 0
     for _ in range(2):  # the prompt, then one decode step with the reference's greedy token
@@ -464,7 +484,7 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int]) -> dict[str, Any]:
                 return {"ok": False, "reason": f"{name}: shape {list(b.shape)} != {list(a.shape)}"}
             worst = max(worst, float(np.abs(a - b).max()) / max(1.0, float(np.abs(a).max())))
         same_argmax &= bool(np.array_equal(r_out[0][0].argmax(-1), n_out[0][0].argmax(-1)))
-        past = dict(zip(out_names[1:], r_out[1:], strict=True))
+        past = dict(zip(past_names, r_out[1:], strict=True))
         n_past += len(ids)
         ids = [int(np.argmax(r_out[0][0, -1]))]
     return {"ok": worst <= LOGITS_RTOL and same_argmax, "max_rel_diff": worst, "same_greedy_tokens": same_argmax}
@@ -479,16 +499,13 @@ def _feeds(
     past: dict[str, np.ndarray] | None,
 ) -> dict[str, np.ndarray]:
     n = len(ids)
-    feeds: dict[str, np.ndarray] = {"input_ids": np.asarray([ids], dtype=np.int64)}
-    if "attention_mask" in ins:
-        feeds["attention_mask"] = np.ones((1, n_past + n), dtype=np.int64)
-    if "position_ids" in ins:
-        feeds["position_ids"] = np.arange(n_past, n_past + n, dtype=np.int64)[None, :]
+    feeds: dict[str, np.ndarray] = {INPUT_IDS: np.asarray([ids], dtype=np.int64)}
+    if ATTENTION_MASK in ins:
+        feeds[ATTENTION_MASK] = np.ones((1, n_past + n), dtype=np.int64)
+    if POSITION_IDS in ins:
+        feeds[POSITION_IDS] = np.arange(n_past, n_past + n, dtype=np.int64)[None, :]
     for name in past_names:
-        if past is None:
-            feeds[name] = np.zeros((1, kv[0], 0, kv[1]), dtype=np.float32)
-        else:
-            feeds[name] = past[name.replace("past_key_values.", "present.", 1)]
+        feeds[name] = np.zeros((1, kv[0], 0, kv[1]), dtype=np.float32) if past is None else past[name]
     return feeds
 
 
@@ -521,7 +538,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     source = graph.load_model(src, check=False)
     kv = _heads_from_io(source)
     names_in = {i.name for i in source.graph.input}
-    if kv is None or "attention_mask" not in names_in or "position_ids" not in names_in:
+    if kv is None or ATTENTION_MASK not in names_in or POSITION_IDS not in names_in:
         return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask and position_ids")
     io_before = _io(source)
     del source
@@ -542,7 +559,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     details = _rewrite(model, layers, _max_positions(ctx))
     if _io(model) != io_before:
         return _passthrough(src, dst, "the rewrite changed the graph's inputs or outputs (bug): kept the source")
-    check = _self_check(src, model, kv)
+    check = _self_check(src, model, kv, len(layers))
     if not check["ok"]:
         return _passthrough(src, dst, "the fused graph disagreed with the source: kept the source", check=check)
     graph.save_model(model, dst)

@@ -25,6 +25,7 @@ from edgekit.config import require, to_dict
 from edgekit.errors import CalibrationError, CorruptModelError, UnsupportedModelError
 from edgekit.registry import Registry
 from exporters import graph
+from exporters.decoder_fusions import step_decoder_fusions
 from exporters.smoothing import step_smooth
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
@@ -342,8 +343,9 @@ class Recipe:
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
+# Decoder fusions come first: after ORT's own optimizations the rotary pattern no longer matches.
 RECIPES.add("fp32", Recipe(name="fp32", description="graph-optimized float32", config_cls=Fp32Config,
-                           steps=(("optimize", step_fusions),)))
+                           steps=(("decoder_fusions", step_decoder_fusions), ("optimize", step_fusions))))
 RECIPES.add("fp16", Recipe(name="fp16", description="float16 weights and compute (GPU/NPU targets)",
                            config_cls=Fp16Config, steps=(("optimize", step_fusions), ("fp16", step_fp16))))
 RECIPES.add("int8-dynamic", Recipe(
@@ -359,7 +361,7 @@ RECIPES.add("int4", Recipe(name="int4", description="4-bit weight-only MatMulNBi
                            config_cls=Int4Config,
                            # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
                            # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
-                           steps=(("quantize", step_int4),)))
+                           steps=(("decoder_fusions", step_decoder_fusions), ("quantize", step_int4))))
 
 
 def resolved_options(cfg: Any) -> dict[str, Any]:
