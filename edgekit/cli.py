@@ -115,4 +115,3 @@ def parse_key_values(items: list[str] | None, what: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.replace("-", "_")] = value
     return out
-

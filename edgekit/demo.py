@@ -45,8 +45,9 @@ def main() -> int:
     packages = {}
     for recipe in ("fp32", "int8-dynamic"):
         out = OUT / f"minilm-{recipe}"
-        res = exporters.export(source, output=out, task="feature-extraction", recipe=recipe, force=True,
-                               validation_samples=120)
+        res = exporters.export(
+            source, output=out, task="feature-extraction", recipe=recipe, force=True, validation_samples=120
+        )
         packages[recipe] = res
 
     ref_bytes = packages["fp32"].manifest.accuracy["reference_model_bytes"]
@@ -62,14 +63,16 @@ def main() -> int:
         b1 = _median_ms(lambda m=m: m.embed(SENTENCES[:1]))
         b8 = _median_ms(lambda m=m: m.embed(SENTENCES * 2), runs=30)
         rows.append((name, size / 1e6, size / ref_bytes, float(cos.mean()), float(cos.min()), b1, b8))
-    base_b1, base_b8 = rows[0][5], rows[0][6]
+    base_b1 = rows[0][5]
     print("\nall-MiniLM-L6-v2 on this machine (120 varied sentences embedded one at a time; fp32 package = reference)")
     header = f"{'variant':<14}{'package MB':>11}{'vs fp32 ONNX':>14}{'cos mean':>10}{'cos min':>9}"
     header += f"{'batch 1 ms':>12}{'batch 8 ms':>12}{'speed-up b1':>13}"
     print(header)
     print("-" * len(header))
     for name, mb, frac, cmean, cmin, b1, b8 in rows:
-        print(f"{name:<14}{mb:>11.1f}{frac:>13.0%}{cmean:>10.4f}{cmin:>9.4f}{b1:>12.2f}{b8:>12.2f}{base_b1 / b1:>12.2f}x")
+        print(
+            f"{name:<14}{mb:>11.1f}{frac:>13.0%}{cmean:>10.4f}{cmin:>9.4f}{b1:>12.2f}{b8:>12.2f}{base_b1 / b1:>12.2f}x"
+        )
     print(f"\nproviders: {models['int8-dynamic'].providers}   packages in {OUT}/")
     _profile_section(packages)
     return 0
@@ -81,8 +84,9 @@ def _profile_section(packages) -> None:
         from edgekit.profiler import profile
     except ImportError:
         return
-    report = profile([str(r.package_dir) for r in packages.values()], devices=["host", "raspberry-pi-5", "pixel-8"],
-                     runs=50)
+    report = profile(
+        [str(r.package_dir) for r in packages.values()], devices=["host", "raspberry-pi-5", "pixel-8"], runs=50
+    )
     print()
     print(report.render_table())
 

@@ -23,8 +23,11 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
             "task": manifest.task,
             "inputs": [t.__dict__ for t in manifest.inputs],
             "outputs": [t.__dict__ for t in manifest.outputs],
-            "recipe": {"name": manifest.recipe.name, "options": manifest.recipe.options,
-                       "float_nodes": manifest.recipe.float_nodes},
+            "recipe": {
+                "name": manifest.recipe.name,
+                "options": manifest.recipe.options,
+                "float_nodes": manifest.recipe.float_nodes,
+            },
             "parameter_count": manifest.weights.parameter_count,
             "weight_bytes_by_dtype": manifest.weights.bytes_by_dtype,
             "package_bytes": sum(f.bytes for f in manifest.files),
@@ -79,7 +82,9 @@ def render_inspect(info: dict[str, Any]) -> str:
     lines += [f"    {t['name']:<28} {t['dtype']:<8} {t['shape']}" for t in info["outputs"]]
     if info.get("weight_bytes_by_dtype"):
         total = sum(info["weight_bytes_by_dtype"].values()) or 1
-        mix = ", ".join(f"{k} {v / 1e6:.2f} MB ({100 * v / total:.0f}%)" for k, v in info["weight_bytes_by_dtype"].items())
+        mix = ", ".join(
+            f"{k} {v / 1e6:.2f} MB ({100 * v / total:.0f}%)" for k, v in info["weight_bytes_by_dtype"].items()
+        )
         lines.append(f"  weights          {mix}")
     if info.get("ops"):
         top = list(info["ops"].items())[:12]

@@ -27,7 +27,6 @@ class TensorSpec:
     shape: list[Dim]
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class GenerationSpec:
     """What the runtime needs to drive a causal LM, read from the exported graph at export time."""
@@ -55,13 +54,11 @@ class GenerationSpec:
     chat_template: str | None = None
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class FileEntry:
     path: str
     bytes: int
     sha256: str
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,12 +70,10 @@ class SourceInfo:
     library_versions: dict[str, str]
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class WeightsInfo:
     parameter_count: int
     bytes_by_dtype: dict[str, int]
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +82,6 @@ class RecipeInfo:
     options: dict[str, Any]
     float_nodes: list[str] = field(default_factory=list)  # nodes kept in float to meet an accuracy target
     steps: list[dict[str, Any]] = field(default_factory=list)
-
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,9 @@ def read_manifest(root: str | Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.exists():
-        raise SourceNotFoundError(f"no model package at {root}", hint="check the path, or export one with `edgekit export`")
+        raise SourceNotFoundError(
+            f"no model package at {root}", hint="check the path, or export one with `edgekit export`"
+        )
     if not path.is_file():
         raise PackageError(
             f"{root} is not an edgekit package: it has no {MANIFEST_NAME}",

@@ -14,7 +14,11 @@ REPORT_SCHEMA_VERSION = "1.0"
 
 
 def environment() -> dict[str, Any]:
-    env: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
     try:
         import onnxruntime as ort
 

@@ -108,7 +108,9 @@ def _convert_package(source: Any, work: Path, options: ConvertOptions) -> Conver
     return ConvertedModel(
         onnx_path=dst,
         source=manifest.source,
-        assets=[p for p in root.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith("required_op")],
+        assets=[
+            p for p in root.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith("required_op")
+        ],
         preprocessing=manifest.preprocessing,
         labels=manifest.labels,
         generation=manifest.generation,
@@ -186,8 +188,8 @@ def export(
             seed=1,
             offset=1000,
         )
-        generated_calibration = None if calibration else make_samples(
-            calib_ctx, kind=task_spec.kind, modality=task_spec.modality, n=48
+        generated_calibration = (
+            None if calibration else make_samples(calib_ctx, kind=task_spec.kind, modality=task_spec.modality, n=48)
         )
         rctx = RecipeContext(
             work=work,
@@ -211,7 +213,9 @@ def export(
         drop = report["metrics"]["accuracy_drop"]
         if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
             if not recipe_spec.supports_float_fallback:
-                raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+                raise AccuracyError(
+                    _breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop"
+                )
             prog.log(f"accuracy drop {drop:.4f} > {opts.max_accuracy_drop}: searching for layers to keep in float")
             pre_quant = _pre_quant_path(work, recipe_spec)
             _, last_step = recipe_spec.steps[-1]
@@ -318,7 +322,9 @@ def export_torch(
     return export(src, output=output, task=task, recipe=recipe, **kwargs)
 
 
-def quantize(model: str | Path, *, output: str | Path, recipe: str, task: str | None = None, **kwargs: Any) -> ExportResult:
+def quantize(
+    model: str | Path, *, output: str | Path, recipe: str, task: str | None = None, **kwargs: Any
+) -> ExportResult:
     """Quantize an ``.onnx`` file or an fp32 package with a recipe; a package keeps its task and assets."""
     if task is None:
         task = read_manifest(model).task if _is_package(model) else "tensor"
@@ -330,5 +336,7 @@ def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.n
     root = Path(package_dir)
     manifest = read_manifest(root)
     spec = TASKS.get(manifest.task)
-    ctx = SampleContext(inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation)
+    ctx = SampleContext(
+        inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation
+    )
     return make_samples(ctx, kind=spec.kind, modality=spec.modality, n=n)

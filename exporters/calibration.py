@@ -40,7 +40,9 @@ DATA_FORMATS: Registry[DataFormat] = Registry("calibration data format")
 def load_dataset(path: str | Path, ctx: SampleContext, *, limit: int = 256) -> Dataset:
     p = Path(path)
     if not p.exists():
-        raise SourceNotFoundError(f"calibration data not found: {p}", hint="pass an .npz, an image folder or a .txt file")
+        raise SourceNotFoundError(
+            f"calibration data not found: {p}", hint="pass an .npz, an image folder or a .txt file"
+        )
     for fmt in DATA_FORMATS:
         if fmt.matches(p):
             data = fmt.load(p, ctx, limit)
@@ -122,7 +124,9 @@ def _load_text(path: Path, ctx: SampleContext, limit: int) -> Dataset:
     enc = ctx.text_encoder()
     if ctx.generation is not None:
         samples = [
-            generation_feeds(np.asarray([enc.encode(ln, add_special_tokens=False) or [0]], np.int64), ctx.generation, ctx.inputs)
+            generation_feeds(
+                np.asarray([enc.encode(ln, add_special_tokens=False) or [0]], np.int64), ctx.generation, ctx.inputs
+            )
             for ln in lines
         ]
     else:

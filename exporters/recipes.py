@@ -294,7 +294,11 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
         nodes_to_exclude=list(cfg.nodes_to_exclude),
         extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
     )
-    return True, {"calibration_samples": len(samples), "method": cfg.method, "nodes_kept_float": list(cfg.nodes_to_exclude)}
+    return True, {
+        "calibration_samples": len(samples),
+        "method": cfg.method,
+        "nodes_kept_float": list(cfg.nodes_to_exclude),
+    }
 
 
 def step_int4(src: Path, dst: Path, cfg: Int4Config, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
@@ -303,7 +307,9 @@ def step_int4(src: Path, dst: Path, cfg: Int4Config, ctx: RecipeContext) -> tupl
     model = graph.load_model(src, check=False)
     matmuls = sum(1 for n in model.graph.node if n.op_type == "MatMul")
     if not matmuls:
-        raise UnsupportedModelError("int4 quantizes MatMul weights, and this graph has no MatMul", hint="use int8-dynamic")
+        raise UnsupportedModelError(
+            "int4 quantizes MatMul weights, and this graph has no MatMul", hint="use int8-dynamic"
+        )
     q = MatMulNBitsQuantizer(
         model,
         bits=4,
@@ -344,24 +350,56 @@ class Recipe:
 
 RECIPES: Registry[Recipe] = Registry("recipe")
 # Decoder fusions come first: after ORT's own optimizations the rotary pattern no longer matches.
-RECIPES.add("fp32", Recipe(name="fp32", description="graph-optimized float32", config_cls=Fp32Config,
-                           steps=(("decoder_fusions", step_decoder_fusions), ("optimize", step_fusions))))
-RECIPES.add("fp16", Recipe(name="fp16", description="float16 weights and compute (GPU/NPU targets)",
-                           config_cls=Fp16Config, steps=(("optimize", step_fusions), ("fp16", step_fp16))))
-RECIPES.add("int8-dynamic", Recipe(
-    name="int8-dynamic", description="int8 weights (per-channel), activations quantized at run time",
-    config_cls=Int8DynamicConfig,
-    steps=(("optimize", step_fusions), ("smooth", step_smooth), ("quantize", step_int8_dynamic)),
-    supports_float_fallback=True))
-RECIPES.add("int8-static", Recipe(
-    name="int8-static", description="QDQ int8 weights and activations, calibrated (NPU-friendly)",
-    config_cls=Int8StaticConfig, steps=(("preprocess", step_preprocess), ("quantize", step_int8_static)),
-    supports_float_fallback=True, needs_calibration=True))
-RECIPES.add("int4", Recipe(name="int4", description="4-bit weight-only MatMulNBits (block-wise)",
-                           config_cls=Int4Config,
-                           # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
-                           # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
-                           steps=(("decoder_fusions", step_decoder_fusions), ("quantize", step_int4))))
+RECIPES.add(
+    "fp32",
+    Recipe(
+        name="fp32",
+        description="graph-optimized float32",
+        config_cls=Fp32Config,
+        steps=(("decoder_fusions", step_decoder_fusions), ("optimize", step_fusions)),
+    ),
+)
+RECIPES.add(
+    "fp16",
+    Recipe(
+        name="fp16",
+        description="float16 weights and compute (GPU/NPU targets)",
+        config_cls=Fp16Config,
+        steps=(("optimize", step_fusions), ("fp16", step_fp16)),
+    ),
+)
+RECIPES.add(
+    "int8-dynamic",
+    Recipe(
+        name="int8-dynamic",
+        description="int8 weights (per-channel), activations quantized at run time",
+        config_cls=Int8DynamicConfig,
+        steps=(("optimize", step_fusions), ("smooth", step_smooth), ("quantize", step_int8_dynamic)),
+        supports_float_fallback=True,
+    ),
+)
+RECIPES.add(
+    "int8-static",
+    Recipe(
+        name="int8-static",
+        description="QDQ int8 weights and activations, calibrated (NPU-friendly)",
+        config_cls=Int8StaticConfig,
+        steps=(("preprocess", step_preprocess), ("quantize", step_int8_static)),
+        supports_float_fallback=True,
+        needs_calibration=True,
+    ),
+)
+RECIPES.add(
+    "int4",
+    Recipe(
+        name="int4",
+        description="4-bit weight-only MatMulNBits (block-wise)",
+        config_cls=Int4Config,
+        # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
+        # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
+        steps=(("decoder_fusions", step_decoder_fusions), ("quantize", step_int4)),
+    ),
+)
 
 
 def resolved_options(cfg: Any) -> dict[str, Any]:

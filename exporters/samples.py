@@ -56,7 +56,14 @@ _BASE_SENTENCES = [
 ]
 _SUBJECTS = ["The engineer", "My cat", "A small robot", "The old library", "Our team", "The river", "This phone"]
 _VERBS = ["quietly measures", "always forgets", "carefully builds", "never trusts", "slowly reads", "paints"]
-_OBJECTS = ["the latency numbers", "a red bicycle", "twelve tiny models", "the morning news", "every sensor", "42 apples"]
+_OBJECTS = [
+    "the latency numbers",
+    "a red bicycle",
+    "twelve tiny models",
+    "the morning news",
+    "every sensor",
+    "42 apples",
+]
 
 
 def sentences(n: int = 120, *, offset: int = 0) -> list[str]:
@@ -122,8 +129,10 @@ class SampleContext:
 
     def text_encoder(self) -> TextEncoder:
         assert self.asset_dir is not None
-        return TextEncoder(self.asset_dir / self.preprocessing.get("tokenizer_file", "tokenizer.json"),
-                           max_length=self.preprocessing.get("max_length"))
+        return TextEncoder(
+            self.asset_dir / self.preprocessing.get("tokenizer_file", "tokenizer.json"),
+            max_length=self.preprocessing.get("max_length"),
+        )
 
 
 def _text_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
@@ -137,7 +146,9 @@ def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray
     assert gen is not None
     out = []
     for s in sentences(n, offset=ctx.offset):
-        ids = np.asarray([enc.encode(s, add_special_tokens=False)[: max(2, gen.max_context_tokens - 1)] or [0]], np.int64)
+        ids = np.asarray(
+            [enc.encode(s, add_special_tokens=False)[: max(2, gen.max_context_tokens - 1)] or [0]], np.int64
+        )
         out.append(generation_feeds(ids, gen, ctx.inputs))
     return out
 

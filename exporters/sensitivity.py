@@ -49,7 +49,9 @@ def _with_outputs(path: Path, names: list[str], dst: Path) -> Path:
     return dst
 
 
-def score_nodes(float_model: Path, quant_model: Path, samples: list[dict[str, np.ndarray]], work: Path) -> list[NodeScore]:
+def score_nodes(
+    float_model: Path, quant_model: Path, samples: list[dict[str, np.ndarray]], work: Path
+) -> list[NodeScore]:
     from exporters.validate import make_runner
 
     model = graph.load_model(float_model, check=False)
@@ -89,8 +91,10 @@ def search_float_nodes(
 ) -> tuple[Path, Any, dict[str, Any], list[NodeScore]]:
     """Return the quantized model, its config (with ``nodes_to_exclude``), its validation, and the scores."""
     scores = score_nodes(float_model, quant_model, samples[:16], work)
-    log(f"sensitivity: scored {len(scores)} quantizable nodes; most sensitive: "
-        + ", ".join(f"{s.node} (+{s.added_error:.3f})" for s in scores[:3]))
+    log(
+        f"sensitivity: scored {len(scores)} quantizable nodes; most sensitive: "
+        + ", ".join(f"{s.node} (+{s.added_error:.3f})" for s in scores[:3])
+    )
     best: tuple[float, int] | None = None
     for k in [c for c in _TRY_COUNTS if c < len(scores)] + [len(scores)]:
         keep = tuple(s.node for s in scores[:k])

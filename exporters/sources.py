@@ -249,7 +249,7 @@ def torch_source_from_spec(
         names = [n for n in dir(module_obj) if callable(getattr(module_obj, n)) and not n.startswith("_")]
         raise UsageError(f"{path} has no callable {factory_name!r}", hint=f"callables there: {', '.join(names)}")
     made = factory()
-    module, example = (made if isinstance(made, tuple) else (made, None))
+    module, example = made if isinstance(made, tuple) else (made, None)
     weights_sha = None
     if weights is not None:
         wpath = Path(weights)
@@ -419,7 +419,13 @@ def _hf_preprocessing(src: Path, config: dict[str, Any], task: TaskSpec) -> dict
             pool_cfg = src / "1_Pooling" / "config.json"
             if pool_cfg.is_file():
                 pc = _read_json(pool_cfg)
-                pooling = "cls" if pc.get("pooling_mode_cls_token") else "max" if pc.get("pooling_mode_max_tokens") else "mean"
+                pooling = (
+                    "cls"
+                    if pc.get("pooling_mode_cls_token")
+                    else "max"
+                    if pc.get("pooling_mode_max_tokens")
+                    else "mean"
+                )
             pre["pooling"] = pooling
             pre["normalize"] = True
         return pre

@@ -71,7 +71,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------- task-specific metrics
 
-TaskMetric = Callable[[list[dict[str, np.ndarray]], list[list[np.ndarray]], list[list[np.ndarray]], Any], dict[str, Any]]
+TaskMetric = Callable[
+    [list[dict[str, np.ndarray]], list[list[np.ndarray]], list[list[np.ndarray]], Any], dict[str, Any]
+]
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -127,7 +129,10 @@ def _generation_metrics(feeds, refs, news, labels) -> dict[str, Any]:
 
 
 def _tensor_metrics(feeds, refs, news, labels) -> dict[str, Any]:
-    cos = [_cosine(r[0].ravel().astype(np.float64), n[0].ravel().astype(np.float64)) for r, n in zip(refs, news, strict=True)]
+    cos = [
+        _cosine(r[0].ravel().astype(np.float64), n[0].ravel().astype(np.float64))
+        for r, n in zip(refs, news, strict=True)
+    ]
     out: dict[str, Any] = {"output_cosine_mean": float(np.mean(cos)), "output_cosine_min": float(np.min(cos))}
     if labels is not None:
         out.update(_classification_metrics(feeds, refs, news, labels))

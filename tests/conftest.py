@@ -45,8 +45,9 @@ def minilm_int8_pkg(tmp_path_factory, minilm_dir) -> Path:
     from exporters import export
 
     out = tmp_path_factory.mktemp("pkgs") / "minilm-int8"
-    export(minilm_dir, output=out, task="feature-extraction", recipe="int8-dynamic", progress=False,
-           validation_samples=32)
+    export(
+        minilm_dir, output=out, task="feature-extraction", recipe="int8-dynamic", progress=False, validation_samples=32
+    )
     return out
 
 
@@ -58,8 +59,14 @@ def make_tiny_bert(out: Path, minilm_dir: Path, *, classifier: bool = False) -> 
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     if classifier:
         cfg.id2label = {0: "negative", 1: "positive"}
         cfg.label2id = {"negative": 0, "positive": 1}

@@ -50,15 +50,30 @@ def test_export_errors_are_reported_with_codes(mlp, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error[output_exists]" in err and "hint: choose another -o path, or pass --force" in err
 
-    assert main(["export", str(tmp_path / "missing.onnx"), "--task", "tensor", "-o", str(tmp_path / "m"), "--json"]) == 1
+    assert (
+        main(["export", str(tmp_path / "missing.onnx"), "--task", "tensor", "-o", str(tmp_path / "m"), "--json"]) == 1
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "error" and report["errors"][0]["code"] == "source_not_found"
 
 
 def test_recipe_options_and_quantize(mlp, tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32))
-    code = main(["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q"), "-q",
-                 "--calibration", str(tmp_path / "cal.npz"), "--option", "method=entropy"])
+    code = main(
+        [
+            "quantize",
+            str(mlp),
+            "--recipe",
+            "int8-static",
+            "-o",
+            str(tmp_path / "q"),
+            "-q",
+            "--calibration",
+            str(tmp_path / "cal.npz"),
+            "--option",
+            "method=entropy",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     m = assert_valid_manifest(tmp_path / "q")
     assert m["recipe"]["options"]["method"] == "entropy"
@@ -74,15 +89,43 @@ def test_torch_factory_from_cli(tmp_path, capsys):
     model = make_model()
     torch.save(model.state_dict(), tmp_path / "w.pt")
     factory = __import__("tests.digits_cnn_factory", fromlist=["x"]).__file__
-    code = main(["export", f"{factory}:make_model", "--weights", str(tmp_path / "w.pt"), "--task", "tensor",
-                 "--input-shape", "pixels=1x1x8x8", "-o", str(tmp_path / "cnn"), "-q"])
+    code = main(
+        [
+            "export",
+            f"{factory}:make_model",
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--task",
+            "tensor",
+            "--input-shape",
+            "pixels=1x1x8x8",
+            "-o",
+            str(tmp_path / "cnn"),
+            "-q",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     m = assert_valid_manifest(tmp_path / "cnn")
     assert m["source"]["kind"] == "torch" and m["source"]["path"].endswith("digits_cnn_factory.py:make_model")
     assert m["inputs"] == [{"name": "pixels", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
     # A weights file from another architecture is refused with the reason.
     torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
-    assert main(["export", f"{factory}:make_model", "--weights", str(tmp_path / "bad.pt"), "--task", "tensor",
-                 "--input-shape", "pixels=1x1x8x8", "-o", str(tmp_path / "cnn2")]) == 1
+    assert (
+        main(
+            [
+                "export",
+                f"{factory}:make_model",
+                "--weights",
+                str(tmp_path / "bad.pt"),
+                "--task",
+                "tensor",
+                "--input-shape",
+                "pixels=1x1x8x8",
+                "-o",
+                str(tmp_path / "cnn2"),
+            ]
+        )
+        == 1
+    )
     assert "does not fit" in capsys.readouterr().err
     assert not (tmp_path / "cnn2").exists()

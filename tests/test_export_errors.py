@@ -54,11 +54,23 @@ def test_unknown_recipe_lists_known_ones(mlp, tmp_path):
 
 def test_unknown_recipe_option_is_refused(mlp, tmp_path):
     with pytest.raises(ConfigError, match="block_sise.*Did you mean 'block_size'"):
-        export(mlp, output=tmp_path / "out", task="tensor", recipe="int4", recipe_options={"block_sise": 64},
-               progress=False)
+        export(
+            mlp,
+            output=tmp_path / "out",
+            task="tensor",
+            recipe="int4",
+            recipe_options={"block_sise": 64},
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="block_size must be a power of two"):
-        export(mlp, output=tmp_path / "out", task="tensor", recipe="int4", recipe_options={"block_size": 48},
-               progress=False)
+        export(
+            mlp,
+            output=tmp_path / "out",
+            task="tensor",
+            recipe="int4",
+            recipe_options={"block_size": 48},
+            progress=False,
+        )
 
 
 def test_truncated_onnx(mlp, tmp_path):
@@ -135,8 +147,15 @@ def test_static_without_calibration(mlp, tmp_path):
 def test_accuracy_breach_writes_nothing(mlp, tmp_path):
     # fp16 cannot keep layers in float, and a zero budget cannot be met by a lossy recipe.
     with pytest.raises(AccuracyError, match="more than --max-accuracy-drop 0.0; no package was written"):
-        export(mlp, output=tmp_path / "out", task="tensor", recipe="int4", max_accuracy_drop=0.0,
-               recipe_options={"block_size": 16}, progress=False)
+        export(
+            mlp,
+            output=tmp_path / "out",
+            task="tensor",
+            recipe="int4",
+            max_accuracy_drop=0.0,
+            recipe_options={"block_size": 16},
+            progress=False,
+        )
     _nothing_left(tmp_path, "out")
 
 

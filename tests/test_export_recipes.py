@@ -59,8 +59,9 @@ def test_every_recipe_writes_a_valid_package(recipe, mlp, tmp_path):
 def test_int8_packages_are_smaller_and_store_int_weights(mlp, tmp_path):
     fp32 = export(mlp, output=tmp_path / "a", task="tensor", recipe="fp32", progress=False)
     q = export(mlp, output=tmp_path / "b", task="tensor", recipe="int8-dynamic", progress=False)
-    i4 = export(mlp, output=tmp_path / "c", task="tensor", recipe="int4", recipe_options={"block_size": 16},
-                progress=False)
+    i4 = export(
+        mlp, output=tmp_path / "c", task="tensor", recipe="int4", recipe_options={"block_size": 16}, progress=False
+    )
     assert set(q.manifest.weights.bytes_by_dtype) >= {"uint8"} or "int8" in q.manifest.weights.bytes_by_dtype
     assert "int4" in i4.manifest.weights.bytes_by_dtype
     assert (tmp_path / "b" / "model.onnx").stat().st_size < (tmp_path / "a" / "model.onnx").stat().st_size
@@ -70,8 +71,15 @@ def test_int8_packages_are_smaller_and_store_int_weights(mlp, tmp_path):
 
 
 def test_int8_static_records_calibration_and_qdq(mlp, tmp_path):
-    res = export(mlp, output=tmp_path / "s", task="tensor", recipe="int8-static", progress=False,
-                 calibration=_calibration(tmp_path), recipe_options={"method": "percentile", "percentile": 99.9})
+    res = export(
+        mlp,
+        output=tmp_path / "s",
+        task="tensor",
+        recipe="int8-static",
+        progress=False,
+        calibration=_calibration(tmp_path),
+        recipe_options={"method": "percentile", "percentile": 99.9},
+    )
     quant = res.manifest.recipe.steps[-1]["details"]
     assert quant["calibration_samples"] == 64 and quant["method"] == "percentile"
     import onnx
@@ -99,8 +107,16 @@ def test_export_torch_module(tmp_path):
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
     x = torch.randn(2, 8)
-    res = export_torch(module, x, output=tmp_path / "t", input_names=["features"], output_names=["scores"],
-                       dynamic_axes={"features": {0: "batch"}, "scores": {0: "batch"}}, recipe="fp32", progress=False)
+    res = export_torch(
+        module,
+        x,
+        output=tmp_path / "t",
+        input_names=["features"],
+        output_names=["scores"],
+        dynamic_axes={"features": {0: "batch"}, "scores": {0: "batch"}},
+        recipe="fp32",
+        progress=False,
+    )
     assert_valid_manifest(tmp_path / "t")
     assert res.manifest.source.kind == "torch"
     assert res.manifest.inputs[0].shape == ["batch", 8]
@@ -110,10 +126,16 @@ def test_export_torch_module(tmp_path):
 
 
 def test_quantize_a_package_keeps_its_task_and_assets(tiny_bert_classifier_dir, tmp_path):
-    export(tiny_bert_classifier_dir, output=tmp_path / "fp32", task="text-classification", progress=False,
-           validation_samples=8)
-    res = quantize(tmp_path / "fp32", output=tmp_path / "int8", recipe="int8-dynamic", progress=False,
-                   validation_samples=8)
+    export(
+        tiny_bert_classifier_dir,
+        output=tmp_path / "fp32",
+        task="text-classification",
+        progress=False,
+        validation_samples=8,
+    )
+    res = quantize(
+        tmp_path / "fp32", output=tmp_path / "int8", recipe="int8-dynamic", progress=False, validation_samples=8
+    )
     m = assert_valid_manifest(tmp_path / "int8")
     assert m["task"] == "text-classification" and m["labels"] == ["negative", "positive"]
     assert (tmp_path / "int8" / "tokenizer.json").is_file()
@@ -121,8 +143,14 @@ def test_quantize_a_package_keeps_its_task_and_assets(tiny_bert_classifier_dir, 
 
 
 def test_text_classification_hf_export(tiny_bert_classifier_dir, tmp_path):
-    res = export(tiny_bert_classifier_dir, output=tmp_path / "c", task="text-classification", recipe="fp32",
-                 progress=False, validation_samples=16)
+    res = export(
+        tiny_bert_classifier_dir,
+        output=tmp_path / "c",
+        task="text-classification",
+        recipe="fp32",
+        progress=False,
+        validation_samples=16,
+    )
     m = assert_valid_manifest(tmp_path / "c")
     assert m["preprocessing"]["tokenizer_file"] == "tokenizer.json"
     assert [o["name"] for o in m["outputs"]] == ["logits"]

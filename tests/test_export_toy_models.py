@@ -30,8 +30,15 @@ def lm_packages(tiny_llama, tmp_path_factory):
     out = {}
     for recipe in ("fp32", "int8-dynamic", "int4"):
         opts = {"recipe_options": {"block_size": 16}} if recipe == "int4" else {}
-        export(tiny_llama, output=root / recipe, task="text-generation", recipe=recipe, progress=False,
-               validation_samples=16, **opts)
+        export(
+            tiny_llama,
+            output=root / recipe,
+            task="text-generation",
+            recipe=recipe,
+            progress=False,
+            validation_samples=16,
+            **opts,
+        )
         out[recipe] = root / recipe
     return out
 
@@ -50,8 +57,9 @@ def test_lm_manifest_describes_the_kv_cache(lm_packages, tiny_llama):
     assert {gen["past_key_template"].format(layer=i) for i in range(gen["num_layers"])} <= names
     assert gen["eos_token_ids"], "EOS must be recorded so generation stops"
     assert m["accuracy"]["metrics"]["next_token_top1_agreement"] == pytest.approx(1.0, abs=1e-9)
-    assert m["accuracy"]["metrics"]["perplexity"] == pytest.approx(m["accuracy"]["metrics"]["perplexity_reference"],
-                                                                   rel=1e-4)
+    assert m["accuracy"]["metrics"]["perplexity"] == pytest.approx(
+        m["accuracy"]["metrics"]["perplexity_reference"], rel=1e-4
+    )
 
 
 def test_quantized_lm_keeps_exact_match(lm_packages):
@@ -86,14 +94,26 @@ def test_digits_cnn_int8_static_keeps_top1(tmp_path):
     np.savez(cal, pixels=cnn.x_train[:128].astype(np.float32))
     val = tmp_path / "val.npz"
     np.savez(val, pixels=x_test, labels=y_test)
-    io = {"input_names": ["pixels"], "output_names": ["logits"],
-          "dynamic_axes": {"pixels": {0: "batch"}, "logits": {0: "batch"}}}
+    io = {
+        "input_names": ["pixels"],
+        "output_names": ["logits"],
+        "dynamic_axes": {"pixels": {0: "batch"}, "logits": {0: "batch"}},
+    }
     import torch
 
     example = torch.from_numpy(x_test[:1])
     fp32 = export_torch(cnn.model, example, output=tmp_path / "fp32", recipe="fp32", progress=False, **io)
-    q = export_torch(cnn.model, example, output=tmp_path / "int8", recipe="int8-static", calibration=cal,
-                     validation_data=val, validation_samples=len(x_test), progress=False, **io)
+    q = export_torch(
+        cnn.model,
+        example,
+        output=tmp_path / "int8",
+        recipe="int8-static",
+        calibration=cal,
+        validation_data=val,
+        validation_samples=len(x_test),
+        progress=False,
+        **io,
+    )
     assert_valid_manifest(tmp_path / "int8")
     acc32 = float(np.mean(_top1(tmp_path / "fp32", x_test) == y_test))
     acc8 = float(np.mean(_top1(tmp_path / "int8", x_test) == y_test))

@@ -56,7 +56,9 @@ def test_core_install_in_a_fresh_venv(tmp_path: Path, embed_package: Path, lm_pa
     py = venv / "bin" / "python"
     install = subprocess.run(
         [str(py), "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True)

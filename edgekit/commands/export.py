@@ -10,24 +10,41 @@ from edgekit.cli import COMMANDS, Command, parse_key_values
 from edgekit.progress import Progress
 
 # The registries live in exporters, which needs the export extra; the CLI lists the names without it.
-TASK_NAMES = ["feature-extraction", "text-classification", "image-classification", "audio-classification",
-              "text-generation", "tensor"]
+TASK_NAMES = [
+    "feature-extraction",
+    "text-classification",
+    "image-classification",
+    "audio-classification",
+    "text-generation",
+    "tensor",
+]
 RECIPE_NAMES = ["fp32", "fp16", "int8-dynamic", "int8-static", "int4"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default="fp32", help=f"one of: {', '.join(RECIPE_NAMES)}")
     p.add_argument("-o", "--output", required=True, help="package directory to write")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a recipe option (e.g. --option block_size=64, --option method=entropy); repeatable")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a recipe option (e.g. --option block_size=64, --option method=entropy); repeatable",
+    )
     p.add_argument("--calibration", help=".npz of named arrays, a folder of images, or a .txt of lines")
     p.add_argument("--validation-data", help="like --calibration; an .npz may hold a 'labels' array")
     p.add_argument("--validation-samples", type=int, default=64)
-    p.add_argument("--max-accuracy-drop", type=float,
-                   help="fail (write nothing) if the task's primary metric drops more than this fraction;"
-                        " int8 recipes first keep the most sensitive layers in float")
-    p.add_argument("--format", choices=["onnx", "ort"], default="onnx",
-                   help="ort also writes model.ort + required operators config for reduced mobile builds")
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="fail (write nothing) if the task's primary metric drops more than this fraction;"
+        " int8 recipes first keep the most sensitive layers in float",
+    )
+    p.add_argument(
+        "--format",
+        choices=["onnx", "ort"],
+        default="onnx",
+        help="ort also writes model.ort + required operators config for reduced mobile builds",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
@@ -35,8 +52,12 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="HF model dir, model.onnx, a package dir, or file.py:factory (with --weights)")
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
     p.add_argument("--weights", help="state-dict file for a file.py:factory source")
-    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
-                   help="example input shape for a file.py:factory source (float32, axis 0 = batch); repeatable")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=1x3x224x224",
+        help="example input shape for a file.py:factory source (float32, axis 0 = batch); repeatable",
+    )
     p.add_argument("--no-kv-cache", action="store_true", help="text-generation without the KV cache")
     _common(p)
 
@@ -67,7 +88,8 @@ def _render(result: Any) -> str:
     ref = (m.accuracy or {}).get("reference_model_bytes")
     lines = [
         f"wrote {result.package_dir}  ({m.task}, {m.recipe.name}, {size / 1e6:.2f} MB"
-        + (f" = {size / ref:.0%} of the fp32 ONNX" if ref else "") + f", {result.seconds:.1f}s)",
+        + (f" = {size / ref:.0%} of the fp32 ONNX" if ref else "")
+        + f", {result.seconds:.1f}s)",
         "  accuracy vs fp32: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if isinstance(v, float)),
     ]
     if m.recipe.float_nodes:
@@ -96,15 +118,24 @@ def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
 
     source: Any = args.source
     if ":" in args.source and args.source.split(":")[0].endswith(".py"):
-        source = exporters.torch_source_from_spec(args.source, weights=args.weights,
-                                                  example_shapes=parse_shapes(args.input_shape))
+        source = exporters.torch_source_from_spec(
+            args.source, weights=args.weights, example_shapes=parse_shapes(args.input_shape)
+        )
     elif not Path(args.source).exists():
         from edgekit.errors import SourceNotFoundError
 
-        raise SourceNotFoundError(f"the source {args.source} does not exist",
-                                  hint="pass a HF model directory, an .onnx file, or file.py:factory --weights W")
-    result = exporters.export(source, output=args.output, task=args.task, recipe=args.recipe,
-                              with_kv_cache=not args.no_kv_cache, **_kwargs(args))
+        raise SourceNotFoundError(
+            f"the source {args.source} does not exist",
+            hint="pass a HF model directory, an .onnx file, or file.py:factory --weights W",
+        )
+    result = exporters.export(
+        source,
+        output=args.output,
+        task=args.task,
+        recipe=args.recipe,
+        with_kv_cache=not args.no_kv_cache,
+        **_kwargs(args),
+    )
     return result.to_dict(), _render(result)
 
 
@@ -116,5 +147,6 @@ def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 COMMANDS.add("export", Command("export", "export a model to a quantized, validated package", _add_export, _run_export))
-COMMANDS.add("quantize", Command("quantize", "quantize an .onnx file or package with a recipe", _add_quantize,
-                                 _run_quantize))
+COMMANDS.add(
+    "quantize", Command("quantize", "quantize an .onnx file or package with a recipe", _add_quantize, _run_quantize)
+)
