@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,49 +163,8 @@ def optimum_quantize(onnx_dir: Path, out: Path, config_name: str) -> Path:
 
 
 def int8_variant() -> tuple[str, dict[str, Any], str]:
-    """The second edgekit int8 row: smoothing off when the recipe has it, else a preview of it.
-
-    Returns (recipe name, recipe options, description). The preview registers a benchmark-local recipe
-    (fusions -> exporters.smoothing.step_smooth -> quantize) until ``int8-dynamic`` wires the step in.
-    """
-    from exporters import recipes
-
-    if "smoothing" in {f.name for f in fields(recipes.Int8DynamicConfig)}:
-        return "int8-dynamic", {"smoothing": False}, "edgekit int8-dynamic, smoothing off"
-    name = "int8-dynamic-smooth-preview"
-    if name not in recipes.RECIPES:
-        recipes.RECIPES.add(name, _preview_recipe(name))
-    return name, {}, "edgekit int8-dynamic + exporters.smoothing (preview, not yet in the recipe)"
-
-
-def _preview_recipe(name: str) -> Any:
-    from dataclasses import dataclass as dc
-
-    from exporters import recipes
-    from exporters.samples import sentences
-    from exporters.smoothing import DEFAULT_SAMPLES, step_smooth
-
-    @dc(frozen=True, kw_only=True)
-    class PreviewConfig(recipes.Int8DynamicConfig):
-        smoothing: bool = True
-        smoothing_alpha: float | None = None
-        smoothing_samples: int = DEFAULT_SAMPLES
-
-    def smooth(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
-        # What the wiring gives the step: the task's generated samples (the validation sentences) when
-        # the user passes no calibration data.
-        if ctx.calibration is None and not getattr(ctx, "samples", None):
-            enc = Encoder(ctx.work / "assets" / "tokenizer.json")
-            ctx.samples = [enc([s]) for s in sentences(cfg.smoothing_samples)]
-        return step_smooth(src, dst, cfg, ctx)
-
-    return recipes.Recipe(
-        name=name,
-        description="int8-dynamic with SmoothQuant-style smoothing (benchmark preview)",
-        config_cls=PreviewConfig,
-        steps=(("optimize", recipes.step_fusions), ("smooth", smooth), ("quantize", recipes.step_int8_dynamic)),
-        supports_float_fallback=True,
-    )
+    """The second edgekit int8 row: the shipped recipe with smoothing off, to show what smoothing buys."""
+    return "int8-dynamic", {"smoothing": False}, "edgekit int8-dynamic, smoothing off"
 
 
 def edgekit_package(src: Path, out: Path, recipe: str, options: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
