@@ -112,6 +112,9 @@ def ort_runner(model: Path, threads: int) -> Callable[[dict[str, np.ndarray]], n
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # Every peer lives in this one process: spinning pool threads of the idle sessions would steal the
+    # cores from the session being timed. Same setting for every ORT peer.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
     outs = [o.name for o in sess.get_outputs()]
