@@ -8,6 +8,7 @@ from typing import Any
 
 from edgekit.errors import CorruptModelError, SourceNotFoundError
 from edgekit.manifest import TensorSpec, WeightsInfo
+from edgekit.onnx_dims import value_info_dims
 
 # Nodes whose packed uint8 initializer actually holds 4-bit weights.
 _NBITS_OPS = {"MatMulNBits"}
@@ -56,15 +57,7 @@ def elem_dtype(elem_type: int) -> str:
 
 def _spec(value_info: Any) -> TensorSpec:
     t = value_info.type.tensor_type
-    shape: list[int | str | None] = []
-    for d in t.shape.dim:
-        if d.HasField("dim_value"):
-            shape.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            shape.append(d.dim_param)
-        else:
-            shape.append(None)
-    return TensorSpec(name=value_info.name, dtype=elem_dtype(t.elem_type), shape=shape)
+    return TensorSpec(name=value_info.name, dtype=elem_dtype(t.elem_type), shape=value_info_dims(value_info))
 
 
 def io_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import CorruptModelError, MissingDependencyError, UsageError
+from edgekit.onnx_dims import value_info_dims
 from edgekit.registry import Registry
 
 __all__ = [
@@ -614,16 +615,7 @@ def graph_input_specs(model: Any) -> dict[str, tuple[str, list[int | str | None]
         # Inputs no node reads are left over from older exporters (IR < 4 listed every weight as an input).
         if vi.name in inits or vi.name not in used:
             continue
-        tt = vi.type.tensor_type
-        dims: list[int | str | None] = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param"):
-                dims.append(d.dim_param)
-            else:
-                dims.append(None)
-        out[vi.name] = (_dtype_name(tt.elem_type), dims)
+        out[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), value_info_dims(vi))
     return out
 
 
@@ -744,14 +736,8 @@ def _collect(model: Any) -> dict[str, tuple[str, tuple[int, ...] | None]]:
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             continue
-        dims: list[int] = []
-        known = tt.HasField("shape")
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            else:
-                known = False
-                break
+        dims = value_info_dims(vi)
+        known = tt.HasField("shape") and all(isinstance(d, int) for d in dims)
         dtype = _dtype_name(tt.elem_type) if tt.elem_type else "float32"
         prev = out.get(vi.name)
         if known or prev is None or prev[1] is None:
