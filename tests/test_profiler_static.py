@@ -114,7 +114,18 @@ def test_corrupt_model_is_refused(tmp_path: Path) -> None:
 
 def test_every_op_cost_entry_counts_something_sane() -> None:
     # registry entries: keys are domain:op, every entry has a kind the estimator knows
-    kinds = {"gemm", "conv", "attention", "elementwise", "normalization", "lrn", "data", "view", "other"}
+    kinds = {
+        "gemm",
+        "conv",
+        "attention",
+        "attention_core",
+        "elementwise",
+        "normalization",
+        "lrn",
+        "data",
+        "view",
+        "other",
+    }
     for name, entry in OP_COSTS.items():
         assert ":" in name
         assert entry.kind in kinds

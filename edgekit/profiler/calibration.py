@@ -22,6 +22,11 @@ conv_fp32           a ResNet bottleneck at 28x28 (256/64 ch)     fp32 convolutio
 conv_wide           one 3x3 conv 256->256 at 14x14               of the reduction length (C x k x k)
 conv_tiny/gemm_tiny 4 convs 16->16 at 8x8 / 8 MatMuls 1x64x64   fixed cost per conv / GEMM call
 weights_dram        12 MatMuls 1x1024x1024 (48 MB of weights)    DRAM bandwidth for streamed weights
+normalization       8 LayerNormalization / SkipSimplified-       rate of normalization kernels (row-
+                    LayerNormalization on 64 x 128               wise, far below the vector rate)
+attention_prefill   4 GroupQueryAttention (rotary, 4 / 2 heads   attention on projected inputs: a
+                    of 16) on a 64-token prompt                  fixed cost per call and a rate,
+attention_decode    the same, one token over 64 cached ones      the two solved from the two cases
 ==================  ===========================================  ====================================
 
 The timing cases run in the model's own timing process, one pass after each timed run of the model,
@@ -59,7 +64,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2
 # A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
 # their medians describe the same machine state as the model's median (a low quantile would describe a
 # luckier host than the one the model met).
@@ -103,6 +108,10 @@ class HostEfficiency:
     # rate(r) = conv_peak_gflops x r / (r + conv_half_reduction), fitted on the two convolution cases.
     conv_peak_gflops: float = 0.0
     conv_half_reduction: float = 0.0
+    # Attention on already-projected Q/K/V (GroupQueryAttention, MultiHeadAttention): per-head products too
+    # small for GEMM rates, plus rotary, masking and softmax, so it gets its own rate (and its own call cost).
+    attention_gflops: float = 0.0
+    normalization_gflops: float = 0.0  # LayerNorm and its fused variants, FLOPs as static analysis counts them
     # Fixed cost per call of a convolution or GEMM kernel beyond plain dispatch (packing, layout, threading
     # setup): what makes a tiny conv cost tens of microseconds whatever its FLOPs.
     call_overhead_us: Mapping[str, float] = field(default_factory=dict)
@@ -124,6 +133,8 @@ class HostEfficiency:
             "conv_gflops": dict(self.conv_gflops),
             "conv_peak_gflops": self.conv_peak_gflops,
             "conv_half_reduction": self.conv_half_reduction,
+            "attention_gflops": self.attention_gflops,
+            "normalization_gflops": self.normalization_gflops,
             "call_overhead_us": dict(self.call_overhead_us),
             "threads": self.threads,
             "suite_timings_ms": dict(self.timings_ms),
@@ -146,12 +157,13 @@ class MemoryCalibration:
 # ----------------------------------------------------------------------------------------- the graphs
 
 
-def _save(nodes: list, inputs: list, outputs: list, inits: list, path: Path) -> Path:
+def _save(nodes: list, inputs: list, outputs: list, inits: list, path: Path, *, contrib: bool = False) -> Path:
     import onnx
     from onnx import helper
 
     graph = helper.make_graph(nodes, path.stem, inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if contrib else [])
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
@@ -327,6 +339,91 @@ def _many_io(path: Path, n: int) -> Path:
     return _save(nodes, [_vi(f"x{i}", [1, 4]) for i in range(n)], [_vi(f"y{i}", [1, 4]) for i in range(n)], inits, path)
 
 
+def _gqa(
+    path: Path, q_len: int, past_len: int, n_nodes: int, seed: int, *, heads: int = 4, kv_heads: int = 2, head: int = 16
+) -> tuple[Path, dict[str, np.ndarray]]:
+    """``n_nodes`` GroupQueryAttention nodes (rotary on, as edgekit's decoder fusion emits) on one packed QKV
+    input, summed. Each has its own ``scale`` so that no pass merges them as duplicates."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    positions = q_len + past_len
+    angles = rng.uniform(0, 3, (positions, head // 2))
+    inits = [
+        numpy_helper.from_array(np.cos(angles).astype(np.float32), "cos_cache"),
+        numpy_helper.from_array(np.sin(angles).astype(np.float32), "sin_cache"),
+    ]
+    inputs = ["qkv", "", "", "past_key", "past_value", "seqlens_k", "total_len", "cos_cache", "sin_cache"]
+    nodes, prev = [], ""
+    for i in range(n_nodes):
+        out = "y" if n_nodes == 1 else f"a{i}"
+        nodes.append(
+            helper.make_node(
+                "GroupQueryAttention",
+                inputs,
+                [out, f"present_key{i}", f"present_value{i}"],
+                domain="com.microsoft",
+                name=f"gqa{i}",
+                num_heads=heads,
+                kv_num_heads=kv_heads,
+                do_rotary=1,
+                scale=(1 + i / 100) / math.sqrt(head),
+            )
+        )
+        if i == 1:
+            prev = "y" if n_nodes == 2 else "s1"
+            nodes.append(helper.make_node("Add", ["a0", "a1"], [prev]))
+        elif i > 1:
+            nxt = "y" if i == n_nodes - 1 else f"s{i}"
+            nodes.append(helper.make_node("Add", [prev, out], [nxt]))
+            prev = nxt
+    qkv_width = (heads + 2 * kv_heads) * head
+    kv_shape = (1, kv_heads, past_len, head)
+    feeds = {
+        "qkv": rng.standard_normal((1, q_len, qkv_width)).astype(np.float32),
+        "past_key": rng.standard_normal(kv_shape).astype(np.float32),
+        "past_value": rng.standard_normal(kv_shape).astype(np.float32),
+        # GroupQueryAttention's convention: total length - 1 per row, and the total as a scalar
+        "seqlens_k": np.array([positions - 1], np.int32),
+        "total_len": np.array(positions, np.int32),
+    }
+    graph_inputs = [
+        _vi("qkv", feeds["qkv"].shape),
+        _vi("past_key", kv_shape),
+        _vi("past_value", kv_shape),
+        _vi("seqlens_k", [1], TensorProto.INT32),
+        _vi("total_len", [], TensorProto.INT32),
+    ]
+    path = _save(nodes, graph_inputs, [_vi("y", (1, q_len, heads * head))], inits, path, contrib=True)
+    return path, feeds
+
+
+def _norms(path: Path, rows: int, hidden: int, n_nodes: int) -> Path:
+    """Alternating LayerNormalization and SkipSimplifiedLayerNormalization (the BERT and Llama kinds)."""
+    from onnx import helper, numpy_helper
+
+    shape = [1, rows, hidden]
+    inits, nodes, prev = [], [], "x"
+    for i in range(n_nodes):
+        inits.append(numpy_helper.from_array(np.full(hidden, 1 + i / 100, np.float32), f"g{i}"))
+        out = "y" if i == n_nodes - 1 else f"h{i}"
+        if i % 2:
+            nodes.append(
+                helper.make_node(
+                    "SkipSimplifiedLayerNormalization",
+                    [prev, "x", f"g{i}"],
+                    [out],
+                    domain="com.microsoft",
+                    epsilon=1e-6,
+                )
+            )
+        else:
+            inits.append(numpy_helper.from_array(np.zeros(hidden, np.float32), f"b{i}"))
+            nodes.append(helper.make_node("LayerNormalization", [prev, f"g{i}", f"b{i}"], [out], axis=-1))
+        prev = out
+    return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path, contrib=True)
+
+
 def _lrn(path: Path, channels: int, size: int) -> Path:
     from onnx import helper
 
@@ -371,11 +468,16 @@ def build_suite(work: Path) -> list[SuiteCase]:
         "gemm_tiny": (_matmuls(work / "cal_gemm_tiny.onnx", 1, 64, 8, 12), {"x": (1, 64)}),
         # 48 MB of weights, one row through them: beyond the last-level cache, bound by DRAM bandwidth
         "weights_dram": (_matmuls(work / "cal_weights_dram.onnx", 1, 1024, 12, 13), {"x": (1, 1024)}),
+        "normalization": (_norms(work / "cal_normalization.onnx", 64, 128, 8), {"x": (1, 64, 128)}),
+        "attention_prefill": _gqa(work / "cal_attention_prefill.onnx", 64, 0, 4, 14),
+        "attention_decode": _gqa(work / "cal_attention_decode.onnx", 1, 64, 4, 15),
     }
     paths["gemm_int8"] = (_quantized(paths["gemm_fp32"][0], work / "cal_gemm_int8.onnx"), {"x": (32, 384)})
     cases = []
     for name, (path, shapes) in paths.items():
-        feeds = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+        feeds = {
+            k: v if isinstance(v, np.ndarray) else rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()
+        }
         feeds_file = work / f"cal_{name}.npz"
         np.savez(feeds_file, **feeds)
         optimized = runtime_graph(path, work / f"cal_{name}.runtime.onnx")
@@ -497,6 +599,9 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
     )
     dram_bw = _positive(weight_bytes / max(dram_s, 1e-9), 1e8)
     gemm_call = call_cost("gemm_tiny", "gemm", lambda n: n.total_flops / (gemm32 * 1e9))
+    att_rate, att_call = _attention_fit(
+        by["attention_prefill"].analysis, by["attention_decode"].analysis, t, run_s, io_s, overhead, bw, gemm32
+    )
     return HostEfficiency(
         run_overhead_ms=run_s * 1e3,
         io_overhead_us=io_s * 1e6,
@@ -507,11 +612,13 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
         cache_bytes=last_level_cache_bytes(),
         vector_gflops=rate("vector", {"elementwise", "other", "normalization"}),
         lrn_gflops=rate("lrn", {"lrn"}),
+        normalization_gflops=rate("normalization", {"normalization"}),
         gemm_gflops={"fp32": gemm32, "int8": rate("gemm_int8", {"gemm"}, "int8")},
         conv_gflops={"fp32": rate("conv_fp32", {"conv"}, "fp32")},
         conv_peak_gflops=conv_inf,
         conv_half_reduction=conv_half,
-        call_overhead_us={"conv": conv_call * 1e6, "gemm": gemm_call * 1e6},
+        attention_gflops=att_rate,
+        call_overhead_us={"conv": conv_call * 1e6, "gemm": gemm_call * 1e6, "attention_core": att_call * 1e6},
         threads=threads,
         timings_ms=dict(t),
     )
@@ -542,6 +649,40 @@ def _conv_curve(
             return 1 / a / 1e9, b / a
     total_f, total_t = f1 + f2, max(t1 + t2, 1e-9)
     return total_f / total_t / 1e9, 0.0
+
+
+def _attention_fit(
+    prefill: StaticAnalysis,
+    decode: StaticAnalysis,
+    t: Mapping[str, float],
+    run_s: float,
+    io_s: float,
+    overhead: Any,
+    bw: float,
+    fallback_gflops: float,
+) -> tuple[float, float]:
+    """Solve time = calls x c + flops / R over the two attention cases for the call cost c and the rate R.
+
+    A decode step is nearly all call cost, a prompt mostly work, so the two pin both. Without a sensible
+    solution (noise), R falls back to the GEMM rate and c takes what is left, averaged over the calls.
+    """
+
+    def sums(a: StaticAnalysis, name: str) -> tuple[int, float, float]:
+        att = [n for n in a.nodes if n.kind == "attention_core"]
+        rest = sum(n.bytes_moved / bw for n in a.nodes if n.kind != "attention_core")
+        io = (len(a.input_shapes) + a.output_count) * io_s
+        return len(att), sum(n.total_flops for n in att), t[name] / 1e3 - run_s - io - overhead(a.nodes) - rest
+
+    n1, f1, t1 = sums(prefill, "attention_prefill")
+    n2, f2, t2 = sums(decode, "attention_decode")
+    det = n1 * f2 - n2 * f1
+    if det != 0:
+        c = (t1 * f2 - t2 * f1) / det
+        inv_r = (n1 * t2 - n2 * t1) / det
+        if c >= 0 and inv_r > 0:
+            return 1 / inv_r / 1e9, c
+    c = max(0.0, (t1 + t2 - (f1 + f2) / (fallback_gflops * 1e9)) / max(1, n1 + n2))
+    return fallback_gflops, c
 
 
 # ------------------------------------------------------------------------------------------- memory

@@ -71,12 +71,14 @@ class DeviceRates:
     gemm_gflops: Mapping[str, float]  # fp32, fp16, int8
     conv_gflops: Mapping[str, float]
     vector_gflops: float
+    normalization_gflops: float
     lrn_gflops: float
     bandwidth_gbps: float  # activations (cache-sized working sets)
     dram_bandwidth_gbps: float  # weights, when they do not fit in cache_bytes
     cache_bytes: int
     conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
-    call_overhead_us: Mapping[str, float]  # fixed cost per conv / gemm call beyond dispatch
+    attention_gflops: Mapping[str, float]  # attention on projected Q/K/V, by precision
+    call_overhead_us: Mapping[str, float]  # fixed cost per call beyond dispatch, by kind (conv, gemm, attention_core)
     node_overhead_us: float
     parallel_node_overhead_us: float
     run_overhead_ms: float
@@ -90,8 +92,10 @@ class DeviceRates:
             "gemm_gflops": dict(self.gemm_gflops),
             "conv_gflops": dict(self.conv_gflops),
             "vector_gflops": self.vector_gflops,
+            "normalization_gflops": self.normalization_gflops,
             "lrn_gflops": self.lrn_gflops,
             "conv_half_reduction": self.conv_half_reduction,
+            "attention_gflops": dict(self.attention_gflops),
             "call_overhead_us": dict(self.call_overhead_us),
             "bandwidth_gbps": self.bandwidth_gbps,
             "dram_bandwidth_gbps": self.dram_bandwidth_gbps,
@@ -148,17 +152,20 @@ def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: Dev
     if profile.kind == DeviceKind.HOST:
         g32 = host.gemm_gflops["fp32"]
         c32 = host.conv_peak_gflops or host.conv_gflops["fp32"]
+        a32 = host.attention_gflops or g32
         return DeviceRates(
             device=profile.name,
             threads=host.threads,
             gemm_gflops={"fp32": g32, "fp16": g32 * fp16_over_fp32, "int8": host.gemm_gflops["int8"]},
             conv_gflops={"fp32": c32, "fp16": c32 * fp16_over_fp32, "int8": c32 * host.gemm_gflops["int8"] / g32},
             vector_gflops=host.vector_gflops,
+            normalization_gflops=host.normalization_gflops or host.vector_gflops,
             lrn_gflops=host.lrn_gflops,
             bandwidth_gbps=host.bandwidth_gbps,
             dram_bandwidth_gbps=host.dram_bandwidth_gbps,
             cache_bytes=host.cache_bytes,
             conv_half_reduction=host.conv_half_reduction,
+            attention_gflops={"fp32": a32, "fp16": a32 * fp16_over_fp32},
             call_overhead_us=dict(host.call_overhead_us),
             node_overhead_us=host.node_overhead_us,
             parallel_node_overhead_us=host.parallel_node_overhead_us,
@@ -180,6 +187,8 @@ def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: Dev
     rel_c32 = host_eff(host.conv_peak_gflops or host.conv_gflops["fp32"], "fp32") / ref
     rel_vec = host_eff(host.vector_gflops, "fp32") / ref
     rel_lrn = host_eff(host.lrn_gflops, "fp32") / ref
+    rel_norm = host_eff(host.normalization_gflops or host.vector_gflops, "fp32") / ref
+    rel_att = host_eff(host.attention_gflops or host.gemm_gflops["fp32"], "fp32") / ref
     peak = {p: _used_peak(profile, p, threads) * ASSUMED_GEMM_EFFICIENCY for p in ("fp32", "fp16", "int8")}
     dram = profile.memory_bandwidth_gbps * ASSUMED_BANDWIDTH_EFFICIENCY
     fast, host_fast = _fastest_cluster(profile), _fastest_cluster(host_profile)
@@ -196,8 +205,10 @@ def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: Dev
             "int8": peak["int8"] * rel_g8 * rel_c32,
         },
         vector_gflops=peak["fp32"] * rel_vec,
+        normalization_gflops=peak["fp32"] * rel_norm,
         lrn_gflops=peak["fp32"] * rel_lrn,
         conv_half_reduction=host.conv_half_reduction,
+        attention_gflops={"fp32": peak["fp32"] * rel_att, "fp16": peak["fp16"] * rel_att},
         call_overhead_us={k: v * clock for k, v in host.call_overhead_us.items()},
         # Activations mostly stay in cache, at the host's measured cache-to-DRAM bandwidth ratio; only
         # weights that do not fit stream from DRAM. Profiles do not list cache sizes (edge SoCs have 2-12 MB
@@ -227,6 +238,8 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     for precision, flops in node.flops.items():
         if node.kind in ("gemm", "attention"):
             rate = rates.gemm_gflops.get(precision, rates.gemm_gflops["fp32"])
+        elif node.kind == "attention_core":
+            rate = rates.attention_gflops.get(precision, rates.attention_gflops["fp32"])
         elif node.kind == "conv":
             rate = rates.conv_gflops.get(precision, rates.conv_gflops["fp32"])
             if rates.conv_half_reduction > 0 and node.reduction > 0:
@@ -234,6 +247,8 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
                 rate *= node.reduction / (node.reduction + rates.conv_half_reduction)
         elif node.kind == "lrn":
             rate = rates.lrn_gflops
+        elif node.kind == "normalization":
+            rate = rates.normalization_gflops
         else:
             rate = rates.vector_gflops
         compute += flops / (rate * 1e9)

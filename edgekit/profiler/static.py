@@ -69,7 +69,9 @@ class NodeCost:
     name: str
     op_type: str
     domain: str
-    kind: str  # "gemm" | "conv" | "attention" | "elementwise" | "normalization" | "lrn" | "data" | "view" | "other"
+    # "gemm" | "conv" | "attention" (fused with its QKV projection) | "attention_core" (on projected Q/K/V)
+    # | "elementwise" | "normalization" | "lrn" | "data" | "view" | "other"
+    kind: str
     flops: Mapping[str, int]
     macs: int
     bytes_read: int
@@ -359,7 +361,9 @@ def _mha(v: NodeView) -> Cost:
         k = _shape(v.inp(1))
         if k is not None and len(k) >= 3:
             kv_len = k[1] if len(k) == 3 else k[2]
-    core = _attention_core(b, heads, s, kv_len, d // heads)
+    # the output is heads x head_size wide; the query may be packed QKV (GroupQueryAttention without key/value)
+    head_size = (out[-1] if len(out) == 3 and isinstance(out[-1], int) else d) // heads
+    core = _attention_core(b, heads, s, kv_len, head_size)
     return {v.float_precision(): 2 * core + 5 * b * heads * s * kv_len}, core
 
 
@@ -402,7 +406,9 @@ _register(["QLinearConv", f"{_MS}:QLinearConv"], OpCost(kind="conv", cost=_conv(
 _register(["ConvTranspose"], OpCost(kind="conv", cost=_conv_transpose))
 _register([f"{_MS}:Attention"], OpCost(kind="attention", cost=_attention(None)))
 _register([f"{_MS}:QAttention"], OpCost(kind="attention", cost=_attention("int8")))
-_register([f"{_MS}:MultiHeadAttention", f"{_MS}:GroupQueryAttention", "Attention"], OpCost(kind="attention", cost=_mha))
+_register(
+    [f"{_MS}:MultiHeadAttention", f"{_MS}:GroupQueryAttention", "Attention"], OpCost(kind="attention_core", cost=_mha)
+)
 _register(["MaxPool", "AveragePool", "LpPool"], OpCost(kind="elementwise", cost=_pool))
 _register(["GlobalAveragePool", "GlobalMaxPool"], OpCost(kind="elementwise", cost=_global_pool))
 _register(
@@ -549,6 +555,7 @@ _register(
 )
 
 _UNKNOWN_OP = OpCost(kind="other", cost=_elementwise(1))
+_GEMM_KINDS = ("gemm", "attention", "attention_core")
 
 
 def op_cost(domain: str, op_type: str) -> OpCost:
@@ -883,7 +890,7 @@ def analyze_model(
     used_consts = {i for n in live_nodes for i in n.input if i in const}
     folded_outputs = {o for n in folded for o in n.output}
     conv_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind == "conv" for i in n.input}
-    gemm_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind in ("gemm", "attention") for i in n.input}
+    gemm_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind in _GEMM_KINDS for i in n.input}
     by_dtype: Counter[str] = Counter()
     by_use: Counter[str] = Counter()
     params = 0

@@ -1,0 +1,120 @@
+"""The estimator's calibration suite: its graphs run, its fits recover known factors, the estimate uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgekit.profiler import calibration
+from edgekit.profiler.estimate import DeviceRates, estimate_latency
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, calibration.SuiteCase]:
+    return {c.name: c for c in calibration.build_suite(tmp_path_factory.mktemp("suite"))}
+
+
+def test_every_suite_graph_runs_with_its_feeds(suite: dict[str, calibration.SuiteCase]) -> None:
+    for case in suite.values():
+        feeds = dict(np.load(case.feeds_file))
+        session = ort.InferenceSession(str(case.path), providers=["CPUExecutionProvider"])
+        outputs = session.run(None, feeds)
+        assert all(np.isfinite(o).all() for o in outputs), case.name
+
+
+def test_attention_cases_count_projected_attention_per_head(suite: dict[str, calibration.SuiteCase]) -> None:
+    # 4 query heads of 16 (the packed QKV input is 128 wide: the head size comes from the output)
+    for name, q_len, kv_len in (("attention_prefill", 64, 64), ("attention_decode", 1, 65)):
+        nodes = [n for n in suite[name].analysis.nodes if n.kind == "attention_core"]
+        assert [n.op_type for n in nodes] == ["GroupQueryAttention"] * 4, name  # no pass merged them
+        core = 2 * 4 * q_len * kv_len * 16
+        assert nodes[0].macs == core
+        assert nodes[0].total_flops == 2 * core + 5 * 4 * q_len * kv_len
+    kinds = {n.op_type: n.kind for n in suite["normalization"].analysis.nodes}
+    assert kinds == {"LayerNormalization": "normalization", "SkipSimplifiedLayerNormalization": "normalization"}
+
+
+def _case_times(suite: dict[str, calibration.SuiteCase], call_s: float, rate_gflops: float) -> dict[str, float]:
+    """Times (ms) the two attention cases would take with these factors and the fixed ones below."""
+    out = {}
+    for name in ("attention_prefill", "attention_decode"):
+        a = suite[name].analysis
+        att = [n for n in a.nodes if n.kind == "attention_core"]
+        rest = sum(n.bytes_moved / 20e9 for n in a.nodes if n.kind != "attention_core")
+        io = (len(a.input_shapes) + a.output_count) * 2e-6
+        work = sum(call_s + n.total_flops / (rate_gflops * 1e9) for n in att)
+        out[name] = (20e-6 + io + len(a.nodes) * 1e-6 + rest + work) * 1e3
+    return out
+
+
+def _fit(suite: dict[str, calibration.SuiteCase], t: dict[str, float]) -> tuple[float, float]:
+    return calibration._attention_fit(
+        suite["attention_prefill"].analysis,
+        suite["attention_decode"].analysis,
+        t,
+        run_s=20e-6,
+        io_s=2e-6,
+        overhead=lambda ns: len(ns) * 1e-6,
+        bw=20e9,
+        fallback_gflops=90.0,
+    )
+
+
+def test_attention_fit_recovers_call_cost_and_rate(suite: dict[str, calibration.SuiteCase]) -> None:
+    rate, call = _fit(suite, _case_times(suite, call_s=12e-6, rate_gflops=35.0))
+    assert rate == pytest.approx(35.0, rel=1e-6)
+    assert call == pytest.approx(12e-6, rel=1e-6)
+
+
+def test_attention_fit_falls_back_to_the_gemm_rate_on_noise(suite: dict[str, calibration.SuiteCase]) -> None:
+    t = _case_times(suite, call_s=12e-6, rate_gflops=35.0)
+    # a preempted decode sample longer than the prompt: no positive rate explains both
+    t["attention_decode"] = t["attention_prefill"] * 1.5
+    rate, call = _fit(suite, t)
+    assert rate == 90.0
+    assert call > 0
+
+
+def test_estimate_times_attention_at_its_own_rate(suite: dict[str, calibration.SuiteCase]) -> None:
+    common = dict(
+        device="host",
+        threads=1,
+        conv_gflops={"fp32": 100.0},
+        vector_gflops=10.0,
+        normalization_gflops=5.0,
+        lrn_gflops=1.0,
+        bandwidth_gbps=1e6,  # so every node here is compute-bound
+        dram_bandwidth_gbps=1e6,
+        cache_bytes=1 << 30,
+        conv_half_reduction=0.0,
+        node_overhead_us=1.0,
+        parallel_node_overhead_us=1.0,
+        run_overhead_ms=0.0,
+        io_overhead_us=0.0,
+        basis="test",
+    )
+    analysis = suite["attention_prefill"].analysis
+    flops = sum(n.total_flops for n in analysis.nodes if n.kind == "attention_core")
+    by_att = {}
+    for att_rate, call_us in ((10.0, 0.0), (40.0, 0.0), (40.0, 25.0)):
+        rates = DeviceRates(
+            **common,
+            gemm_gflops={"fp32": 1000.0},
+            attention_gflops={"fp32": att_rate},
+            call_overhead_us={"attention_core": call_us},
+        )
+        by_att[(att_rate, call_us)] = estimate_latency("prefill", analysis, rates).by_op_ms["GroupQueryAttention"]
+    # 4 nodes: dispatch + call + flops / rate each, the GEMM rate not involved
+    for (att_rate, call_us), ms in by_att.items():
+        assert ms == pytest.approx(4 * (1.0 + call_us) / 1e3 + flops / (att_rate * 1e9) * 1e3, rel=1e-9)
+    assert by_att[(10.0, 0.0)] > 3 * by_att[(40.0, 0.0)]
+
+
+def test_suite_files_live_in_the_work_dir(tmp_path: Path) -> None:
+    cases = calibration.build_suite(tmp_path)
+    names = {c.name for c in cases}
+    assert {"attention_prefill", "attention_decode", "normalization", "gemm_fp32"} <= names
+    assert all(c.path.parent == tmp_path and c.path.exists() for c in cases)
