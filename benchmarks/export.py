@@ -105,7 +105,7 @@ def onnx_bytes(model: Path) -> int:
     return model.stat().st_size + sum(p.stat().st_size for p in model.parent.glob(f"{model.name}.data"))
 
 
-def ort_runner(model: Path, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def ort_session(model: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -115,7 +115,11 @@ def ort_runner(model: Path, threads: int) -> Callable[[dict[str, np.ndarray]], n
     # Every peer lives in this one process: spinning pool threads of the idle sessions would steal the
     # cores from the session being timed. Same setting for every ORT peer.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(model: Path, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    sess = ort_session(model, threads)
     names = {i.name for i in sess.get_inputs()}
     outs = [o.name for o in sess.get_outputs()]
     out = "last_hidden_state" if "last_hidden_state" in outs else outs[0]
@@ -272,6 +276,77 @@ def latency(
     return out
 
 
+# The projection GEMMs of one MiniLM layer: fused QKV, attention output, FFN up, FFN down (K x N).
+LAYER_GEMMS = ((384, 1152), (384, 384), (384, 1536), (1536, 384))
+
+
+def gemm_chain(path: Path, rows: int, seed: int = 0) -> Path:
+    """One MiniLM layer's projection GEMMs at ``rows`` tokens: the int8 speed-up this CPU allows, isolated."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, outputs = [], [], []
+    for i, (k, n) in enumerate(LAYER_GEMMS):
+        inits.append(numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), f"w{i}"))
+        src = "h2" if k == 1536 else "x"  # FFN down reads FFN up's output, the others the layer input
+        nodes.append(helper.make_node("MatMul", [src, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
+        if i != 2:
+            outputs.append(helper.make_tensor_value_info(f"h{i}", TensorProto.FLOAT, [rows, n]))
+    g = helper.make_graph(
+        nodes, "gemms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 384])], outputs, inits
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def gemm_ceiling(
+    work: Path, batches: dict[str, dict[str, np.ndarray]], threads: int, rounds: int, block: float, budget: float
+) -> dict[str, dict[str, float]]:
+    """int8 / fp32 time of the GEMMs alone at each batch's token count, for both int8 weight types.
+
+    No int8 model can beat this ratio against the fp32 model unless its other work shrinks too: it bounds
+    what the latency targets can reach on this CPU.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from exporters.smoothing import pair_safe_overrides
+
+    out = {}
+    for label, feeds in batches.items():
+        rows = int(feeds["input_ids"].size)
+        fp32 = gemm_chain(work / f"gemms-{rows}.onnx", rows)
+        s8, u8 = work / f"gemms-{rows}-s8.onnx", work / f"gemms-{rows}-u8.onnx"
+        overrides = pair_safe_overrides(fp32, op_types=("MatMul",))
+        quantize_dynamic(
+            str(fp32),
+            str(s8),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"TensorQuantOverrides": overrides},
+        )
+        quantize_dynamic(str(fp32), str(u8), per_channel=True, weight_type=QuantType.QUInt8)
+        x = {"x": np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)}
+        runs = {name: ort_session(path, threads) for name, path in (("fp32", fp32), ("int8", s8), ("uint8", u8))}
+        t = interleave(
+            {k: (lambda s=s, x=x: s.run(None, x)) for k, s in runs.items()},
+            rounds=rounds,
+            block_seconds=block,
+            warmup=2,
+            min_calls=1,
+            budget_seconds=budget,
+        )
+        out[label] = {
+            "rows": rows,
+            "fp32_ms": t["fp32"].median_ms,
+            "int8_pair_safe_vs_fp32": ratio(t["int8"], t["fp32"]),
+            "uint8_vs_fp32": ratio(t["uint8"], t["fp32"]),
+        }
+    return out
+
+
 def check_targets(
     peer: Peer, fp32_bytes: int, acc: dict[str, float], lat: dict[str, dict[str, Timing]]
 ) -> list[dict[str, Any]]:
@@ -350,6 +425,29 @@ def render(result: dict[str, Any]) -> str:
             ],
         )
     )
+    ceiling = result.get("gemm_ceiling") or {}
+    if ceiling:
+        parts.append("")
+        parts.append(
+            markdown_table(
+                ["batch", "tokens", "fp32 GEMMs ms", "int8 (pair-safe) × fp32", "uint8 × fp32"],
+                [
+                    [
+                        lb,
+                        c["rows"],
+                        round(c["fp32_ms"], 2),
+                        round(c["int8_pair_safe_vs_fp32"], 2),
+                        round(c["uint8_vs_fp32"], 2),
+                    ]
+                    for lb, c in ceiling.items()
+                ],
+            )
+        )
+        parts.append(
+            "GEMM ceiling: one MiniLM layer's projection GEMMs alone, int8 (dynamic activations) against fp32 on this"
+            " CPU. An int8 model's latency ratio to the fp32 ONNX export cannot drop below this unless its other"
+            " work shrinks too."
+        )
     env = result["environment"]
     parts.append("")
     parts.append(
@@ -413,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         batches = {"batch 1": enc([BATCH1_TEXT]), "batch 8": enc(sentences(120)[BATCH8_SLICE])}
         log(f"latency, up to {rounds} interleaved rounds in {budget:.0f} s…")
         lat = latency(peers, batches, rounds, block, budget)
+        log("GEMM ceiling: int8 vs fp32 projection GEMMs at the same token counts…")
+        ceiling = gemm_ceiling(work, batches, args.threads, rounds, block, budget / 5)
 
     fp32_bytes = next(p.model_bytes for p in peers if p.name == ONNX_FP32)
     out_peers, targets = [], []
@@ -465,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "onnx_fp32_bytes": fp32_bytes,
         "peers": out_peers,
+        "gemm_ceiling": ceiling,
         "targets": targets,
         "seconds": round(time.perf_counter() - t_start, 1),
     }

@@ -61,9 +61,10 @@ class Fp16Config:
 @dataclass(frozen=True, kw_only=True)
 class Int8DynamicConfig:
     per_channel: bool = True
-    # auto: int8 weights where the CPU has int8 dot products (VNNI, Arm dotprod); uint8 on x86 without
-    # VNNI, where MLAS's u8s8 kernel (vpmaddubsw) saturates at int16 and costs accuracy.
-    weight_type: Literal["auto", "int8", "uint8"] = "auto"
+    # auto: int8 weights where the CPU has int8 dot products (VNNI, Arm dotprod); on x86 without VNNI,
+    # int8 with pair-safe scales: MLAS's u8s8 kernel (vpmaddubsw) adds pairs of products in int16 and
+    # saturates with plain int8 scales, and its u8u8 kernel is ~15% slower (exporters/smoothing.py).
+    weight_type: Literal["auto", "int8", "uint8", "int8-pair-safe"] = "auto"
     fusions: bool = True
     op_types: tuple[str, ...] = ("MatMul", "Attention", "Gemm", "EmbedLayerNormalization", "Gather")
     nodes_to_exclude: tuple[str, ...] = ()
@@ -197,34 +198,46 @@ def step_fp16(src: Path, dst: Path, cfg: Fp16Config, ctx: RecipeContext) -> tupl
     return True, {"keep_io_types": cfg.keep_io_types}
 
 
-def resolve_weight_type(requested: str) -> tuple[str, str]:
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def resolve_weight_type(requested: str, *, machine: str | None = None, cpu_flags: str | None = None) -> tuple[str, str]:
+    """The int8 weight type for this CPU (or the given ``machine`` / ``cpu_flags``), and why."""
     if requested != "auto":
         return requested, "requested"
-    machine = platform.machine().lower()
+    machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i686"):
         return "int8", f"{machine}: int8 dot products"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
     if "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags:
         return "int8", "x86 with VNNI: u8s8 without saturation"
-    return "uint8", "x86 without VNNI: u8u8 avoids the int16 saturation of the u8s8 kernel"
+    return "int8-pair-safe", "x86 without VNNI: int8 scaled so the u8s8 kernel's int16 pair sums cannot saturate"
 
 
 def step_int8_dynamic(src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from exporters.smoothing import pair_safe_overrides
+
     wtype, reason = resolve_weight_type(cfg.weight_type)
+    extra: dict[str, Any] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if wtype == "int8-pair-safe":
+        extra["TensorQuantOverrides"] = pair_safe_overrides(
+            src, op_types=cfg.op_types, exclude=cfg.nodes_to_exclude, per_channel=cfg.per_channel
+        )
     quantize_dynamic(
         str(src),
         str(dst),
         per_channel=cfg.per_channel,
-        weight_type=QuantType.QInt8 if wtype == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QUInt8 if wtype == "uint8" else QuantType.QInt8,
         op_types_to_quantize=list(cfg.op_types),
         nodes_to_exclude=list(cfg.nodes_to_exclude),
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        extra_options=extra,
     )
     return True, {"weight_type": wtype, "weight_type_reason": reason, "nodes_kept_float": list(cfg.nodes_to_exclude)}
 

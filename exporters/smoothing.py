@@ -116,22 +116,46 @@ def pair_safe_overrides(
     """``TensorQuantOverrides`` for ``quantize_dynamic(weight_type=QInt8)`` with :func:`pair_safe_scale`.
 
     Pass as ``extra_options={"TensorQuantOverrides": ...}``: the quantizer then uses these scales (zero
-    point 0) instead of ``max|w| / 127`` for the weights of the MatMul / Attention nodes it quantizes.
+    point 0) instead of ``max|w| / 127`` for the weights of the MatMul / Attention / Gemm nodes it quantizes.
+    A ``Gemm`` with ``transB=1`` stores its weight as N x K: its scales are per row (axis 0), and the
+    quantizer flips the axis when it rewrites the Gemm as a MatMul on the transposed weight.
     """
     from onnx import numpy_helper
 
     model = graph.load_model(model_path, check=False)
     inits = {i.name: i for i in model.graph.initializer}
-    out: dict[str, list[dict[str, Any]]] = {}
+    weights: dict[str, tuple[np.ndarray, int]] = {}  # name -> (K x N view, channel axis of the stored tensor)
     for g in find_groups(model, op_types=op_types, exclude=exclude):
         for node in g.nodes:
             name = node.input[_weight_index(node) or 1]
-            scale = pair_safe_scale(numpy_helper.to_array(inits[name]), per_channel=per_channel)
-            if per_channel:
-                out[name] = [{"axis": 1, "scale": np.float32(v), "zero_point": np.int8(0)} for v in scale]
-            else:
-                out[name] = [{"scale": np.float32(scale[0]), "zero_point": np.int8(0)}]
+            weights[name] = (numpy_helper.to_array(inits[name]), 1)
+    if "Gemm" in set(op_types):
+        skip = set(exclude)
+        for node in model.graph.node:
+            if node.op_type != "Gemm" or node.name in skip or len(node.input) < 2 or node.input[1] not in inits:
+                continue
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating):
+                continue
+            trans_b = bool(_attr(node, "transB", 0))
+            weights[node.input[1]] = (w.T, 0) if trans_b else (w, 1)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (w, axis) in weights.items():
+        scale = pair_safe_scale(w, per_channel=per_channel)
+        if per_channel:
+            out[name] = [{"axis": axis, "scale": np.float32(v), "zero_point": np.int8(0)} for v in scale]
+        else:
+            out[name] = [{"scale": np.float32(scale[0]), "zero_point": np.int8(0)}]
     return out
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
 
 
 @dataclass
