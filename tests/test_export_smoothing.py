@@ -16,14 +16,14 @@ from exporters.recipes import Int8DynamicConfig, resolve_weight_type
 from exporters.smoothing import pair_safe_scale, quantize_weight_sim, step_smooth
 from tests.onnx_builders import mlp_classifier
 
-FEATURES, OUTLIER = 32, 3
+FEATURES, OUTLIER = 128, 3
 
 
 def _layernorm_matmul(path: Path, seed: int = 0) -> Path:
-    """x -> LayerNormalization (channel 3's gamma is 40x the rest: an outlier channel) -> MatMul -> y."""
+    """x -> LayerNormalization (channel 3's gamma is 100x the rest: an outlier channel) -> MatMul -> y."""
     rng = np.random.default_rng(seed)
     gamma = np.ones(FEATURES, np.float32)
-    gamma[OUTLIER] = 40.0
+    gamma[OUTLIER] = 100.0
     w = (rng.standard_normal((FEATURES, 48)) / np.sqrt(FEATURES)).astype(np.float32)
     nodes = [
         helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"], axis=-1, name="ln"),
