@@ -443,6 +443,7 @@ def render(result: dict[str, Any]) -> str:
                 ],
             )
         )
+        parts.append("")
         parts.append(
             "GEMM ceiling: one MiniLM layer's projection GEMMs alone, int8 (dynamic activations) against fp32 on this"
             " CPU. An int8 model's latency ratio to the fp32 ONNX export cannot drop below this unless its other"
