@@ -105,8 +105,11 @@ def onnx_bytes(model: Path) -> int:
     return model.stat().st_size + sum(p.stat().st_size for p in model.parent.glob(f"{model.name}.data"))
 
 
-def ort_session(model: Path, threads: int) -> Any:
+def ort_session(model: Path, threads: int, *, edgekit_policy: bool = False) -> Any:
+    """A CPU session with the benchmark's settings; ``edgekit_policy``: as edgekit's runtime builds it."""
     import onnxruntime as ort
+
+    from edgekit.ort_policy import disabled_optimizers
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -115,11 +118,14 @@ def ort_session(model: Path, threads: int) -> Any:
     # Every peer lives in this one process: spinning pool threads of the idle sessions would steal the
     # cores from the session being timed. Same setting for every ORT peer.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    off = disabled_optimizers() if edgekit_policy else []
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"], disabled_optimizers=off)
 
 
-def ort_runner(model: Path, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    sess = ort_session(model, threads)
+def ort_runner(
+    model: Path, threads: int, *, edgekit_policy: bool = False
+) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    sess = ort_session(model, threads, edgekit_policy=edgekit_policy)
     names = {i.name for i in sess.get_inputs()}
     outs = [o.name for o in sess.get_outputs()]
     out = "last_hidden_state" if "last_hidden_state" in outs else outs[0]
@@ -242,7 +248,7 @@ def build_peers(src: Path, work: Path, threads: int, log: Callable[[str], None],
                 desc,
                 model_bytes=onnx_bytes(model),
                 package_bytes=dir_bytes(model.parent),
-                run=ort_runner(model, threads),
+                run=ort_runner(model, threads, edgekit_policy=True),
                 is_edgekit_int8=is_int8,
                 notes=notes,
             )

@@ -150,12 +150,18 @@ def step_fusions(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bo
         return _ort_basic(src, dst)
     import logging
 
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    options = FusionOptions(family)
+    # Add + LayerNormalization stay apart: on CPU they beat the fused SkipLayerNormalization (edgekit.ort_policy)
+    options.enable_skip_layer_norm = False
     # num_heads/hidden_size 0: detected from the graph. opt_level 0: our fusions only; ORT's own
     # graph optimizations then run in the device's session, for the device's provider.
-    opt = optimize_model(str(src), model_type=family, num_heads=0, hidden_size=0, opt_level=0)
+    opt = optimize_model(
+        str(src), model_type=family, num_heads=0, hidden_size=0, opt_level=0, optimization_options=options
+    )
     stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     model = opt.model
     if not any(o.domain == "com.microsoft" for o in model.opset_import):

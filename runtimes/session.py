@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ConfigError, InvalidInputError, RuntimeBackendError
+from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import unknown_message
 from runtimes.providers import (
     CPU,
@@ -325,7 +326,9 @@ def host_fingerprint() -> str:
 def _cache_key(model_digest: str, providers: Sequence[str], level: str) -> str:
     ort = _ort()
     names = "+".join(spec.alias if (spec := provider_spec(p)) else p for p in providers)
-    return f"{model_digest[:16]}-ort{ort.__version__}-{names}-{level}-{host_fingerprint()}"
+    # the graph differs with the fusions turned off (edgekit.ort_policy)
+    off = "".join(f"-no{o}" for o in disabled_optimizers(providers))
+    return f"{model_digest[:16]}-ort{ort.__version__}-{names}-{level}{off}-{host_fingerprint()}"
 
 
 def build_session(
@@ -477,6 +480,7 @@ def _open(
 ) -> tuple[Any, dict[str, dict[str, str]], CacheInfo]:
 
     level = config.graph_optimization
+    off = disabled_optimizers(providers)
     cacheable = (
         config.cache_optimized_graph
         and level != "disable"
@@ -491,14 +495,14 @@ def _open(
         info = CacheInfo("disabled")
     if not cacheable:
         so.graph_optimization_level = _level(level)
-        return ort.InferenceSession(str(model_path), so, providers=ep_list), resolved, info
+        return ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off), resolved, info
 
     entry = cache_root / _cache_key(model_digest, providers, level)  # type: ignore[arg-type]
     cached = entry / model_path.name
     if cached.is_file():
         so.graph_optimization_level = _level("disable")  # already optimized for exactly this set-up
         try:
-            sess = ort.InferenceSession(str(cached), so, providers=ep_list)
+            sess = ort.InferenceSession(str(cached), so, providers=ep_list, disabled_optimizers=off)
             return sess, resolved, CacheInfo("hit", path=str(cached))
         except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
             shutil.rmtree(entry, ignore_errors=True)
@@ -517,7 +521,7 @@ def _open(
     except OSError as exc:
         tmp = None
         info = CacheInfo("failed", reason=f"cache directory not writable: {exc}")
-    sess = ort.InferenceSession(str(model_path), so, providers=ep_list)
+    sess = ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off)
     if tmp is not None:
         try:
             os.replace(tmp, entry)  # atomic: a concurrent loader sees the whole entry or none

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import RuntimeBackendError
+from edgekit.ort_policy import disabled_optimizers
 
 __all__ = ["LatencyStats", "Measurement", "PhaseMeasurement", "latency_stats", "measure", "run_job"]
 
@@ -382,6 +383,14 @@ def _providers(job: Mapping[str, Any]) -> list[str]:
     return list(job.get("providers") or ["CPUExecutionProvider"])
 
 
+def _model_session(ort: Any, job: Mapping[str, Any], options: Any) -> Any:
+    """The model's session as edgekit's runtime builds it (its fusion policy included), on the job's providers."""
+    providers = _providers(job)
+    return ort.InferenceSession(
+        job["model_path"], options, providers=providers, disabled_optimizers=disabled_optimizers(providers)
+    )
+
+
 def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Cold load and memory, in a process that has done nothing else (so freed memory cannot hide any)."""
     import numpy as np
@@ -395,7 +404,7 @@ def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
     after_tiny = _status()
     peak_reset = _reset_peak()
     tick = time.perf_counter()
-    session = ort.InferenceSession(job["model_path"], _session_options(ort, threads), providers=_providers(job))
+    session = _model_session(ort, job, _session_options(ort, threads))
     load_ms = (time.perf_counter() - tick) * 1e3
     after_load = _status()
     _reset_peak()
@@ -463,9 +472,7 @@ def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
             cs.run(None, cf)
             cal[name].append((time.perf_counter() - tick) * 1e3)
 
-    session = ort.InferenceSession(
-        job["model_path"], _session_options(ort, threads, shared_pool=True), providers=_providers(job)
-    )
+    session = _model_session(ort, job, _session_options(ort, threads, shared_pool=True))
     total = len(job["phases"]) * (runs + warmup)
     done = 0
     phases_out = []
@@ -504,11 +511,7 @@ def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
     if job.get("op_profile_runs", 0) > 0:  # in its own session: profiling slows every node down
         prefix = str(Path(job["work_dir"]) / "ort_profile")
         for p in phases_out:
-            prof = ort.InferenceSession(
-                job["model_path"],
-                _session_options(ort, threads, profile_prefix=prefix, shared_pool=True),
-                providers=_providers(job),
-            )
+            prof = _model_session(ort, job, _session_options(ort, threads, profile_prefix=prefix, shared_pool=True))
             prof.run(None, feeds[p["name"]])
             p["top_ops"], p["top_nodes"] = _op_profile(
                 prof, feeds[p["name"]], int(job["op_profile_runs"]), int(job.get("top_k", 8))
@@ -540,7 +543,12 @@ def _memory_child(model_path: str, threads: int) -> int:
     tiny = ort.InferenceSession(_tiny_model_bytes(), _session_options(ort, threads), providers=["CPUExecutionProvider"])
     tiny.run(None, {"A": np.ones((4, 4), np.float32)})
     after_tiny = _status()
-    session = ort.InferenceSession(model_path, _session_options(ort, threads), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model_path,
+        _session_options(ort, threads),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=disabled_optimizers(),
+    )
     after = _status()
     del session, tiny
     if "VmRSS" not in base:

@@ -30,6 +30,7 @@ from typing import Any
 
 from edgekit.errors import CorruptModelError, MissingDependencyError, UsageError
 from edgekit.onnx_dims import value_info_dims
+from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import Registry
 
 __all__ = [
@@ -1031,8 +1032,8 @@ def _peak_activations(
 def runtime_graph(src: str | Path, dst: str | Path) -> Path:
     """The graph ONNX Runtime's CPU provider will run: its portable optimizations applied and saved.
 
-    Level "extended" (constant folding, Conv+BatchNorm+activation, GEMM, attention and layer-norm fusions)
-    and not "all": the NCHWc layout pass of "all" is specific to the host's vector width, while the estimate
+    Level "extended" (constant folding, Conv+BatchNorm+activation, GEMM, attention and layer-norm fusions,
+    less the ones edgekit's sessions turn off: :mod:`edgekit.ort_policy`) and not "all": the NCHWc layout pass of "all" is specific to the host's vector width, while the estimate
     is for other CPUs too. Large weights go to an external file beside ``dst``.
     """
     import onnxruntime as ort
@@ -1045,7 +1046,9 @@ def runtime_graph(src: str | Path, dst: str | Path) -> Path:
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576")
     try:
-        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(src), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers()
+        )
     except Exception as exc:  # ORT's errors are pybind classes without a common public base
         raise CorruptModelError(
             f"ONNX Runtime cannot load {src}: {str(exc).strip().splitlines()[0][:300]}",
