@@ -3,7 +3,9 @@
 Peers: PyTorch eager (transformers ``AutoModel``), the plain fp32 ONNX export (optimum ``main_export``, no
 optimization), optimum's ``ORTQuantizer`` with ``AutoQuantizationConfig.avx512_vnni`` and ``.arm64``
 (dynamic, per-tensor: optimum's documented flow on that fp32 export), and edgekit's ``fp32`` and
-``int8-dynamic`` packages. Measured for each, in the same process and the same rounds:
+``int8-dynamic`` packages. Each peer runs as its toolkit runs it: plain ``onnxruntime`` sessions for the
+ONNX and optimum models, edgekit's session policy (:mod:`edgekit.ort_policy`) for edgekit's packages.
+Measured for each, in the same process and the same rounds:
 
 - bytes of the model (and of the whole package for edgekit), and the ratio to the fp32 ONNX bytes;
 - sentence-embedding cosine (mean pooling, L2-normalized) against PyTorch fp32 over ``--sentences``
