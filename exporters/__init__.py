@@ -1,9 +1,9 @@
 """Conversion and quantization: source model -> validated, quantized ONNX model package."""
 
+from edgekit.tasks import TASKS
 from exporters.api import ExportOptions, ExportResult, export, export_torch, quantize
 from exporters.recipes import RECIPES
 from exporters.sources import TorchSource, torch_source_from_spec
-from exporters.tasks import TASKS
 
 __all__ = [
     "RECIPES",

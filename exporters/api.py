@@ -13,19 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.config import from_dict
 from edgekit.errors import AccuracyError, ConfigError
 from edgekit.fsutil import atomic_dir, check_output
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
 from edgekit.package import read_manifest
 from edgekit.progress import QUIET, Progress
+from edgekit.tasks import TASKS, TaskSpec
 from exporters import graph
 from exporters.calibration import load_dataset
 from exporters.package_writer import write_package
 from exporters.recipes import RECIPES, Recipe, RecipeContext, resolved_options
-from exporters.samples import SampleContext, make_samples
 from exporters.sensitivity import search_float_nodes
 from exporters.sources import (
     SOURCES,
@@ -35,9 +33,9 @@ from exporters.sources import (
     TorchSource,
     convert_source,
 )
-from exporters.tasks import TASKS, TaskSpec
 from exporters.validate import make_runner, validate
 from runtimes.preprocess import ImageSettings
+from runtimes.samples import SampleContext, make_samples
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,14 +327,3 @@ def quantize(
     if task is None:
         task = read_manifest(model).task if _is_package(model) else "tensor"
     return export(model, output=output, task=task, recipe=recipe, **kwargs)
-
-
-def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.ndarray]]:
-    """Generated sample inputs for a package (used by the profiler and the tests)."""
-    root = Path(package_dir)
-    manifest = read_manifest(root)
-    spec = TASKS.get(manifest.task)
-    ctx = SampleContext(
-        inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation
-    )
-    return make_samples(ctx, kind=spec.kind, modality=spec.modality, n=n)

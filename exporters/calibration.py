@@ -14,8 +14,8 @@ import numpy as np
 from edgekit.errors import CalibrationError, SourceNotFoundError
 from edgekit.manifest import TensorSpec
 from edgekit.registry import Registry
-from exporters.samples import SampleContext, generation_feeds
 from runtimes.preprocess import ImageSettings, preprocess_images
+from runtimes.samples import SampleContext, generation_feeds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 LABELS_KEY = "labels"  # an optional array in a validation .npz: true classes, for labeled accuracy

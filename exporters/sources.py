@@ -27,8 +27,8 @@ from edgekit.errors import (
 from edgekit.hashing import sha256_file, sha256_tree
 from edgekit.manifest import MANIFEST_NAME, GenerationSpec, SourceInfo
 from edgekit.registry import Registry
+from edgekit.tasks import TaskSpec
 from exporters import graph
-from exporters.tasks import TaskSpec
 from runtimes.preprocess import AudioSettings, ImageSettings
 
 log = logging.getLogger("edgekit.export")

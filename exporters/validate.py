@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.errors import RuntimeBackendError
 from edgekit.registry import Registry
-from exporters.tasks import TaskSpec
+from edgekit.tasks import TaskSpec
 
 SessionRunner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from exporters.samples import sentences
 from runtimes.preprocess import TextEncoder
+from runtimes.samples import sentences
 from tests.conftest import assert_valid_manifest
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ A package's task says what realistic inputs look like, so the profiler makes the
   cache, and a ``decode`` phase: one new token over that cached prompt (without a KV cache, decoding
   recomputes the prompt plus one token);
 - image and audio: the package's own preprocessing applied to generated samples
-  (``exporters.api.sample_feeds_for``), tiled to the batch of ``--input-shape``;
+  (``runtimes.samples.sample_feeds_for``), tiled to the batch of ``--input-shape``;
 - tensor, and bare ``.onnx`` files: random inputs at the bound shapes. Every dynamic dim must then be bound
   with ``--input-shape``; the error names the unbound ones.
 
@@ -74,7 +74,7 @@ FEED_MAKERS: Registry[FeedMaker] = Registry("input modality")
 
 
 def _corpus_ids(encoder: Any, *, special: bool) -> list[int]:
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     text = " ".join(sentences(200))
     return encoder.encode(text, add_special_tokens=special)
@@ -105,7 +105,7 @@ def _text(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> 
         raise UsageError(
             f"--input-shape asks for {seq} tokens; this model takes at most {max_len}", param="input_shapes"
         )
-    from exporters.samples import sentences
+    from runtimes.samples import sentences
 
     encoder = _text_encoder(target)
     corpus = sentences(200)
@@ -189,10 +189,8 @@ def _generation(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: An
 
 def _packaged_samples(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
     """Image / audio: the package's own preprocessing on generated samples, tiled to the batch asked for."""
-    try:
-        from exporters.api import sample_feeds_for
-    except ImportError:
-        return _tensor(target, shapes, specs)
+    from runtimes.samples import sample_feeds_for
+
     feeds = dict(sample_feeds_for(target.root, 1)[0])
     for name, value in list(feeds.items()):
         want = shapes.get(name)
@@ -251,14 +249,10 @@ FEED_MAKERS.add("tensor", _tensor)
 def _modality(target: Target) -> str:
     if target.manifest is None or target.root is None:
         return "tensor"
-    try:
-        from exporters.tasks import TASKS
+    from edgekit.tasks import TASKS
 
-        spec = TASKS.get(target.task)
-        kind, modality = spec.kind, spec.modality
-    except ImportError:  # device install without the exporters: the task name says enough
-        kind = "generation" if target.task == "text-generation" else "other"
-        modality = target.task.split("-")[0] if target.task != "feature-extraction" else "text"
+    spec = TASKS.get(target.task)
+    kind, modality = spec.kind, spec.modality
     if kind == "generation":
         return "generation" if target.manifest.generation is not None else "tensor"
     if modality == "image" and "image" not in target.manifest.preprocessing:

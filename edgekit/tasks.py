@@ -1,6 +1,7 @@
-"""The task registry: what a task exports to and how its outputs are compared with the fp32 reference.
+"""The task registry: what a task exports to, which pipeline serves it, how its accuracy is compared.
 
-A new task is one ``TASKS.add`` entry. ``kind`` decides which runtime pipeline serves the package and which
+Core data (the exporters, the runtime's sample inputs and the profiler read it). A new task is one
+``TASKS.add`` entry. ``kind`` decides which runtime pipeline serves the package and which
 accuracy metrics validation records; ``optimum_task`` is the name optimum's exporter takes for HF dirs.
 """
 

@@ -1,4 +1,6 @@
-"""Sample inputs per task, for validation and (when the user gives none) calibration.
+"""Sample inputs per task: for export-time validation and calibration (when the user gives none), and for
+profiling a package on realistic inputs. Runtime-side (numpy + the runtime's preprocessing), so a device
+install can profile without the exporters' dependencies.
 
 The text set is deliberately varied: long and short sentences, one-word and punctuation-only inputs,
 numbers and a few non-English lines, since quantization error concentrates in the unusual ones.
@@ -245,3 +247,17 @@ def make_samples(ctx: SampleContext, *, kind: str, modality: str, n: int) -> lis
     if key == "image" and "image" not in ctx.preprocessing:
         key = "tensor"
     return SAMPLE_MAKERS.get(key)(ctx, n)
+
+
+def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.ndarray]]:
+    """Generated sample inputs for a package, through its own preprocessing (the profiler's realistic inputs)."""
+    from edgekit.package import read_manifest
+    from edgekit.tasks import TASKS
+
+    root = Path(package_dir)
+    manifest = read_manifest(root)
+    spec = TASKS.get(manifest.task)
+    ctx = SampleContext(
+        inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation
+    )
+    return make_samples(ctx, kind=spec.kind, modality=spec.modality, n=n)
