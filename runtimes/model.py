@@ -99,15 +99,22 @@ class Model:
     def classify(self, x: Any, *, top_k: int = 5, **kwargs: Any) -> list[Any]:
         return self._require("classify").classify(x, top_k=top_k, **kwargs)
 
-    def generate(self, prompt: str | Sequence[int], config: Any = None, **options: Any) -> Any:
-        """Generate a completion; options are ``GenerationConfig`` fields (max_tokens, temperature, ...)."""
-        pipeline = self._require("generate")
-        return pipeline.generate(prompt, _generation_config(config, options))
+    def generate(self, prompt: str | Sequence[int], config: Any = None, *, cancel: Any = None, **options: Any) -> Any:
+        """Generate a completion; options are ``GenerationConfig`` fields (max_tokens, temperature, ...).
 
-    def stream(self, prompt: str | Sequence[int], config: Any = None, **options: Any) -> Any:
-        """Iterate text deltas (never half a UTF-8 character); ``.result`` holds finish_reason and usage."""
+        ``cancel``: a ``threading.Event``; once another thread sets it, generation stops between two tokens
+        and the result has ``finish_reason="cancelled"``.
+        """
+        pipeline = self._require("generate")
+        return pipeline.generate(prompt, _generation_config(config, options), cancel=cancel)
+
+    def stream(self, prompt: str | Sequence[int], config: Any = None, *, cancel: Any = None, **options: Any) -> Any:
+        """Iterate text deltas (never half a UTF-8 character); ``.result`` holds finish_reason and usage.
+
+        ``cancel`` as for :meth:`generate`.
+        """
         pipeline = self._require("stream")
-        return pipeline.stream(prompt, _generation_config(config, options))
+        return pipeline.stream(prompt, _generation_config(config, options), cancel=cancel)
 
     def _require(self, method: str) -> Any:
         if method not in self._spec.methods or self._pipeline is None:

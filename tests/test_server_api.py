@@ -470,25 +470,31 @@ def test_fuzzed_bodies_never_give_5xx(http: Any) -> None:
         assert 400 <= r.status_code < 500, (raw, r.text)
 
 
-def test_cancel_flag_stops_a_real_generation_between_tokens(models: dict[str, Any]) -> None:
-    """The server's adapter over the runtime's token loop (until the runtime takes a cancel flag)."""
+def test_cancel_event_stops_a_real_generation_between_tokens(models: dict[str, Any]) -> None:
+    """The runtime's public ``cancel=``: what the server passes for timeouts and abandoned requests."""
     import threading
 
-    from runtimes.server.served import cancel_scope, install_cancel_hook
-
     lm = models["llama"]
-    assert install_cancel_hook(lm)  # already installed by the server: still True, not wrapped twice
+    full = lm.generate("the quick brown", max_tokens=20, ignore_eos=True)
+    assert full.usage.completion_tokens == 20 and full.finish_reason == "length"
+
     flag = threading.Event()
-    with cancel_scope(flag):
-        full = lm.generate("the quick brown", max_tokens=20, ignore_eos=True)
-        flag.set()
-        cut = lm.generate("the quick brown", max_tokens=20, ignore_eos=True)
-        streamed = list(lm.stream("the quick brown", max_tokens=20, ignore_eos=True))
-    assert full.usage.completion_tokens == 20
+    flag.set()
+    cut = lm.generate("the quick brown", max_tokens=20, ignore_eos=True, cancel=flag)
+    assert cut.finish_reason == "cancelled"
     assert cut.usage.completion_tokens == 1 and cut.token_ids == full.token_ids[:1]
-    assert len(streamed) <= 1
-    # Other threads and calls outside the scope are not affected.
-    assert lm.generate("the quick brown", max_tokens=20, ignore_eos=True).usage.completion_tokens == 20
+
+    flag = threading.Event()
+    stream = lm.stream("the quick brown", max_tokens=20, ignore_eos=True, cancel=flag)
+    first = next(iter(stream))
+    flag.set()  # from here on, at most the token in flight
+    rest = list(stream)
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.usage.completion_tokens <= 3
+    assert "".join([first, *rest]) == stream.result.text
+    # an event never set changes nothing
+    same = lm.generate("the quick brown", max_tokens=20, ignore_eos=True, cancel=threading.Event())
+    assert same.token_ids == full.token_ids
 
 
 def test_timeout_cancels_a_real_generation(lm_package: Path) -> None:

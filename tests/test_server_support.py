@@ -23,17 +23,22 @@ __all__ = [
 
 
 class _FakeStream:
-    def __init__(self, lm: FakeLM, max_tokens: int) -> None:
+    def __init__(self, lm: FakeLM, max_tokens: int, cancel: Any = None) -> None:
         self.lm = lm
         self.max_tokens = max_tokens
+        self.cancel = cancel
         self.made = 0
         self.closed = False
+        self.finish = "length"
         self._result: Any = None
 
     def __iter__(self) -> _FakeStream:
         return self
 
     def __next__(self) -> str:
+        if self.cancel is not None and self.cancel.is_set() and not self.closed:
+            self.finish = "cancelled"  # as the runtime does: stop between tokens once the event is set
+            self.close()
         if self.closed or self.made >= self.max_tokens:
             self._finish()
             raise StopIteration
@@ -54,10 +59,11 @@ class _FakeStream:
         if self._result is None:
             self._result = GenerationResult(
                 text="x" * self.made,
-                finish_reason="length",
+                finish_reason=self.finish,
                 usage=Usage(prompt_tokens=3, completion_tokens=self.made),
             )
-            self.lm.finished.set()
+            if not self.closed:
+                self.lm.finished.set()
 
     @property
     def result(self) -> Any:
@@ -85,11 +91,14 @@ class FakeLM:
         self.tokens_made = 0
         self.streams: list[_FakeStream] = []
 
-    def stream(self, prompt: Any, config: Any) -> _FakeStream:
+    def stream(self, prompt: Any, config: Any, *, cancel: Any = None) -> _FakeStream:
         self.started.set()
-        s = _FakeStream(self, config.max_tokens)
+        s = _FakeStream(self, config.max_tokens, cancel)
         self.streams.append(s)
         return s
+
+    def generate(self, prompt: Any, config: Any, *, cancel: Any = None) -> Any:
+        return self.stream(prompt, config, cancel=cancel).result
 
 
 class FakeEmbedder:

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,12 @@ _TRUNCATE = (None, "left")
 # Prompt tokens given to the detokenizer as context, so the first generated token decodes as it would
 # inside the sequence (SentencePiece decoders drop the leading space of a sequence's first token).
 _DETOK_CONTEXT = 4
+
+
+class CancelEvent(Protocol):
+    """What ``cancel=`` takes: a ``threading.Event`` (or anything with ``is_set``), checked between tokens."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +142,9 @@ class Usage:
 @dataclass(frozen=True, kw_only=True)
 class GenerationResult:
     text: str
-    finish_reason: str  # "stop" (EOS or a stop sequence) | "length" (max_tokens or the context window)
+    # "stop" (EOS or a stop sequence) | "length" (max_tokens or the context window) | "cancelled" (the caller's
+    # cancel event was set: generation stopped between two tokens)
+    finish_reason: str
     usage: Usage
     token_ids: tuple[int, ...] = ()
     prompt_truncated: bool = False
@@ -391,15 +399,19 @@ class GeneratePipeline:
 
     # ------------------------------------------------------------------------------------ text
 
-    def stream(self, prompt: str | Sequence[int], config: GenerationConfig) -> GenerationStream:
+    def stream(
+        self, prompt: str | Sequence[int], config: GenerationConfig, *, cancel: CancelEvent | None = None
+    ) -> GenerationStream:
         prompt_ids, truncated = self.encode_prompt(prompt, config)  # errors surface here, not on first next()
         box: dict[str, GenerationResult] = {}
-        return GenerationStream(self._deltas(prompt_ids, truncated, config, box, emit=True), box)
+        return GenerationStream(self._deltas(prompt_ids, truncated, config, box, emit=True, cancel=cancel), box)
 
-    def generate(self, prompt: str | Sequence[int], config: GenerationConfig) -> GenerationResult:
+    def generate(
+        self, prompt: str | Sequence[int], config: GenerationConfig, *, cancel: CancelEvent | None = None
+    ) -> GenerationResult:
         prompt_ids, truncated = self.encode_prompt(prompt, config)
         box: dict[str, GenerationResult] = {}
-        for _ in self._deltas(prompt_ids, truncated, config, box, emit=False):
+        for _ in self._deltas(prompt_ids, truncated, config, box, emit=False, cancel=cancel):
             pass
         return box["result"]
 
@@ -411,6 +423,7 @@ class GeneratePipeline:
         box: dict[str, GenerationResult],
         *,
         emit: bool,
+        cancel: CancelEvent | None = None,
     ) -> Iterator[str]:
         sampler = Sampler(
             vocab_size=self.vocab_size or 1,
@@ -443,6 +456,9 @@ class GeneratePipeline:
                     finish = "stop"
                     break
                 if detok is None:
+                    if cancel is not None and cancel.is_set():
+                        finish = "cancelled"
+                        break
                     continue
                 delta = detok.add(token)
                 if stopper is not None:
@@ -453,6 +469,9 @@ class GeneratePipeline:
                         yield delta
                 if stopper is not None and stopper.stopped:
                     finish = "stop"
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
                     break
         finally:
             token_iter.close()  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ from runtimes.server.requests import (
     parse_json,
     read_body,
 )
-from runtimes.server.served import ModelTable, ServedModel, cancel_scope
+from runtimes.server.served import ModelTable, ServedModel
 
 log = logging.getLogger("edgekit.server")
 
@@ -486,19 +486,14 @@ def _generation_handler(state: ServerState, shape: GenerationShape) -> Callable[
         streaming = req.stream
 
         def work(cancel: Any, emit: Any) -> Any:
-            with cancel_scope(cancel):
-                if served.cancellable and not streaming:
-                    # The runtime's own loop, stopped between tokens by the flag: no per-token text to build.
-                    return served.model.generate(prompt, gen)
-                stream = served.model.stream(prompt, gen)  # a bad prompt raises here, before any answer is sent
-                emit(_READY)
-                for delta in stream:
-                    if cancel.is_set():
-                        stream.close()
-                        return None
-                    if streaming:
-                        emit(delta)
-                return stream.result
+            # The runtime checks the flag between tokens: a timed-out or abandoned request frees its slot at once.
+            if not streaming:
+                return served.model.generate(prompt, gen, cancel=cancel)
+            stream = served.model.stream(prompt, gen, cancel=cancel)  # a bad prompt raises here, before any answer
+            emit(_READY)
+            for delta in stream:
+                emit(delta)
+            return stream.result
 
         job = await state.start(key, served, work, deadline)
         ident = f"{shape.id_prefix}{record.request_id}"

@@ -11,11 +11,9 @@ tokenizer for counting embedding / classification input tokens and for encoding 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,6 @@ class ServedModel:
     tokenizer: Any | None = None  # tokenizers.Tokenizer, for counting input tokens and encoding chat prompts
     chat: ChatTemplate | None = None
     chat_unavailable: str = ""  # why chat is unavailable, for the 400 answer
-    cancellable: bool = False  # generate() stops between tokens when the worker's cancel flag is set
 
     @classmethod
     def wrap(cls, model_id: str, model: Any) -> ServedModel:
@@ -53,7 +50,6 @@ class ServedModel:
             context_window=int(generation.max_context_tokens) if generation is not None else None,
             created=_created(manifest),
             tokenizer=_tokenizer(model, manifest),
-            cancellable=install_cancel_hook(model),
         )
         served._load_chat_template(generation)
         return served
@@ -137,51 +133,6 @@ class ServedModel:
 
 
 # --- a per-token cancel flag for generation, until the runtime takes one ------------------------------------
-
-_worker = threading.local()
-
-
-def install_cancel_hook(model: Any) -> bool:
-    """Make the model's token loop stop between tokens once the calling thread's cancel flag is set.
-
-    The runtime has no cancel argument yet; without one, a request the client abandoned would keep a model
-    slot busy until ``max_tokens``. The pipeline's ``tokens`` generator (what ``generate`` and ``stream``
-    loop over) is wrapped on this model object only; the flag is thread-local and set by
-    :func:`cancel_scope` in the server's worker, so other callers of the same model are not affected. A model
-    without that loop (another runtime version, a stand-in) keeps working: the server then checks the flag
-    between the text deltas of ``stream`` instead.
-    """
-    pipeline = getattr(model, "_pipeline", None)
-    original = getattr(pipeline, "tokens", None)
-    if not callable(original):
-        return False
-    if getattr(original, "edgekit_cancellable", False):
-        return True
-
-    def tokens(*args: Any, **kwargs: Any) -> Iterator[int]:
-        flag = getattr(_worker, "cancel", None)
-        inner = original(*args, **kwargs)
-        try:
-            for token in inner:
-                yield token
-                if flag is not None and flag.is_set():
-                    return
-        finally:
-            inner.close()
-
-    tokens.edgekit_cancellable = True  # type: ignore[attr-defined]
-    pipeline.tokens = tokens  # type: ignore[union-attr]
-    return True
-
-
-@contextlib.contextmanager
-def cancel_scope(flag: threading.Event) -> Iterator[None]:
-    """Within this block (in a worker thread), generation on this thread stops once ``flag`` is set."""
-    _worker.cancel = flag
-    try:
-        yield
-    finally:
-        _worker.cancel = None
 
 
 def _created(manifest: Any) -> int:
