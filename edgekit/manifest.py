@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekit.errors import PackageError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 MANIFEST_NAME = "edgekit.json"
 MODEL_NAME = "model.onnx"
 
@@ -44,6 +44,9 @@ class GenerationSpec:
     present_key_template: str | None = None
     present_value_template: str | None = None
     kv_dtype: str = "float32"
+    # Past and present KV may be one preallocated buffer per layer, updated in place (GroupQueryAttention
+    # graphs): the runtime then copies nothing per token. Set by the package writer from the final graph.
+    shared_kv_buffer: bool = False
     logits_name: str = "logits"
     input_ids_name: str = "input_ids"
     attention_mask_name: str | None = "attention_mask"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.hashing import sha256_file
-from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, FileEntry, Manifest, RecipeInfo
+from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, FileEntry, GenerationSpec, Manifest, RecipeInfo
 from exporters import graph
 from exporters.sources import ConvertedModel, copy_assets
 
@@ -77,11 +78,19 @@ def write_package(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         preprocessing=converted.preprocessing,
         labels=converted.labels,
-        generation=converted.generation,
+        generation=_generation(converted.generation, model),
         accuracy=accuracy,
     )
     (dest / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2, default=_json_default) + "\n")
     return manifest
+
+
+def _generation(spec: GenerationSpec | None, model: Any) -> GenerationSpec | None:
+    """The generation spec, with what the final graph allows: GroupQueryAttention updates its KV in place."""
+    if spec is None or not spec.with_kv_cache:
+        return spec
+    shared = any(n.op_type == "GroupQueryAttention" for n in model.graph.node)
+    return dataclasses.replace(spec, shared_kv_buffer=shared)
 
 
 def _json_default(obj: Any) -> Any:

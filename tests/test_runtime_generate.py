@@ -12,7 +12,7 @@ from runtime_fixtures import *  # noqa: F403
 import runtimes
 from edgekit.errors import ConfigError, InvalidInputError, UsageError
 from runtimes.pipelines.detokenize import StopMatcher, StreamingDetokenizer
-from runtimes.pipelines.generate import GenerationConfig, _Binding
+from runtimes.pipelines.generate import GeneratePipeline, GenerationConfig, _Binding
 from runtimes.pipelines.sampling import Sampler
 
 
@@ -57,10 +57,13 @@ def test_without_kv_cache_gives_the_same_tokens(lm: Any, lm_package_nokv: Path) 
     assert a.token_ids == b.token_ids and a.text == b.text
 
 
+@pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("fast", [True, False])
-def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
-    """The decode loop binds each step's presents as the next pasts; no KV tensor goes through numpy.
-    Both binding paths (pybind objects directly, and the public IOBinding API) give the same tokens."""
+def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, fast: bool, shared: bool) -> None:
+    """No KV tensor goes through numpy. The shared loop (GroupQueryAttention graphs) binds one buffer per
+    past/present pair once; the copying loop binds each step's presents as the next pasts. Every
+    combination, with both binding paths (pybind objects, the public IOBinding API), gives the same tokens."""
+    assert lm.manifest.generation.shared_kv_buffer  # the exporter fused this Llama into GroupQueryAttention
     calls = {"past_from_numpy": 0, "values": 0}
     real_array, real_value = _Binding.bind_array, _Binding.bind_value
 
@@ -73,14 +76,25 @@ def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, 
         calls["values"] += 1
         real_value(self, name, value)
 
+    reference = lm.generate("the", max_tokens=5, ignore_eos=True).token_ids
+    monkeypatch.setattr(GeneratePipeline, "SHARED_KV", shared)
     monkeypatch.setattr(_Binding, "FAST", fast)
     monkeypatch.setattr(_Binding, "bind_array", bind_array)
     monkeypatch.setattr(_Binding, "bind_value", bind_value)
     res = lm.generate("the", max_tokens=5, ignore_eos=True)
     assert calls["past_from_numpy"] == 0
-    assert calls["values"] == 4 * 4  # 4 decode steps x (2 layers x key/value)
-    monkeypatch.setattr(_Binding, "FAST", not fast)
-    assert lm.generate("the", max_tokens=5, ignore_eos=True).token_ids == res.token_ids
+    # 2 layers x key/value: bound once (shared), or at each of the 4 decode steps (copying)
+    assert calls["values"] == (4 if shared else 4 * 4)
+    assert res.token_ids == reference
+
+
+def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(lm: Any, gpt2_package: Path) -> None:
+    import onnx
+
+    gpt2 = runtimes.load(gpt2_package, threads=1)
+    ops = {n.op_type for n in onnx.load(str(gpt2_package / "model.onnx")).graph.node}
+    assert "GroupQueryAttention" not in ops and not gpt2.manifest.generation.shared_kv_buffer
+    assert lm.manifest.generation.shared_kv_buffer
 
 
 def test_seed_makes_sampling_reproducible(lm: Any) -> None:

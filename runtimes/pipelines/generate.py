@@ -229,6 +229,17 @@ class _Binding:
         else:
             self._io.bind_output(name, "cpu")
 
+    def bind_output_value(self, name: str, value: Any) -> None:
+        """Write an output into an existing ORT value (in place: a shared KV buffer)."""
+        if self.fast:
+            self._raw_io.bind_ortvalue_output(name, value)
+        else:
+            self._io.bind_ortvalue_output(name, value)
+
+    def native(self, value: Any) -> Any:
+        """An ``onnxruntime.OrtValue`` in the form this binding's calls take (the pybind object on the fast path)."""
+        return value._ortvalue if self.fast else value
+
     def run(self) -> Any:
         try:
             if self.fast:
@@ -339,9 +350,59 @@ class GeneratePipeline:
 
     def tokens(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         """Yield up to ``max_new`` sampled token ids; the caller stops early by closing the generator."""
+        if self.past_names and self.spec.shared_kv_buffer and self.SHARED_KV:
+            return self._tokens_shared_kv(prompt_ids, sampler, max_new)
         if self.past_names:
             return self._tokens_kv(prompt_ids, sampler, max_new)
         return self._tokens_full(prompt_ids, sampler, max_new)
+
+    SHARED_KV = True  # class switch, so a benchmark or a test can compare both loops on one package
+
+    def _tokens_shared_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
+        """The KV loop for graphs that update their cache in place (GroupQueryAttention).
+
+        Each layer's past and present are one buffer sized for this call (prompt + max_new tokens, not the
+        whole context window), bound once: GroupQueryAttention sees the same memory on both sides, writes the
+        new token's keys and values at its position and reads the valid length from the attention mask, so
+        nothing is copied or reallocated per token.
+        """
+        import onnxruntime as ort
+
+        io = _Binding(self.session.session)
+        n = len(prompt_ids)
+        total = n + max_new
+        mask = np.ones((1, total), dtype=np.int64)
+        shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
+        buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
+        for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
+            io.bind_value(past, io.native(buffer))
+            io.bind_output_value(present, io.native(buffer))
+        io.bind_array(self.ids_name, np.asarray([prompt_ids], dtype=np.int64))
+        if self.mask_name:
+            io.bind_array(self.mask_name, mask[:, :n])
+        if self.pos_name:
+            io.bind_array(self.pos_name, np.arange(n, dtype=np.int64)[None, :])
+        io.bind_output(self.logits_name)
+        outs = io.run()
+        logits = outs[len(outs) - 1]  # in binding order: the presents, then the logits (no negative index here)
+        step_ids = np.zeros((1, 1), dtype=np.int64)
+        step_pos = np.zeros((1, 1), dtype=np.int64)
+        for i in range(max_new):
+            token = sampler(logits.numpy()[0, -1])
+            yield token
+            if i == max_new - 1:
+                return
+            step_ids[0, 0] = token
+            io.bind_array(self.ids_name, step_ids)
+            if self.mask_name:
+                io.bind_array(self.mask_name, mask[:, : n + 1])
+            if self.pos_name:
+                step_pos[0, 0] = n
+                io.bind_array(self.pos_name, step_pos)
+            io.bind_output(self.logits_name)
+            outs = io.run()
+            logits = outs[len(outs) - 1]
+            n += 1
 
     def _tokens_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         io = _Binding(self.session.session)
