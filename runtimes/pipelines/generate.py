@@ -350,97 +350,67 @@ class GeneratePipeline:
 
     def tokens(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         """Yield up to ``max_new`` sampled token ids; the caller stops early by closing the generator."""
-        if self.past_names and self.spec.shared_kv_buffer and self.SHARED_KV:
-            return self._tokens_shared_kv(prompt_ids, sampler, max_new)
         if self.past_names:
-            return self._tokens_kv(prompt_ids, sampler, max_new)
+            shared = bool(self.spec.shared_kv_buffer and self.SHARED_KV)
+            return self._tokens_kv(prompt_ids, sampler, max_new, shared=shared)
         return self._tokens_full(prompt_ids, sampler, max_new)
 
-    SHARED_KV = True  # class switch, so a benchmark or a test can compare both loops on one package
+    SHARED_KV = True  # class switch, so a benchmark or a test can compare both KV loops on one package
 
-    def _tokens_shared_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
-        """The KV loop for graphs that update their cache in place (GroupQueryAttention).
+    def _tokens_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int, *, shared: bool) -> Iterator[int]:
+        """The KV-cache loop; the cache never goes through numpy.
 
-        Each layer's past and present are one buffer sized for this call (prompt + max_new tokens, not the
-        whole context window), bound once: GroupQueryAttention sees the same memory on both sides, writes the
-        new token's keys and values at its position and reads the valid length from the attention mask, so
-        nothing is copied or reallocated per token.
+        ``shared`` (GroupQueryAttention graphs): each layer's past and present are one buffer sized for this
+        call (prompt + max_new tokens, not the whole context window), bound once; the node writes the new
+        token's keys and values in place and reads the valid length from the attention mask, so nothing is
+        copied or reallocated per token. Otherwise each step's presents are bound as the next step's pasts.
         """
-        import onnxruntime as ort
-
         io = _Binding(self.session.session)
         n = len(prompt_ids)
         total = n + max_new
-        mask = np.ones((1, total), dtype=np.int64)
-        shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
-        buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
-        for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
-            io.bind_value(past, io.native(buffer))
-            io.bind_output_value(present, io.native(buffer))
-        io.bind_array(self.ids_name, np.asarray([prompt_ids], dtype=np.int64))
-        if self.mask_name:
-            io.bind_array(self.mask_name, mask[:, :n])
-        if self.pos_name:
-            io.bind_array(self.pos_name, np.arange(n, dtype=np.int64)[None, :])
-        io.bind_output(self.logits_name)
-        outs = io.run()
-        logits = outs[len(outs) - 1]  # in binding order: the presents, then the logits (no negative index here)
-        step_ids = np.zeros((1, 1), dtype=np.int64)
-        step_pos = np.zeros((1, 1), dtype=np.int64)
-        for i in range(max_new):
-            token = sampler(logits.numpy()[0, -1])
-            yield token
-            if i == max_new - 1:
-                return
-            step_ids[0, 0] = token
-            io.bind_array(self.ids_name, step_ids)
-            if self.mask_name:
-                io.bind_array(self.mask_name, mask[:, : n + 1])
-            if self.pos_name:
-                step_pos[0, 0] = n
-                io.bind_array(self.pos_name, step_pos)
-            io.bind_output(self.logits_name)
-            outs = io.run()
-            logits = outs[len(outs) - 1]
-            n += 1
+        mask = np.ones((1, total), dtype=np.int64)  # slices of one buffer: no per-step allocation
+        positions = np.arange(total, dtype=np.int64)[None, :]
+        buffers: list[Any] = []  # referenced here for the generator's lifetime: ORT writes into them
+        if shared:
+            import onnxruntime as ort
 
-    def _tokens_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
-        io = _Binding(self.session.session)
-        n = len(prompt_ids)
-        out_names = [self.logits_name, *self.present_names]
-        mask = np.ones((1, n + max_new), dtype=np.int64)  # slices of one buffer: no per-step allocation
-        empty = np.zeros((1, *self.kv_shape_tail), dtype=self.kv_dtype)
-        io.bind_array(self.ids_name, np.asarray([prompt_ids], dtype=np.int64))
-        if self.mask_name:
-            io.bind_array(self.mask_name, mask[:, :n])
-        if self.pos_name:
-            io.bind_array(self.pos_name, np.arange(n, dtype=np.int64)[None, :])
-        for name in self.past_names:
-            io.bind_array(name, empty)
-        for name in out_names:
-            io.bind_output(name)
-        outs = io.run()
+            shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
+            buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
+            for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
+                io.bind_value(past, io.native(buffer))
+                io.bind_output_value(present, io.native(buffer))
+            fresh_outputs = [self.logits_name]
+            logits_at = len(self.present_names)  # outputs come in binding order: the presents, then the logits
+        else:
+            empty = np.zeros((1, *self.kv_shape_tail), dtype=self.kv_dtype)
+            for name in self.past_names:
+                io.bind_array(name, empty)
+            fresh_outputs = [self.logits_name, *self.present_names]
+            logits_at = 0
+
+        def run(ids: np.ndarray, start: int) -> Any:
+            end = start + ids.shape[1]
+            io.bind_array(self.ids_name, ids)
+            if self.mask_name:
+                io.bind_array(self.mask_name, mask[:, :end])
+            if self.pos_name:
+                io.bind_array(self.pos_name, positions[:, start:end])
+            for name in fresh_outputs:
+                io.bind_output(name)  # copying loop: the old presents are bound as inputs by now
+            return io.run()
+
+        outs = run(np.asarray([prompt_ids], dtype=np.int64), 0)
         step_ids = np.zeros((1, 1), dtype=np.int64)
-        step_pos = np.zeros((1, 1), dtype=np.int64)
-        pairs = list(enumerate(self.past_names, start=1))
         for i in range(max_new):
-            token = sampler(outs[0].numpy()[0, -1])
+            token = sampler(outs[logits_at].numpy()[0, -1])
             yield token
             if i == max_new - 1:
                 return
             step_ids[0, 0] = token
-            io.bind_array(self.ids_name, step_ids)
-            if self.mask_name:
-                io.bind_array(self.mask_name, mask[:, : n + 1])
-            if self.pos_name:
-                step_pos[0, 0] = n
-                io.bind_array(self.pos_name, step_pos)
-            # This step's presents become the next step's pasts, as ORT values: no copy through numpy.
-            for j, name in pairs:
-                io.bind_value(name, outs[j])
-            for name in out_names:
-                io.bind_output(name)  # fresh outputs: the old presents are now bound as inputs
-            outs = io.run()
+            if not shared:  # this step's presents become the next step's pasts, as ORT values
+                for j, name in enumerate(self.past_names, start=1):
+                    io.bind_value(name, outs[j])
+            outs = run(step_ids, n)
             n += 1
 
     def _tokens_full(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
