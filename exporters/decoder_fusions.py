@@ -130,15 +130,6 @@ class _Graph:
         return c[0] if len(c) == 1 else None
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def _scalar(g: _Graph, mul: Any) -> tuple[str, float] | None:
     """``Mul(x, c)`` with a scalar constant: (x, c)."""
     for data_i, const_i in ((0, 1), (1, 0)):
@@ -175,7 +166,7 @@ def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
     element is the constant ``head_size``.
     """
     tr = g.producer.get(name)
-    if tr is None or tr.op_type != "Transpose" or list(_attr(tr, "perm", [])) != _BHSD:
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
         return None
     rs = g.parent(tr, 0, "Reshape")
     mm = g.parent(rs, 0, "MatMul") if rs is not None else None
@@ -208,7 +199,7 @@ def _to_concat(g: _Graph, name: str) -> Any | None:
 
 def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     """Match one attention block around ``softmax``; a string says what did not match."""
-    if _attr(softmax, "axis", -1) not in (-1, 3):
+    if graph.node_attr(softmax, "axis", -1) not in (-1, 3):
         return "softmax axis"
     scores = g.producer.get(softmax.input[0])
     if scores is not None and scores.op_type == "Add":  # + the causal / padding mask
@@ -221,7 +212,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     if rot_q is None or rot_q.op_type != "RotaryEmbedding":
         return "query is not a fused RotaryEmbedding"
     kt = g.producer.get(kt_name)
-    if kt is None or kt.op_type != "Transpose" or list(_attr(kt, "perm", [])) != _KT:
+    if kt is None or kt.op_type != "Transpose" or list(graph.node_attr(kt, "perm", [])) != _KT:
         return "no K^T Transpose"
     key_concat = _to_concat(g, kt.input[0])
     if key_concat is None:
@@ -229,10 +220,10 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     rot_k = g.producer.get(key_concat.input[1])
     if rot_k is None or rot_k.op_type != "RotaryEmbedding" or list(rot_k.input[1:]) != list(rot_q.input[1:]):
         return "key rotary differs from query rotary"
-    if _attr(rot_k, "interleaved", 0) != _attr(rot_q, "interleaved", 0):
+    if graph.node_attr(rot_k, "interleaved", 0) != graph.node_attr(rot_q, "interleaved", 0):
         return "key and query rotary interleaving differ"
     for rot in (rot_q, rot_k):  # GroupQueryAttention rotates the whole head with unit scale
-        if _attr(rot, "rotary_embedding_dim", 0) or _attr(rot, "scale", 1.0) != 1.0:
+        if graph.node_attr(rot, "rotary_embedding_dim", 0) or graph.node_attr(rot, "scale", 1.0) != 1.0:
             return "partial or scaled rotary embedding"
     q = _projection(g, rot_q.input[0], head_size)
     k = _projection(g, rot_k.input[0], head_size)
@@ -258,7 +249,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     if kv_heads != v_heads or heads % kv_heads:
         return "k/v head counts"
     tr = g.only_consumer(pv.output[0])
-    if tr is None or tr.op_type != "Transpose" or list(_attr(tr, "perm", [])) != _BHSD:
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
         return "context is not transposed back to BSNH"
     out = g.only_consumer(tr.output[0])
     if out is None or out.op_type != "Reshape":
@@ -398,7 +389,7 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dic
             num_heads=layer.num_heads,
             kv_num_heads=layer.kv_num_heads,
             do_rotary=1,
-            rotary_interleaved=int(_attr(rot, "interleaved", 0)),
+            rotary_interleaved=int(graph.node_attr(rot, "interleaved", 0)),
             scale=float(layer.scale),
         )
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))

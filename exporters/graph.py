@@ -74,6 +74,16 @@ def opset(model: Any) -> int:
     return 0
 
 
+def node_attr(node: Any, name: str, default: Any = None) -> Any:
+    """The value of a node's attribute ``name``, or ``default`` when the node does not set it."""
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
 def op_histogram(model: Any) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 

@@ -139,7 +139,7 @@ def pair_safe_overrides(
             w = numpy_helper.to_array(inits[node.input[1]])
             if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating):
                 continue
-            trans_b = bool(_attr(node, "transB", 0))
+            trans_b = bool(graph.node_attr(node, "transB", 0))
             weights[node.input[1]] = (w.T, 0) if trans_b else (w, 1)
     out: dict[str, list[dict[str, Any]]] = {}
     for name, (w, axis) in weights.items():
@@ -149,15 +149,6 @@ def pair_safe_overrides(
         else:
             out[name] = [{"scale": np.float32(scale[0]), "zero_point": np.int8(0)}]
     return out
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 @dataclass
