@@ -318,24 +318,17 @@ def gemm_ceiling(
     No int8 model can beat this ratio against the fp32 model unless its other work shrinks too: it bounds
     what the latency targets can reach on this CPU.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from exporters.smoothing import pair_safe_overrides
+    from exporters.recipes import Int8DynamicConfig, step_int8_dynamic
 
     out = {}
     for label, feeds in batches.items():
         rows = int(feeds["input_ids"].size)
         fp32 = gemm_chain(work / f"gemms-{rows}.onnx", rows)
         s8, u8 = work / f"gemms-{rows}-s8.onnx", work / f"gemms-{rows}-u8.onnx"
-        overrides = pair_safe_overrides(fp32, op_types=("MatMul",))
-        quantize_dynamic(
-            str(fp32),
-            str(s8),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            extra_options={"TensorQuantOverrides": overrides},
-        )
-        quantize_dynamic(str(fp32), str(u8), per_channel=True, weight_type=QuantType.QUInt8)
+        # the recipe's own quantization step, so the ceiling is measured on the weights edgekit ships
+        for dst, weight_type in ((s8, "int8-pair-safe"), (u8, "uint8")):
+            cfg = Int8DynamicConfig(weight_type=weight_type, op_types=("MatMul",), fusions=False, smoothing=False)
+            step_int8_dynamic(fp32, dst, cfg, None)  # type: ignore[arg-type]  # the step reads no context
         x = {"x": np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)}
         runs = {name: ort_session(path, threads) for name, path in (("fp32", fp32), ("int8", s8), ("uint8", u8))}
         t = interleave(

@@ -625,6 +625,16 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
     )
 
 
+def _solve2(row1: Sequence[float], row2: Sequence[float]) -> tuple[float, float] | None:
+    """(x, y) with a x + b y = t for both rows (a, b, t); None when the two cases do not separate them."""
+    a1, b1, t1 = row1
+    a2, b2, t2 = row2
+    det = a1 * b2 - a2 * b1
+    if det == 0:
+        return None
+    return (t1 * b2 - t2 * b1) / det, (a1 * t2 - a2 * t1) / det
+
+
 def _conv_curve(
     small: Sequence[NodeCost], wide: Sequence[NodeCost], t: Mapping[str, float], run_s: float, overhead: Any, bw: float
 ) -> tuple[float, float]:
@@ -642,12 +652,9 @@ def _conv_curve(
 
     f1, g1, t1 = sums(small, "conv_fp32")
     f2, g2, t2 = sums(wide, "conv_wide")
-    det = f1 * g2 - f2 * g1
-    if det != 0:
-        a = (t1 * g2 - t2 * g1) / det  # 1 / R
-        b = (f1 * t2 - f2 * t1) / det  # r0 / R
-        if a > 0 and b >= 0:
-            return 1 / a / 1e9, b / a
+    solved = _solve2((f1, g1, t1), (f2, g2, t2))  # (1 / R, r0 / R)
+    if solved is not None and solved[0] > 0 and solved[1] >= 0:
+        return 1 / solved[0] / 1e9, solved[1] / solved[0]
     total_f, total_t = f1 + f2, max(t1 + t2, 1e-9)
     return total_f / total_t / 1e9, 0.0
 
@@ -676,12 +683,9 @@ def _attention_fit(
 
     n1, f1, t1 = sums(prefill, "attention_prefill")
     n2, f2, t2 = sums(decode, "attention_decode")
-    det = n1 * f2 - n2 * f1
-    if det != 0:
-        c = (t1 * f2 - t2 * f1) / det
-        inv_r = (n1 * t2 - n2 * t1) / det
-        if c >= 0 and inv_r > 0:
-            return 1 / inv_r / 1e9, c
+    solved = _solve2((n1, f1, t1), (n2, f2, t2))  # (c, 1 / R)
+    if solved is not None and solved[0] >= 0 and solved[1] > 0:
+        return 1 / solved[1] / 1e9, solved[0]
     c = max(0.0, (t1 + t2 - (f1 + f2) / (fallback_gflops * 1e9)) / max(1, n1 + n2))
     return fallback_gflops, c
 
