@@ -22,7 +22,8 @@ call them, so users never see a bare traceback from a dependency.
     ├── RuntimeBackendError        ONNX Runtime failed while loading or running
     ├── DeviceProfileError         a device profile file is invalid
     ├── BudgetExceededError        a profile went over a latency or memory budget
-    └── MissingDependencyError     an optional extra is not installed
+    ├── MissingDependencyError     an optional extra is not installed
+    └── OutputNotWritableError     an output path that cannot be written (read-only, or under a file)
 """
 
 from __future__ import annotations
@@ -138,3 +139,8 @@ class MissingDependencyError(EdgekitError):
             f"this needs the Python package {module!r}, which is not installed",
             hint=f"install the extra: pip install 'edgekit[{extra}]'",
         )
+
+
+class OutputNotWritableError(EdgekitError):
+    code = "output_not_writable"
+    http_status = 400

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 _CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value: object) -> bool:
+    """A lowercase hex sha256 digest, as the manifest stores them."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def sha256_file(path: str | Path) -> str:

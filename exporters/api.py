@@ -15,9 +15,9 @@ from typing import Any
 
 from edgekit.config import from_dict
 from edgekit.errors import AccuracyError, ConfigError
-from edgekit.fsutil import atomic_dir, check_output
+from edgekit.fsutil import atomic_dir, check_output, cleanup_on_signals
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
-from edgekit.package import read_manifest
+from edgekit.package import open_package, read_manifest
 from edgekit.progress import QUIET, Progress
 from edgekit.tasks import TASKS, TaskSpec
 from exporters import graph
@@ -96,24 +96,41 @@ def _is_package(source: Any) -> bool:
 
 
 def _convert_package(source: Any, work: Path, options: ConvertOptions) -> ConvertedModel:
-    root = Path(source)
-    manifest = read_manifest(root)
+    # The source package is verified first: quantizing a changed model would re-hash it into a new package
+    # that then passes every check as if it were the exporter's own.
+    pkg = open_package(source, verify=True)
+    root, manifest = pkg.root, pkg.manifest
     dst = work / "fp32.onnx"
-    graph.save_model(graph.load_model(root / MODEL_NAME), dst)
-    config_path = root / "config.json"
-    model_type = json.loads(config_path.read_text()).get("model_type") if config_path.is_file() else None
+    graph.save_model(graph.load_model(pkg.model_path), dst)
+    model_type = _model_type(pkg.file("config.json") if "config.json" in pkg.verified else None)
     skip = {MODEL_NAME, MANIFEST_NAME, "model.ort"}
+    # Only the verified files travel on (not whatever else sits in the folder), at the top of the package.
+    assets = [
+        root / entry.path
+        for entry in manifest.files
+        if "/" not in entry.path
+        and entry.path not in skip
+        and not entry.path.startswith((f"{MODEL_NAME}.", "required_op"))
+    ]
     return ConvertedModel(
         onnx_path=dst,
         source=manifest.source,
-        assets=[
-            p for p in root.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith("required_op")
-        ],
+        assets=assets,
         preprocessing=manifest.preprocessing,
         labels=manifest.labels,
         generation=manifest.generation,
         model_type=model_type,
     )
+
+
+def _model_type(config_path: Path | None) -> str | None:
+    """The HF ``model_type`` from a package's config.json; a config that is not a JSON object names none."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    return model_type if isinstance(model_type, str) else None
 
 
 SOURCES.add("package", SourceKind("package", _is_package, _convert_package))
@@ -145,7 +162,8 @@ def export(
     recipe_spec: Recipe = RECIPES.get(opts.recipe)
     config = from_dict(recipe_spec.config_cls, opts.recipe_options, what=f"recipe {opts.recipe}")
     out = check_output(output, force=opts.force)
-    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
+    # SIGTERM / SIGHUP unwind like Ctrl-C, so the work dir and a .partial beside the output are removed.
+    with cleanup_on_signals(), tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
         work = Path(tmp)
         prog.log(f"converting {_describe(source)} for {task_spec.name}…")
         converted = convert_source(

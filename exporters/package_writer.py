@@ -8,12 +8,20 @@ import json
 import shutil
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.hashing import sha256_file
-from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, FileEntry, GenerationSpec, Manifest, RecipeInfo
+from edgekit.manifest import (
+    MANIFEST_NAME,
+    MODEL_NAME,
+    FileEntry,
+    GenerationSpec,
+    Manifest,
+    RecipeInfo,
+    SourceInfo,
+)
 from exporters import graph
 from exporters.sources import ConvertedModel, copy_assets
 
@@ -72,7 +80,7 @@ def write_package(
         recipe=recipe,
         inputs=inputs,
         outputs=outputs,
-        source=converted.source,
+        source=portable_source(converted.source),
         files=files,
         weights=graph.weight_stats(model),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -83,6 +91,13 @@ def write_package(
     )
     (dest / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2, default=_json_default) + "\n")
     return manifest
+
+
+def portable_source(source: SourceInfo) -> SourceInfo:
+    """The source as the manifest records it: its name (folder or file, ``file.py:factory``), never the export
+    machine's absolute path, which says nothing on a device and leaks the exporter's directory layout."""
+    name = PurePosixPath(source.path.replace("\\", "/")).name or source.path
+    return dataclasses.replace(source, path=name)
 
 
 def _generation(spec: GenerationSpec | None, model: Any) -> GenerationSpec | None:

@@ -19,7 +19,7 @@ from edgekit.errors import PackageError, UsageError
 from edgekit.manifest import MODEL_NAME, Manifest
 from runtimes.pipelines import PIPELINES, PipelineContext, PipelineSpec
 from runtimes.providers import Fallback, plan_providers, report_fallbacks
-from runtimes.session import RuntimeSession, SessionConfig, build_session, physical_cores
+from runtimes.session import RuntimeSession, SessionConfig, build_session, model_digest, physical_cores
 
 # A session needs roughly its weights plus activations and arena slack; below this multiple of the model's
 # size in the app's memory budget, the arena and memory-pattern planning are switched off.
@@ -159,7 +159,7 @@ def load(
     choices (ORT names or aliases such as ``"xnnpack"``). Missing providers fall back, ending on CPU;
     each fallback is logged once and kept in ``model.fallbacks``. ``verify=False`` skips the sha256 check.
     """
-    from edgekit.package import Package, open_package
+    from edgekit.package import Package, open_package, verify_files
 
     config = SessionConfig(
         threads=threads,
@@ -170,12 +170,16 @@ def load(
     )
     profile = _device_profile(device)
     manifest: Manifest | None
+    known: dict[str, str] = {}  # file name -> sha256 checked against the file in this load
     if isinstance(package, Package):
+        # A Package opened with verify=False is checked now when this load asks for verification.
+        known = dict(package.verified or (verify_files(package) if verify else {}))
         root, manifest, model_path = package.root, package.manifest, package.model_path
     elif Path(package).suffix == ".onnx" and Path(package).is_file():
         root, manifest, model_path = None, None, Path(package)
     else:
         pkg = open_package(package, verify=verify)
+        known = dict(pkg.verified)
         root, manifest, model_path = pkg.root, pkg.manifest, pkg.model_path
     task = manifest.task if manifest else "tensor"
     spec = PIPELINES.get(task)
@@ -200,8 +204,8 @@ def load(
         threads=n_threads,
         low_memory=low_memory,
         provider_options=provider_options,
-        package_root=root or model_path.parent,
-        model_digest=_model_digest(manifest, model_path),
+        # the cache key is the model as it is on disk: verified sums are reused, anything else is hashed
+        digest=model_digest(model_path, known) if _caches(config) else None,
     )
     report_fallbacks(session.fallbacks)
     model = Model(
@@ -210,7 +214,7 @@ def load(
         root=root,
         spec=spec,
         device=profile.name if profile else None,
-        verified=bool(verify and manifest),
+        verified=bool(manifest is not None and MODEL_NAME in known),
     )
     model.load_seconds = time.perf_counter() - start
     return model
@@ -228,13 +232,5 @@ def _device_profile(device: Any) -> Any:
     raise UsageError(f"device must be a device name or a DeviceProfile, got {type(device).__name__}", param="device")
 
 
-def _model_digest(manifest: Manifest | None, model_path: Path) -> str:
-    """The model's identity for the optimized-graph cache: the manifest's sha256s, else size and mtime."""
-    import hashlib
-
-    if manifest is not None:
-        entries = sorted(f"{f.path}:{f.sha256}" for f in manifest.files if f.path.startswith(MODEL_NAME))
-        if entries:
-            return hashlib.sha256("\n".join(entries).encode()).hexdigest()
-    st = model_path.stat()
-    return hashlib.sha256(f"{model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+def _caches(config: SessionConfig) -> bool:
+    return config.cache_optimized_graph and config.graph_optimization != "disable"

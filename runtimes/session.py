@@ -5,13 +5,18 @@ this process may use. ``low_memory`` turns off the CPU arena and memory-pattern 
 for speed; it is switched on by default when a named device's app memory budget is tight for the model.
 
 The optimized-graph cache: the first load saves ONNX Runtime's optimized graph (``optimized_model_filepath``)
-beside the package in ``.edgekit-cache/`` (or under ``$EDGEKIT_CACHE_DIR`` when the package directory is
-read-only), keyed by the model's sha256, the onnxruntime version, the providers, the optimization level and
-this CPU, since an ``all``-level graph holds layout-specific kernels for one provider set and ISA. Later
+in the user cache dir (``$EDGEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit``, under
+``graphs/``), never inside the package, so a read-only package loads and a zipped folder ships no cache. An
+entry is keyed by the sha256 of the model file(s) as they are on disk (the checksums ``verify`` just checked,
+else hashed here: an edited ``model.onnx`` never reuses a stale graph, even with ``verify=False``), the
+onnxruntime version, the providers, the optimization level and this CPU, since an ``all``-level graph holds
+layout-specific kernels for one provider set and ISA. The entry stores the sha256 of its own files and is
+checked on every hit; an entry that does not match is rebuilt, so an edited cached graph never runs. Later
 loads read it with optimizations off. Measured here: a tiny unfused Llama export creates its session 3.4x
 faster from the cache (44 -> 13 ms); MiniLM already fused by the exporter gains ~1.07x (242 -> 227 ms),
-since its load is dominated by reading and pre-packing weights, not by optimization. Providers that compile subgraphs into their own format cannot be saved this way; they
-have their own caches (CoreML ``ModelCacheDirectory``, OpenVINO ``cache_dir``).
+since its load is dominated by reading and pre-packing weights, not by optimization. Providers that compile
+subgraphs into their own format cannot be saved this way; they have their own caches (CoreML
+``ModelCacheDirectory``, OpenVINO ``cache_dir``), kept per model under the same cache dir.
 
 Input validation runs before ONNX Runtime sees the inputs. Names must match; ranks and fixed dimensions must
 match; a symbolic dimension must take the same value in every input that names it. Dtypes: a numpy array
@@ -24,6 +29,7 @@ so they are converted to the model's dtype, refusing only values that change (1.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -38,7 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ConfigError, InvalidInputError, RuntimeBackendError
+from edgekit.errors import ConfigError, CorruptModelError, InvalidInputError, RuntimeBackendError
+from edgekit.fsutil import CACHE_DIR_ENV, user_cache_dir
+from edgekit.hashing import sha256_file
 from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import unknown_message
 from runtimes.providers import (
@@ -49,8 +57,8 @@ from runtimes.providers import (
     provider_spec,
 )
 
-CACHE_DIR_ENV = "EDGEKIT_CACHE_DIR"
-PACKAGE_CACHE_DIR = ".edgekit-cache"
+# The sha256 of each file of a cache entry, written beside them and checked on every hit.
+_ENTRY_CHECKSUMS = "checksums.json"
 
 _OPT_LEVELS = ("disable", "basic", "extended", "layout", "all")
 # Above this size the optimized graph keeps its weights in an external file (protobuf's 2 GB limit).
@@ -82,7 +90,7 @@ class SessionConfig:
     graph_optimization: str = "all"  # disable | basic | extended | layout | all
     low_memory: bool | None = None  # None: on when a named device's memory budget is tight for the model
     cache_optimized_graph: bool = True
-    cache_dir: str | None = None  # where the optimized graph goes; None: beside the package
+    cache_dir: str | None = None  # where the optimized graph goes; None: the user cache dir's graphs/
 
     def __post_init__(self) -> None:
         if self.threads is not None and (
@@ -297,13 +305,53 @@ def _as_array(value: Any, spec: InputSpec, expected: Any) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ building
 
 
-def _cache_root(package_root: Path | None, cache_dir: str | None) -> Path:
+def _cache_root(cache_dir: str | None) -> Path | None:
+    """``cache_dir``, else ``graphs/`` in the user cache dir (``$EDGEKIT_CACHE_DIR``, ...); None without one."""
     if cache_dir:
         return Path(cache_dir).expanduser()
-    if package_root is not None and os.access(package_root, os.W_OK):
-        return package_root / PACKAGE_CACHE_DIR
-    base = os.environ.get(CACHE_DIR_ENV)
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "edgekit") / "graphs"
+    base = user_cache_dir()
+    return base / "graphs" if base is not None else None
+
+
+def model_files(model_path: Path) -> list[Path]:
+    """The graph and its external data (``model.onnx.data``: the exporter's naming), sorted."""
+    siblings = [p for p in model_path.parent.glob(f"{model_path.name}.*") if p.is_file()]
+    return [model_path, *sorted(siblings)]
+
+
+def model_digest(model_path: Path, known: Mapping[str, str] | None = None) -> str:
+    """The identity of the model as it is on disk: one sha256 over its files' names and sha256s.
+
+    ``known`` maps file names to sha256s already checked against these files (a verified package), so
+    they are not hashed twice; other files are hashed here.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model_files(model_path):
+        digest = (known or {}).get(p.name) or sha256_file(p)
+        h.update(f"{p.name}:{digest}\n".encode())
+    return h.hexdigest()
+
+
+def _write_entry_checksums(entry: Path) -> None:
+    sums = {p.name: sha256_file(p) for p in sorted(entry.iterdir()) if p.is_file()}
+    (entry / _ENTRY_CHECKSUMS).write_text(json.dumps({"files": sums}, indent=1), encoding="utf-8")
+
+
+def _entry_problem(entry: Path) -> str | None:
+    """Why a cache entry must not be used (edited, truncated, incomplete), or None when it is intact."""
+    try:
+        sums = json.loads((entry / _ENTRY_CHECKSUMS).read_text(encoding="utf-8"))["files"]
+        present = {p.name for p in entry.iterdir() if p.name != _ENTRY_CHECKSUMS}
+        if not isinstance(sums, dict) or set(sums) != present:
+            return "its files do not match its checksum list"
+        for name, digest in sums.items():
+            if sha256_file(entry / name) != digest:
+                return f"{name} does not match its sha256"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its checksum list is unreadable ({_first_line(exc)})"
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -339,11 +387,16 @@ def build_session(
     threads: int,
     low_memory: bool,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
-    package_root: Path | None = None,
-    model_digest: str | None = None,
+    digest: str | None = None,
 ) -> RuntimeSession:
-    """Create the session, dropping a provider that fails to initialize (recorded as a fallback)."""
+    """Create the session, dropping a provider that fails to initialize (recorded as a fallback).
+
+    ``digest``: :func:`model_digest` of the model, when the caller has it; computed here when the
+    optimized-graph cache needs it.
+    """
     ort = _ort()
+    if digest is None and config.cache_optimized_graph and config.graph_optimization != "disable":
+        digest = model_digest(model_path)
     overrides = {k: dict(v) for k, v in (provider_options or {}).items()}
     providers = list(plan.providers)
     fallbacks = list(plan.dropped)
@@ -351,13 +404,18 @@ def build_session(
     while True:
         try:
             session, resolved, cache = _create(
-                ort, model_path, providers, config, threads, low_memory, overrides, package_root, model_digest
+                ort, model_path, providers, config, threads, low_memory, overrides, digest
             )
             break
         except ConfigError:
             raise
         except Exception as exc:
             failing = next((p for p in providers if p != CPU), None)
+            if failing is None and _is_corrupt(exc):
+                raise CorruptModelError(
+                    f"{model_path.name} is not a valid ONNX model (truncated or corrupt): {_first_line(exc)}",
+                    hint="copy the package again, or re-export it; --no-verify skipped the checksums that catch this",
+                ) from exc
             if failing is None:
                 raise RuntimeBackendError(
                     f"ONNX Runtime cannot load {model_path.name}: {_first_line(exc)}",
@@ -427,8 +485,7 @@ def _create(
     threads: int,
     low_memory: bool,
     overrides: dict[str, dict[str, Any]],
-    package_root: Path | None,
-    model_digest: str | None,
+    digest: str | None,
 ) -> tuple[Any, dict[str, dict[str, str]], CacheInfo]:
     specs = [provider_spec(p) for p in providers]
     so = ort.SessionOptions()
@@ -445,13 +502,15 @@ def _create(
     with contextlib.suppress(Exception):  # older onnxruntime: no graph-assignment recording
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
 
-    cache_root = _cache_root(package_root, config.cache_dir)
+    cache_root = _cache_root(config.cache_dir)
     resolved: dict[str, dict[str, str]] = {}
     for name, spec in zip(providers, specs, strict=True):
         if spec is None:
             resolved[name] = {str(k): str(v) for k, v in overrides.get(name, {}).items()}
         else:
-            cache = str(cache_root / f"{spec.alias}-cache") if spec.cache_option else None
+            # a provider's compiled-model cache, one per model so two models never share compiled blobs
+            per_model = cache_root / f"{spec.alias}-cache" / (digest or "any")[:16] if cache_root else None
+            cache = str(per_model) if spec.cache_option and per_model else None
             resolved[name] = spec.provider_options(threads=threads, cache_dir=cache, overrides=overrides.get(name))
     unknown = [k for k in overrides if k not in providers]
     if unknown:
@@ -463,7 +522,7 @@ def _create(
     with warnings.catch_warnings():
         # ORT warns when a provider is missing from its build; edgekit reports that itself, as a fallback.
         warnings.filterwarnings("ignore", message="Specified provider", category=UserWarning)
-        return _open(ort, model_path, so, ep_list, config, specs, providers, resolved, cache_root, model_digest)
+        return _open(ort, model_path, so, ep_list, config, specs, providers, resolved, cache_root, digest)
 
 
 def _open(
@@ -475,43 +534,47 @@ def _open(
     specs: list[Any],
     providers: list[str],
     resolved: dict[str, dict[str, str]],
-    cache_root: Path,
-    model_digest: str | None,
+    cache_root: Path | None,
+    digest: str | None,
 ) -> tuple[Any, dict[str, dict[str, str]], CacheInfo]:
-
     level = config.graph_optimization
     off = disabled_optimizers(providers)
-    cacheable = (
-        config.cache_optimized_graph
-        and level != "disable"
-        and model_digest is not None
-        and all(spec is not None and spec.saves_optimized_graph for spec in specs)
-    )
     if not config.cache_optimized_graph or level == "disable":
         info = CacheInfo("disabled")
-    elif not cacheable:
+    elif not all(spec is not None and spec.saves_optimized_graph for spec in specs):
         info = CacheInfo("unsupported", reason="a provider in use compiles the graph; it keeps its own cache")
+    elif cache_root is None or digest is None:
+        info = CacheInfo("disabled", reason=f"no cache directory (set {CACHE_DIR_ENV})")
     else:
-        info = CacheInfo("disabled")
-    if not cacheable:
-        so.graph_optimization_level = _level(level)
-        return ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off), resolved, info
+        entry = cache_root / _cache_key(digest, providers, level)
+        sess, info = _open_cached(ort, model_path, so, ep_list, level, off, entry)
+        return sess, resolved, info
+    so.graph_optimization_level = _level(level)
+    return ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off), resolved, info
 
-    entry = cache_root / _cache_key(model_digest, providers, level)  # type: ignore[arg-type]
+
+def _open_cached(
+    ort: Any, model_path: Path, so: Any, ep_list: list[Any], level: str, off: list[str], entry: Path
+) -> tuple[Any, CacheInfo]:
+    """Load from a verified cache entry, else optimize and write the entry (atomically, with its checksums)."""
     cached = entry / model_path.name
-    if cached.is_file():
-        so.graph_optimization_level = _level("disable")  # already optimized for exactly this set-up
-        try:
-            sess = ort.InferenceSession(str(cached), so, providers=ep_list, disabled_optimizers=off)
-            return sess, resolved, CacheInfo("hit", path=str(cached))
-        except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
-            shutil.rmtree(entry, ignore_errors=True)
-            info = CacheInfo("failed", reason=f"cached graph unreadable, rebuilt: {_first_line(exc)}")
+    info: CacheInfo | None = None
+    if entry.is_dir():
+        problem = _entry_problem(entry)
+        if problem is None:
+            so.graph_optimization_level = _level("disable")  # already optimized for exactly this set-up
+            try:
+                sess = ort.InferenceSession(str(cached), so, providers=ep_list, disabled_optimizers=off)
+                return sess, CacheInfo("hit", path=str(cached))
+            except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
+                problem = f"unreadable ({_first_line(exc)})"
+        shutil.rmtree(entry, ignore_errors=True)
+        info = CacheInfo("failed", reason=f"the cached graph was not used and is rebuilt: {problem}")
     so.graph_optimization_level = _level(level)
     tmp: Path | None = None
     try:
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=f".{uuid.uuid4().hex[:6]}", dir=cache_root))
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=f".{uuid.uuid4().hex[:6]}", dir=entry.parent))
         so.optimized_model_filepath = str(tmp / model_path.name)
         if _model_bytes(model_path) > _EXTERNAL_DATA_BYTES:
             so.add_session_config_entry(
@@ -521,15 +584,32 @@ def _open(
     except OSError as exc:
         tmp = None
         info = CacheInfo("failed", reason=f"cache directory not writable: {exc}")
-    sess = ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off)
-    if tmp is not None:
-        try:
-            os.replace(tmp, entry)  # atomic: a concurrent loader sees the whole entry or none
-            info = CacheInfo("written", path=str(cached))
-        except OSError:  # another process won the race, or the disk is full: the session is fine either way
+    try:
+        sess = ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off)
+        if tmp is not None:
+            info = _commit_entry(tmp, entry, cached, info)
+    finally:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-            info = CacheInfo("written" if cached.is_file() else "failed", path=str(cached))
-    return sess, resolved, info
+    return sess, info or CacheInfo("failed", reason="the cache entry was not written")
+
+
+def _commit_entry(tmp: Path, entry: Path, cached: Path, before: CacheInfo | None) -> CacheInfo:
+    reason = before.reason if before else None
+    try:
+        _write_entry_checksums(tmp)
+        os.replace(tmp, entry)  # atomic: a concurrent loader sees the whole entry or none
+        return CacheInfo("written", path=str(cached), reason=reason)
+    except OSError as exc:  # another process won the race, or the disk is full: the session is fine either way
+        if entry.is_dir():
+            return CacheInfo("written", path=str(cached), reason=reason)
+        return CacheInfo("failed", path=None, reason=f"the cache entry was not written: {exc}")
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """ORT's words for a file that is not a model protobuf (truncated, zero bytes, another format)."""
+    text = str(exc)
+    return any(s in text for s in ("INVALID_PROTOBUF", "Protobuf parsing failed", "No graph was found"))
 
 
 def _model_bytes(model_path: Path) -> int:

@@ -73,7 +73,7 @@ def test_edgekit_sessions_run_the_unfused_graph_with_the_same_result(tmp_path: P
     from exporters import export
 
     export(src, output=tmp_path / "pkg", task="tensor", recipe="fp32", progress=False)
-    model = load(tmp_path / "pkg", cache_optimized_graph=True)
+    model = load(tmp_path / "pkg", cache_optimized_graph=True, cache_dir=tmp_path / "graphs")
     rng = np.random.default_rng(0)
     feeds = {k: rng.standard_normal((2, 5, HIDDEN)).astype(np.float32) for k in ("x", "skip")}
     got = model.run(feeds)["y"]
@@ -82,7 +82,7 @@ def test_edgekit_sessions_run_the_unfused_graph_with_the_same_result(tmp_path: P
     ref = (s - s.mean(-1, keepdims=True)) / np.sqrt(s.var(-1, keepdims=True) + 1e-12) * gamma
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     # the optimized-graph cache holds the graph the session ran: Add and LayerNormalization, not fused
-    cached = list((tmp_path / "pkg" / ".edgekit-cache").glob("*/model.onnx"))
+    cached = list((tmp_path / "graphs").glob("*/model.onnx"))
     assert len(cached) == 1 and "-noSkipLayerNormFusion-" in cached[0].parent.name, cached
     ops = Counter(n.op_type for n in onnx.load(str(cached[0])).graph.node)
     assert ops["LayerNormalization"] == 1 and ops["SkipLayerNormalization"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -69,12 +68,18 @@ def test_lossless_casts_and_lists_are_accepted(tensor_model: Any) -> None:
         tensor_model.run([np.ones((2, 4))])
 
 
-def test_optimized_graph_cache_written_then_hit(embed_package: Path, fresh_copy: Any) -> None:
+def test_optimized_graph_cache_written_then_hit(
+    embed_package: Path, fresh_copy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = fresh_copy(embed_package)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))
+    before = sorted(p.name for p in pkg.rglob("*"))
     first = runtimes.load(pkg, threads=1)
     assert first.session.cache.status == "written"
     cached = Path(first.session.cache.path)
-    assert cached.is_file() and cached.parent.parent == pkg / ".edgekit-cache"
+    # the cache lives in the user cache dir, never inside the package
+    assert cached.is_file() and cached.parent.parent == tmp_path / "c" / "graphs"
+    assert sorted(p.name for p in pkg.rglob("*")) == before
     assert "ort" in cached.parent.name and "-cpu-all" in cached.parent.name
     second = runtimes.load(pkg, threads=1)
     assert second.session.cache.status == "hit"
@@ -86,8 +91,11 @@ def test_optimized_graph_cache_written_then_hit(embed_package: Path, fresh_copy:
     assert runtimes.load(pkg, threads=1, cache_optimized_graph=False).session.cache.status == "disabled"
 
 
-def test_damaged_cache_entry_is_rebuilt(embed_package: Path, fresh_copy: Any) -> None:
+def test_damaged_cache_entry_is_rebuilt(
+    embed_package: Path, fresh_copy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = fresh_copy(embed_package)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))
     path = Path(runtimes.load(pkg, threads=1).session.cache.path)
     path.write_bytes(b"garbage")
     again = runtimes.load(pkg, threads=1)
@@ -98,20 +106,21 @@ def test_damaged_cache_entry_is_rebuilt(embed_package: Path, fresh_copy: Any) ->
 def test_read_only_package_caches_under_env_dir(
     embed_package: Path, fresh_copy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if os.geteuid() == 0:
-        # root ignores directory permissions; check the choice of directory directly instead
-        from runtimes.session import _cache_root
+    from runtimes.session import _cache_root
 
-        monkeypatch.setattr(os, "access", lambda *a, **k: False)
-        monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))
-        assert _cache_root(embed_package, None) == tmp_path / "c" / "graphs"
-        return
-    pkg = fresh_copy(embed_package)
     monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))
-    pkg.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    assert _cache_root(None) == tmp_path / "c" / "graphs"
+    monkeypatch.delenv("EDGEKIT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _cache_root(None) == tmp_path / "xdg" / "edgekit" / "graphs"
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))
+    pkg = fresh_copy(embed_package)
+    for p in [pkg, *pkg.iterdir()]:
+        p.chmod(stat.S_IRUSR | stat.S_IXUSR if p.is_dir() else stat.S_IRUSR)
     try:
         model = runtimes.load(pkg, threads=1)
         assert Path(model.session.cache.path).is_relative_to(tmp_path / "c" / "graphs")
+        assert not (pkg / ".edgekit-cache").exists()
     finally:
         pkg.chmod(stat.S_IRWXU)
 
