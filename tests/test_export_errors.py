@@ -97,8 +97,15 @@ def test_existing_output_refused_unless_force(mlp, tmp_path):
         export(mlp, output=out, task="tensor", progress=False)
     assert "--force" in err.value.hint
     assert (out / "keep.txt").read_text() == "mine"
-    export(mlp, output=out, task="tensor", progress=False, force=True)
-    assert (out / "edgekit.json").is_file() and not (out / "keep.txt").exists()
+    # --force replaces only an edgekit package or an empty directory, never a folder of the user's files
+    with pytest.raises(OutputExistsError, match="not an edgekit package"):
+        export(mlp, output=out, task="tensor", progress=False, force=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    pkg = tmp_path / "pkg"
+    export(mlp, output=pkg, task="tensor", progress=False)
+    (pkg / "stale.txt").write_text("from the old package")
+    export(mlp, output=pkg, task="tensor", progress=False, force=True)
+    assert (pkg / "edgekit.json").is_file() and not (pkg / "stale.txt").exists()
 
 
 def test_interrupted_export_leaves_nothing(mlp, tmp_path, monkeypatch):
