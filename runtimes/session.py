@@ -411,16 +411,8 @@ def build_session(
             raise
         except Exception as exc:
             failing = next((p for p in providers if p != CPU), None)
-            if failing is None and _is_corrupt(exc):
-                raise CorruptModelError(
-                    f"{model_path.name} is not a valid ONNX model (truncated or corrupt): {_first_line(exc)}",
-                    hint="copy the package again, or re-export it; --no-verify skipped the checksums that catch this",
-                ) from exc
             if failing is None:
-                raise RuntimeBackendError(
-                    f"ONNX Runtime cannot load {model_path.name}: {_first_line(exc)}",
-                    hint="the model may use ops this onnxruntime lacks; re-export it, or upgrade onnxruntime",
-                ) from exc
+                raise _load_error(model_path, exc) from exc
             providers.remove(failing)
             fallbacks.append(
                 Fallback(
@@ -431,27 +423,8 @@ def build_session(
                 )
             )
     running = list(session.get_providers())
-    for name in providers:
-        if name not in running:  # ORT skipped it (e.g. a build that lacks it despite what we were told)
-            fallbacks.append(
-                Fallback(
-                    asked=name,
-                    asked_by=dict(plan.asked).get(name, "caller"),
-                    reason="was not registered by onnxruntime",
-                    available=plan.available,
-                )
-            )
     assignment = _node_assignment(session)
-    for name in running:
-        if name != CPU and assignment and assignment.get(name, 0) == 0:
-            fallbacks.append(
-                Fallback(
-                    asked=name,
-                    asked_by=dict(plan.asked).get(name, "caller"),
-                    reason="took none of the graph's nodes",
-                    available=plan.available,
-                )
-            )
+    fallbacks += _late_fallbacks(plan, providers, running, assignment)
     used = tuple(n for n in running if not assignment or assignment.get(n, 0) > 0) or tuple(running)
     fallbacks = [
         Fallback(asked=fb.asked, asked_by=fb.asked_by, reason=fb.reason, available=fb.available, running=used)
@@ -475,6 +448,33 @@ def build_session(
         cache=cache,
         load_seconds=time.perf_counter() - start,
     )
+
+
+def _load_error(model_path: Path, exc: Exception) -> Exception:
+    """The error for a model no provider could load: corrupt bytes, or a graph this onnxruntime cannot run."""
+    if _is_corrupt(exc):
+        return CorruptModelError(
+            f"{model_path.name} is not a valid ONNX model (truncated or corrupt): {_first_line(exc)}",
+            hint="copy the package again, or re-export it; --no-verify skipped the checksums that catch this",
+        )
+    return RuntimeBackendError(
+        f"ONNX Runtime cannot load {model_path.name}: {_first_line(exc)}",
+        hint="the model may use ops this onnxruntime lacks; re-export it, or upgrade onnxruntime",
+    )
+
+
+def _late_fallbacks(
+    plan: ProviderPlan, providers: list[str], running: list[str], assignment: dict[str, int]
+) -> list[Fallback]:
+    """Providers the session took but did not use: skipped by ORT, or given none of the nodes."""
+    late = [(n, "was not registered by onnxruntime") for n in providers if n not in running]
+    late += [
+        (n, "took none of the graph's nodes") for n in running if n != CPU and assignment and assignment.get(n, 0) == 0
+    ]
+    return [
+        Fallback(asked=n, asked_by=dict(plan.asked).get(n, "caller"), reason=reason, available=plan.available)
+        for n, reason in late
+    ]
 
 
 def _create(
