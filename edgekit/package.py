@@ -15,12 +15,14 @@ What a package may not do, whatever its manifest says:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -41,6 +43,7 @@ ZIP_MAX_BYTES = 8 << 30
 # ONNX weights compress little (~1.1x; int4 ~1.3x); above this ratio and size an archive is a bomb.
 ZIP_MAX_RATIO = 200
 ZIP_RATIO_MIN_BYTES = 32 << 20
+STAGING_STALE_SECONDS = 24 * 3600
 _CHUNK = 1 << 20
 _DEFAULT_TOKENIZER = "tokenizer.json"  # what the text pipelines read when preprocessing names none
 _REEXPORT = "export the package again with `edgekit export`"
@@ -217,6 +220,7 @@ def extract_zip(path: Path) -> Path:
         return _package_in(target, path)
     try:
         base.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_staging(base)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}.", suffix=".partial", dir=base))
     except OSError as exc:
         raise PackageError(
@@ -238,6 +242,15 @@ def extract_zip(path: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _package_in(target, path)
+
+
+def _sweep_stale_staging(base: Path) -> None:
+    """Staging dirs of extractions killed outright (SIGKILL, power loss); a live one is never this old."""
+    cutoff = time.time() - STAGING_STALE_SECONDS
+    for p in base.glob(".*.partial"):
+        with contextlib.suppress(OSError):
+            if p.stat().st_mtime < cutoff:
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _package_in(target: Path, archive: Path) -> Path:

@@ -22,6 +22,7 @@ import exporters.api as api
 import runtimes
 from edgekit.cli import main
 from edgekit.errors import ChecksumError, OutputExistsError, OutputNotWritableError
+from tests.conftest import assert_valid_manifest
 from tests.hostile_helpers import check_error, copy_package, edit_manifest, export_mlp, leftovers, snapshot
 from tests.onnx_builders import mlp_classifier
 
@@ -267,6 +268,7 @@ def test_package_has_ordinary_modes_and_no_host_paths(tmp_path: Path) -> None:
     text = (pkg / "edgekit.json").read_text()
     assert str(tmp_path) not in text and "private-project" not in text
     assert json.loads(text)["source"]["path"] == "m.onnx"
+    assert_valid_manifest(pkg)
 
 
 def test_umask_is_respected(tmp_path: Path) -> None:

@@ -708,3 +708,30 @@ def test_manifest_roundtrip_still_reads_real_packages(pkg: Path) -> None:
     write_manifest_json(pkg, m)
     p = open_package(pkg)
     assert p.manifest.files[0].path == "model.onnx" and set(p.verified) == {"model.onnx"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.update(schema_version="1.9", future_field={"any": 1}),
+        lambda m: m["source"].update(new_key=[1, 2]),
+        lambda m: m.update(generation=dict(GENERATION)),
+        lambda m: m.update(labels=None, accuracy=None),
+    ],
+    ids=["newer-minor-with-new-keys", "new-nested-key", "valid-generation", "nulls"],
+)
+def test_additive_changes_are_accepted(pkg: Path, change: Any) -> None:
+    """Within a major version changes are additive: a reader ignores keys it does not know."""
+    edit_manifest(pkg, change)
+    model = runtimes.load(pkg, threads=1)
+    assert model.verified and model.run({"x": X})["logits"].shape == (2, 4)
+
+
+def test_stale_staging_of_a_killed_extraction_is_swept(pkg: Path, tmp_path: Path, user_cache: Path) -> None:
+    stale = user_cache / "packages" / ".0123456789abcdef.dead.partial"
+    stale.mkdir(parents=True)
+    (stale / "edgekit.json").write_bytes(b"")  # what a killed extraction leaves
+    os.utime(stale, (0, 0))
+    assert runtimes.load(_zip(pkg, tmp_path / "pkg.zip"), threads=1).verified
+    assert not stale.exists()
+    assert leftovers(user_cache) == []
