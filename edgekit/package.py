@@ -254,9 +254,7 @@ def _sweep_stale_staging(base: Path) -> None:
 
 
 def _package_in(target: Path, archive: Path) -> Path:
-    """The archive may hold the package's files at its top or inside one folder (a zipped directory)."""
-    if (target / MANIFEST_NAME).is_file():
-        return target
+    """The package folder inside an extraction (a flat archive was put into a folder named after it)."""
     subdirs = [p for p in target.iterdir() if p.is_dir() and not p.is_symlink()]
     if len(subdirs) == 1 and (subdirs[0] / MANIFEST_NAME).is_file():
         return subdirs[0]
@@ -290,6 +288,10 @@ def _checked_members(path: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         if name in seen:
             raise _bad_zip(path, f"holds {info.filename!r} twice")
         seen.add(name)
+    tops = {name.split("/")[0] for name in seen}
+    nested = len(tops) == 1 and f"{next(iter(tops))}/{MANIFEST_NAME}" in seen
+    if MANIFEST_NAME not in seen and not nested:
+        raise _bad_zip(path, f"holds no {MANIFEST_NAME} at its top or in a single folder")
     total = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos) or 1
     if total > ZIP_MAX_BYTES:
@@ -307,14 +309,23 @@ def _extract_members(path: Path, staging: Path) -> None:
             total = sum(i.file_size for i in infos)
             if total > free:
                 raise _bad_zip(path, f"unpacks to {total} bytes, more than the {free} bytes free in {staging.parent}")
+            # A flat archive lands in a folder named after it, so the package directory keeps a readable
+            # name (``minilm-int8``) rather than the staging dir's hash; a zipped folder brings its own.
+            flat = any(i.filename == MANIFEST_NAME for i in infos)
+            dest = staging / _folder_name(path) if flat else staging
             for info in infos:
-                _extract_one(zf, info, staging)
+                _extract_one(zf, info, dest)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise _bad_zip(path, f"is corrupt ({exc})") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise
         raise _bad_zip(path, f"cannot be extracted ({exc.strerror or exc})") from None
+
+
+def _folder_name(archive: Path) -> str:
+    stem = archive.stem
+    return stem if stem and relative_path_problem(stem) is None and not stem.startswith(".") else "package"
 
 
 def _extract_one(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> None:
