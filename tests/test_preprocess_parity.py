@@ -303,3 +303,35 @@ def test_audio_export_runs_like_transformers(case: ProcessorCase, tmp_path: Path
     parser.add_argument("--json", action="store_true")
     report = run_command(parser.parse_args([str(pkg), "--audio", str(wav), "--threads", "1"]))
     assert report["result"]["predictions"][0]["top"][0]["index"] == int(np.argmax(got[0]))
+
+
+def test_wav_folder_is_calibration_data_through_the_package_features(tmp_path: Path) -> None:
+    from edgekit.errors import CalibrationError
+    from edgekit.manifest import TensorSpec
+    from exporters.calibration import load_dataset
+    from runtimes.samples import SampleContext
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, clip in enumerate(_clips()):
+        _write_wav(folder / f"{i}.wav", clip)
+    whisper = AudioSettings(features="log_mel", do_normalize=False, processor="WhisperFeatureExtractor")
+    ctx = SampleContext(
+        inputs=[TensorSpec(name="input_features", dtype="float32", shape=["batch_size", 80, 3000])],
+        preprocessing={"audio": whisper.to_dict()},
+        asset_dir=None,
+        generation=None,
+    )
+    data = load_dataset(folder, ctx)
+    assert len(data.samples) == 3 and all(s["input_features"].shape == (1, 80, 3000) for s in data.samples)
+    np.testing.assert_allclose(
+        data.samples[1]["input_features"], audio_batch([folder / "1.wav"], whisper).values, rtol=0, atol=0
+    )
+    image_ctx = SampleContext(
+        inputs=[TensorSpec(name="pixel_values", dtype="float32", shape=["batch", 3, 8, 8])],
+        preprocessing={"image": ImageSettings(height=8, width=8).to_dict()},
+        asset_dir=None,
+        generation=None,
+    )
+    with pytest.raises(CalibrationError, match="takes no audio"):
+        load_dataset(folder, image_ctx)
