@@ -335,3 +335,39 @@ def test_wav_folder_is_calibration_data_through_the_package_features(tmp_path: P
     )
     with pytest.raises(CalibrationError, match="takes no audio"):
         load_dataset(folder, image_ctx)
+
+
+def test_generated_samples_go_through_the_package_preprocessing() -> None:
+    from edgekit.manifest import TensorSpec
+    from runtimes.samples import SampleContext, make_samples
+
+    def ctx(name: str, shape: list[Any], pre: dict[str, Any]) -> SampleContext:
+        spec = TensorSpec(name=name, dtype="float32", shape=shape)
+        return SampleContext(inputs=[spec], preprocessing=pre, asset_dir=None, generation=None)
+
+    convnext = ImageSettings.from_hf_config(
+        {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 32}, "crop_pct": 0.875}
+    )
+    keep_aspect = ImageSettings.from_hf_config(
+        {"image_processor_type": "MobileNetV2ImageProcessor", "size": {"shortest_edge": 24}, "do_center_crop": False}
+    )
+    for settings in (convnext, keep_aspect):
+        c = ctx("pixel_values", ["batch", 3, settings.height, settings.width], {"image": settings.to_dict()})
+        samples = make_samples(c, kind="classification", modality="image", n=5)
+        assert {s["pixel_values"].shape for s in samples} == {(1, 3, settings.height, settings.width)}
+        assert len({float(s["pixel_values"].std()) for s in samples}) == 5  # distinct images, not one repeated
+    whisper = AudioSettings(features="log_mel", n_mels=128, do_normalize=False)
+    c = ctx("input_features", ["batch_size", 128, 3000], {"audio": whisper.to_dict()})
+    feats = make_samples(c, kind="classification", modality="audio", n=2)
+    assert [s["input_features"].shape for s in feats] == [(1, 128, 3000)] * 2
+    wav2vec2 = AudioSettings()
+    mask_spec = TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "samples"])
+    c = SampleContext(
+        inputs=[TensorSpec(name="input_values", dtype="float32", shape=["batch", "samples"]), mask_spec],
+        preprocessing={"audio": wav2vec2.to_dict()},
+        asset_dir=None,
+        generation=None,
+    )
+    (sample,) = make_samples(c, kind="classification", modality="audio", n=1)
+    assert sample["input_values"].shape == (1, 16000) and sample["attention_mask"].dtype == np.int64
+    assert abs(float(sample["input_values"].mean())) < 1e-5 and abs(float(sample["input_values"].std()) - 1) < 1e-3
