@@ -113,10 +113,6 @@ class ImageSettings:
             )
         return cls(**dict(d))
 
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        return self.height, self.width
-
 
 def _from_legacy_dict(d: Mapping[str, Any]) -> ImageSettings:
     """Manifests written before the resize rules were recorded: shortest edge + crop (bicubic), else exact."""
