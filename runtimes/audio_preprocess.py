@@ -189,7 +189,8 @@ AUDIO_PROCESSORS.add(
 
 
 def audio_processor_rule(cfg: Mapping[str, Any], model_config: Mapping[str, Any]) -> AudioProcessorRule:
-    declared = cfg.get("feature_extractor_type") or cfg.get("processor_class")
+    # Not ``processor_class``: that names the wrapper (WhisperProcessor), whose feature extractor is this class.
+    declared = cfg.get("feature_extractor_type")
     if declared:
         if declared in AUDIO_PROCESSORS:
             return AUDIO_PROCESSORS.get(declared)
