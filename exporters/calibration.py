@@ -1,5 +1,5 @@
-"""Calibration (and validation) data from the user: an ``.npz`` of named arrays, a folder of images, or a
-text file of lines. Each format is one ``DATA_FORMATS`` entry. Arrays are checked against the model's
+"""Calibration (and validation) data from the user: an ``.npz`` of named arrays, a folder of images or of WAV
+clips, or a text file of lines. Each format is one ``DATA_FORMATS`` entry. Arrays are checked against the model's
 inputs before any quantizer sees them, so a mismatch is reported by name, dtype and shape.
 """
 
@@ -14,9 +14,10 @@ import numpy as np
 from edgekit.errors import CalibrationError, SourceNotFoundError
 from edgekit.manifest import TensorSpec
 from edgekit.registry import Registry
-from runtimes.preprocess import ImageSettings, preprocess_images
+from runtimes.preprocess import AudioSettings, ImageSettings, audio_batch, preprocess_images
 from runtimes.samples import SampleContext, generation_feeds
 
+AUDIO_SUFFIXES = {".wav"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 LABELS_KEY = "labels"  # an optional array in a validation .npz: true classes, for labeled accuracy
 
@@ -41,7 +42,7 @@ def load_dataset(path: str | Path, ctx: SampleContext, *, limit: int = 256) -> D
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(
-            f"calibration data not found: {p}", hint="pass an .npz, an image folder or a .txt file"
+            f"calibration data not found: {p}", hint="pass an .npz, a folder of images or WAV clips, or a .txt file"
         )
     for fmt in DATA_FORMATS:
         if fmt.matches(p):
@@ -53,7 +54,8 @@ def load_dataset(path: str | Path, ctx: SampleContext, *, limit: int = 256) -> D
             return data
     raise CalibrationError(
         f"cannot read calibration data {p}: unknown format",
-        hint="use an .npz of arrays named like the model inputs, a folder of images, or a .txt file with one text per line",
+        hint="use an .npz of arrays named like the model inputs, a folder of images or WAV clips, or a .txt file"
+        " with one text per line",
     )
 
 
@@ -117,6 +119,19 @@ def _load_images(path: Path, ctx: SampleContext, limit: int) -> Dataset:
     return Dataset([{name: preprocess_images([f], settings)} for f in files])
 
 
+def _holds_audio(path: Path) -> bool:
+    return path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.iterdir())
+
+
+def _load_audio(path: Path, ctx: SampleContext, limit: int) -> Dataset:
+    if "audio" not in ctx.preprocessing:
+        raise CalibrationError(f"{path} is a folder of WAV clips, but this model takes no audio", hint="pass an .npz")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
+    settings = AudioSettings.from_dict(ctx.preprocessing["audio"])
+    # Each clip through the package's own feature extractor (waveform or log-mel), as the device will see it.
+    return Dataset([audio_batch([f], settings).feeds(ctx.input_names) for f in files])
+
+
 def _load_text(path: Path, ctx: SampleContext, limit: int) -> Dataset:
     if "tokenizer_file" not in ctx.preprocessing:
         raise CalibrationError(f"{path} is a text file, but this model takes no text", hint="pass an .npz")
@@ -135,5 +150,6 @@ def _load_text(path: Path, ctx: SampleContext, limit: int) -> Dataset:
 
 
 DATA_FORMATS.add("npz", DataFormat("npz", lambda p: p.suffix == ".npz", _load_npz))
-DATA_FORMATS.add("images", DataFormat("images", lambda p: p.is_dir(), _load_images))
+DATA_FORMATS.add("audio", DataFormat("audio", _holds_audio, _load_audio))
+DATA_FORMATS.add("images", DataFormat("images", lambda p: p.is_dir() and not _holds_audio(p), _load_images))
 DATA_FORMATS.add("text", DataFormat("text", lambda p: p.suffix in (".txt", ".text"), _load_text))

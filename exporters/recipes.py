@@ -291,7 +291,7 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
     if not ctx.calibration:
         raise CalibrationError(
             "int8-static needs calibration data",
-            hint="pass --calibration DATA (.npz of named arrays, a folder of images, or a .txt file of lines)",
+            hint="pass --calibration DATA (.npz of named arrays, a folder of images or WAV clips, or a .txt file of lines)",
         )
     samples = ctx.calibration[: cfg.max_calibration_samples]
     method = {

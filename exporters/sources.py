@@ -429,21 +429,24 @@ def _hf_preprocessing(src: Path, config: dict[str, Any], task: TaskSpec) -> dict
             pre["pooling"] = pooling
             pre["normalize"] = True
         return pre
-    if task.modality == "image":
-        cfg_path = src / "preprocessor_config.json"
-        cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
-        settings = ImageSettings.from_hf_config(cfg)
-        settings = ImageSettings(**{**settings.__dict__, "channels": int(config.get("num_channels", 3))})
-        return {"image": settings.to_dict()}
-    if task.modality == "audio":
-        cfg_path = src / "preprocessor_config.json"
-        cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
-        return {
-            "audio": AudioSettings(
-                sampling_rate=int(cfg.get("sampling_rate", 16000)), do_normalize=bool(cfg.get("do_normalize", True))
-            ).to_dict()
-        }
+    if task.modality in _PROCESSOR_SETTINGS:
+        return _processor_preprocessing(src, config, task.modality)
     return {}
+
+
+# What a device needs to reproduce the source's image processor / feature extractor, per modality.
+_PROCESSOR_SETTINGS: dict[str, type[ImageSettings] | type[AudioSettings]] = {
+    "image": ImageSettings,
+    "audio": AudioSettings,
+}
+
+
+def _processor_preprocessing(src: Path, config: dict[str, Any], modality: str) -> dict[str, Any]:
+    """The processor recorded beside the model, reduced to the runtime's settings (refused when unknown)."""
+    cfg_path = src / "preprocessor_config.json"
+    cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
+    settings = _PROCESSOR_SETTINGS[modality].from_hf_config(cfg, model_config=config)
+    return {modality: settings.to_dict()}
 
 
 def _generation_spec(src: Path, config: dict[str, Any], model: Any, with_kv_cache: bool) -> GenerationSpec:

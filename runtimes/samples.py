@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.manifest import GenerationSpec, TensorSpec
 from edgekit.registry import Registry
-from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, preprocess_audio, preprocess_images
+from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, audio_batch, preprocess_images
 
 _BASE_SENTENCES = [
     "Hello world",
@@ -173,33 +173,39 @@ def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSp
 
 
 def _image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    """Synthetic photos at odd sizes around the model's (smaller, larger, non-square), through the package's
+    own resize / crop / normalize: the samples exercise the steps a real image goes through."""
     settings = ImageSettings.from_dict(ctx.preprocessing["image"])
     rng = np.random.default_rng(ctx.seed)
     name = ctx.input_names[0]
     out = []
     for i in range(n):
-        h, w = settings.height, settings.width
+        # Without a crop an aspect-keeping resize makes the tensor follow the image: keep those samples square.
+        keeps_aspect = settings.resize_mode != "exact" and not settings.center_crop
+        scale_h, scale_w = (1.0, 1.0) if keeps_aspect else (0.75 + 0.15 * (i % 5), 0.8 + 0.35 * (i % 3))
+        if settings.resize_mode == "none":
+            scale_h = scale_w = 1.0  # the image keeps its size: it must already be the model's
+        h, w = max(1, round(settings.height * scale_h)), max(1, round(settings.width * scale_w))
         # Smooth gradients plus noise: closer to natural image statistics than pure noise.
         yy, xx = np.mgrid[0:h, 0:w]
         base = (np.sin(xx / (3 + i % 5)) + np.cos(yy / (2 + i % 7))) * 60 + 128
-        img = np.clip(base[..., None] + rng.normal(0, 30, (h, w, settings.channels)), 0, 255).astype(np.uint8)
-        if settings.channels == 1:
-            img = img[..., 0]
+        img = np.clip(base[..., None] + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
         out.append({name: preprocess_images([img], settings)})
     return out
 
 
 def _audio_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+    """One-second tones plus noise, as the package's own feature extractor turns them into model inputs."""
     settings = AudioSettings.from_dict(ctx.preprocessing["audio"])
     rng = np.random.default_rng(ctx.seed)
-    name = ctx.input_names[0]
+    names = ctx.input_names
     sr = settings.sampling_rate
     t = np.arange(sr) / sr
     out = []
     for i in range(n):
         tone = np.sin(2 * np.pi * (200 + 40 * i) * t) * (0.2 + 0.1 * (i % 4))
         clip = tone + rng.normal(0, 0.05, t.size)
-        out.append({name: preprocess_audio([clip.astype(np.float32)], settings)})
+        out.append(audio_batch([clip.astype(np.float32)], settings).feeds(names))
     return out
 
 

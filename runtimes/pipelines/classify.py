@@ -136,9 +136,7 @@ class AudioClassifyPipeline(_Classifier):
         from runtimes.preprocess import AudioSettings
 
         self.settings = AudioSettings.from_dict(self.pre.get("audio", {}))
-        names = list(ctx.session.inputs)
-        self.input_name = "input_values" if "input_values" in names else names[0]
-        self.mask_name = "attention_mask" if "attention_mask" in names else None
+        self.input_names = list(ctx.session.inputs)
 
     def _items(self, x: Any) -> tuple[bool, list[Any]]:
         if isinstance(x, np.ndarray):
@@ -154,7 +152,7 @@ class AudioClassifyPipeline(_Classifier):
     def _feeds(
         self, items: list[Any], *, sampling_rate: int | Sequence[int] | None = None, **kwargs: Any
     ) -> dict[str, np.ndarray]:
-        from runtimes.preprocess import preprocess_audio
+        from runtimes.preprocess import audio_batch
 
         _no_options(kwargs, "audio")
         rates = None
@@ -165,8 +163,5 @@ class AudioClassifyPipeline(_Classifier):
         for item in items:
             if not isinstance(item, (str, Path, np.ndarray, list, tuple)):
                 raise InvalidInputError(f"an audio clip must be a WAV path or a float array, got {type(item).__name__}")
-        values = preprocess_audio(items, self.settings, rates=rates)
-        feeds = {self.input_name: values}
-        if self.mask_name:
-            feeds[self.mask_name] = np.ones(values.shape, dtype=np.int64)
-        return feeds
+        # Features (waveform or log-mel, as the package records) and a mask that is 0 on each clip's padding.
+        return audio_batch(items, self.settings, rates=rates).feeds(self.input_names)
