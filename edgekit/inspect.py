@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import SourceNotFoundError, UsageError
+from edgekit.errors import CorruptModelError, SourceNotFoundError, UsageError
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME
 from edgekit.package import read_manifest
 
@@ -48,9 +48,11 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 def _graph_info(model_path: Path) -> dict[str, Any]:
     try:
+        import onnx  # noqa: F401  (exporters.graph reads graphs with it)
+
         from exporters import graph
-    except ImportError:  # device install: the manifest is all we can show
-        return {"ops": None, "note": "install edgekit[export] for the op histogram"}
+    except ImportError:  # a device install: onnxruntime and a standard-library scan of the file
+        return _core_graph_info(model_path)
     model = graph.load_model(model_path)
     inputs, outputs = graph.io_specs(model)
     weights = graph.weight_stats(model)
@@ -64,6 +66,42 @@ def _graph_info(model_path: Path) -> dict[str, Any]:
         "weight_bytes_by_dtype": weights.bytes_by_dtype,
         "model_bytes": model_path.stat().st_size,
     }
+
+
+def _core_graph_info(model_path: Path) -> dict[str, Any]:
+    """What the core install can tell without ``onnx``: IO from onnxruntime, ops from :mod:`edgekit.onnx_scan`."""
+    import onnxruntime as ort
+
+    from edgekit.onnx_scan import scan_model
+
+    if not model_path.is_file():
+        raise SourceNotFoundError(f"ONNX file not found: {model_path}", hint="check the path")
+    scan = scan_model(model_path)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeError kinds
+        raise CorruptModelError(
+            f"{model_path} does not load in onnxruntime ({type(exc).__name__}: {str(exc).strip()[:300]})",
+            hint="the file is corrupt or needs a newer onnxruntime: export it again",
+        ) from None
+
+    def spec(value: Any) -> dict[str, Any]:
+        dtype = value.type.removeprefix("tensor(").removesuffix(")")
+        return {"name": value.name, "dtype": _ORT_DTYPES.get(dtype, dtype), "shape": list(value.shape)}
+
+    return {
+        "inputs": [spec(v) for v in session.get_inputs()],
+        "outputs": [spec(v) for v in session.get_outputs()],
+        **scan,
+        "model_bytes": model_path.stat().st_size,
+        "note": "weights by dtype need the onnx package: pip install 'edgekit[profile]'",
+    }
+
+
+# onnxruntime's element type names -> the numpy names the manifest uses.
+_ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 def render_inspect(info: dict[str, Any]) -> str:

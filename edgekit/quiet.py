@@ -43,6 +43,7 @@ __all__ = [
 
 # Warnings attributed to these modules are edgekit's own and always shown.
 EDGEKIT_MODULES = r"(edgekit|runtimes|exporters)(\.|$)"
+_NOT_EDGEKIT = rf"(?!{EDGEKIT_MODULES})"
 _EDGEKIT_LOGGER_PREFIXES = ("edgekit", "runtimes", "exporters")
 
 # The top-level loggers of the libraries edgekit drives. "" is the root logger: onnxruntime.quantization logs
@@ -230,8 +231,8 @@ def third_party_quiet(level: int | None = None) -> Iterator[None]:
             stack.enter_context(_logger_levels(THIRD_PARTY_LOGGERS, _third_party_level(level)))
             if level < 1:
                 stack.enter_context(warnings.catch_warnings())
-                warnings.filterwarnings("ignore")
-                warnings.filterwarnings("default", module=EDGEKIT_MODULES)
+                # Only warnings attributed to other modules are dropped; edgekit's keep Python's own filters.
+                warnings.filterwarnings("ignore", module=_NOT_EDGEKIT)
                 stack.enter_context(_environ(_QUIET_ENV))
                 stack.enter_context(_ort_severity(_ORT_ERROR_SEVERITY))
             yield
