@@ -67,8 +67,14 @@ THIRD_PARTY_LOGGERS: tuple[str, ...] = (
     "asyncio",
 )
 
-# Environment read by third-party libraries when they start (tqdm on each bar, transformers/optimum on import).
-_QUIET_ENV = {"TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "critical", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+# Environment read by third-party libraries when they are imported (tqdm, huggingface_hub, transformers and
+# optimum): the CLI imports them lazily, inside the scope, so these take effect there.
+_QUIET_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "critical",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
 
 _ORT_ERROR_SEVERITY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 

@@ -122,3 +122,20 @@ def test_schemas_reject_what_they_must(mlp: Path, capsys: pytest.CaptureFixture[
         {**report, "errors": [{"code": "x"}]},
     ):
         assert list(validator.iter_errors(broken)), broken
+
+
+def test_stdout_is_one_document_at_the_descriptor_level(mlp: Path, tmp_path: Path) -> None:
+    """In a real process (fd 1 and fd 2, C++ logs included) stdout holds the JSON document and nothing else."""
+    import subprocess
+    import sys
+
+    argv = ["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q"), "--json"]
+    argv += ["--calibration", str(mlp.parent / "cal.npz"), "--option", "method=entropy"]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit", *argv], capture_output=True, text=True, timeout=300, cwd=repo
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert not list(_validator("quantize").iter_errors(report))
+    assert third_party_lines(proc.stderr) == []
