@@ -160,3 +160,25 @@ def test_hf_export_is_quiet(minilm_dir: Path, tmp_path: Path, capsys: pytest.Cap
     assert json.loads(captured.out)["status"] == "ok"
     foreign = [line for line in captured.err.splitlines() if line.strip() and not line.startswith("[edgekit]")]
     assert foreign == []
+
+
+def test_python_api_is_quiet_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """edgekit.quantize from Python: ORT's entropy calibrator prints nothing, the result is returned."""
+    import numpy as np
+
+    import edgekit
+    from tests.onnx_builders import mlp_classifier
+
+    model = mlp_classifier(tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32))
+    result = edgekit.quantize(
+        model,
+        output=tmp_path / "q",
+        recipe="int8-static",
+        calibration=tmp_path / "cal.npz",
+        recipe_options={"method": "entropy"},
+        progress=False,
+    )
+    assert result.manifest.recipe.options["method"] == "entropy"
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
