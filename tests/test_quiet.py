@@ -182,3 +182,34 @@ def test_python_api_is_quiet_too(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result.manifest.recipe.options["method"] == "entropy"
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+ORT_CPP_LOG = """
+import sys
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from edgekit.quiet import third_party_quiet
+
+# An unused initializer: ONNX Runtime's C++ graph code warns on session creation, to stderr (fd 2).
+graph = helper.make_graph(
+    [helper.make_node("Relu", ["x"], ["y"])], "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    [numpy_helper.from_array(np.zeros(3, np.float32), "unused")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+model.ir_version = 8
+with third_party_quiet(int(sys.argv[1])):
+    ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+"""
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_ort_cpp_logs_only_with_v(level: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", ORT_CPP_LOG, str(level)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert ("Removing initializer 'unused'" in proc.stderr) == (level >= 1), proc.stderr
