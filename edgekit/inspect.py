@@ -104,6 +104,21 @@ def _core_graph_info(model_path: Path) -> dict[str, Any]:
 _ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16"}
 
 
+def _plain(value: Any) -> str:
+    """An option value as a user would type it (``true``, ``a,b``, ``-``), not as a Python repr."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_plain(v) for v in value) or "[]"
+    return str(value)
+
+
+def _shape(dims: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 def render_inspect(info: dict[str, Any]) -> str:
     lines = [f"{info['kind']}: {info['path']}"]
     for key in ("name", "task", "opset", "nodes", "parameter_count", "model_bytes", "package_bytes"):
@@ -111,13 +126,14 @@ def render_inspect(info: dict[str, Any]) -> str:
             lines.append(f"  {key:<16} {info[key]:,}" if isinstance(info[key], int) else f"  {key:<16} {info[key]}")
     if info.get("recipe"):
         r = info["recipe"]
-        lines.append(f"  recipe           {r['name']} {r['options']}")
+        options = ", ".join(f"{k}={_plain(v)}" for k, v in r["options"].items())
+        lines.append(f"  recipe           {r['name']}" + (f" ({options})" if options else ""))
         if r["float_nodes"]:
             lines.append(f"  kept in float    {', '.join(r['float_nodes'])}")
     lines.append("  inputs:")
-    lines += [f"    {t['name']:<28} {t['dtype']:<8} {t['shape']}" for t in info["inputs"]]
+    lines += [f"    {t['name']:<28} {t['dtype']:<8} {_shape(t['shape'])}" for t in info["inputs"]]
     lines.append("  outputs:")
-    lines += [f"    {t['name']:<28} {t['dtype']:<8} {t['shape']}" for t in info["outputs"]]
+    lines += [f"    {t['name']:<28} {t['dtype']:<8} {_shape(t['shape'])}" for t in info["outputs"]]
     if info.get("weight_bytes_by_dtype"):
         total = sum(info["weight_bytes_by_dtype"].values()) or 1
         mix = ", ".join(
@@ -130,4 +146,6 @@ def render_inspect(info: dict[str, Any]) -> str:
     if info.get("accuracy"):
         acc = ", ".join(f"{k} {v:.4f}" for k, v in info["accuracy"].items() if isinstance(v, (int, float)))
         lines.append(f"  accuracy         {acc}")
+    if info.get("note"):
+        lines.append(f"  note             {info['note']}")
     return "\n".join(lines)

@@ -99,6 +99,15 @@ def test_devices_reports(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["environment"]["cpu"]["isa_features"] is not None
 
 
+def test_serve_key_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """serve is long-running (its summary prints when it stops); its key commands answer at once."""
+    keys = str(tmp_path / "keys.json")
+    report, _ = _report(["serve", "--api-keys", keys, "--add-key", "ci", "--daily-quota", "5"], capsys)
+    assert report["result"]["id"] == "ci" and report["result"]["key"]
+    report, _ = _report(["serve", "--api-keys", keys, "--remove-key", "ci"], capsys)
+    assert report["result"]["removed"] == "ci"
+
+
 def test_error_reports_follow_the_same_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "missing.onnx")
     report, _ = _report(["export", missing, "--task", "tensor", "-o", str(tmp_path / "o")], capsys, code=1)
