@@ -127,6 +127,7 @@ def test_core_install_inspects_runs_and_names_the_profile_extra(embed_package: P
         "inspect_onnx": ["inspect", str(embed_package / "model.onnx"), "--json"],
         "run": ["run", pkg, "--text", "hello device", "--json"],
         "profile": ["profile", pkg, "--device", "host", "--runs", "2", "--json"],
+        "quantize": ["quantize", str(embed_package / "model.onnx"), "--recipe", "int8-dynamic", "-o", pkg + "-q"],
     }
     proc = subprocess.run(
         [sys.executable, "-c", CORE_ONLY, json.dumps(runs)], capture_output=True, text=True, timeout=300, cwd=REPO
@@ -145,6 +146,7 @@ def test_core_install_inspects_runs_and_names_the_profile_extra(embed_package: P
     profile = json.loads(res["profile"]["stdout"])
     assert res["profile"]["code"] == 1 and profile["errors"][0]["code"] == "missing_dependency"
     assert "pip install 'edgekit[profile]'" in res["profile"]["stderr"]
+    assert res["quantize"]["code"] == 1 and "pip install 'edgekit[export]'" in res["quantize"]["stderr"]
 
 
 @pytest.mark.slow
