@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_fixtures import *  # noqa: F403  (lm_package, embed_package, text_cls_package)
 
 from edgekit.cli import main
 from tests.onnx_builders import mlp_classifier
@@ -148,3 +149,14 @@ def test_stdout_is_one_document_at_the_descriptor_level(mlp: Path, tmp_path: Pat
     report = json.loads(proc.stdout)
     assert not list(_validator("quantize").iter_errors(report))
     assert third_party_lines(proc.stderr) == []
+
+
+def test_run_reports_for_generate_embed_and_classify(
+    lm_package: Path, embed_package: Path, text_cls_package: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, err = _report(["run", str(lm_package), "--prompt", "the", "--max-tokens", "3", "--stream"], capsys)
+    assert report["result"]["result"]["usage"]["completion_tokens"] >= 1 and third_party_lines(err) == []
+    report, _ = _report(["run", str(embed_package), "--text", "a", "--text", "b"], capsys)
+    assert report["result"]["result"]["count"] == 2
+    report, _ = _report(["run", str(text_cls_package), "--text", "a"], capsys)
+    assert len(report["result"]["result"]["predictions"]) == 1
