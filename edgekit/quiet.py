@@ -234,6 +234,9 @@ def third_party_quiet(level: int | None = None) -> Iterator[None]:
     try:
         with ExitStack() as stack:
             stack.enter_context(_stdout_redirect(_ToStderr() if level >= 1 else _Discard()))
+            # edgekit's loggers inherit the root's level: pin it first, so quieting root keeps edgekit's lines.
+            own = logging.getLogger("edgekit")
+            stack.enter_context(_logger_levels(("edgekit",), own.level or own.getEffectiveLevel()))
             stack.enter_context(_logger_levels(THIRD_PARTY_LOGGERS, _third_party_level(level)))
             if level < 1:
                 stack.enter_context(warnings.catch_warnings())

@@ -215,3 +215,13 @@ def test_ort_cpp_logs_only_with_v(level: int) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == ""
     assert ("Removing initializer 'unused'" in proc.stderr) == (level >= 1), proc.stderr
+
+
+def test_edgekit_records_survive_the_quiet_root(caplog: pytest.LogCaptureFixture) -> None:
+    """Quieting the root logger must not silence edgekit's own loggers, which inherit its level."""
+    caplog.set_level(logging.WARNING)
+    with quiet.third_party_quiet(0):
+        logging.getLogger("edgekit.export").warning("kept in float: 1 node")
+        logging.getLogger("onnxruntime.quantization").warning("Please consider to run pre-processing")
+        logging.getLogger().warning("root chatter")
+    assert [r.getMessage() for r in caplog.records] == ["kept in float: 1 node"]
