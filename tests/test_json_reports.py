@@ -55,6 +55,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mlp_classifier(root / "mlp.onnx")
 
 
+@pytest.mark.slow
 def test_export_inspect_run_profile_reports(mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = tmp_path / "pkg"
     report, err = _report(["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(pkg)], capsys)
@@ -134,6 +135,7 @@ def test_schemas_reject_what_they_must(mlp: Path, capsys: pytest.CaptureFixture[
         assert list(validator.iter_errors(broken)), broken
 
 
+@pytest.mark.slow
 def test_stdout_is_one_document_at_the_descriptor_level(mlp: Path, tmp_path: Path) -> None:
     """In a real process (fd 1 and fd 2, C++ logs included) stdout holds the JSON document and nothing else."""
     import subprocess
