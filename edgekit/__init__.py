@@ -1,7 +1,9 @@
 """edgekit: export, quantize, run and profile small models on edge devices.
 
 The short API is here; heavy modules are imported inside the function that needs them, so
-``import edgekit`` stays light enough for a device.
+``import edgekit`` stays light enough for a device. ``export``, ``quantize`` and ``profile`` run the
+third-party libraries quietly, as the CLI does (``edgekit.quiet``); to see their output, wrap the call in
+``with edgekit.quiet.third_party_quiet(1):``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ __all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize
 
 def export(source: Any, **kwargs: Any) -> Any:
     """Export a HF model directory, an ``nn.Module`` or an ``.onnx`` file to a package (see ``exporters.export``)."""
+    from edgekit.quiet import third_party_quiet
     from exporters import export as _export
 
-    return _export(source, **kwargs)
+    with third_party_quiet():
+        return _export(source, **kwargs)
 
 
 def quantize(model: Any, **kwargs: Any) -> Any:
+    from edgekit.quiet import third_party_quiet
     from exporters import quantize as _quantize
 
-    return _quantize(model, **kwargs)
+    with third_party_quiet():
+        return _quantize(model, **kwargs)
 
 
 def load(package: Any, **kwargs: Any) -> Any:
@@ -37,5 +43,7 @@ def load(package: Any, **kwargs: Any) -> Any:
 def profile(packages: Any, *args: Any, **kwargs: Any) -> Any:
     """Measure packages here and estimate them on device profiles (see ``edgekit.profiler.api.profile``)."""
     from edgekit.profiler import profile as _profile
+    from edgekit.quiet import third_party_quiet
 
-    return _profile(packages, *args, **kwargs)
+    with third_party_quiet():
+        return _profile(packages, *args, **kwargs)

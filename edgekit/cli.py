@@ -8,13 +8,14 @@ logs/progress to stderr, ``-v/-q``; exit 0 ok, 1 failure, 2 usage, 3 budget exce
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.extras import missing_dependency
+from edgekit.quiet import command_scope
 from edgekit.registry import Registry
 from edgekit.report import dumps, make_report
 
@@ -36,6 +37,19 @@ def _load_commands() -> None:
     from edgekit.commands import devices, export, inspect, profile, run, serve  # noqa: F401
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: edgekit, onnxruntime and its providers, Python, CPU (computed only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        from edgekit.report import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 itself; keep our error format
         self.print_usage(sys.stderr)
@@ -46,9 +60,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = _Parser(prog="edgekit", description="Export, run and profile small models on edge devices.")
-    from edgekit import __version__
-
-    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show edgekit, ONNX Runtime, Python and CPU, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -66,12 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
-    level = logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR
-    logging.basicConfig(level=level, format="[edgekit] %(levelname)s %(message)s", stream=sys.stderr)
     cmd = COMMANDS.get(args.command)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "debug", "verbose", "quiet")}
     try:
-        result, text = cmd.run(args)
+        # Third-party warnings, logs and prints stay off the terminal (and off stdout) unless -v.
+        with command_scope(args.verbose, args.quiet):
+            result, text = cmd.run(args)
+    except ModuleNotFoundError as exc:
+        missing = missing_dependency(exc, cmd.name)
+        if missing is None or args.debug:
+            raise
+        return _fail(args, cmd.name, config, missing)
     except EdgekitError as exc:
         if args.debug:
             raise

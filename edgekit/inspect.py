@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import SourceNotFoundError, UsageError
+from edgekit.errors import CorruptModelError, SourceNotFoundError, UsageError
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME
 from edgekit.package import read_manifest
 
@@ -48,9 +48,11 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 def _graph_info(model_path: Path) -> dict[str, Any]:
     try:
+        import onnx  # noqa: F401  (exporters.graph reads graphs with it)
+
         from exporters import graph
-    except ImportError:  # device install: the manifest is all we can show
-        return {"ops": None, "note": "install edgekit[export] for the op histogram"}
+    except ImportError:  # a device install: onnxruntime and a standard-library scan of the file
+        return _core_graph_info(model_path)
     model = graph.load_model(model_path)
     inputs, outputs = graph.io_specs(model)
     weights = graph.weight_stats(model)
@@ -66,6 +68,57 @@ def _graph_info(model_path: Path) -> dict[str, Any]:
     }
 
 
+def _core_graph_info(model_path: Path) -> dict[str, Any]:
+    """What the core install can tell without ``onnx``: IO from onnxruntime, ops from :mod:`edgekit.onnx_scan`."""
+    import onnxruntime as ort
+
+    from edgekit.onnx_scan import scan_model
+
+    if not model_path.is_file():
+        raise SourceNotFoundError(f"ONNX file not found: {model_path}", hint="check the path")
+    scan = scan_model(model_path)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeError kinds
+        raise CorruptModelError(
+            f"{model_path} does not load in onnxruntime ({type(exc).__name__}: {str(exc).strip()[:300]})",
+            hint="the file is corrupt or needs a newer onnxruntime: export it again",
+        ) from None
+
+    def spec(value: Any) -> dict[str, Any]:
+        dtype = value.type.removeprefix("tensor(").removesuffix(")")
+        return {"name": value.name, "dtype": _ORT_DTYPES.get(dtype, dtype), "shape": list(value.shape)}
+
+    return {
+        "inputs": [spec(v) for v in session.get_inputs()],
+        "outputs": [spec(v) for v in session.get_outputs()],
+        **scan,
+        "model_bytes": model_path.stat().st_size,
+        "note": "weights by dtype need the onnx package: pip install 'edgekit[profile]'",
+    }
+
+
+# onnxruntime's element type names -> the numpy names the manifest uses.
+_ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def _plain(value: Any) -> str:
+    """An option value as a user would type it (``true``, ``a,b``, ``-``), not as a Python repr."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_plain(v) for v in value) or "[]"
+    return str(value)
+
+
+def _shape(dims: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 def render_inspect(info: dict[str, Any]) -> str:
     lines = [f"{info['kind']}: {info['path']}"]
     for key in ("name", "task", "opset", "nodes", "parameter_count", "model_bytes", "package_bytes"):
@@ -73,13 +126,14 @@ def render_inspect(info: dict[str, Any]) -> str:
             lines.append(f"  {key:<16} {info[key]:,}" if isinstance(info[key], int) else f"  {key:<16} {info[key]}")
     if info.get("recipe"):
         r = info["recipe"]
-        lines.append(f"  recipe           {r['name']} {r['options']}")
+        options = ", ".join(f"{k}={_plain(v)}" for k, v in r["options"].items())
+        lines.append(f"  recipe           {r['name']}" + (f" ({options})" if options else ""))
         if r["float_nodes"]:
             lines.append(f"  kept in float    {', '.join(r['float_nodes'])}")
     lines.append("  inputs:")
-    lines += [f"    {t['name']:<28} {t['dtype']:<8} {t['shape']}" for t in info["inputs"]]
+    lines += [f"    {t['name']:<28} {t['dtype']:<8} {_shape(t['shape'])}" for t in info["inputs"]]
     lines.append("  outputs:")
-    lines += [f"    {t['name']:<28} {t['dtype']:<8} {t['shape']}" for t in info["outputs"]]
+    lines += [f"    {t['name']:<28} {t['dtype']:<8} {_shape(t['shape'])}" for t in info["outputs"]]
     if info.get("weight_bytes_by_dtype"):
         total = sum(info["weight_bytes_by_dtype"].values()) or 1
         mix = ", ".join(
@@ -92,4 +146,6 @@ def render_inspect(info: dict[str, Any]) -> str:
     if info.get("accuracy"):
         acc = ", ".join(f"{k} {v:.4f}" for k, v in info["accuracy"].items() if isinstance(v, (int, float)))
         lines.append(f"  accuracy         {acc}")
+    if info.get("note"):
+        lines.append(f"  note             {info['note']}")
     return "\n".join(lines)

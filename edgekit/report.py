@@ -29,7 +29,33 @@ def environment() -> dict[str, Any]:
     from edgekit import __version__
 
     env["edgekit"] = __version__
+    env["cpu"] = cpu_info()
     return env
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model and the ISA features the kernels care about (avx2, avx512_vnni, neon dotprod, ...)."""
+    from edgekit.devices.host import detect_cpu
+
+    cpu = detect_cpu()
+    return {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa_features": list(cpu.isa_features)}
+
+
+def version_text() -> str:
+    """``edgekit --version``: one line each for edgekit, onnxruntime and its providers, Python and the CPU."""
+    env = environment()
+    cpu = env["cpu"]
+    ort = env["onnxruntime"] or "not installed"
+    lines = [
+        f"edgekit {env['edgekit']}",
+        f"onnxruntime {ort}",
+        f"providers {', '.join(env.get('available_providers') or []) or '-'}",
+        f"python {env['python']} ({sys.executable})",
+        f"platform {env['platform']}",
+        f"cpu {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)",
+        f"isa {' '.join(cpu['isa_features']) or '-'}",
+    ]
+    return "\n".join(lines)
 
 
 def make_report(

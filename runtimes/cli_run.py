@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,8 +101,11 @@ def run_command(args: argparse.Namespace, *, write: Callable[[str], Any] | None 
 
 
 def _stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    from edgekit.quiet import stdout  # the real stdout even while third-party output is kept off it
+
+    stream = stdout()
+    stream.write(text)
+    stream.flush()
 
 
 def _mode(args: argparse.Namespace) -> str:

@@ -72,6 +72,25 @@ def test_core_install_in_a_fresh_venv(tmp_path: Path, embed_package: Path, lm_pa
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["after_run"] == []
     assert report["shape"] == [2, 16] and report["tokens"] >= 1
+    _core_cli_checks(py, embed_package, tmp_path)
+
+
+def _core_cli_checks(py: Path, package: Path, cwd: Path) -> None:
+    """The core install's CLI: inspect works without onnx; profile names the extra it needs, no traceback."""
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(py), "-m", "edgekit", *argv], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+    inspected = cli("inspect", str(package), "--json")
+    assert inspected.returncode == 0, inspected.stderr[-3000:]
+    info = json.loads(inspected.stdout)["result"]
+    assert info["task"] == "feature-extraction" and info["ops"]["Gather"] >= 1
+    profiled = cli("profile", str(package), "--device", "host", "--runs", "2", "--json")
+    assert profiled.returncode == 1 and "Traceback" not in profiled.stderr, profiled.stderr[-3000:]
+    assert json.loads(profiled.stdout)["errors"][0]["code"] == "missing_dependency"
+    assert "pip install 'edgekit[profile]'" in profiled.stderr
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("edgekit ") and "onnxruntime " in version.stdout
 
 
 def _imported_modules(path: Path) -> set[str]:

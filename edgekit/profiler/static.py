@@ -56,7 +56,7 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError as exc:
-        raise MissingDependencyError.for_extra("onnx", "export") from exc
+        raise MissingDependencyError.for_extra("onnx", "profile") from exc
     return onnx
 
 
