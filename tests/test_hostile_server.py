@@ -778,3 +778,15 @@ def test_cli_refuses_duplicates_before_loading(tmp_path: Path, capsys: pytest.Ca
     code = main(["serve", f"{tmp_path}/a/llm", f"{tmp_path}/b/llm", "--port", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "two packages would be served as 'llm'" in err
+
+
+@pytest.mark.parametrize(
+    "key", ["ek.my-app.…", "ek.app.\u00e9", "ek.app.x\ny", 5], ids=["ellipsis", "accent", "newline", "int"]
+)
+def test_client_refuses_a_key_that_cannot_be_sent(key: Any) -> None:
+    """A pasted placeholder used to crash deep in urllib (a latin-1 UnicodeEncodeError): now a clear error."""
+    from edgekit.client import Client
+
+    with pytest.raises(ConfigError) as exc:
+        Client("http://127.0.0.1:9", api_key=key)
+    assert exc.value.param == "api_key" and "printable ASCII" in exc.value.message and exc.value.hint

@@ -180,12 +180,14 @@ def test_access_log_one_line_per_request(server: Any, caplog: pytest.LogCaptureF
             http.post("/v1/embeddings", json={"input": 5})
             http.get("/v1/models/embed")
             http.get("/nowhere")
-        wait_for(lambda: len([r for r in caplog.records if r.name == "edgekit.server.access"]) == 4, what="lines")
+            http.get("/a%22b%1B[31m")  # a client's path cannot forge log lines or colour the terminal
+        wait_for(lambda: len([r for r in caplog.records if r.name == "edgekit.server.access"]) == 5, what="lines")
     lines = [r.getMessage() for r in caplog.records if r.name == "edgekit.server.access"]
     assert '"POST /v1/embeddings" 200' in lines[0] and "model=embed" in lines[0]
     assert '"POST /v1/embeddings" 400' in lines[1] and "error=invalid_request" in lines[1]
-    assert '"GET /v1/models/{id}" 200' in lines[2]
-    assert '"GET other" 404' in lines[3] and "error=not_found" in lines[3]
+    assert '"GET /v1/models/embed" 200' in lines[2]
+    assert '"GET /nowhere" 404' in lines[3] and "error=not_found" in lines[3]
+    assert '"GET /a\\x22b\\x1b[31m" 404' in lines[4]
     assert all(line.startswith("127.0.0.1 ") for line in lines)
 
 

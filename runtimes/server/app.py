@@ -229,12 +229,19 @@ class Accounting:
             path = scope.get("path", "")
             self.state.finish(
                 route=route_label(path),
+                path=path,
                 method=scope.get("method", ""),
                 client=(scope.get("client") or ("", 0))[0],
                 status=status,
                 seconds=time.perf_counter() - start,
                 record=record,
             )
+
+
+def _printable(path: str, limit: int = 200) -> str:
+    """A client's path as one safe log token: no control characters or quotes, bounded length."""
+    safe = "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in path[:limit])
+    return safe + ("..." if len(path) > limit else "")
 
 
 def route_label(path: str) -> str:
@@ -264,7 +271,7 @@ class ServerState:
         self._hashing = asyncio.Semaphore(1)  # one scrypt at a time, whatever the number of bad keys
 
     def finish(
-        self, *, route: str, method: str, client: str, status: int, seconds: float, record: RequestRecord
+        self, *, route: str, path: str, method: str, client: str, status: int, seconds: float, record: RequestRecord
     ) -> None:
         self.metrics.observe_request(route, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
@@ -272,7 +279,7 @@ class ServerState:
                 '%s "%s %s" %d %.1f ms model=%s key=%s error=%s request=%s',
                 client or "-",
                 method,
-                route,
+                _printable(path),
                 status,
                 seconds * 1000,
                 record.model or "-",
