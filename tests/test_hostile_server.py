@@ -790,3 +790,89 @@ def test_client_refuses_a_key_that_cannot_be_sent(key: Any) -> None:
     with pytest.raises(ConfigError) as exc:
         Client("http://127.0.0.1:9", api_key=key)
     assert exc.value.param == "api_key" and "printable ASCII" in exc.value.message and exc.value.hint
+
+
+def _image(mode: str, size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize(size)
+    buf = io.BytesIO()
+    (rgb if mode == "RGB" else rgb.convert(mode)).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "fmt"),
+    [
+        ("L", (8, 8), "PNG"),
+        ("RGBA", (8, 8), "PNG"),
+        ("P", (8, 8), "PNG"),
+        ("1", (8, 8), "PNG"),
+        ("LA", (8, 8), "PNG"),
+        ("CMYK", (8, 8), "JPEG"),
+        ("RGB", (1, 1), "PNG"),
+        ("RGB", (1, 3000), "PNG"),
+        ("RGB", (8, 8), "WEBP"),
+        ("RGB", (8, 8), "BMP"),
+    ],
+    ids=["grey", "alpha", "palette", "1-bit", "grey-alpha", "cmyk-jpeg", "1x1", "1x3000", "webp", "bmp"],
+)
+def test_odd_images_classify(client: Any, mode: str, size: tuple[int, int], fmt: str) -> None:
+    """Whatever mode or shape an image has, it is converted and resized: an answer with the four labels."""
+    r = client.post(K, json={**IMG, "input": _image(mode, size, fmt), "top_k": 4})
+    assert r.status_code == 200, r.text
+    labels = r.json()["data"][0]["labels"]
+    assert {lab["label"] for lab in labels} == {"cat", "dog", "bird", "fish"}
+    assert abs(sum(lab["score"] for lab in labels) - 1.0) < 1e-4
+
+
+def test_truncated_image_is_a_400(client: Any) -> None:
+    _check(client.post(K, json={**IMG, "input": _image("RGB")[:60]}), 400, "invalid_input", "not an image Pillow")
+
+
+def test_the_translation_table_is_walked() -> None:
+    """Every row of the server's one exception table, and what falls through it (a bug: 500, text withheld)."""
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    from edgekit.errors import (
+        ClientClosedRequest,
+        InvalidRequestError,
+        MethodNotAllowedError,
+        RouteNotFoundError,
+        ServerInternalError,
+    )
+    from runtimes.server.errors import FOREIGN, translate
+
+    scope = {"path": "/x", "method": "PATCH", "edgekit_routes": ["/health"]}
+    cases = [
+        (HTTPException(404), RouteNotFoundError, 404, "there is no /x"),
+        (HTTPException(405, headers={"Allow": "GET"}), MethodNotAllowedError, 405, "PATCH is not allowed on /x"),
+        (HTTPException(418, detail="teapot"), InvalidRequestError, 418, "teapot"),
+        (ClientDisconnect(), ClientClosedRequest, 499, "closed the connection"),
+        (ValueError("secret detail"), ServerInternalError, 500, "the server failed on this request"),
+        (KeyError("secret detail"), ServerInternalError, 500, "the server failed on this request"),
+    ]
+    assert {row.load() for row in FOREIGN} <= {type(exc) for exc, *_ in cases}  # every row is walked
+    for exc, kind, status, fragment in cases:
+        err = translate(exc, scope)
+        assert type(err) is kind and err.http_status == status and fragment in err.message
+        assert "secret" not in err.message and err.hint
+
+
+def test_a_server_bug_is_a_500_that_does_not_leak(caplog: pytest.LogCaptureFixture) -> None:
+    from test_server_support import FakeEmbedder
+
+    class Broken(FakeEmbedder):
+        def embed(self, texts: Any) -> Any:
+            raise RuntimeError("secret internals")
+
+    app = create_app({"e": Broken()}, ServerConfig(port=0))
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("ERROR", logger="edgekit.server"):
+        r = c.post(E, json={"input": "a"})
+    err = _check(r, 500, "internal_error", "the server failed on this request")
+    assert "secret" not in r.text and r.headers["x-request-id"] in err["hint"]
+    assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)

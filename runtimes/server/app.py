@@ -37,7 +37,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from edgekit.errors import (
-    ClientClosedRequest,
     ConfigError,
     EdgekitError,
     ModelNotFoundError,
@@ -405,7 +404,7 @@ async def _await_job(job: Job, request: Request, deadline: Deadline) -> Any:
     job.cancel.set()
     if watcher in done:
         _record(request).cancelled = True
-        raise ClientClosedRequest("the client closed the connection before the answer was ready")
+        raise errors.client_gone()
     return await job.result(Deadline.after(0))  # raises the timeout error
 
 

@@ -28,7 +28,17 @@ from runtimes.server.config import ServerConfig  # standard library and edgekit 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
 
 
+EXAMPLES = """examples:
+  edgekit serve out/llm-int4 out/minilm-int8            # ids: llm-int4, minilm-int8 (the folder names)
+  edgekit serve llm-fp32=out/llm llm-int8=out/llm-int8  # two variants of one model side by side
+  edgekit serve --api-keys keys.json --add-key phone-app --daily-quota 5000
+  edgekit serve out/llm-int4 --host 0.0.0.0 --api-keys keys.json --audit-log audit.jsonl -v
+"""
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     parser.add_argument(
         "packages",
         nargs="*",

@@ -87,8 +87,15 @@ def _from_http(exc: Any, scope: Any) -> EdgekitError:
     return err
 
 
+def client_gone() -> ClientClosedRequest:
+    return ClientClosedRequest(
+        "the client closed the connection before the answer was ready",
+        hint="if the client gave up on purpose, nothing is wrong; otherwise raise the client's own timeout",
+    )
+
+
 def _from_disconnect(exc: Any, scope: Any) -> EdgekitError:
-    return ClientClosedRequest("the client closed the connection before the answer was ready")
+    return client_gone()
 
 
 FOREIGN: tuple[Foreign, ...] = (
