@@ -32,16 +32,17 @@ call them, so users never see a bare traceback from a dependency.
     │   ├── PayloadTooLargeError   413
     │   ├── RouteNotFoundError     404  no such path
     │   ├── MethodNotAllowedError  405
-    │   ├── UnsupportedMediaTypeError 415  a body that is not JSON
+    │   ├── UnsupportedMediaTypeError  415  a body that is not JSON
     │   └── (UnknownNameError)
     │       └── ModelNotFoundError 404  lists the models the caller may use
     ├── AuthenticationError        401  no or invalid API key
     ├── PermissionDeniedError      403  the key may not use this model
     ├── RequestReadTimeoutError    408  the client sent its headers or body too slowly
-    ├── QuotaExceededError         429  the key's daily quota is used up (retry_after: until UTC midnight)
+    ├── RetryableError                  answered with Retry-After: retry_after seconds
+    │   ├── QuotaExceededError     429  the key's daily quota is used up (retry_after: until UTC midnight)
+    │   └── ServerBusyError        503  the model's queue is full (retry_after: an estimate)
     ├── ClientClosedRequest        499  the client went away first (logged, never sent)
     ├── ServerInternalError        500  a bug in the server; the traceback is logged, never sent
-    ├── ServerBusyError            503  the model's queue is full (retry_after: an estimate)
     ├── RequestTimeoutError        504  the request ran past the server's --timeout
     ├── APIConnectionError              the client could not reach the server
     └── APIError                        any other HTTP error (status and code from the response)
