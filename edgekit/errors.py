@@ -33,6 +33,7 @@ call them, so users never see a bare traceback from a dependency.
     │   ├── RouteNotFoundError     404  no such path
     │   ├── MethodNotAllowedError  405
     │   ├── UnsupportedMediaTypeError  415  a body that is not JSON
+    │   ├── HeadersTooLargeError   431  request headers over the server's limit
     │   └── (UnknownNameError)
     │       └── ModelNotFoundError 404  lists the models the caller may use
     ├── AuthenticationError        401  no or invalid API key
@@ -197,6 +198,11 @@ class MethodNotAllowedError(UsageError):
 class UnsupportedMediaTypeError(UsageError):
     code = "unsupported_media_type"
     http_status = 415
+
+
+class HeadersTooLargeError(UsageError):
+    code = "headers_too_large"
+    http_status = 431
 
 
 class ModelNotFoundError(UnknownNameError):

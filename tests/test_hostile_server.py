@@ -460,6 +460,8 @@ REQUEST_CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str, str]] 
         "payload_too_large",
         "larger than",
     ),
+    ("huge header", "GET", "/health", {"x-big": "a" * 40_000}, b"", 431, "headers_too_large", "more than"),
+    ("huge query", "GET", "/v1/models?" + "q" * 40_000, {}, b"", 431, "headers_too_large", "request line"),
     ("unknown route", "GET", "/v1/nothing", {}, b"", 404, "not_found", "there is no /v1/nothing"),
     ("unknown route POST", "POST", "/v1/engines/x/completions", {}, b"{}", 404, "not_found", "no /v1/engines/x"),
     ("GET on a POST route", "GET", C, {}, b"", 405, "method_not_allowed", "GET is not allowed"),

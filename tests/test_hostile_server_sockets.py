@@ -196,3 +196,33 @@ def test_access_log_is_quiet_without_verbose(server: Any, caplog: pytest.LogCapt
         httpx.post(f"{server.url}/v1/embeddings", json={"input": "a"})
         time.sleep(0.1)
     assert not [r for r in caplog.records if r.name == "edgekit.server.access"]
+
+
+def test_oversized_headers_are_a_431(server: Any) -> None:
+    sock = _connect(server.url)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+    raw = _read_all_until(sock, b"}}")
+    sock.close()
+    assert raw.startswith(b"HTTP/1.1 431"), raw[:200]
+    err = _json_body(raw)["error"]
+    assert err["code"] == "headers_too_large" and "more than this server's 32768" in err["message"]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"  # the server is unaffected
+
+
+def _read_all_until(sock: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_garbage_request_line_is_a_400(server: Any) -> None:
+    sock = _connect(server.url)
+    sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 50)  # a TLS hello to a plain port
+    raw = _read_all(sock)
+    sock.close()
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert _metric(server.url, "other", 500) == 0

@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from edgekit.errors import (
     ConfigError,
     EdgekitError,
+    HeadersTooLargeError,
     ModelNotFoundError,
     PermissionDeniedError,
     UnsupportedMediaTypeError,
@@ -206,6 +207,7 @@ class Accounting:
             await send(message)
 
         try:
+            _check_headers(scope)
             await self.app(scope, receive, tracked_send)
         except Exception as exc:
             # Past the error handlers: a bug, or a library's exception raised while streaming. The one
@@ -235,6 +237,19 @@ class Accounting:
                 seconds=time.perf_counter() - start,
                 record=record,
             )
+
+
+MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; h11's own limit binds only on partial reads
+
+
+def _check_headers(scope: dict[str, Any]) -> None:
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLargeError(
+            f"the request line and headers are {size} bytes, more than this server's {MAX_HEADER_BYTES}",
+            hint="send shorter headers (an API key is under 100 bytes)",
+        )
 
 
 def _printable(path: str, limit: int = 200) -> str:

@@ -74,7 +74,7 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
     return uvicorn.Server(cfg)
 
 
-_MAX_HEADER_BYTES = 32 * 1024  # request line and headers; more is a 400 from uvicorn
+_MAX_HEADER_BYTES = 32 * 1024  # h11's buffer for a partial request head; more is a 400 from uvicorn (see app.py)
 
 
 def _timed_h11(seconds: float) -> type:
