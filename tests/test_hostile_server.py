@@ -878,3 +878,13 @@ def test_a_server_bug_is_a_500_that_does_not_leak(caplog: pytest.LogCaptureFixtu
     err = _check(r, 500, "internal_error", "the server failed on this request")
     assert "secret" not in r.text and r.headers["x-request-id"] in err["hint"]
     assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_cli_refuses_a_bad_keys_file_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekit.cli import main
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"id": "app", "hash": f"scrypt$1000$8$1${GOOD_SALT}${GOOD_DIGEST}"}]}))
+    code = main(["serve", str(tmp_path / "missing-package"), "--api-keys", str(keys), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "N must be a power of 2" in err and "--add-key" in err

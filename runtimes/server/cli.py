@@ -145,6 +145,10 @@ def serve_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from runtimes.server.runner import serve_forever
 
     named = model_paths(args.packages, args.name or [])  # duplicate ids refused before any model loads
+    if config.api_keys_file:
+        from runtimes.server.auth import KeysFile
+
+        KeysFile.read(config.api_keys_file)  # a malformed keys file is refused before loading models too
     models = {mid: runtimes.load(path, device=args.device, threads=args.threads) for mid, path in named.items()}
 
     def ready(url: str) -> None:
