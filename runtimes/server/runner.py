@@ -16,6 +16,7 @@ request's headers, then a 408 and the connection closed. The body's own timeout 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import socket
@@ -134,6 +135,8 @@ def _timed_h11(seconds: float) -> type:
             # h11 cannot answer a request it has not parsed yet: the bytes go straight to the transport.
             self.transport.write(head.encode("ascii") + body)
             self.transport.close()
+            client = self.client[0] if self.client else "-"
+            logging.getLogger("edgekit.server.access").info('%s "- -" 408 (request headers too slow)', client)
 
     return TimedH11Protocol
 
