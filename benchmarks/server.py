@@ -61,7 +61,7 @@ LM_CONFIG = {  # about 3.6 M parameters: a decode step costs about a millisecond
 
 
 def build_lm(work: Path) -> Path:
-    out = work / "lm-pkg"
+    out = work / "bench-llama"  # the folder name is the served model id
     if (out / "edgekit.json").is_file():
         return out
     import torch

@@ -1,7 +1,7 @@
 """A small client for ``edgekit serve``, standard library only (``urllib``), so it runs on the device itself.
 
     >>> from edgekit.client import Client
-    >>> api = Client("http://127.0.0.1:8080", api_key="ek.my-app.…")                  # doctest: +SKIP
+    >>> api = Client("http://127.0.0.1:8080", api_key="ek.my-app.SECRET")             # doctest: +SKIP
     >>> api.generate("Once upon a time", max_tokens=32)["choices"][0]["text"]          # doctest: +SKIP
     >>> for chunk in api.stream_completions("Once upon a time", max_tokens=32):        # doctest: +SKIP
     ...     print(chunk["choices"][0]["text"], end="")
@@ -12,26 +12,8 @@ edgekit error the server raised, matched by the stable ``code`` in the body
 ``{"error": {"message", "type", "param", "code", "hint"}}``: a bad temperature raises ``ConfigError``, an
 unknown model ``ModelNotFoundError``, a full queue ``ServerBusyError`` with ``retry_after`` seconds.
 
-The HTTP API's own errors live here, not in ``runtimes.server``, because this client and the server both
-raise them and core must never import runtimes (they are candidates for ``edgekit/errors.py``):
-
-    EdgekitError
-    ├── UsageError
-    │   ├── InvalidRequestError     400  malformed JSON, invalid UTF-8, wrong types, unknown fields
-    │   │   └── ChatTemplateError   400  the model has no (working) chat template, or it refused the messages
-    │   ├── TaskMismatchError       400  the model's task has no such endpoint (embeddings on an LM)
-    │   ├── PayloadTooLargeError    413
-    │   ├── RouteNotFoundError      404  no such path
-    │   ├── MethodNotAllowedError   405
-    │   └── UnknownNameError
-    │       └── ModelNotFoundError  404  lists the models the caller may use
-    ├── AuthenticationError         401  no or invalid API key
-    ├── PermissionDeniedError       403  the key may not use this model
-    ├── QuotaExceededError          429  the key's daily quota is used up (retry_after: until UTC midnight)
-    ├── ServerBusyError             503  the model's queue is full (retry_after: an estimate)
-    ├── RequestTimeoutError         504  the request ran past the server's --timeout
-    ├── APIConnectionError               the server could not be reached
-    └── APIError                         any other HTTP error (status and code from the response)
+The HTTP API's errors are classes of the one tree in :mod:`edgekit.errors` (drawn in its docstring); they
+are re-exported here, so ``from edgekit.client import ServerBusyError`` keeps working.
 """
 
 from __future__ import annotations
@@ -42,85 +24,54 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from edgekit.errors import EdgekitError, UnknownNameError, UsageError
+from edgekit.errors import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    ChatTemplateError,
+    ClientClosedRequest,
+    ConfigError,
+    EdgekitError,
+    HeadersTooLargeError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RequestReadTimeoutError,
+    RequestTimeoutError,
+    RetryableError,
+    RouteNotFoundError,
+    ServerBusyError,
+    ServerInternalError,
+    TaskMismatchError,
+    UnsupportedMediaTypeError,
+)
 
-# --------------------------------------------------------------------------------------- API errors
-
-
-class InvalidRequestError(UsageError):
-    code = "invalid_request"
-
-
-class ChatTemplateError(InvalidRequestError):
-    code = "chat_template_unavailable"
-
-
-class TaskMismatchError(UsageError):
-    code = "model_task_mismatch"
-
-
-class PayloadTooLargeError(UsageError):
-    code = "payload_too_large"
-    http_status = 413
-
-
-class RouteNotFoundError(UsageError):
-    code = "not_found"
-    http_status = 404
-
-
-class MethodNotAllowedError(UsageError):
-    code = "method_not_allowed"
-    http_status = 405
-
-
-class ModelNotFoundError(UnknownNameError):
-    code = "model_not_found"
-    http_status = 404
-
-
-class AuthenticationError(EdgekitError):
-    code = "invalid_api_key"
-    http_status = 401
-
-
-class PermissionDeniedError(EdgekitError):
-    code = "model_not_allowed"
-    http_status = 403
-
-
-class _RetryableError(EdgekitError):
-    """An error the caller should retry after ``retry_after`` seconds (sent as the Retry-After header)."""
-
-    def __init__(self, message: str, *, retry_after: int = 1, hint: str | None = None, param: str | None = None):
-        super().__init__(message, hint=hint, param=param)
-        self.retry_after = max(1, int(retry_after))
-
-
-class QuotaExceededError(_RetryableError):
-    code = "quota_exceeded"
-    http_status = 429
-
-
-class ServerBusyError(_RetryableError):
-    code = "server_busy"
-    http_status = 503
-
-
-class RequestTimeoutError(EdgekitError):
-    code = "timeout"
-    http_status = 504
-
-
-class APIConnectionError(EdgekitError):
-    code = "connection_error"
-    http_status = 503
-
-
-class APIError(EdgekitError):
-    """An HTTP error whose code this client does not know; ``http_status`` and ``code`` are the server's."""
-
-    code = "api_error"
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "AuthenticationError",
+    "ChatTemplateError",
+    "ClientClosedRequest",
+    "Client",
+    "HeadersTooLargeError",
+    "InvalidRequestError",
+    "MethodNotAllowedError",
+    "ModelNotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RequestReadTimeoutError",
+    "RequestTimeoutError",
+    "RouteNotFoundError",
+    "ServerBusyError",
+    "ServerInternalError",
+    "TaskMismatchError",
+    "UnsupportedMediaTypeError",
+    "error_from_response",
+]
 
 
 def _error_classes() -> dict[str, type[EdgekitError]]:
@@ -129,7 +80,7 @@ def _error_classes() -> dict[str, type[EdgekitError]]:
     todo: list[type[EdgekitError]] = [EdgekitError]
     while todo:
         cls = todo.pop()
-        if cls.__module__ in ("edgekit.errors", __name__):
+        if cls.__module__ == "edgekit.errors":
             found.setdefault(cls.code, cls)
         todo.extend(cls.__subclasses__())
     return found
@@ -148,7 +99,7 @@ def error_from_response(status: int | None, body: bytes, headers: Mapping[str, s
         message, code, hint, param = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", "", None, None
     cls = _error_classes().get(code, APIError)
     exc: EdgekitError
-    if issubclass(cls, _RetryableError):
+    if issubclass(cls, RetryableError):
         exc = cls(message, retry_after=_int_header(headers, "retry-after"), hint=hint, param=param)
     else:
         exc = cls(message, hint=hint, param=param)
@@ -173,6 +124,13 @@ class Client:
     """Calls one edgekit server. ``model`` may be omitted when the server has one model for the endpoint."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8080", *, api_key: str | None = None, timeout: float = 120.0):
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.isascii() or not api_key.isprintable()):
+            # HTTP headers are latin-1 at best: a pasted placeholder ("ek.my-app.…") would fail deep in urllib.
+            raise ConfigError(
+                "api_key must be the key printed by `edgekit serve --add-key` (printable ASCII)",
+                hint="copy the whole key, e.g. ek.my-app.<43 characters>; placeholders with '…' are not keys",
+                param="api_key",
+            )
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout

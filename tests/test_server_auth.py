@@ -19,6 +19,9 @@ from runtimes.server import ServerConfig, add_key, remove_key, start_server
 from runtimes.server import auth as auth_mod
 from runtimes.server.auth import KeyRecord, KeysFile, KeyStore, QuotaTracker
 
+# A hash of the right form (its secret is unknown): for tests of the other fields.
+WELL_FORMED = "scrypt$16384$8$1$" + "A" * 22 + "$" + "A" * 43
+
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -174,12 +177,12 @@ def test_pbkdf2_records_verify() -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"keys": [{"id": "a", "hash": "scrypt$1$1$1$AA$AA", "modles": ["*"]}]}, "did you mean 'models'"),
+        ({"keys": [{"id": "a", "hash": WELL_FORMED, "modles": ["*"]}]}, "did you mean 'models'"),
         ({"keys": [{"id": "a", "hash": "md5$x"}]}, "stored hash"),
-        ({"keys": [{"id": "a b", "hash": "scrypt$1$1$1$AA$AA"}]}, "key id"),
-        ({"keys": [{"id": "a", "hash": "scrypt$1$1$1$AA$AA", "daily_quota": 0}]}, "daily_quota"),
+        ({"keys": [{"id": "a b", "hash": WELL_FORMED}]}, "key id"),
+        ({"keys": [{"id": "a", "hash": WELL_FORMED, "daily_quota": 0}]}, "daily_quota"),
         (
-            {"keys": [{"id": "a", "hash": "scrypt$1$1$1$AA$AA"}, {"id": "a", "hash": "scrypt$1$1$1$AA$AA"}]},
+            {"keys": [{"id": "a", "hash": WELL_FORMED}, {"id": "a", "hash": WELL_FORMED}]},
             "more than once",
         ),
         ({"kees": []}, "keys"),
@@ -193,7 +196,7 @@ def test_keys_file_is_validated(data: dict[str, Any], match: str) -> None:
 def test_quota_resets_each_utc_day() -> None:
     now = [86400 * 100 + 10.0]
     quota = QuotaTracker(clock=lambda: now[0])
-    record = KeyRecord(id="k", hash="scrypt$1$1$1$AA$AA", daily_quota=1)
+    record = KeyRecord(id="k", hash=WELL_FORMED, daily_quota=1)
     quota.take(record)
     with pytest.raises(QuotaExceededError) as exc:
         quota.take(record)

@@ -174,7 +174,7 @@ def test_edgekit_serve_process_stops_on_sigterm(embed_package: Path, tmp_path: P
             sys.executable,
             "-m",
             "runtimes.server",
-            str(embed_package),
+            f"toy={embed_package}",  # served under an id of its own (the folder is "pkg")
             "--port",
             "0",
             "--threads",
@@ -219,7 +219,7 @@ def test_model_ids_must_be_unique_and_present() -> None:
             super().__init__()
             self.manifest = type("M", (), {"name": name, "generation": None, "created_at": None})()
 
-    with pytest.raises(ConfigError, match="two packages have the model id 'same'"):
+    with pytest.raises(ConfigError, match="two models would be served as 'same'"):
         create_app([Named("same"), Named("same")])
     with pytest.raises(ConfigError, match="at least one model"):
         create_app({})

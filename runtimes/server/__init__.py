@@ -12,7 +12,7 @@ Modules: ``config`` (ServerConfig), ``app`` (create_app, routes, streaming), ``r
 validation), ``served`` (the model table), ``chat`` (chat templates), ``auth`` (keys file, Bearer keys,
 quotas), ``limits`` (per-model slots, queue, deadlines, worker threads), ``metrics`` (Prometheus text),
 ``audit`` (JSON lines), ``errors`` (error bodies), ``runner`` (uvicorn, foreground or thread), ``cli``.
-The API errors it answers with are defined in ``edgekit.client`` so the client raises the same classes.
+The API errors it answers with are classes of the one tree in ``edgekit.errors``; the client raises the same ones.
 
 Importing this package is cheap: FastAPI and uvicorn (the ``serve`` extra) load when a server is made.
 

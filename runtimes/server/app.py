@@ -14,7 +14,8 @@ The endpoints, by the model method they need::
     POST /v1/embeddings        embed     OpenAI embeddings (float or base64)
     POST /v1/classify          classify  {"data": [{"index", "labels": [{"label", "score", "index"}]}]}
     GET  /v1/models                      the models this key may use, with task and endpoints
-    GET  /health                         no auth: for readiness probes
+    GET  /v1/models/{id}                 one of them (404 for a model this key may not see)
+    GET  /health                         no auth: for readiness probes; "degraded" with the problems
     GET  /metrics                        Prometheus text (auth when keys are configured)
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -34,9 +36,15 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from edgekit.client import PermissionDeniedError, ServerBusyError
-from edgekit.errors import ConfigError, EdgekitError
-from edgekit.registry import Registry
+from edgekit.errors import (
+    ConfigError,
+    EdgekitError,
+    HeadersTooLargeError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    UnsupportedMediaTypeError,
+)
+from edgekit.registry import Registry, unknown_message
 from runtimes.server import errors
 from runtimes.server.audit import AuditLog
 from runtimes.server.auth import KeyRecord, KeyStore, QuotaTracker, parse_bearer
@@ -74,21 +82,22 @@ class GenerationShape:
     chunk_object: str
     id_prefix: str
     parse: Callable[[Mapping[str, Any]], GenerationRequest]
-    choice: Callable[[str, str], dict[str, Any]]
+    choice: Callable[[str, str, int], dict[str, Any]]  # (text, finish_reason, index) -> a choice
     delta: Callable[[str | None, str | None], dict[str, Any]]  # (text, finish_reason) -> a chunk's choice
     first_delta: dict[str, Any] | None = None  # sent before any text (chat announces the role)
 
 
-def _text_choice(text: str, finish: str) -> dict[str, Any]:
-    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+def _text_choice(text: str, finish: str, index: int) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
 
 
 def _text_delta(text: str | None, finish: str | None) -> dict[str, Any]:
     return {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish}
 
 
-def _chat_choice(text: str, finish: str) -> dict[str, Any]:
-    return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+def _chat_choice(text: str, finish: str, index: int) -> dict[str, Any]:
+    message = {"role": "assistant", "content": text}
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
 def _chat_delta(text: str | None, finish: str | None) -> dict[str, Any]:
@@ -147,7 +156,8 @@ ENDPOINT_METHODS = (
     ("/v1/embeddings", "embed"),
     ("/v1/classify", "classify"),
 )
-ROUTES = [p for p, _ in ENDPOINT_METHODS] + ["/v1/models", "/health", "/metrics"]
+ROUTES = [p for p, _ in ENDPOINT_METHODS] + ["/v1/models", "/v1/models/{id}", "/health", "/metrics"]
+access_log = logging.getLogger("edgekit.server.access")  # one INFO line per request: shown with -v
 
 
 # ------------------------------------------------------------------------------------ per-request record
@@ -165,6 +175,7 @@ class RequestRecord:
     error: str | None = None
     cancelled: bool = False
     content: dict[str, Any] = field(default_factory=dict)
+    refund: Callable[[], None] | None = None  # gives back the quota charge, if the request turns out refused
 
 
 def _record(request: Request) -> RequestRecord:
@@ -196,35 +207,64 @@ class Accounting:
             await send(message)
 
         try:
+            _check_headers(scope)
             await self.app(scope, receive, tracked_send)
-        except Exception:
-            # A bug, not a client's doing: log it in full, answer without leaking its text.
-            log.exception(
-                "internal error on %s %s (request %s)", scope.get("method"), scope.get("path"), record.request_id
-            )
-            record.error = errors.InternalError.code
-            if not started:
-                status = 500
-                exc = errors.InternalError(
-                    "the server failed on this request; it is logged", hint=f"request id {record.request_id}"
-                )
-                body = errors.error_json(exc)
+        except Exception as exc:
+            # Past the error handlers: a bug, or a library's exception raised while streaming. The one
+            # translation table in errors.py decides; unforeseen ones are logged in full and answered without
+            # their text.
+            err = errors.translate(exc, scope)
+            errors.settle(scope, err)
+            if not started and not record.cancelled:
+                status = int(err.http_status)
+                body = errors.error_json(err)
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 try:
-                    await tracked_send({"type": "http.response.start", "status": 500, "headers": headers})
+                    await tracked_send({"type": "http.response.start", "status": err.http_status, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
                 except OSError:
                     pass  # the client is gone too
         finally:
+            if record.cancelled:
+                status = 499  # the client went away first: not a server error, whatever was sent before
             path = scope.get("path", "")
             self.state.finish(
-                route=path if path in ROUTES else "other",
+                route=route_label(path),
+                path=path,
                 method=scope.get("method", ""),
                 client=(scope.get("client") or ("", 0))[0],
                 status=status,
                 seconds=time.perf_counter() - start,
                 record=record,
             )
+
+
+MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; h11's own limit binds only on partial reads
+
+
+def _check_headers(scope: dict[str, Any]) -> None:
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLargeError(
+            f"the request line and headers are {size} bytes, more than this server's {MAX_HEADER_BYTES}",
+            hint="send shorter headers (an API key is under 100 bytes)",
+        )
+
+
+def _printable(path: str, limit: int = 200) -> str:
+    """A client's path as one safe log token: no control characters or quotes, bounded length."""
+    safe = "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in path[:limit])
+    return safe + ("..." if len(path) > limit else "")
+
+
+def route_label(path: str) -> str:
+    """The route a path belongs to, for metrics labels: unknown paths are one label, not one each."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/v1/models/") and path.count("/") == 3:
+        return "/v1/models/{id}"
+    return "other"
 
 
 # ------------------------------------------------------------------------------------ server state
@@ -245,12 +285,25 @@ class ServerState:
         self._hashing = asyncio.Semaphore(1)  # one scrypt at a time, whatever the number of bad keys
 
     def finish(
-        self, *, route: str, method: str, client: str, status: int, seconds: float, record: RequestRecord
+        self, *, route: str, path: str, method: str, client: str, status: int, seconds: float, record: RequestRecord
     ) -> None:
         self.metrics.observe_request(route, status, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s "%s %s" %d %.1f ms model=%s key=%s error=%s request=%s',
+                client or "-",
+                method,
+                _printable(path),
+                status,
+                seconds * 1000,
+                record.model or "-",
+                record.key_id or "-",
+                record.error or "-",
+                record.request_id,
+            )
         if record.model and (record.prompt_tokens or record.completion_tokens):
             self.metrics.add_tokens(record.model, record.prompt_tokens, record.completion_tokens)
-        if self.audit is not None and route != "other" and route not in ("/health", "/metrics"):
+        if self.audit is not None and route not in ("other", "/health", "/metrics"):
             self.audit.write(
                 {
                     "request_id": record.request_id,
@@ -268,6 +321,13 @@ class ServerState:
                 },
                 record.content,
             )
+
+    def problems(self) -> list[str]:
+        """What makes this server degraded (for /health): it still answers, but something it promised fails."""
+        found = []
+        if self.audit is not None and self.audit.failure:
+            found.append(f"audit log: {self.audit.failure}")
+        return found
 
     def gauges(self) -> dict[str, tuple[int, int]]:
         return {mid: (s.queued, s.running) for mid, s in self.slots.items()}
@@ -306,19 +366,37 @@ class ServerState:
         _record(request).model = served.id
         return served
 
-    async def body(self, request: Request) -> dict[str, Any]:
-        raw = await read_body(request.stream(), request.headers.get("content-length"), self.config.max_body_bytes)
+    async def body(self, request: Request, deadline: Deadline) -> dict[str, Any]:
+        _require_json(request.headers.get("content-type"))
+        timeout = min(self.config.read_timeout_s, deadline.remaining())
+        length = request.headers.get("content-length")
+        raw = await read_body(request.stream(), length, self.config.max_body_bytes, timeout)
         return parse_json(raw)
 
-    async def start(self, key: KeyRecord | None, served: ServedModel, work: Any, deadline: Deadline) -> Job:
+    async def start(
+        self, request: Request, key: KeyRecord | None, served: ServedModel, work: Any, deadline: Deadline
+    ) -> Job:
+        """Charge the key's quota and start the work. The charge is given back by the error handler
+        (``errors.settle``) if the request is then refused with a status the client is not to pay for:
+        503 when the queue is full, 400 when the model refuses the prompt (too long for its context, ...)."""
         if key is not None:
             self.quota.take(key)
-        try:
-            return await self.slots[served.id].start(work, deadline)
-        except ServerBusyError:
-            if key is not None:
-                self.quota.refund(key)  # a request the server could not take does not count
-            raise
+            _record(request).refund = lambda: self.quota.refund(key)
+        return await self.slots[served.id].start(work, deadline)
+
+
+def _require_json(content_type: str | None) -> None:
+    """A body that says it is something other than JSON is refused: it was sent to the wrong server or route.
+    No Content-Type at all is accepted, as curl -d without -H sends a form type that many clients leave."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ("application/json", "application/x-www-form-urlencoded", "text/plain", "") or media.endswith("+json"):
+        return
+    raise UnsupportedMediaTypeError(
+        f"the request body must be JSON (Content-Type: application/json), not {media[:100]}",
+        hint="send the body as JSON with the header 'Content-Type: application/json'",
+    )
 
 
 async def _await_job(job: Job, request: Request, deadline: Deadline) -> Any:
@@ -341,7 +419,7 @@ async def _await_job(job: Job, request: Request, deadline: Deadline) -> Any:
     job.cancel.set()
     if watcher in done:
         _record(request).cancelled = True
-        raise errors.ClientGone()
+        raise errors.client_gone()
     return await job.result(Deadline.after(0))  # raises the timeout error
 
 
@@ -349,7 +427,7 @@ async def _await_job(job: Job, request: Request, deadline: Deadline) -> Any:
 
 
 def create_app(models: Mapping[str, Any] | Sequence[Any], config: ServerConfig | None = None) -> FastAPI:
-    """The ASGI app serving ``models`` (``{id: model}``, or models named by their manifests)."""
+    """The ASGI app serving ``models`` (``{id: model}``, or models named by their package folders)."""
     config = config or ServerConfig()
     if not isinstance(config, ServerConfig):
         raise ConfigError(f"config must be a ServerConfig (got {type(config).__name__})")
@@ -361,81 +439,31 @@ def create_app(models: Mapping[str, Any] | Sequence[Any], config: ServerConfig |
         await state.shutdown()
 
     app = FastAPI(
-        title="edgekit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan, **_no_telemetry()
+        title="edgekit",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        default_response_class=FiniteJSONResponse,
+        **_no_telemetry(),
     )
     app.state.edgekit = state
     errors.install(app, ROUTES)
     app.add_middleware(Accounting, state=state)
-
     for shape in GENERATION_SHAPES:
         app.add_api_route(shape.path, _generation_handler(state, shape), methods=["POST"])
-
-    async def embeddings(request: Request) -> Response:
-        deadline = Deadline.after(config.timeout_s)
-        key = await state.authenticate(request)
-        req = EmbeddingRequest.from_dict(await state.body(request), max_inputs=config.max_batch_inputs)
-        served = state.resolve(request, key, req.model, "embed")
-        texts = list(req.input)
-        _record(request).content = {"input": texts}
-
-        def work(cancel: Any, emit: Any) -> tuple[Any, int]:
-            return served.model.embed(texts), served.count_tokens(texts)
-
-        job = await state.start(key, served, work, deadline)
-        vectors, n_tokens = await _await_job(job, request, deadline)
-        _record(request).prompt_tokens = n_tokens
-        data = [
-            {"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
-            for i, v in enumerate(vectors)
-        ]
-        usage = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
-        return JSONResponse({"object": "list", "data": data, "model": served.id, "usage": usage})
-
-    async def classify(request: Request) -> Response:
-        deadline = Deadline.after(config.timeout_s)
-        key = await state.authenticate(request)
-        req = ClassifyRequest.from_dict(await state.body(request))
-        served = state.resolve(request, key, req.model, "classify")
-        _, items = req.items(served.task, config.max_batch_inputs)
-        texts = [i for i in items if isinstance(i, str)]
-        if texts:
-            _record(request).content = {"input": texts}
-        options = {"sampling_rate": req.sampling_rate} if req.sampling_rate is not None else {}
-
-        def work(cancel: Any, emit: Any) -> tuple[Any, int]:
-            return served.model.classify(items, top_k=req.top_k, **options), served.count_tokens(texts)
-
-        job = await state.start(key, served, work, deadline)
-        ranked, n_tokens = await _await_job(job, request, deadline)
-        _record(request).prompt_tokens = n_tokens
-        data = [{"index": i, "labels": labels} for i, labels in enumerate(ranked)]
-        _record(request).content["output"] = [d["labels"][0]["label"] for d in data if d["labels"]]
-        usage = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
-        return JSONResponse({"object": "list", "data": data, "model": served.id, "usage": usage})
-
-    async def list_models(request: Request) -> Response:
-        key = await state.authenticate(request)
-        data = []
-        for mid in state.visible(key):
-            m = state.models.models[mid]
-            data.append(
-                {
-                    "id": m.id,
-                    "object": "model",
-                    "created": m.created,
-                    "owned_by": "edgekit",
-                    "task": m.task,
-                    "endpoints": m.endpoints(ENDPOINT_METHODS),
-                    "context_window": m.context_window,
-                    "max_tokens_limit": m.max_tokens_limit(config.max_tokens_limit) if m.supports("stream") else None,
-                }
-            )
-        return JSONResponse({"object": "list", "data": data})
+    app.add_api_route("/v1/embeddings", _embeddings_handler(state), methods=["POST"])
+    app.add_api_route("/v1/classify", _classify_handler(state), methods=["POST"])
+    list_models, get_model = _model_handlers(state)
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
 
     async def health(request: Request) -> Response:
-        return JSONResponse(
+        problems = state.problems()
+        return FiniteJSONResponse(
             {
-                "status": "ok",
+                "status": "degraded" if problems else "ok",
+                "problems": problems,
                 "models": state.models.ids(),
                 "uptime_seconds": round(time.time() - state.started_at, 3),
                 "auth": config.auth_enabled,
@@ -446,12 +474,115 @@ def create_app(models: Mapping[str, Any] | Sequence[Any], config: ServerConfig |
         await state.authenticate(request)
         return PlainTextResponse(state.metrics.render(state.gauges), media_type="text/plain; version=0.0.4")
 
-    app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
-    app.add_api_route("/v1/classify", classify, methods=["POST"])
-    app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     return app
+
+
+class FiniteJSONResponse(JSONResponse):
+    """JSON that is JSON: a non-finite float (a model's NaN score) is written as null, never as ``NaN``."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # only when something is not finite: the slow path, rare
+            text = json.dumps(_finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _embeddings_handler(state: ServerState) -> Callable[[Request], Any]:
+    config = state.config
+
+    async def embeddings(request: Request) -> Response:
+        deadline = Deadline.after(config.timeout_s)
+        key = await state.authenticate(request)
+        req = EmbeddingRequest.from_dict(await state.body(request, deadline), max_inputs=config.max_batch_inputs)
+        served = state.resolve(request, key, req.model, "embed")
+        texts = list(req.input)
+        _record(request).content = {"input": texts}
+
+        def work(cancel: Any, emit: Any) -> tuple[Any, int]:
+            return served.model.embed(texts), served.count_tokens(texts)
+
+        job = await state.start(request, key, served, work, deadline)
+        vectors, n_tokens = await _await_job(job, request, deadline)
+        _record(request).prompt_tokens = n_tokens
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        usage = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
+        return FiniteJSONResponse({"object": "list", "data": data, "model": served.id, "usage": usage})
+
+    return embeddings
+
+
+def _classify_handler(state: ServerState) -> Callable[[Request], Any]:
+    config = state.config
+
+    async def classify(request: Request) -> Response:
+        deadline = Deadline.after(config.timeout_s)
+        key = await state.authenticate(request)
+        req = ClassifyRequest.from_dict(await state.body(request, deadline))
+        served = state.resolve(request, key, req.model, "classify")
+        _, items = req.items(served.task, config.max_batch_inputs)
+        texts = [i for i in items if isinstance(i, str)]
+        if texts:
+            _record(request).content = {"input": texts}
+        options = {"sampling_rate": req.sampling_rate} if req.sampling_rate is not None else {}
+
+        def work(cancel: Any, emit: Any) -> tuple[Any, int]:
+            return served.model.classify(items, top_k=req.top_k, **options), served.count_tokens(texts)
+
+        job = await state.start(request, key, served, work, deadline)
+        ranked, n_tokens = await _await_job(job, request, deadline)
+        _record(request).prompt_tokens = n_tokens
+        data = [{"index": i, "labels": labels} for i, labels in enumerate(ranked)]
+        _record(request).content["output"] = [d["labels"][0]["label"] for d in data if d["labels"]]
+        usage = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
+        return FiniteJSONResponse({"object": "list", "data": data, "model": served.id, "usage": usage})
+
+    return classify
+
+
+def _model_handlers(state: ServerState) -> tuple[Callable[[Request], Any], Callable[[Request], Any]]:
+    def card(mid: str) -> dict[str, Any]:
+        m = state.models.models[mid]
+        return {
+            "id": m.id,
+            "object": "model",
+            "created": m.created,
+            "owned_by": "edgekit",
+            "task": m.task,
+            "endpoints": m.endpoints(ENDPOINT_METHODS),
+            "context_window": m.context_window,
+            "max_tokens_limit": m.max_tokens_limit(state.config.max_tokens_limit) if m.supports("stream") else None,
+        }
+
+    async def list_models(request: Request) -> Response:
+        key = await state.authenticate(request)
+        return FiniteJSONResponse({"object": "list", "data": [card(mid) for mid in state.visible(key)]})
+
+    async def get_model(request: Request) -> Response:
+        """OpenAI's ``GET /v1/models/{id}``: a model this key may not use is as unknown as a missing one."""
+        key = await state.authenticate(request)
+        model_id = request.path_params["model_id"]
+        visible = state.visible(key)
+        if model_id not in visible:
+            raise ModelNotFoundError(unknown_message("model", model_id, visible), param="model")
+        return FiniteJSONResponse(card(model_id))
+
+    return list_models, get_model
 
 
 def _no_telemetry() -> dict[str, Any]:
@@ -473,59 +604,100 @@ def _generation_handler(state: ServerState, shape: GenerationShape) -> Callable[
         deadline = Deadline.after(config.timeout_s)
         record = _record(request)
         key = await state.authenticate(request)
-        req = shape.parse(await state.body(request))
+        req = shape.parse(await state.body(request, deadline))
         served = state.resolve(request, key, req.model, "stream")
         gen = _bounded(served, req, config.max_tokens_limit)
-        prompt: Any
-        if req.messages is not None:
-            prompt = served.encode_chat(served.require_chat().render(req.messages))
-            record.content = {"messages": [m.to_dict() for m in req.messages]}
-        else:
-            prompt = req.prompt if isinstance(req.prompt, str) else list(req.prompt or ())
-            record.content = {"prompt": req.prompt}
-        streaming = req.stream
+        prompts = _prompts_of(served, req, record)
+        if req.stream:
+            return await _start_stream(state, shape, request, key, served, prompts[0], gen, req, deadline)
+        configs = _choice_configs(gen, req.n)
 
-        def work(cancel: Any, emit: Any) -> Any:
-            # The runtime checks the flag between tokens: a timed-out or abandoned request frees its slot at once.
-            if not streaming:
-                return served.model.generate(prompt, gen, cancel=cancel)
-            stream = served.model.stream(prompt, gen, cancel=cancel)  # a bad prompt raises here, before any answer
-            emit(_READY)
-            for delta in stream:
-                emit(delta)
-            return stream.result
+        def work(cancel: Any, emit: Any) -> list[Any]:
+            # One slot for the whole request, prompt-major; the runtime checks the flag between tokens, so a
+            # timed-out or abandoned request frees its slot at once.
+            results = []
+            for prompt in prompts:
+                for cfg in configs:
+                    if cancel.is_set():
+                        return results
+                    results.append(served.model.generate(prompt, cfg, cancel=cancel))
+            return results
 
-        job = await state.start(key, served, work, deadline)
-        ident = f"{shape.id_prefix}{record.request_id}"
-        created = int(time.time())
-        if not streaming:
-            result = await _await_job(job, request, deadline)
-            _count(record, result)
-            record.content["output"] = result.text
-            return JSONResponse(
-                {
-                    "id": ident,
-                    "object": shape.object,
-                    "created": created,
-                    "model": served.id,
-                    "choices": [shape.choice(result.text, result.finish_reason)],
-                    "usage": result.usage.to_dict(),
-                }
-            )
-        # Wait for the worker to accept the prompt, so a bad one is still a plain 4xx answer.
-        kind, item = await job.next_event(deadline)
-        if kind == "end":
-            item.result()  # raises the worker's error
-        chunks = _sse(state, shape, job, record, deadline, ident=ident, created=created, model=served.id, req=req)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        job = await state.start(request, key, served, work, deadline)
+        results = await _await_job(job, request, deadline)
+        usage = _usage(results, req.n)
+        record.prompt_tokens, record.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+        record.content["output"] = [r.text for r in results] if len(results) > 1 else results[0].text
+        return FiniteJSONResponse(
+            {
+                "id": f"{shape.id_prefix}{record.request_id}",
+                "object": shape.object,
+                "created": int(time.time()),
+                "model": served.id,
+                "choices": [shape.choice(r.text, r.finish_reason, i) for i, r in enumerate(results)],
+                "usage": usage,
+            }
+        )
 
     handler.__name__ = "generate_" + shape.path.strip("/").replace("/", "_")
     return handler
 
 
-def _bounded(served: ServedModel, req: GenerationRequest, server_limit: int) -> Any:
-    from edgekit.errors import ConfigError
+def _prompts_of(served: ServedModel, req: GenerationRequest, record: RequestRecord) -> list[Any]:
+    if req.messages is not None:
+        record.content = {"messages": [m.to_dict() for m in req.messages]}
+        return [served.encode_chat(served.require_chat().render(req.messages))]
+    prompts = [p if isinstance(p, str) else list(p) for p in req.prompts]
+    record.content = {"prompt": prompts[0] if len(prompts) == 1 else prompts}
+    return prompts
 
+
+def _choice_configs(gen: Any, n: int) -> list[Any]:
+    """One config per choice: with a seed, choice ``j`` samples with ``seed + j`` so the choices differ but a
+    repeated request gives the same ones; greedy choices are identical whatever the seed."""
+    if n == 1 or gen.seed is None:
+        return [gen] * n
+    return [gen.replace(seed=(gen.seed + j) % 2**63) for j in range(n)]
+
+
+def _usage(results: list[Any], n: int) -> dict[str, int]:
+    # Each prompt counts once however many choices it had (as OpenAI's usage does).
+    prompt = sum(int(r.usage.prompt_tokens) for r in results[::n])
+    completion = sum(int(r.usage.completion_tokens) for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def _start_stream(
+    state: ServerState,
+    shape: GenerationShape,
+    request: Request,
+    key: KeyRecord | None,
+    served: ServedModel,
+    prompt: Any,
+    gen: Any,
+    req: GenerationRequest,
+    deadline: Deadline,
+) -> Response:
+    record = _record(request)
+
+    def work(cancel: Any, emit: Any) -> Any:
+        stream = served.model.stream(prompt, gen, cancel=cancel)  # a bad prompt raises here, before any answer
+        emit(_READY)
+        for delta in stream:
+            emit(delta)
+        return stream.result
+
+    job = await state.start(request, key, served, work, deadline)
+    # Wait for the worker to accept the prompt, so a bad one is still a plain 4xx answer.
+    kind, item = await job.next_event(deadline)
+    if kind == "end":
+        item.result()  # raises the worker's error
+    ident = f"{shape.id_prefix}{record.request_id}"
+    chunks = _sse(state, shape, job, record, deadline, ident=ident, created=int(time.time()), model=served.id, req=req)
+    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _bounded(served: ServedModel, req: GenerationRequest, server_limit: int) -> Any:
     limit = served.max_tokens_limit(server_limit)
     gen = req.generation
     if gen.max_tokens <= limit:
@@ -589,9 +761,9 @@ async def _sse(
         yield f"data: {errors.error_json(exc).decode()}\n\n"
     except Exception:
         log.exception("internal error in a stream (request %s)", record.request_id)
-        record.error = errors.InternalError.code
+        record.error = errors.ServerInternalError.code
         ended = True
-        yield f"data: {errors.error_json(errors.InternalError('the server failed during this stream')).decode()}\n\n"
+        yield f"data: {errors.error_json(errors.ServerInternalError('the server failed during this stream')).decode()}\n\n"
     finally:
         if not ended:  # the client went away (or the server is being forced down): stop generating
             job.cancel.set()

@@ -25,8 +25,10 @@ only) so scrypt runs once per key per process, not per request; failed keys are 
 set, and at most one scrypt runs at a time, so a flood of bad keys cannot take the CPU from the models.
 
 Quotas count the requests a key makes to the model endpoints (``/v1/generate``, completions, chat,
-embeddings, classify), after validation: a request refused with 400 does not count, nor does one refused with
-503 because the server was busy. The counts live in memory and restart from zero with the server.
+embeddings, classify) that the server accepts: the charge is taken when the model work starts and given back
+by the error handler when the request is then refused (400 from the model, such as a prompt too long for its
+context; 503 because the server was busy). Requests refused before (401, 403, 400 validation) never count.
+The counts live in memory and restart from zero with the server.
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgekit.client import AuthenticationError, QuotaExceededError
-from edgekit.errors import ConfigError, OutputExistsError, UnknownNameError
+from edgekit.errors import AuthenticationError, ConfigError, OutputExistsError, QuotaExceededError, UnknownNameError
 from edgekit.registry import Registry, unknown_message
 
 KEYS_SCHEMA_VERSION = "1.0"
@@ -70,24 +71,57 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True, kw_only=True)
 class HashScheme:
-    """One way to store a key: ``hash(secret) -> stored`` and ``verify(secret, stored) -> bool``."""
+    """One way to store a key: ``hash(secret) -> stored``, ``verify(secret, stored) -> bool``, and ``check(stored)``
+    which raises ``ValueError`` saying what is wrong with a stored hash, so a keys file is refused when the server
+    starts rather than failing each request made with that key."""
 
     name: str
     hash: Callable[[str], str]
     verify: Callable[[str, str], bool]
+    check: Callable[[str], None]
+
+
+_B64_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _check_b64(text: str, what: str, size: int | None) -> None:
+    if not _B64_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError(f"the {what} is not base64url")
+    if size is not None and len(_unb64(text)) != size:
+        raise ValueError(f"the {what} is {len(_unb64(text))} bytes, not {size}")
+
+
+def _check_int(text: str, what: str, low: int, high: int) -> int:
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"{what} must be an integer from {low} to {high} (got {text[:20]!r})")
+    return int(text)
 
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1  # OWASP's minimum for scrypt: 16 MiB, ~50 ms per hash
+_SCRYPT_MAXMEM = 256 * 1024 * 1024  # a keys file may ask for stronger parameters, up to this much memory
 
 
 def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * 1024 * 1024)
+    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=_SCRYPT_MAXMEM + (1 << 20))
 
 
 def _scrypt_hash(secret: str) -> str:
     salt = secrets.token_bytes(16)
     digest = _scrypt(secret, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def _scrypt_check(stored: str) -> None:
+    _, n, r, p, salt, digest = stored.split("$")
+    cost = _check_int(n, "scrypt's N", 2, 2**20)
+    if cost & (cost - 1):
+        raise ValueError(f"scrypt's N must be a power of 2 (got {cost})")
+    block = _check_int(r, "scrypt's r", 1, 64)
+    _check_int(p, "scrypt's p", 1, 16)
+    if 128 * block * cost > _SCRYPT_MAXMEM:
+        raise ValueError(f"scrypt's N and r need {128 * block * cost >> 20} MiB, more than {_SCRYPT_MAXMEM >> 20}")
+    _check_b64(salt, "salt", None)
+    _check_b64(digest, "digest", 32)
 
 
 def _scrypt_verify(secret: str, stored: str) -> bool:
@@ -101,6 +135,13 @@ def _pbkdf2_hash(secret: str, iterations: int = 600_000) -> str:
     return f"pbkdf2_sha256${iterations}${_b64(salt)}${_b64(digest)}"
 
 
+def _pbkdf2_check(stored: str) -> None:
+    _, iterations, salt, digest = stored.split("$")
+    _check_int(iterations, "pbkdf2's iterations", 1, 10_000_000)
+    _check_b64(salt, "salt", None)
+    _check_b64(digest, "digest", 32)
+
+
 def _pbkdf2_verify(secret: str, stored: str) -> bool:
     _, iterations, salt, digest = stored.split("$")
     return hmac.compare_digest(
@@ -109,8 +150,11 @@ def _pbkdf2_verify(secret: str, stored: str) -> bool:
 
 
 HASH_SCHEMES: Registry[HashScheme] = Registry("key hash scheme")
-HASH_SCHEMES.add("scrypt", HashScheme(name="scrypt", hash=_scrypt_hash, verify=_scrypt_verify))
-HASH_SCHEMES.add("pbkdf2_sha256", HashScheme(name="pbkdf2_sha256", hash=_pbkdf2_hash, verify=_pbkdf2_verify))
+HASH_SCHEMES.add("scrypt", HashScheme(name="scrypt", hash=_scrypt_hash, verify=_scrypt_verify, check=_scrypt_check))
+HASH_SCHEMES.add(
+    "pbkdf2_sha256",
+    HashScheme(name="pbkdf2_sha256", hash=_pbkdf2_hash, verify=_pbkdf2_verify, check=_pbkdf2_check),
+)
 _FIELDS_PER_SCHEME = {"scrypt": 6, "pbkdf2_sha256": 4}
 
 
@@ -139,6 +183,8 @@ class KeyRecord:
                 f"key {self.id!r}: daily_quota must be a positive integer or null (got {self.daily_quota!r})",
                 param="daily_quota",
             )
+        if self.created_at is not None and not isinstance(self.created_at, str):
+            raise ConfigError(f"key {self.id!r}: created_at must be a date string or null", param="created_at")
         scheme = self.hash.split("$", 1)[0] if isinstance(self.hash, str) else ""
         if scheme not in HASH_SCHEMES or self.hash.count("$") + 1 != _FIELDS_PER_SCHEME[scheme]:
             raise ConfigError(
@@ -146,6 +192,14 @@ class KeyRecord:
                 hint="create keys with `edgekit serve --api-keys FILE --add-key ID`",
                 param="hash",
             )
+        try:
+            HASH_SCHEMES.get(scheme).check(self.hash)
+        except ValueError as exc:
+            raise ConfigError(
+                f"key {self.id!r}: the stored {scheme} hash is malformed: {exc}",
+                hint="recreate the key with `edgekit serve --api-keys FILE --remove-key ID` then `--add-key ID`",
+                param="hash",
+            ) from None
 
     def allows(self, model_id: str) -> bool:
         return "*" in self.models or model_id in self.models
@@ -186,7 +240,13 @@ class KeysFile:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"the API keys file {p} is not valid JSON: {exc}", param="api_keys_file") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            exc.message = f"the API keys file {p}: {exc.message}"
+            exc.args = (exc.message,)
+            exc.hint = exc.hint or f"fix the file, or recreate its keys: `edgekit serve --api-keys {p} --add-key ID`"
+            raise
 
     @classmethod
     def from_dict(cls, d: Any) -> KeysFile:
@@ -195,7 +255,9 @@ class KeysFile:
         for k in d:
             if k not in ("schema_version", "keys"):
                 raise ConfigError(unknown_message("keys file field", str(k), ["schema_version", "keys"]), param=k)
-        version = str(d.get("schema_version", KEYS_SCHEMA_VERSION))
+        version = d.get("schema_version", KEYS_SCHEMA_VERSION)
+        if not isinstance(version, str):
+            raise ConfigError(f"the keys file's schema_version must be a string like {KEYS_SCHEMA_VERSION!r}")
         if version.split(".")[0] != KEYS_SCHEMA_VERSION.split(".")[0]:
             raise ConfigError(f"the keys file's schema_version {version} is not {KEYS_SCHEMA_VERSION}")
         records = tuple(KeyRecord.from_dict(r) for r in d["keys"])
@@ -230,7 +292,8 @@ def add_key(path: str | Path, key_id: str, *, models: Sequence[str] = ("*",), da
             param="id",
         )
     # Check the id, models and quota before spending a scrypt on them.
-    KeyRecord(id=key_id, hash="scrypt$0$0$0$$", models=tuple(models), daily_quota=daily_quota)
+    placeholder = f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(bytes(16))}${_b64(bytes(32))}"
+    KeyRecord(id=key_id, hash=placeholder, models=tuple(models), daily_quota=daily_quota)
     token = f"{KEY_PREFIX}.{key_id}.{secrets.token_urlsafe(32)}"
     record = KeyRecord(
         id=key_id,

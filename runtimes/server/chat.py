@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edgekit.client import ChatTemplateError, InvalidRequestError
+from edgekit.errors import ChatTemplateError, InvalidRequestError
 from edgekit.registry import unknown_message
 
 ROLES = ("system", "developer", "user", "assistant", "tool")

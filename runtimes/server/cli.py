@@ -1,8 +1,13 @@
 """``edgekit serve``: options and command body (registered in ``edgekit/commands/serve.py``).
 
-    edgekit serve PKG [PKG ...] [--host 127.0.0.1] [--port 8080] [--api-keys FILE] [--max-concurrency N]
-                  [--queue N] [--timeout S] [--insecure] [--log-content] [--audit-log FILE]
-                  [--max-body-bytes N] [--max-tokens-limit N] [--device NAME] [--threads N]
+    edgekit serve [ID=]PKG [[ID=]PKG ...] [--name ID ...] [--host 127.0.0.1] [--port 8080] [--api-keys FILE]
+                  [--max-concurrency N] [--queue N] [--timeout S] [--read-timeout S] [--insecure]
+                  [--log-content] [--audit-log FILE] [--max-body-bytes N] [--max-tokens-limit N]
+                  [--device NAME] [--threads N]
+
+A model's id (the ``model`` of a request) is its package folder's name, or the ``ID`` given before ``=``, or
+the n-th ``--name`` for the n-th package: ``edgekit serve llm-fp32=out/llm llm-int8=out/llm-int8`` serves two
+variants of one model side by side. Two packages with one id are refused.
     edgekit serve --api-keys FILE --add-key ID [--allow-model MODEL ...] [--daily-quota N]
     edgekit serve --api-keys FILE --remove-key ID
 
@@ -23,8 +28,29 @@ from runtimes.server.config import ServerConfig  # standard library and edgekit 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
 
 
+EXAMPLES = """examples:
+  edgekit serve out/llm-int4 out/minilm-int8            # ids: llm-int4, minilm-int8 (the folder names)
+  edgekit serve llm-fp32=out/llm llm-int8=out/llm-int8  # two variants of one model side by side
+  edgekit serve --api-keys keys.json --add-key phone-app --daily-quota 5000
+  edgekit serve out/llm-int4 --host 0.0.0.0 --api-keys keys.json --audit-log audit.jsonl -v
+"""
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("packages", nargs="*", metavar="PKG", help="model packages to serve (ids: their names)")
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
+    parser.add_argument(
+        "packages",
+        nargs="*",
+        metavar="[ID=]PKG",
+        help="model packages to serve; a model's id is its folder's name, or ID (e.g. llm-int8=out/llm)",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        metavar="ID",
+        help="the id of the package at the same position (repeat once per package)",
+    )
     net = parser.add_argument_group("network")
     net.add_argument("--host", default=_DEFAULTS["host"], help="address to listen on (default 127.0.0.1)")
     net.add_argument("--port", type=int, default=_DEFAULTS["port"], help="port (default 8080; 0 picks a free one)")
@@ -53,6 +79,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS["timeout_s"],
         metavar="S",
         help="seconds per request, queue wait included (default 60)",
+    )
+    load.add_argument(
+        "--read-timeout",
+        type=float,
+        default=_DEFAULTS["read_timeout_s"],
+        metavar="S",
+        help="seconds a client may take to send its headers, and its body (default 10): slow clients get 408",
     )
     load.add_argument(
         "--max-body-bytes",
@@ -89,7 +122,7 @@ def serve_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.allow_model or args.daily_quota is not None:
         raise UsageError("--allow-model and --daily-quota go with --add-key")
     if not args.packages:
-        raise UsageError("give the model packages to serve: edgekit serve PKG [PKG ...]", param="packages")
+        raise UsageError("give the model packages to serve: edgekit serve [ID=]PKG ...", param="packages")
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -97,6 +130,7 @@ def serve_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "max_concurrency": args.max_concurrency,
         "queue": args.queue,
         "timeout_s": args.timeout,
+        "read_timeout_s": args.read_timeout,
         "insecure": args.insecure,
         "log_content": args.log_content,
         "audit_log": args.audit_log,
@@ -110,7 +144,12 @@ def serve_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     import runtimes
     from runtimes.server.runner import serve_forever
 
-    models = [runtimes.load(p, device=args.device, threads=args.threads) for p in args.packages]
+    named = model_paths(args.packages, args.name or [])  # duplicate ids refused before any model loads
+    if config.api_keys_file:
+        from runtimes.server.auth import KeysFile
+
+        KeysFile.read(config.api_keys_file)  # a malformed keys file is refused before loading models too
+    models = {mid: runtimes.load(path, device=args.device, threads=args.threads) for mid, path in named.items()}
 
     def ready(url: str) -> None:
         auth = (
@@ -121,6 +160,41 @@ def serve_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     summary = serve_forever(models, config, on_ready=ready)
     text = f"stopped: served {summary['requests']} requests in {summary['uptime_seconds']:.0f} s"
     return summary, text
+
+
+def model_paths(packages: list[str], names: list[str]) -> dict[str, str]:
+    """``{id: path}`` from ``[ID=]PKG`` arguments and ``--name`` options, refusing duplicate and clashing ids."""
+    from pathlib import Path
+
+    from runtimes.server.served import check_model_id, default_model_id
+
+    if names and len(names) != len(packages):
+        raise UsageError(
+            f"--name was given {len(names)} times for {len(packages)} packages: give one per package, in order",
+            hint="or write each id before its package: edgekit serve llm-fp32=out/llm llm-int8=out/llm-int8",
+            param="name",
+        )
+    pairs: list[tuple[str, str]] = []
+    for i, arg in enumerate(packages):
+        ident, sep, path = arg.partition("=")
+        explicit = bool(sep and ident) and not Path(arg).exists()  # a path that holds '=' is a path
+        if not explicit:
+            ident, path = default_model_id(arg), arg
+        if names:
+            if explicit:
+                raise UsageError(f"{arg!r} has an id and a --name: give one of them", param="name")
+            ident = names[i]
+        pairs.append((check_model_id(ident), path))
+    out: dict[str, str] = {}
+    for ident, path in pairs:
+        if ident in out:
+            raise UsageError(
+                f"two packages would be served as {ident!r} ({out[ident]} and {path}): model ids must be unique",
+                hint=f"give each its own id: edgekit serve {ident}-a={out[ident]} {ident}-b={path}",
+                param="name",
+            )
+        out[ident] = path
+    return out
 
 
 def _keys_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:

@@ -30,6 +30,7 @@ class ServerConfig:
     max_concurrency: int = 1  # generations running at once, per model; on a small CPU one at a time is fastest
     queue: int = 64  # requests waiting per model beyond those running; more get 503 + Retry-After
     timeout_s: float = 60.0  # per request, queue wait included
+    read_timeout_s: float = 10.0  # for a request's headers, and for its body (within timeout_s): slow clients
     insecure: bool = False  # allow a non-loopback host without API keys
     log_content: bool = False  # prompts and outputs in the audit log: off, they are the user's data
     audit_log: str | None = None  # JSON-lines file, one line per request
@@ -45,7 +46,7 @@ class ServerConfig:
         for name in ("max_concurrency", "max_body_bytes", "max_tokens_limit", "max_batch_inputs"):
             _int(getattr(self, name), name, 1, None)
         _int(self.queue, "queue", 0, None)
-        for name in ("timeout_s", "shutdown_timeout_s"):
+        for name in ("timeout_s", "read_timeout_s", "shutdown_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds (got {value!r})", param=name)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.client import RequestTimeoutError, ServerBusyError
+from edgekit.errors import RequestTimeoutError, ServerBusyError
 
 # Recent job durations are smoothed with this weight to estimate Retry-After.
 _EWMA = 0.2

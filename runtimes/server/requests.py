@@ -1,25 +1,29 @@
 """Request bodies: raw bytes to typed, validated requests. Every client mistake becomes a 4xx here.
 
-``read_json`` enforces the body limit (413), strict UTF-8, strict JSON (no NaN / Infinity, bounded depth)
-and no unpaired surrogates (``"\\ud800"`` is valid JSON but no tokenizer can encode it). Each endpoint's
-request is a frozen dataclass whose ``from_dict`` rejects unknown fields with a did-you-mean; generation
-options go through the runtime's own ``GenerationConfig.from_dict``, as the Python API and the CLI do.
+``read_body`` enforces the body limit (413) and the body read timeout (408); ``parse_json`` strict UTF-8,
+strict JSON (no NaN / Infinity, bounded depth) and no unpaired surrogates (``"\\ud800"`` is valid JSON but no
+tokenizer can encode it). Each endpoint's request is a frozen dataclass whose ``from_dict`` rejects unknown
+fields with a did-you-mean; generation options go through the runtime's own ``GenerationConfig.from_dict``,
+as the Python API and the CLI do, after the server's own finite ranges (``NUMBER_RULES``): no number a client
+sends can overflow the arithmetic behind it (``1e400`` parses as inf, ``10**400`` overflows ``float()``).
 
 OpenAI clients send some fields edgekit has no use for; they are accepted only at the value that changes
-nothing (``n: 1``, ``presence_penalty: 0``, ...), from the ``COMPAT_FIELDS`` registry, and refused otherwise,
-so a client never silently gets something other than what it asked for. ``null`` means "the default".
+nothing (``best_of: 1``, ``presence_penalty: 0``, ...), from the ``COMPAT_FIELDS`` registry, and refused
+otherwise, so a client never silently gets something other than what it asked for. ``null`` means "the default".
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from edgekit.client import InvalidRequestError, PayloadTooLargeError
+from edgekit.errors import ConfigError, InvalidRequestError, PayloadTooLargeError, RequestReadTimeoutError
 from edgekit.registry import Registry, unknown_message
 from runtimes.pipelines.generate import GenerationConfig
 from runtimes.server.chat import ChatMessage, parse_messages
@@ -32,8 +36,12 @@ _MAX_IMAGE_PIXELS = 4096 * 4096
 # --------------------------------------------------------------------------------------------- body
 
 
-async def read_body(receive_chunks: Any, content_length: str | None, limit: int) -> bytes:
-    """The whole body, refusing it (413) as soon as it is known to be larger than ``limit`` bytes."""
+async def read_body(receive_chunks: Any, content_length: str | None, limit: int, timeout_s: float) -> bytes:
+    """The whole body within ``timeout_s`` (408 after), refusing it (413) once it is known to exceed ``limit``.
+
+    A client that stops sending mid-body (or sends a byte a second) would otherwise hold the request, and a
+    model slot's queue place, for as long as it likes.
+    """
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -41,9 +49,21 @@ async def read_body(receive_chunks: Any, content_length: str | None, limit: int)
             raise InvalidRequestError("the Content-Length header is not a number") from None
         if declared > limit:
             raise _too_large(limit)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + timeout_s
     parts: list[bytes] = []
     size = 0
-    async for chunk in receive_chunks:
+    chunks = receive_chunks.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, until - loop.time()))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestReadTimeoutError(
+                f"the request body did not arrive within {timeout_s:g} s ({size} bytes came)",
+                hint="send the whole body at once; a slow or stalled upload is cut off",
+            ) from None
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
@@ -132,7 +152,6 @@ def _is_zero(v: Any) -> bool:
 
 COMPAT_FIELDS: Registry[CompatField] = Registry("compatibility field")
 for _f in (
-    CompatField(name="n", accepts=lambda v: _is_int(v, 1), requirement="1 (one choice per request)"),
     CompatField(name="best_of", accepts=lambda v: _is_int(v, 1), requirement="1"),
     CompatField(name="echo", accepts=lambda v: v is False, requirement="false"),
     CompatField(name="logprobs", accepts=lambda v: v is False or _is_int(v, 0), requirement="false or 0"),
@@ -191,43 +210,115 @@ def _include_usage(d: Mapping[str, Any]) -> bool:
     return _bool(options, "include_usage")
 
 
+@dataclass(frozen=True, kw_only=True)
+class NumberRule:
+    """The finite range a numeric request field must be in, checked before anything computes with it."""
+
+    name: str
+    integer: bool
+    low: float
+    high: float
+    why: str  # the reason for the bounds, for the error message
+
+
+def _check_number(rule: NumberRule, value: Any) -> Any:
+    ok_type = type(value) is int if rule.integer else type(value) in (int, float)
+    # Integers are compared as Python ints (10**400 must not reach float() and overflow).
+    if not ok_type or (type(value) is float and not math.isfinite(value)) or not rule.low <= value <= rule.high:
+        kind = "an integer" if rule.integer else "a number"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ConfigError(
+            f"{rule.name} must be {kind} from {_fmt(rule.low)} to {_fmt(rule.high)} (got {shown})",
+            hint=rule.why,
+            param=rule.name,
+        )
+    return value
+
+
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+# Generation fields: the runtime checks types and signs; the server also bounds them, so no client value can
+# overflow the sampler's arithmetic (a temperature of 1e-310 divides logits into inf) or ask for unbounded work.
+GREEDY_BELOW = 1e-6  # a temperature below this is greedy decoding: its softmax is already one-hot in float64
+MAX_N = 16  # n: choices per prompt
+MAX_CHOICES = 64  # prompts x n per request (LangChain's OpenAI.batch sends 20 prompts at once)
+MAX_TOKEN_ID = 2**31 - 1  # token ids are int32 or int64 in every graph; the model checks its vocabulary
+MAX_STOP = 16
+NUMBER_RULES: Registry[NumberRule] = Registry("numeric field")
+for _r in (
+    NumberRule(name="temperature", integer=False, low=0.0, high=100.0, why="0 is greedy; OpenAI clients use 0-2"),
+    NumberRule(name="top_p", integer=False, low=0.0, high=1.0, why="a probability mass: (0, 1]; 1 switches it off"),
+    NumberRule(name="top_k", integer=True, low=0, high=1_000_000, why="0 switches it off; at most the vocabulary"),
+    NumberRule(name="max_tokens", integer=True, low=1, high=2**31 - 1, why="tokens to generate; see GET /v1/models"),
+    NumberRule(
+        name="repetition_penalty",
+        integer=False,
+        low=0.01,
+        high=100.0,
+        why="1 switches it off; values far from 1 divide logits into overflow",
+    ),
+    NumberRule(name="seed", integer=True, low=0, high=2**63 - 1, why="a 64-bit non-negative integer"),
+    NumberRule(name="n", integer=True, low=1, high=MAX_N, why=f"choices per prompt, at most {MAX_N}"),
+):
+    NUMBER_RULES.add(_r.name, _r)
+del _r
+
+
 def _generation(d: Mapping[str, Any]) -> GenerationConfig:
-    return GenerationConfig.from_dict({k: d[k] for k in GENERATION_FIELDS if k in d})
+    options = {k: d[k] for k in GENERATION_FIELDS if k in d}
+    for name, value in options.items():
+        if name in NUMBER_RULES:
+            _check_number(NUMBER_RULES.get(name), value)
+    if "top_p" in options and options["top_p"] == 0:
+        raise ConfigError("top_p must be above 0 (0 keeps no token at all)", param="top_p")
+    if 0 < options.get("temperature", 0) < GREEDY_BELOW:
+        options["temperature"] = 0.0
+    stop = options.get("stop")
+    if isinstance(stop, list) and len(stop) > MAX_STOP:
+        raise ConfigError(f"at most {MAX_STOP} stop sequences (got {len(stop)})", param="stop")
+    return GenerationConfig.from_dict(options)
 
 
 # --------------------------------------------------------------------------------------------- requests
 
 
+Prompt = str | tuple[int, ...]
+
+
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
-    """``/v1/generate``, ``/v1/completions`` (``prompt``) and ``/v1/chat/completions`` (``messages``)."""
+    """``/v1/generate``, ``/v1/completions`` (``prompt``: one, or a list) and ``/v1/chat/completions`` (``messages``).
+
+    The answer has ``n`` choices per prompt, prompt-major (choice ``i * n + j`` is prompt ``i``'s ``j``-th), as
+    OpenAI's API orders them.
+    """
 
     model: str | None
-    prompt: str | tuple[int, ...] | None = None
+    prompts: tuple[Prompt, ...] = ()
     messages: tuple[ChatMessage, ...] | None = None
+    n: int = 1
     stream: bool = False
     include_usage: bool = False
     generation: GenerationConfig
     max_tokens_given: bool = False
 
+    @property
+    def choices(self) -> int:
+        return self.n * (1 if self.messages is not None else len(self.prompts))
+
     @classmethod
     def completion(cls, body: Mapping[str, Any]) -> GenerationRequest:
-        d = _check_fields(body, ("model", "prompt", "stream", "stream_options", *GENERATION_FIELDS))
+        d = _check_fields(body, ("model", "prompt", "n", "stream", "stream_options", *GENERATION_FIELDS))
         if "prompt" not in d:
             raise InvalidRequestError("the request needs a 'prompt'", param="prompt")
-        return cls(
-            model=_model(d),
-            prompt=_prompt(d["prompt"]),
-            stream=_bool(d, "stream"),
-            include_usage=_include_usage(d),
-            generation=_generation(d),
-            max_tokens_given="max_tokens" in d,
-        )
+        return cls._build(d, prompts=_prompts(d["prompt"]))
 
     @classmethod
     def chat(cls, body: Mapping[str, Any]) -> GenerationRequest:
         d = _check_fields(
-            body, ("model", "messages", "stream", "stream_options", "max_completion_tokens", *GENERATION_FIELDS)
+            body, ("model", "messages", "n", "stream", "stream_options", "max_completion_tokens", *GENERATION_FIELDS)
         )
         if "max_completion_tokens" in d:  # OpenAI's newer name for max_tokens
             if "max_tokens" in d and d["max_tokens"] != d["max_completion_tokens"]:
@@ -235,27 +326,61 @@ class GenerationRequest:
             d["max_tokens"] = d.pop("max_completion_tokens")
         if "messages" not in d:
             raise InvalidRequestError("the request needs 'messages'", param="messages")
-        return cls(
+        return cls._build(d, messages=parse_messages(d["messages"]))
+
+    @classmethod
+    def _build(cls, d: dict[str, Any], **prompt: Any) -> GenerationRequest:
+        n = _check_number(NUMBER_RULES.get("n"), d.get("n", 1))
+        req = cls(
             model=_model(d),
-            messages=parse_messages(d["messages"]),
+            n=n,
             stream=_bool(d, "stream"),
             include_usage=_include_usage(d),
             generation=_generation(d),
             max_tokens_given="max_tokens" in d,
+            **prompt,
         )
+        if req.stream and req.choices > 1:
+            raise InvalidRequestError(
+                "stream: true takes one prompt and n = 1 on this server",
+                hint="send the prompts as separate streaming requests, or stream: false for several choices",
+                param="n" if req.n > 1 else "prompt",
+            )
+        if req.choices > MAX_CHOICES:
+            raise InvalidRequestError(
+                f"at most {MAX_CHOICES} choices per request: prompts x n is {req.choices}",
+                hint="split the prompts over several requests",
+                param="prompt" if req.n == 1 else "n",
+            )
+        return req
 
 
-def _prompt(value: Any) -> str | tuple[int, ...]:
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        value = value[0]  # OpenAI's batch form with one prompt
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _prompts(value: Any) -> tuple[Prompt, ...]:
+    """One prompt (a string or token ids) or OpenAI's batch form: a list of strings, or of token-id lists."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(type(t) is int for t in value):
-        return tuple(value)
+        return (value,)
     if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
-        raise InvalidRequestError("one prompt per request: send the prompts as separate requests", param="prompt")
+        return tuple(value)
+    if _token_ids(value) or (isinstance(value, list) and value and all(_token_ids(t) for t in value)):
+        prompts = (tuple(value),) if _token_ids(value) else tuple(tuple(t) for t in value)
+        for ids in prompts:
+            bad = next((t for t in ids if not 0 <= t <= MAX_TOKEN_ID), None)
+            if bad is not None:  # checked here: 10**400 would overflow numpy before the model sees it
+                shown = repr(bad) if len(repr(bad)) <= 40 else repr(bad)[:40] + "..."
+                raise InvalidRequestError(
+                    f"token ids must be integers from 0 to {MAX_TOKEN_ID} (got {shown})",
+                    hint="send the text instead, or ids from this model's tokenizer",
+                    param="prompt",
+                )
+        return prompts
     raise InvalidRequestError(
-        f"prompt must be a string or a list of token ids (got {_json_type(value)})", param="prompt"
+        "prompt must be a string, a list of token ids, or a non-empty list of either"
+        f" (got {_json_type(value)}{' of mixed items' if isinstance(value, list) and value else ''})",
+        param="prompt",
     )
 
 
@@ -353,19 +478,34 @@ def _check_image(raw: bytes, i: int) -> None:
         raise InvalidRequestError(f"input[{i}] has {width}x{height} pixels, more than this server takes", param="input")
 
 
-def _decode_audio(value: Any, max_inputs: int) -> tuple[bool, list[Any]]:
+# Audio samples: floats in [-1, 1] or integer PCM up to 32 bits. Bounded so the squares and sums of
+# feature extraction stay finite in float32 (samples near 1e38 turned into NaN scores).
+AUDIO_SAMPLE_LIMIT = 2**31
+
+
+def _samples(v: Any, where: str) -> Any:
     import numpy as np
 
-    def clip(v: Any, where: str) -> Any:
-        if not isinstance(v, list) or not v or not all(type(x) in (int, float) for x in v):
-            raise InvalidRequestError(f"{where} must be a non-empty list of samples (numbers)", param="input")
-        return np.asarray(v, dtype=np.float32)
+    if not isinstance(v, list) or not v:
+        raise InvalidRequestError(f"{where} must be a non-empty list of samples (numbers)", param="input")
+    for i, x in enumerate(v):
+        # Compared as Python numbers: 10**400 must be refused, not overflow inside numpy.
+        if type(x) not in (int, float) or not -AUDIO_SAMPLE_LIMIT <= x <= AUDIO_SAMPLE_LIMIT or x != x:
+            shown = repr(x) if len(repr(x)) <= 40 else repr(x)[:40] + "..."
+            raise InvalidRequestError(
+                f"{where}[{i}] must be a finite sample between -2**31 and 2**31 (got {shown})",
+                hint="send floats in [-1, 1] or integer PCM samples",
+                param="input",
+            )
+    return np.asarray(v, dtype=np.float32)
 
+
+def _decode_audio(value: Any, max_inputs: int) -> tuple[bool, list[Any]]:
     if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
         if len(value) > max_inputs:
             raise InvalidRequestError(f"at most {max_inputs} inputs per request (got {len(value)})", param="input")
-        return False, [clip(v, f"input[{i}]") for i, v in enumerate(value)]
-    return True, [clip(value, "input")]
+        return False, [_samples(v, f"input[{i}]") for i, v in enumerate(value)]
+    return True, [_samples(value, "input")]
 
 
 INPUT_DECODERS: Registry[InputDecoder] = Registry("classification input")

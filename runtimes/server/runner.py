@@ -5,11 +5,18 @@ bind failure is a clear error rather than a log line. Shutdown is graceful: uvic
 in-flight requests (streams included) finish for up to ``shutdown_timeout_s``, then the app's lifespan joins
 the model threads and closes the audit log. In the foreground, SIGINT / SIGTERM start it (a second SIGINT
 forces it); in a thread, :meth:`ServerHandle.stop` does.
+
+Slow clients: uvicorn bounds the idle time between requests (``timeout_keep_alive``) and the header size
+(h11's incomplete-event limit) but not the time a client takes to send its headers, so one that sends a
+byte a second (slowloris) would hold its connection for ever. The HTTP protocol here is uvicorn's h11 one
+with a header timer: ``read_timeout_s`` from the connection (or the previous response) to the end of the
+request's headers, then a 408 and the connection closed. The body's own timeout is the app's (``read_body``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import socket
@@ -19,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError
+from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError, RequestReadTimeoutError
 from runtimes.server.config import ServerConfig
 
 
@@ -61,8 +68,77 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
         ws="none",
         server_header=False,
         timeout_graceful_shutdown=math.ceil(config.shutdown_timeout_s),
+        http=_timed_h11(config.read_timeout_s),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=_MAX_HEADER_BYTES,
     )
     return uvicorn.Server(cfg)
+
+
+_MAX_HEADER_BYTES = 32 * 1024  # h11's buffer for a partial request head; more is a 400 from uvicorn (see app.py)
+
+
+def _timed_h11(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers take longer than ``seconds``."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from runtimes.server.errors import error_json
+
+    class TimedH11Protocol(H11Protocol):
+        _header_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the headers are in (or the connection failed)
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request on this connection gets the same bound
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if not self.conn.trailing_data[0]:
+                self.transport.close()  # nothing was sent: an idle connection, close it quietly
+                return
+            body = error_json(
+                RequestReadTimeoutError(
+                    f"the request headers did not arrive within {seconds:g} s",
+                    hint="send the request line and headers at once",
+                )
+            )
+            head = (
+                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            )
+            # h11 cannot answer a request it has not parsed yet: the bytes go straight to the transport.
+            self.transport.write(head.encode("ascii") + body)
+            self.transport.close()
+            client = self.client[0] if self.client else "-"
+            logging.getLogger("edgekit.server.access").info('%s "- -" 408 (request headers too slow)', client)
+
+    return TimedH11Protocol
 
 
 def make_app(models: Mapping[str, Any] | Sequence[Any], config: ServerConfig) -> Any:

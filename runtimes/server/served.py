@@ -1,7 +1,9 @@
 """The models a server serves: each loaded model with its id, what it can do, and its chat template.
 
 A model is anything with ``task``, ``methods`` and the methods themselves (``stream``, ``embed``,
-``classify``): a :class:`runtimes.Model`, or a stand-in in tests. Its id is the package's manifest ``name``.
+``classify``): a :class:`runtimes.Model`, or a stand-in in tests. Its id is the one it is served under
+(``edgekit serve NAME=PKG``), else its package folder's name (``out/llm-int4`` serves ``llm-int4``): the folder
+a user named, not the export source's name in the manifest, so two variants of one model never collide.
 Which endpoints a model serves follows from its ``methods`` (the runtime's pipeline registry), never from
 its task name.
 
@@ -18,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.client import ChatTemplateError, InvalidRequestError, ModelNotFoundError, TaskMismatchError
-from edgekit.errors import ConfigError
+from edgekit.errors import ChatTemplateError, ConfigError, InvalidRequestError, ModelNotFoundError, TaskMismatchError
 from edgekit.registry import unknown_message
 from runtimes.server.chat import ChatTemplate
 
@@ -172,11 +173,15 @@ class ModelTable:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ConfigError(
-                f"two packages have the model id {dupes[0]!r} (the manifest's name)",
-                hint="export one of them with another name: exporters.export(..., name='my-model-int8')",
+                f"two models would be served as {dupes[0]!r}: model ids must be unique",
+                hint=f"give them ids of their own: edgekit serve {dupes[0]}-a=PKG1 {dupes[0]}-b=PKG2"
+                " (or --name for each package)",
+                param="name",
             )
         if not pairs:
             raise ConfigError("give at least one model package to serve")
+        for model_id in ids:
+            check_model_id(model_id)
         self.models = {i: ServedModel.wrap(i, m) for i, m in pairs}
 
     def __iter__(self) -> Any:
@@ -205,12 +210,34 @@ class ModelTable:
         return served
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:+@")
+
+
+def check_model_id(model_id: Any) -> str:
+    """A model id travels in JSON bodies, URLs (``/v1/models/{id}``) and metric labels: keep it plain."""
+    if not isinstance(model_id, str) or not 1 <= len(model_id) <= 128 or not set(model_id) <= _ID_CHARS:
+        raise ConfigError(
+            f"a model id must be 1-128 letters, digits or . _ - : + @ (got {model_id!r})",
+            hint="name it yourself: edgekit serve my-model=PKG (or --name my-model)",
+            param="name",
+        )
+    return model_id
+
+
+def default_model_id(path: str | Path) -> str:
+    """The id of the package at ``path``: its folder's name (a ``.zip`` package without the suffix)."""
+    p = Path(path)
+    return p.stem if p.suffix.lower() == ".zip" else p.name
+
+
 def _model_id(model: Any) -> str:
-    manifest = getattr(model, "manifest", None)
-    name = getattr(manifest, "name", None)
+    # The package folder, as the user named it; the manifest's name is the export source's and is the same
+    # for every variant of one model.
+    # (``edgekit serve`` names zip packages by their file; here a zip's root is its extraction directory.)
+    root = getattr(model, "root", None)
+    if root:
+        return default_model_id(root)
+    name = getattr(getattr(model, "manifest", None), "name", None)
     if not name:
-        root = getattr(model, "root", None)
-        name = Path(root).name if root else None
-    if not name:
-        raise ConfigError("a served model needs a name: load it from a package with a manifest")
+        raise ConfigError("a served model needs an id: serve it as {id: model} or load it from a package")
     return str(name)
