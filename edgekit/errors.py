@@ -168,6 +168,8 @@ class MissingDependencyError(EdgekitError):
 class OutputNotWritableError(EdgekitError):
     code = "output_not_writable"
     http_status = 400
+
+
 # ------------------------------------------------------------------------------------ the HTTP API's errors
 # Raised by the server (runtimes/server) and, matched by ``code``, by the client (edgekit/client.py).
 
