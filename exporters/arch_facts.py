@@ -56,6 +56,21 @@ def _falcon_kv_heads(cfg: Config, heads: int) -> int:
     return int(cfg.get("num_kv_heads") or heads)
 
 
+def _always_exportable(cfg: Config) -> str | None:
+    return None
+
+
+def _falcon_unexportable(cfg: Config) -> str | None:
+    heads, kv = cfg.get("num_attention_heads"), cfg.get("num_kv_heads")
+    if cfg.get("new_decoder_architecture") and kv and heads and kv != heads:
+        # optimum-onnx builds its dummy cache with num_kv_heads heads; transformers caches every query head.
+        return (
+            f"Falcon's new decoder architecture with num_kv_heads {kv} != num_attention_heads {heads}:"
+            " optimum's exporter traces it with a cache of the wrong head count"
+        )
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ArchFacts:
     """How one family names its sizes (first key present wins) and what limits its positions."""
@@ -71,6 +86,8 @@ class ArchFacts:
     # For families without a position table (ALiBi): the context to assume, and why.
     default_context: int | None = None
     default_context_reason: str = ""
+    # Why a config of this family cannot be exported (a known converter limit), or None.
+    unexportable: Callable[[Config], str | None] = _always_exportable
 
 
 DEFAULT_FACTS = ArchFacts()
@@ -93,7 +110,7 @@ for _name in (
 ):
     ARCH_FACTS.add(_name, ArchFacts(position_offset=_padding_idx_offset))
 ARCH_FACTS.add("mpnet", ArchFacts(position_offset=_mpnet_offset))
-ARCH_FACTS.add("falcon", ArchFacts(kv_heads=_falcon_kv_heads))
+ARCH_FACTS.add("falcon", ArchFacts(kv_heads=_falcon_kv_heads, unexportable=_falcon_unexportable))
 ARCH_FACTS.add(
     "bloom",
     ArchFacts(
@@ -105,6 +122,17 @@ ARCH_FACTS.add(
 
 def facts_for(model_type: str | None) -> ArchFacts:
     return ARCH_FACTS.get(model_type) if model_type in ARCH_FACTS else DEFAULT_FACTS
+
+
+def refuse_unexportable(src: Path, cfg: Config, task: str) -> None:
+    """Raise before conversion when this config hits a known converter limit, naming it and the way out."""
+    reason = facts_for(cfg.get("model_type")).unexportable(cfg)
+    if reason is not None:
+        raise UnsupportedModelError(
+            f"{src} cannot be exported for {task}: {reason}",
+            hint="export the model to ONNX yourself and pass the .onnx file, or use a checkpoint of a supported"
+            " configuration",
+        )
 
 
 def _first(cfg: Config, keys: tuple[str, ...]) -> tuple[str, int] | None:

@@ -338,6 +338,7 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
 
         raise MissingDependencyError.for_extra("optimum-onnx", "export") from exc
     model_type = config.get("model_type", "?")
+    arch_facts.refuse_unexportable(src, config, optimum_task)
     try:
         main_export(
             str(src),
@@ -348,7 +349,7 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
             do_validation=False,  # we validate ourselves, with per-output tolerances
             local_files_only=True,
         )
-    except (KeyError, ValueError, NotImplementedError) as exc:
+    except (KeyError, ValueError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: torch tracing
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(
             f"optimum cannot export the architecture {model_type!r} for the task {optimum_task!r}: {msg}",

@@ -407,3 +407,25 @@ def test_index_nodes_skip_the_data_path():
     )
     found = index_nodes(helper.make_model(g))
     assert found == ["shape", "len", "range", "to_float", "log", "to_int"]
+
+
+def test_falcon_new_decoder_with_fewer_kv_heads_is_refused_by_name(tmp_path):
+    """optimum traces this config with a cache of num_kv_heads heads while transformers caches every head."""
+    from exporters import export
+
+    src = _build(
+        tmp_path / "falcon-new",
+        "FalconConfig",
+        "FalconForCausalLM",
+        vocab_size=259,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_kv_heads=2,
+        new_decoder_architecture=True,
+        max_position_embeddings=64,
+    )
+    with pytest.raises(UnsupportedModelError) as err:
+        export(src, output=tmp_path / "pkg", task="text-generation", recipe="fp32", progress=False)
+    assert "num_kv_heads 2 != num_attention_heads 4" in err.value.message
+    assert ".onnx file" in err.value.hint
