@@ -295,6 +295,15 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             hint="pass --calibration DATA (.npz of named arrays, a folder of images, or a .txt file of lines)",
         )
     samples = ctx.calibration[: cfg.max_calibration_samples]
+    shapes = {tuple(sorted((k, tuple(v.shape)) for k, v in s.items())) for s in samples}
+    if cfg.method != "minmax" and len(shapes) > 1:
+        # ORT's histogram calibrators stack every sample's activations into one array per tensor.
+        raise CalibrationError(
+            f"int8-static's {cfg.method} calibration needs samples of one shape; these come in {len(shapes)}"
+            " shapes (e.g. texts of different lengths)",
+            hint="use method minmax (the default), or give an .npz whose samples share one shape",
+            param="method",
+        )
     method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,

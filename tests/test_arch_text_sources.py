@@ -429,3 +429,23 @@ def test_falcon_new_decoder_with_fewer_kv_heads_is_refused_by_name(tmp_path):
         export(src, output=tmp_path / "pkg", task="text-generation", recipe="fp32", progress=False)
     assert "num_kv_heads 2 != num_attention_heads 4" in err.value.message
     assert ".onnx file" in err.value.hint
+
+
+def test_histogram_calibration_of_varied_lengths_is_refused_up_front(encoder_dirs, tmp_path):
+    """ORT's entropy/percentile calibrators stack every sample's activations; texts differ in length."""
+    from edgekit.errors import CalibrationError
+    from exporters import export
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text("short\na much longer line of calibration text\n", encoding="utf-8")
+    with pytest.raises(CalibrationError) as err:
+        export(
+            encoder_dirs["roberta"],
+            output=tmp_path / "pkg",
+            task="feature-extraction",
+            recipe="int8-static",
+            recipe_options={"method": "percentile"},
+            calibration=str(calib),
+            progress=False,
+        )
+    assert err.value.param == "method" and "2 shapes" in err.value.message and "minmax" in err.value.hint
