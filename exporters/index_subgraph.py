@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from onnx import TensorProto
-
 # Op -> positions of its inputs that hold indices.
 INDEX_INPUTS: dict[str, tuple[int, ...]] = {"Gather": (1,), "GatherElements": (1,), "GatherND": (1,)}
 # Ops whose output depends on an input's shape only, never its values.
 SHAPE_ONLY = frozenset({"Shape", "Size"})
-_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16 (numbers, so importing this module stays light).
+_FLOATS = (1, 10, 11, 16)
 
 
 def _data_tensors(model: Any) -> set[str]:

@@ -383,13 +383,19 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
         id2label = config.get("id2label") or {}
         converted.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
     if task.kind == "generation":
-        sizes = arch_facts.decoder_sizes(src, config)
-        converted.generation = _generation_spec(src, config, model, options.with_kv_cache, sizes)
-        # Prompts are bounded by the context (a position table, or a recorded default for ALiBi models).
-        converted.preprocessing["max_length"] = sizes.max_context_tokens
-        converted.preprocessing.pop("max_length_limits", None)  # an encoder's limits; the context replaces them
-        converted.preprocessing["context_source"] = sizes.context_source
+        _attach_generation(converted, src, config, model, options.with_kv_cache)
     return converted
+
+
+def _attach_generation(
+    converted: ConvertedModel, src: Path, config: dict[str, Any], model: Any, with_kv_cache: bool
+) -> None:
+    sizes = arch_facts.decoder_sizes(src, config)
+    converted.generation = _generation_spec(src, config, model, with_kv_cache, sizes)
+    # Prompts are bounded by the context (a position table, or a recorded default for ALiBi models).
+    converted.preprocessing["max_length"] = sizes.max_context_tokens
+    converted.preprocessing.pop("max_length_limits", None)  # an encoder's limits; the context replaces them
+    converted.preprocessing["context_source"] = sizes.context_source
 
 
 def _tree_small(src: Path) -> bool:
