@@ -20,6 +20,7 @@ call them, so users never see a bare traceback from a dependency.
     ├── PackageError               a model package is missing, corrupt or too new
     │   └── ChecksumError
     ├── RuntimeBackendError        ONNX Runtime failed while loading or running
+    │   └── GraphRunError          a graph failed to run during export (names the node and op)
     ├── DeviceProfileError         a device profile file is invalid
     ├── BudgetExceededError        a profile went over a latency or memory budget
     ├── MissingDependencyError     an optional extra is not installed
@@ -141,6 +142,19 @@ class ChecksumError(PackageError):
 
 class RuntimeBackendError(EdgekitError):
     code = "runtime_error"
+
+
+class GraphRunError(RuntimeBackendError):
+    """ONNX Runtime failed to run a graph during export; ``node`` and ``op_type`` say where when ORT does."""
+
+    code = "graph_run_failed"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, node: str | None = None, op_type: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, param=node)
+        self.node = node
+        self.op_type = op_type
 
 
 class DeviceProfileError(EdgekitError):

@@ -15,7 +15,7 @@ from edgekit.errors import CalibrationError, SourceNotFoundError
 from edgekit.manifest import TensorSpec
 from edgekit.registry import Registry
 from runtimes.preprocess import AudioSettings, ImageSettings, audio_batch, preprocess_images
-from runtimes.samples import SampleContext, generation_feeds
+from runtimes.samples import SampleContext, generation_feeds, prompt_ids
 
 AUDIO_SUFFIXES = {".wav"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -138,12 +138,8 @@ def _load_text(path: Path, ctx: SampleContext, limit: int) -> Dataset:
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()][:limit]
     enc = ctx.text_encoder()
     if ctx.generation is not None:
-        samples = [
-            generation_feeds(
-                np.asarray([enc.encode(ln, add_special_tokens=False) or [0]], np.int64), ctx.generation, ctx.inputs
-            )
-            for ln in lines
-        ]
+        # Each line is cut to the context window, as the validation samples are.
+        samples = [generation_feeds(prompt_ids(enc, ln, ctx.generation), ctx.generation, ctx.inputs) for ln in lines]
     else:
         samples = [enc.encode_batch([ln]).feeds(ctx.input_names) for ln in lines]
     return Dataset(samples)

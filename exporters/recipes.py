@@ -24,8 +24,9 @@ from typing import Any, Literal
 from edgekit.config import require, to_dict
 from edgekit.errors import CalibrationError, CorruptModelError, UnsupportedModelError
 from edgekit.registry import Registry
-from exporters import graph
+from exporters import graph, index_subgraph
 from exporters.decoder_fusions import step_decoder_fusions
+from exporters.ort_guard import guarded
 from exporters.smoothing import step_smooth
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
@@ -294,29 +295,48 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             hint="pass --calibration DATA (.npz of named arrays, a folder of images or WAV clips, or a .txt file of lines)",
         )
     samples = ctx.calibration[: cfg.max_calibration_samples]
+    shapes = {tuple(sorted((k, tuple(v.shape)) for k, v in s.items())) for s in samples}
+    if cfg.method != "minmax" and len(shapes) > 1:
+        # ORT's histogram calibrators stack every sample's activations into one array per tensor.
+        raise CalibrationError(
+            f"int8-static's {cfg.method} calibration needs samples of one shape; these come in {len(shapes)}"
+            " shapes (e.g. texts of different lengths)",
+            hint="use method minmax (the default), or give an .npz whose samples share one shape",
+            param="method",
+        )
     method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[cfg.method]
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    # Position-bucket / index chains (MPNet's log-bucketed relative positions) stay float: log(0) = -inf
+    # would give their QDQ an infinite scale (exporters/index_subgraph.py).
+    index_nodes = [
+        n for n in index_subgraph.index_nodes(graph.load_model(src, check=False)) if n not in cfg.nodes_to_exclude
+    ]
     ctx.log(f"calibrating on {len(samples)} samples ({cfg.method})…")
-    quantize_static(
-        str(src),
-        str(dst),
-        _ListReader(samples),
-        quant_format=QuantFormat.QDQ,
-        per_channel=cfg.per_channel,
-        activation_type=qtype[cfg.activation_type],
-        weight_type=qtype[cfg.weight_type],
-        calibrate_method=method,
-        nodes_to_exclude=list(cfg.nodes_to_exclude),
-        extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
+    guarded(
+        lambda: quantize_static(
+            str(src),
+            str(dst),
+            _ListReader(samples),
+            quant_format=QuantFormat.QDQ,
+            per_channel=cfg.per_channel,
+            activation_type=qtype[cfg.activation_type],
+            weight_type=qtype[cfg.weight_type],
+            calibrate_method=method,
+            nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes],
+            extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
+        ),
+        during="int8-static calibration",
+        hint="check the calibration data fits the model (lengths within preprocessing max_length)",
     )
     return True, {
         "calibration_samples": len(samples),
         "method": cfg.method,
         "nodes_kept_float": list(cfg.nodes_to_exclude),
+        "index_nodes_kept_float": index_nodes,
     }
 
 

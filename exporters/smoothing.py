@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import CalibrationError
 from exporters import graph
+from exporters.ort_guard import guarded, ort_failure
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 # A layer is smoothed only if its simulated quantization error drops below this fraction of the
@@ -273,15 +273,19 @@ def collect_stats(
     graph.save_model(model, probe)
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
+    sess = guarded(
+        lambda: ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"]),
+        during=f"loading {model_path.name} for smoothing's statistics",
+    )
     names = {i.name for i in sess.get_inputs()}
     stats = {t: ActivationStats() for t in tensors}
     for i, feed in enumerate(feeds):
         try:
             outs = sess.run(tensors, {k: v for k, v in feed.items() if k in names})
         except Exception as exc:  # onnxruntime raises several types for wrong names, dtypes and shapes
-            raise CalibrationError(
-                f"smoothing cannot run the float model on calibration sample {i}: {str(exc).strip().splitlines()[0]}",
+            raise ort_failure(
+                exc,
+                during=f"smoothing's statistics run on calibration sample {i}",
                 hint="give calibration data with the model's input names, dtypes and shapes, or set smoothing: false",
             ) from None
         for t, x in zip(tensors, outs, strict=True):

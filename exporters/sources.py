@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import (
-    ConfigError,
     CorruptModelError,
     SourceNotFoundError,
     UnsupportedModelError,
@@ -28,7 +27,7 @@ from edgekit.hashing import sha256_file, sha256_tree
 from edgekit.manifest import MANIFEST_NAME, GenerationSpec, SourceInfo
 from edgekit.registry import Registry
 from edgekit.tasks import TaskSpec
-from exporters import graph
+from exporters import arch_facts, graph
 from runtimes.preprocess import AudioSettings, ImageSettings
 
 log = logging.getLogger("edgekit.export")
@@ -339,6 +338,7 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
 
         raise MissingDependencyError.for_extra("optimum-onnx", "export") from exc
     model_type = config.get("model_type", "?")
+    arch_facts.refuse_unexportable(src, config, optimum_task)
     try:
         main_export(
             str(src),
@@ -349,7 +349,7 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
             do_validation=False,  # we validate ourselves, with per-output tolerances
             local_files_only=True,
         )
-    except (KeyError, ValueError, NotImplementedError) as exc:
+    except (KeyError, ValueError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: torch tracing
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(
             f"optimum cannot export the architecture {model_type!r} for the task {optimum_task!r}: {msg}",
@@ -383,8 +383,19 @@ def _convert_hf(source: Any, work: Path, options: ConvertOptions) -> ConvertedMo
         id2label = config.get("id2label") or {}
         converted.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
     if task.kind == "generation":
-        converted.generation = _generation_spec(src, config, model, options.with_kv_cache)
+        _attach_generation(converted, src, config, model, options.with_kv_cache)
     return converted
+
+
+def _attach_generation(
+    converted: ConvertedModel, src: Path, config: dict[str, Any], model: Any, with_kv_cache: bool
+) -> None:
+    sizes = arch_facts.decoder_sizes(src, config)
+    converted.generation = _generation_spec(src, config, model, with_kv_cache, sizes)
+    # Prompts are bounded by the context (a position table, or a recorded default for ALiBi models).
+    converted.preprocessing["max_length"] = sizes.max_context_tokens
+    converted.preprocessing.pop("max_length_limits", None)  # an encoder's limits; the context replaces them
+    converted.preprocessing["context_source"] = sizes.context_source
 
 
 def _tree_small(src: Path) -> bool:
@@ -401,34 +412,34 @@ def _weights_digest(src: Path) -> str:
     return h.hexdigest()
 
 
+def _text_preprocessing(src: Path, config: dict[str, Any], task: TaskSpec) -> dict[str, Any]:
+    pre: dict[str, Any] = {"tokenizer_file": "tokenizer.json"}
+    if not (src / "tokenizer.json").is_file():
+        raise UnsupportedModelError(
+            f"{src} has no tokenizer.json; the device runtime reads only the fast-tokenizer format",
+            hint="save it with AutoTokenizer.from_pretrained(dir).save_pretrained(dir) (a fast tokenizer)",
+        )
+    # The longest sequence that runs: the runtime's TextEncoder truncates to it, the samples fit in it.
+    length = arch_facts.text_length(src, config)
+    pre["max_length"] = length.max_length
+    if length.limits:
+        pre["max_length_limits"] = length.limits
+    if task.kind == "embedding":
+        pooling = "mean"
+        pool_cfg = src / "1_Pooling" / "config.json"
+        if pool_cfg.is_file():
+            pc = _read_json(pool_cfg)
+            pooling = (
+                "cls" if pc.get("pooling_mode_cls_token") else "max" if pc.get("pooling_mode_max_tokens") else "mean"
+            )
+        pre["pooling"] = pooling
+        pre["normalize"] = True
+    return pre
+
+
 def _hf_preprocessing(src: Path, config: dict[str, Any], task: TaskSpec) -> dict[str, Any]:
     if task.modality == "text":
-        pre: dict[str, Any] = {"tokenizer_file": "tokenizer.json"}
-        if not (src / "tokenizer.json").is_file():
-            raise UnsupportedModelError(
-                f"{src} has no tokenizer.json; the device runtime reads only the fast-tokenizer format",
-                hint="save it with AutoTokenizer.from_pretrained(dir).save_pretrained(dir) (a fast tokenizer)",
-            )
-        max_len = config.get("max_position_embeddings") or config.get("n_positions")
-        st_cfg = src / "sentence_bert_config.json"
-        if st_cfg.is_file():
-            max_len = _read_json(st_cfg).get("max_seq_length", max_len)
-        pre["max_length"] = max_len
-        if task.kind == "embedding":
-            pooling = "mean"
-            pool_cfg = src / "1_Pooling" / "config.json"
-            if pool_cfg.is_file():
-                pc = _read_json(pool_cfg)
-                pooling = (
-                    "cls"
-                    if pc.get("pooling_mode_cls_token")
-                    else "max"
-                    if pc.get("pooling_mode_max_tokens")
-                    else "mean"
-                )
-            pre["pooling"] = pooling
-            pre["normalize"] = True
-        return pre
+        return _text_preprocessing(src, config, task)
     if task.modality in _PROCESSOR_SETTINGS:
         return _processor_preprocessing(src, config, task.modality)
     return {}
@@ -449,15 +460,13 @@ def _processor_preprocessing(src: Path, config: dict[str, Any], modality: str) -
     return {modality: settings.to_dict()}
 
 
-def _generation_spec(src: Path, config: dict[str, Any], model: Any, with_kv_cache: bool) -> GenerationSpec:
+def _generation_spec(
+    src: Path, config: dict[str, Any], model: Any, with_kv_cache: bool, sizes: arch_facts.DecoderSizes
+) -> GenerationSpec:
     inputs, outputs = graph.io_specs(model)
     in_names = {t.name for t in inputs}
     out_names = {t.name for t in outputs}
-    layers = int(config.get("num_hidden_layers") or config.get("n_layer") or 0)
-    heads = int(config.get("num_attention_heads") or config.get("n_head") or 0)
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
-    head_size = int(config.get("head_dim") or (hidden // heads if heads else 0))
+    layers = sizes.num_layers
     templates: dict[str, str | None] = dict.fromkeys(
         ("past_key_template", "past_value_template", "present_key_template", "present_value_template")
     )
@@ -479,7 +488,10 @@ def _generation_spec(src: Path, config: dict[str, Any], model: Any, with_kv_cach
                 name = templates[key].format(layer=layer)  # type: ignore[union-attr]
                 if name not in out_names:
                     raise UnsupportedModelError(f"the exported graph has no KV-cache output {name!r}")
-        kv_dtype = next(t.dtype for t in inputs if t.name == templates["past_key_template"].format(layer=0))  # type: ignore[union-attr]
+        past_key = next(t for t in inputs if t.name == templates["past_key_template"].format(layer=0))  # type: ignore[union-attr]
+        kv_dtype = past_key.dtype
+        # The manifest states the KV heads the graph really has (Falcon's multi-query caches one head).
+        sizes = arch_facts.check_kv_against_graph(sizes, past_key, config.get("model_type"))
     gen_cfg_path = src / "generation_config.json"
     gen_cfg = _read_json(gen_cfg_path) if gen_cfg_path.is_file() else {}
     eos = gen_cfg.get("eos_token_id", config.get("eos_token_id"))
@@ -491,17 +503,14 @@ def _generation_spec(src: Path, config: dict[str, Any], model: Any, with_kv_cach
         chat_template = (src / "chat_template.jinja").read_text(encoding="utf-8")
     if isinstance(chat_template, list):  # named templates: keep the default one
         chat_template = next((t.get("template") for t in chat_template if t.get("name") == "default"), None)
-    max_ctx = int(config.get("max_position_embeddings") or config.get("n_positions") or 0)
-    if not (layers and heads and head_size and max_ctx):
-        raise ConfigError(f"{src}/config.json lacks the layer/head/context sizes a causal LM needs")
     return GenerationSpec(
         with_kv_cache=with_kv_cache,
         num_layers=layers,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_size=head_size,
+        num_attention_heads=sizes.num_attention_heads,
+        num_kv_heads=sizes.num_kv_heads,
+        head_size=sizes.head_size,
         vocab_size=int(config.get("vocab_size", 0)),
-        max_context_tokens=max_ctx,
+        max_context_tokens=sizes.max_context_tokens,
         kv_dtype=kv_dtype,
         logits_name="logits",
         input_ids_name="input_ids",

@@ -18,11 +18,15 @@ import numpy as np
 from edgekit.errors import RuntimeBackendError
 from edgekit.registry import Registry
 from edgekit.tasks import TaskSpec
+from exporters.ort_guard import run_session
 
 SessionRunner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
-def make_runner(model_path: str | Path, *, threads: int | None = None) -> tuple[SessionRunner, list[str]]:
+def make_runner(
+    model_path: str | Path, *, threads: int | None = None, purpose: str = "validation"
+) -> tuple[SessionRunner, list[str]]:
+    """A CPU session over ``model_path`` whose run failures are :class:`GraphRunError`s naming the node."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -37,7 +41,12 @@ def make_runner(model_path: str | Path, *, threads: int | None = None) -> tuple[
             hint="the recipe produced a graph this onnxruntime cannot run; try another recipe",
         ) from None
     names = [o.name for o in sess.get_outputs()]
-    return (lambda feeds: sess.run(None, feeds)), names
+    during = f"{purpose} of {Path(model_path).name}"
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return run_session(sess, None, feeds, during=during)
+
+    return run, names
 
 
 @dataclass

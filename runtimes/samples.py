@@ -146,13 +146,13 @@ def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray
     enc = ctx.text_encoder()
     gen = ctx.generation
     assert gen is not None
-    out = []
-    for s in sentences(n, offset=ctx.offset):
-        ids = np.asarray(
-            [enc.encode(s, add_special_tokens=False)[: max(2, gen.max_context_tokens - 1)] or [0]], np.int64
-        )
-        out.append(generation_feeds(ids, gen, ctx.inputs))
-    return out
+    return [generation_feeds(prompt_ids(enc, s, gen), gen, ctx.inputs) for s in sentences(n, offset=ctx.offset)]
+
+
+def prompt_ids(enc: TextEncoder, text: str, gen: GenerationSpec) -> np.ndarray:
+    """A (1, s) prompt that leaves room for one generated token within the context window."""
+    ids = enc.encode(text, add_special_tokens=False)[: max(1, gen.max_context_tokens - 1)]
+    return np.asarray([ids or [0]], np.int64)
 
 
 def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
