@@ -19,7 +19,21 @@ This step rewrites the graph the way onnxruntime-genai's model builder lays it o
    ``attention_mask``. The dead shape and mask subgraphs are pruned.
 3. A self-check: the fused and the source graph run a prompt and one decode step on ONNX Runtime; the
    logits and the KV cache must agree (and the greedy token must be the same), or the step keeps the
-   source graph and says why in its details.
+   source graph and says why in its details. A self-check that raises (ONNX Runtime refusing the graph)
+   is a failed check, never a crash.
+
+Variants and the kernel pre-flight. ORT's CPU kernels accept a GroupQueryAttention graph at load time and
+refuse it at the first ``run()`` when a shape breaks one of their checks (``head_size shall be a multiple
+of 16`` with rotary fused into the node, for one). So before rewriting, every kernel constraint
+(:data:`KERNEL_RULES`, one record each with the ORT source it comes from) is evaluated on the matched
+shapes, and the first variant of :data:`VARIANTS` whose rules all hold is built and self-checked:
+
+- ``gqa-fused-rotary``: one GroupQueryAttention with ``do_rotary=1`` per layer (the fewest nodes);
+- ``gqa-rotary-nodes``: a Split of the packed QKV, ``com.microsoft.RotaryEmbedding`` on Q and K, and a
+  GroupQueryAttention with ``do_rotary=0`` (head sizes of 8, where fused rotary needs 16);
+- otherwise the source graph stays (``unfused``), with every failed rule in the details.
+
+A variant whose self-check fails falls through to the next. The details name the variant chosen and why.
 
 Contract kept: the graph's input and output names (``input_ids``, ``attention_mask``, ``position_ids``,
 ``past_key_values.{i}.key/value``, ``logits``, ``present.{i}.key/value``), their dtypes and the BNSH
@@ -43,7 +57,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +83,134 @@ _PASS_THROUGH = frozenset({"Unsqueeze", "Expand", "Reshape", "Identity", "Cast"}
 _BHSD = [0, 2, 1, 3]
 _FUSED_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization")
 _KT = [0, 1, 3, 2]
+
+
+# ------------------------------------------------------------------------------ kernel pre-flight and variants
+
+_GQA_HELPER = "onnxruntime/contrib_ops/cpu/bert/group_query_attention_helper.h"
+_ROTARY_HELPER = "onnxruntime/contrib_ops/cpu/bert/rotary_embedding_helper.h"
+_ROTARY_KERNEL = "onnxruntime/contrib_ops/cpu/bert/rotary_embedding.cc"
+# Line numbers are those of the copies read (ORT main, commits 00b376b6 / 076ffcdf / 0941ecb9); the quoted
+# messages are what ORT 1.32 prints, so a rule can be found again after the lines move.
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionShape:
+    """What the pre-flight knows about the matched layers before anything is rewritten."""
+
+    num_heads: int
+    kv_num_heads: int
+    head_size: int
+    rotary_width: int  # cos_cache / sin_cache dim 1 (half the rotated dims)
+    cache_rows: int  # cos_cache dim 0 after trimming to the context window
+    context: int | None  # the longest sequence the package runs (None: unknown)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelRule:
+    """One constraint an ORT CPU kernel checks at run time, and where ORT checks it."""
+
+    name: str
+    holds: Callable[[AttentionShape], bool]
+    reason: str  # what breaks, in ORT's words where it has them
+    source: str  # file:line in ONNX Runtime (or "edgekit" for an equivalence the fusion itself needs)
+
+
+_GQA_RULES = (
+    KernelRule(
+        name="gqa.num_heads_multiple_of_kv_num_heads",
+        holds=lambda s: s.kv_num_heads > 0 and s.num_heads % s.kv_num_heads == 0,
+        reason="num_heads must be a multiple of kv_num_heads",
+        source=f"{_GQA_HELPER}:51 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.head_size_multiple_of_8",
+        holds=lambda s: s.head_size % 8 == 0,
+        reason="head_size must be a multiple of 8 (packed and unpacked QKV alike)",
+        source=f"{_GQA_HELPER}:61,98 CheckInputs",
+    ),
+)
+_FUSED_ROTARY_RULES = (
+    KernelRule(
+        name="gqa.rotary_head_size_multiple_of_16",
+        holds=lambda s: s.head_size % 16 == 0,
+        reason="with cos_cache/sin_cache: head_size shall be a multiple of 16",
+        source=f"{_GQA_HELPER}:190 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.rotary_cache_width",
+        holds=lambda s: s.rotary_width <= (s.head_size // 16) * 8 and s.rotary_width % 8 == 0,
+        reason="cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8",
+        source=f"{_GQA_HELPER}:203 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.rotary_cache_rows",
+        holds=lambda s: s.context is None or s.cache_rows >= s.context,
+        reason="cos_cache dimension 0 shall not be less than total_sequence_length",
+        source=f"{_GQA_HELPER}:195 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.rotary_covers_whole_head",
+        holds=lambda s: 2 * s.rotary_width == s.head_size,
+        reason="GQA rotates 2 * cos_cache width dims; the source rotates the whole head",
+        source="edgekit (equivalence with the source's RotaryEmbedding)",
+    ),
+)
+_ROTARY_NODE_RULES = (
+    KernelRule(
+        name="rotary.cache_width_is_half_head",
+        holds=lambda s: 2 * s.rotary_width == s.head_size,
+        reason="on (batch, seq, hidden) input without rotary_embedding_dim the head size is 2 * cos_cache width",
+        source=f"{_ROTARY_HELPER}:88,117 CheckInputs",
+    ),
+    KernelRule(
+        name="rotary.cache_rows",
+        holds=lambda s: s.context is None or s.cache_rows >= s.context,
+        reason="position ids index the cos/sin caches unchecked: the caches must cover the context",
+        source=f"{_ROTARY_KERNEL}:108 RotaryEmbedding::Compute",
+    ),
+)
+KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionVariant:
+    """One way to lay out a layer's attention, with the kernel rules it must satisfy."""
+
+    name: str
+    description: str
+    fused_rotary: bool  # rotary inside GroupQueryAttention (do_rotary=1) or as RotaryEmbedding nodes before it
+    rules: tuple[KernelRule, ...]
+
+    def failed_rules(self, shape: AttentionShape) -> list[KernelRule]:
+        return [r for r in self.rules if not r.holds(shape)]
+
+
+# In order of preference: the first variant whose rules hold and whose self-check passes is kept.
+VARIANTS = (
+    FusionVariant(
+        name="gqa-fused-rotary",
+        description="GroupQueryAttention with do_rotary=1 fed cos/sin caches",
+        fused_rotary=True,
+        rules=_GQA_RULES + _FUSED_ROTARY_RULES,
+    ),
+    FusionVariant(
+        name="gqa-rotary-nodes",
+        description="Split QKV, RotaryEmbedding on Q and K, GroupQueryAttention with do_rotary=0",
+        fused_rotary=False,
+        rules=_GQA_RULES + _ROTARY_NODE_RULES,
+    ),
+)
+UNFUSED = "unfused"
+
+
+def preflight(shape: AttentionShape) -> list[dict[str, Any]]:
+    """Every rule of every variant evaluated on ``shape``: one record per (variant, rule)."""
+    return [
+        {"variant": v.name, "rule": r.name, "ok": bool(r.holds(shape)), "reason": r.reason, "source": r.source}
+        for v in VARIANTS
+        for r in v.rules
+    ]
 
 
 @dataclass
@@ -331,33 +473,28 @@ def _max_positions(ctx: Any) -> int | None:
     return None
 
 
-def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dict[str, Any]:
+def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant) -> dict[str, Any]:
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
     gm = _Graph(model)
     mask = ATTENTION_MASK
     # seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
-    names = {
-        "axes": "gqa/axes_1",
-        "one": "gqa/one_i64",
-        "idx": "gqa/index_1",
-    }
     g.initializer.extend(
         [
-            numpy_helper.from_array(np.array([1], dtype=np.int64), names["axes"]),
-            numpy_helper.from_array(np.array(1, dtype=np.int64), names["one"]),
-            numpy_helper.from_array(np.array(1, dtype=np.int64), names["idx"]),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "gqa/axes_1"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa/one_i64"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa/index_1"),
         ]
     )
     head = [
-        helper.make_node("ReduceSum", [mask, names["axes"]], ["gqa/mask_sum"], name="gqa/ReduceSum", keepdims=0),
-        helper.make_node("Sub", ["gqa/mask_sum", names["one"]], ["gqa/seqlens_k_i64"], name="gqa/Sub"),
+        helper.make_node("ReduceSum", [mask, "gqa/axes_1"], ["gqa/mask_sum"], name="gqa/ReduceSum", keepdims=0),
+        helper.make_node("Sub", ["gqa/mask_sum", "gqa/one_i64"], ["gqa/seqlens_k_i64"], name="gqa/Sub"),
         helper.make_node(
             "Cast", ["gqa/seqlens_k_i64"], ["gqa/seqlens_k"], name="gqa/Cast_seqlens", to=TensorProto.INT32
         ),
         helper.make_node("Shape", [mask], ["gqa/mask_shape"], name="gqa/Shape"),
-        helper.make_node("Gather", ["gqa/mask_shape", names["idx"]], ["gqa/total_i64"], name="gqa/Gather", axis=0),
+        helper.make_node("Gather", ["gqa/mask_shape", "gqa/index_1"], ["gqa/total_i64"], name="gqa/Gather", axis=0),
         helper.make_node("Cast", ["gqa/total_i64"], ["gqa/total_len"], name="gqa/Cast_total", to=TensorProto.INT32),
     ]
     drop = set()
@@ -366,34 +503,11 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dic
         wq, wk, wv = (gm.const(m.input[1]) for m in (layer.q_matmul, layer.k_matmul, layer.v_matmul))
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
-        qkv = f"gqa/layers.{i}/qkv"
-        rot = layer.rotary
-        matmul = helper.make_node("MatMul", [layer.x, w_name], [qkv], name=f"gqa/layers.{i}/qkv_proj/MatMul")
-        attn = helper.make_node(
-            "GroupQueryAttention",
-            [
-                qkv,
-                "",
-                "",
-                layer.key_concat.input[0],
-                layer.value_concat.input[0],
-                "gqa/seqlens_k",
-                "gqa/total_len",
-                rot.input[2],
-                rot.input[3],
-                rot.input[1],  # position_ids: the graph's own, so positions follow the caller
-            ],
-            [layer.out_reshape.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
-            name=f"gqa/layers.{i}/GroupQueryAttention",
-            domain=MS_DOMAIN,
-            num_heads=layer.num_heads,
-            kv_num_heads=layer.kv_num_heads,
-            do_rotary=1,
-            rotary_interleaved=int(graph.node_attr(rot, "interleaved", 0)),
-            scale=float(layer.scale),
-        )
+        if not variant.fused_rotary:
+            widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
+            g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = [matmul, attn]
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -411,20 +525,100 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dic
     return {"nodes_pruned": removed, "rotary_cache_rows": cache_rows}
 
 
+def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> list[Any]:
+    """One layer's packed QKV MatMul and attention, laid out as ``variant`` says."""
+    from onnx import helper
+
+    p = f"gqa/layers.{i}"
+    rot = layer.rotary
+    interleaved = int(graph.node_attr(rot, "interleaved", 0))
+    pos, cos, sin = rot.input[1], rot.input[2], rot.input[3]  # position_ids: the graph's own
+    nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
+    if variant.fused_rotary:
+        qkv_inputs = [f"{p}/qkv", "", ""]
+        rotary_inputs = [cos, sin, pos]
+    else:
+        nodes.append(
+            helper.make_node(
+                "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
+            )
+        )
+        for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
+            nodes.append(
+                helper.make_node(
+                    "RotaryEmbedding",
+                    [f"{p}/{name}", pos, cos, sin],
+                    [f"{p}/{name}_rot"],
+                    name=f"{p}/{name}_rotary",
+                    domain=MS_DOMAIN,
+                    num_heads=heads,
+                    interleaved=interleaved,
+                )
+            )
+        qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
+        rotary_inputs = []
+    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
+    nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            [
+                *qkv_inputs,
+                layer.key_concat.input[0],
+                layer.value_concat.input[0],
+                "gqa/seqlens_k",
+                "gqa/total_len",
+                *rotary_inputs,
+            ],
+            [layer.out_reshape.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
+            name=f"{p}/GroupQueryAttention",
+            domain=MS_DOMAIN,
+            num_heads=layer.num_heads,
+            kv_num_heads=layer.kv_num_heads,
+            scale=float(layer.scale),
+            **attrs,
+        )
+    )
+    return nodes
+
+
+def _rotary_caches(model: Any, layers: list[_Layer]) -> list[Any]:
+    names = {n for lay in layers for n in (lay.rotary.input[2], lay.rotary.input[3])}
+    return [init for init in model.graph.initializer if init.name in names]
+
+
 def _trim_rotary_caches(model: Any, layers: list[_Layer], max_positions: int | None) -> int | None:
     """ORT's rotary fusion sizes cos/sin caches for 131072 positions; keep the model's context window."""
     from onnx import numpy_helper
 
-    names = {layers[0].rotary.input[2], layers[0].rotary.input[3]}
     rows = None
-    for init in model.graph.initializer:
-        if init.name in names:
-            arr = numpy_helper.to_array(init)
-            if max_positions and arr.shape[0] > max_positions:
-                arr = arr[:max_positions]
-                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
-            rows = int(arr.shape[0])
+    for init in _rotary_caches(model, layers):
+        arr = numpy_helper.to_array(init)
+        if max_positions and arr.shape[0] > max_positions:
+            arr = arr[:max_positions]
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
+        rows = int(arr.shape[0]) if rows is None else min(rows, int(arr.shape[0]))
     return rows
+
+
+def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None) -> AttentionShape | str:
+    """The shapes the kernel rules read; a string when the layers disagree or the caches are not constant."""
+    caches = _rotary_caches(model, layers)
+    dims = {tuple(int(d) for d in c.dims) for c in caches}
+    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
+        return "rotary cos/sin caches are not 2-D initializers of one width"
+    heads = {(lay.num_heads, lay.kv_num_heads, lay.head_size) for lay in layers}
+    if len(heads) != 1:
+        return "layers disagree on head counts"
+    ((num_heads, kv_num_heads, head_size),) = heads
+    rows = min(d[0] for d in dims)
+    return AttentionShape(
+        num_heads=num_heads,
+        kv_num_heads=kv_num_heads,
+        head_size=head_size,
+        rotary_width=next(iter(dims))[1],
+        cache_rows=min(rows, max_positions) if max_positions else rows,
+        context=max_positions,
+    )
 
 
 def _prune(model: Any) -> int:
@@ -450,11 +644,20 @@ def _prune(model: Any) -> int:
 
 
 def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
+    """:func:`_compare`, with anything ONNX Runtime raises turned into a failed check (kept source), not a crash."""
+    try:
+        return _compare(src, fused, kv, n_layers)
+    except Exception as e:  # ORT raises its own pybind classes (InvalidArgument, Fail, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return {"ok": False, "reason": f"ONNX Runtime raised {type(e).__name__}: {first[:400]}"}
+
+
+def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
     """Run a 5-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a refused node is reported in the check's reason, not on stderr
     so.intra_op_num_threads = 1
     ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -478,7 +681,9 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> di
         past = dict(zip(past_names, r_out[1:], strict=True))
         n_past += len(ids)
         ids = [int(np.argmax(r_out[0][0, -1]))]
-    return {"ok": worst <= LOGITS_RTOL and same_argmax, "max_rel_diff": worst, "same_greedy_tokens": same_argmax}
+    ok = worst <= LOGITS_RTOL and same_argmax
+    check = {"ok": ok, "max_rel_diff": worst, "same_greedy_tokens": same_argmax}
+    return check if ok else {**check, "reason": f"logits / KV cache differ (max rel diff {worst:.2e})"}
 
 
 def _feeds(
@@ -509,7 +714,7 @@ def _io(model: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
 
 def _passthrough(src: Path, dst: Path, reason: str, **details: Any) -> tuple[bool, dict[str, Any]]:
     graph.save_model(graph.load_model(src, check=False), dst)
-    return False, {"fused": {}, "skipped": reason, **details}
+    return False, {"fused": {}, "variant": UNFUSED, "skipped": reason, **details}
 
 
 def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
@@ -518,6 +723,8 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     A recipe step: reads ``src``, writes ``dst``, returns ``(changed, details)``. Runs when
     ``ctx.task_kind == "generation"``, ``ctx.model_type`` is in :data:`DECODER_FAMILIES` and
     ``cfg.fusions`` is true (configs without the field count as true); otherwise ``dst`` is ``src``.
+    ``details["variant"]`` names the layout kept (a :data:`VARIANTS` name or ``"unfused"``) and
+    ``details["variant_reason"]`` why.
     """
     if not getattr(cfg, "fusions", True):
         return _passthrough(src, dst, "fusions switched off in the recipe options")
@@ -533,38 +740,105 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask and position_ids")
     io_before = _io(source)
     del source
-    model, ort_stats = _ort_fusions(src)
+    try:
+        model, ort_stats = _ort_fusions(src)
+    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
+        return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
+    layers = _match_all(model, kv)
+    if isinstance(layers, str):
+        return _passthrough(src, dst, layers)
+    max_positions = _max_positions(ctx)
+    shape = _attention_shape(model, layers, max_positions)
+    if isinstance(shape, str):
+        return _passthrough(src, dst, shape)
+    base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
+    attempts: list[dict[str, Any]] = []
+    for variant in VARIANTS:
+        failed = variant.failed_rules(shape)
+        if failed:
+            attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
+            continue
+        fused, details = _attempt(model, kv, max_positions, variant, io_before, src)
+        attempts.append({"variant": variant.name, **{k: v for k, v in details.items() if k in ("check", "error")}})
+        if fused is not None:
+            return _keep(fused, dst, variant, shape, attempts, {**base, **details})
+    return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
+
+
+def _match_all(model: Any, kv: tuple[int, int]) -> list[_Layer] | str:
     g = _Graph(model)
-    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
     layers: list[_Layer] = []
-    for sm in softmaxes:
+    for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
         hit = _match(g, sm, kv[1])
         if isinstance(hit, str):
-            return _passthrough(src, dst, f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}")
+            return f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}"
         layers.append(hit)
     if not layers:
-        return _passthrough(src, dst, "no attention Softmax in the graph")
+        return "no attention Softmax in the graph"
     if any((lay.kv_num_heads, lay.head_size) != kv for lay in layers):
-        return _passthrough(src, dst, "matched head sizes disagree with the KV-cache inputs")
-    nodes_before = len(model.graph.node)
-    details = _rewrite(model, layers, _max_positions(ctx))
-    if _io(model) != io_before:
-        return _passthrough(src, dst, "the rewrite changed the graph's inputs or outputs (bug): kept the source")
-    check = _self_check(src, model, kv, len(layers))
-    if not check["ok"]:
-        return _passthrough(src, dst, "the fused graph disagreed with the source: kept the source", check=check)
+        return "matched head sizes disagree with the KV-cache inputs"
+    return layers
+
+
+def _attempt(
+    model: Any,
+    kv: tuple[int, int],
+    max_positions: int | None,
+    variant: FusionVariant,
+    io_before: Any,
+    src: Path,
+) -> tuple[Any | None, dict[str, Any]]:
+    """Rewrite a copy of ``model`` as ``variant`` and self-check it; (the fused model or None, details)."""
+    from onnx import ModelProto
+
+    work = ModelProto()
+    work.CopyFrom(model)  # each variant starts from the ORT-fused graph, untouched by a failed attempt
+    layers = _match_all(work, kv)
+    if isinstance(layers, str):
+        return None, {"error": layers}
+    details = _rewrite(work, layers, max_positions, variant)
+    if _io(work) != io_before:
+        return None, {"error": "the rewrite changed the graph's inputs or outputs (bug)"}
+    check = _self_check(src, work, kv, len(layers))
+    return (work if check["ok"] else None), {**details, "check": check, "layers": len(layers)}
+
+
+def _keep(
+    model: Any,
+    dst: Path,
+    variant: FusionVariant,
+    shape: AttentionShape,
+    attempts: list[dict[str, Any]],
+    details: dict[str, Any],
+) -> tuple[bool, dict[str, Any]]:
     graph.save_model(model, dst)
     final_ops = graph.op_histogram(model)
-    fused = {op: final_ops[op] for op in _FUSED_OPS if final_ops.get(op)}
+    earlier = [a for a in attempts if a["variant"] != variant.name]
+    why = f"{variant.description}: its kernel rules hold and its self-check passed"
+    if earlier:
+        why += "; preferred " + "; ".join(_attempt_summary(a) for a in earlier)
     return True, {
-        "fused": fused,
-        "ort_fusions": ort_stats,
-        "layers": len(layers),
-        "num_heads": layers[0].num_heads,
-        "kv_num_heads": layers[0].kv_num_heads,
-        "head_size": layers[0].head_size,
-        "nodes_before": nodes_before,
+        "fused": {op: final_ops[op] for op in _FUSED_OPS if final_ops.get(op)},
+        "variant": variant.name,
+        "variant_reason": why,
+        "attempts": attempts,
+        "num_heads": shape.num_heads,
+        "kv_num_heads": shape.kv_num_heads,
+        "head_size": shape.head_size,
         "nodes_after": len(model.graph.node),
         **details,
-        "check": check,
     }
+
+
+def _attempt_summary(attempt: dict[str, Any]) -> str:
+    name = attempt["variant"]
+    if attempt.get("refused_by"):
+        return f"{name} refused by {', '.join(attempt['refused_by'])}"
+    check = attempt.get("check") or {}
+    return f"{name} failed: {attempt.get('error') or check.get('reason', 'self-check failed')}"
+
+
+def _unfused_reason(attempts: list[dict[str, Any]]) -> str:
+    return "no fusion variant runs on ONNX Runtime's CPU kernels, kept the source: " + "; ".join(
+        _attempt_summary(a) for a in attempts
+    )
