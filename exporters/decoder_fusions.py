@@ -64,10 +64,38 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.registry import Registry
 from exporters import graph
 
-# HF model types whose optimum export this fusion matches (no q/k/v bias, no sliding window).
-DECODER_FAMILIES = frozenset({"llama"})
+
+def _sliding_window(config: dict[str, Any]) -> int | None:
+    """The attention window transformers applies, or None (qwen2 keeps ``sliding_window`` unused unless
+    ``use_sliding_window``)."""
+    if not config.get("use_sliding_window", True):
+        return None
+    w = config.get("sliding_window")
+    return int(w) if w else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderFamily:
+    """An HF model type whose optimum export the matcher knows, and what it needs from the source config."""
+
+    name: str
+    note: str
+    # The window of sliding-window attention, or None. A window shorter than the context is refused:
+    # GroupQueryAttention's local_window_size would carry it, but the self-check's short prompt cannot
+    # show that the windows agree, so such a model stays unfused (correct, slower).
+    window: Callable[[dict[str, Any]], int | None] = _sliding_window
+
+
+DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
+for _family in (
+    DecoderFamily(name="llama", note="RMSNorm, rotary, grouped KV heads (also SmolLM, TinyLlama)"),
+    DecoderFamily(name="mistral", note="llama's layout; fused only while the sliding window covers the context"),
+    DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
+):
+    DECODER_FAMILIES.add(_family.name, _family)
 GENERATION_KIND = "generation"
 MS_DOMAIN = "com.microsoft"
 # A self-check tolerance on logits, relative to their largest magnitude.
@@ -221,6 +249,7 @@ class _Layer:
     q_matmul: Any
     k_matmul: Any
     v_matmul: Any
+    biases: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # q/k/v projection biases
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
@@ -301,17 +330,26 @@ def _unscale(g: _Graph, name: str) -> tuple[str, float]:
             name, scale = node.input[0], scale / float(c.reshape(()))
 
 
-def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
-    """``Transpose(0,2,1,3)(Reshape(MatMul(x, W), (b, s, heads, head_size)))`` -> (MatMul, heads).
+def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int, np.ndarray | None] | None:
+    """``Transpose(0,2,1,3)(Reshape(MatMul(x, W) [+ b], (b, s, heads, head_size)))`` -> (MatMul, heads, b).
 
-    ``W`` must be an fp32 initializer; the Reshape's target shape is a constant or a Concat whose last
-    element is the constant ``head_size``.
+    ``W`` must be an fp32 initializer, the bias ``b`` (qwen2's q/k/v bias) a constant vector when present;
+    the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
     """
     tr = g.producer.get(name)
     if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
         return None
     rs = g.parent(tr, 0, "Reshape")
     mm = g.parent(rs, 0, "MatMul") if rs is not None else None
+    bias = None
+    add = g.parent(rs, 0, "Add") if rs is not None and mm is None else None
+    if add is not None:
+        for mm_i in (0, 1):
+            mm, bias = g.parent(add, mm_i, "MatMul"), g.const(add.input[1 - mm_i])
+            if mm is not None:
+                break
+        if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
+            return None
     if mm is None or mm.input[1] not in g.inits:
         return None
     shape = g.const(rs.input[1])
@@ -324,7 +362,9 @@ def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
     w = g.inits[mm.input[1]]
     if len(w.dims) != 2 or w.data_type != 1 or w.dims[1] % head_size:  # float32 [in, heads * head_size]
         return None
-    return mm, int(w.dims[1]) // head_size
+    if bias is not None and bias.shape[0] != w.dims[1]:
+        return None
+    return mm, int(w.dims[1]) // head_size, bias
 
 
 def _to_concat(g: _Graph, name: str) -> Any | None:
@@ -385,7 +425,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     v = _projection(g, value_concat.input[1], head_size)
     if q is None or k is None or v is None:
         return "q/k/v are not Transpose(Reshape(MatMul(x, W)))"
-    (q_mm, heads), (k_mm, kv_heads), (v_mm, v_heads) = q, k, v
+    (q_mm, heads, q_b), (k_mm, kv_heads, k_b), (v_mm, v_heads, v_b) = q, k, v
     if not (q_mm.input[0] == k_mm.input[0] == v_mm.input[0]):
         return "q/k/v read different inputs"
     if kv_heads != v_heads or heads % kv_heads:
@@ -401,6 +441,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         q_matmul=q_mm,
         k_matmul=k_mm,
         v_matmul=v_mm,
+        biases=(q_b, k_b, v_b),
         key_concat=key_concat,
         value_concat=value_concat,
         out_reshape=out,
@@ -453,24 +494,24 @@ def _heads_from_io(model: Any) -> tuple[int, int] | None:
     return None
 
 
+def _source_config(ctx: Any) -> dict[str, Any]:
+    """The source's ``config.json`` that the export copied among its assets ({} when absent or unreadable)."""
+    path = Path(ctx.work) / "assets" / "config.json"
+    try:
+        c = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return c if isinstance(c, dict) else {}
+
+
 def _max_positions(ctx: Any) -> int | None:
     """The context window, so the rotary caches hold exactly the positions the model can see.
 
-    ``ctx.max_context_tokens`` when the recipe context carries it; else the source's ``config.json``
-    that the export copied among its assets; else None (ORT's default cache length stays).
+    ``ctx.max_context_tokens`` when the recipe context carries it; else ``max_position_embeddings`` from
+    the source's ``config.json``; else None (ORT's default cache length stays).
     """
-    n = getattr(ctx, "max_context_tokens", None)
-    if n:
-        return int(n)
-    cfg = Path(ctx.work) / "assets" / "config.json"
-    if cfg.is_file():
-        try:
-            c = json.loads(cfg.read_text())
-            n = c.get("max_position_embeddings") or c.get("n_positions")
-            return int(n) if n else None
-        except (OSError, ValueError):
-            return None
-    return None
+    n = getattr(ctx, "max_context_tokens", None) or _source_config(ctx).get("max_position_embeddings")
+    return int(n) if n else None
 
 
 def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant) -> dict[str, Any]:
@@ -503,6 +544,10 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, varian
         wq, wk, wv = (gm.const(m.input[1]) for m in (layer.q_matmul, layer.k_matmul, layer.v_matmul))
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
+        if any(b is not None for b in layer.biases):  # one packed bias; a missing one is zeros
+            cols = (wq.shape[1], wk.shape[1], wv.shape[1])
+            packed = [np.zeros(n, np.float32) if b is None else b for b, n in zip(layer.biases, cols, strict=True)]
+            g.initializer.append(numpy_helper.from_array(np.concatenate(packed), f"gqa/layers.{i}/qkv_proj.bias"))
         if not variant.fused_rotary:
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
@@ -534,6 +579,11 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
     interleaved = int(graph.node_attr(rot, "interleaved", 0))
     pos, cos, sin = rot.input[1], rot.input[2], rot.input[3]  # position_ids: the graph's own
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
+    if any(b is not None for b in layer.biases):
+        nodes[0].output[0] = f"{p}/qkv_nobias"
+        nodes.append(
+            helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
+        )
     if variant.fused_rotary:
         qkv_inputs = [f"{p}/qkv", "", ""]
         rotary_inputs = [cos, sin, pos]
@@ -731,8 +781,13 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     if ctx.task_kind != GENERATION_KIND:
         return _passthrough(src, dst, f"decoder fusions are for generation, not {ctx.task_kind}")
     if (ctx.model_type or "") not in DECODER_FAMILIES:
-        known = ", ".join(sorted(DECODER_FAMILIES))
+        known = ", ".join(sorted(DECODER_FAMILIES.names()))
         return _passthrough(src, dst, f"model type {ctx.model_type!r} has no decoder fusion (known: {known})")
+    family = DECODER_FAMILIES.get(ctx.model_type)
+    window, context = family.window(_source_config(ctx)), _max_positions(ctx)
+    if window is not None and (context is None or window < context):
+        why = f"sliding window {window} < context {context}: needs local_window_size, not verified by the self-check"
+        return _passthrough(src, dst, why)
     source = graph.load_model(src, check=False)
     kv = _heads_from_io(source)
     names_in = {i.name for i in source.graph.input}
