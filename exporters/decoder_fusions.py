@@ -94,6 +94,7 @@ for _family in (
     DecoderFamily(name="llama", note="RMSNorm, rotary, grouped KV heads (also SmolLM, TinyLlama)"),
     DecoderFamily(name="mistral", note="llama's layout; fused only while the sliding window covers the context"),
     DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
+    DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
 ):
     DECODER_FAMILIES.add(_family.name, _family)
 GENERATION_KIND = "generation"
@@ -132,6 +133,7 @@ class AttentionShape:
     rotary_width: int  # cos_cache / sin_cache dim 1 (half the rotated dims)
     cache_rows: int  # cos_cache dim 0 after trimming to the context window
     context: int | None  # the longest sequence the package runs (None: unknown)
+    qk_norm: bool = False  # a per-head RMSNorm on q and k before rotary (qwen3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,6 +178,13 @@ _FUSED_ROTARY_RULES = (
         holds=lambda s: s.context is None or s.cache_rows >= s.context,
         reason="cos_cache dimension 0 shall not be less than total_sequence_length",
         source=f"{_GQA_HELPER}:195 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.cpu_no_qk_norm",
+        holds=lambda s: not s.qk_norm,
+        reason="GroupQueryAttention (CPU): q_norm_weight / k_norm_weight inputs are not supported (CUDA and "
+        "WebGPU only); with separate rotary nodes the norm stays a SimplifiedLayerNormalization before them",
+        source="onnxruntime/contrib_ops/cpu/bert/group_query_attention.cc (ORT 1.32 run-time message)",
     ),
     KernelRule(
         name="gqa.rotary_covers_whole_head",
@@ -250,6 +259,7 @@ class _Layer:
     k_matmul: Any
     v_matmul: Any
     biases: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # q/k/v projection biases
+    qk_norm: tuple[np.ndarray, np.ndarray, float] | None  # qwen3's per-head RMSNorm before rotary: (q w, k w, eps)
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
@@ -330,16 +340,36 @@ def _unscale(g: _Graph, name: str) -> tuple[str, float]:
             name, scale = node.input[0], scale / float(c.reshape(()))
 
 
-def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int, np.ndarray | None] | None:
-    """``Transpose(0,2,1,3)(Reshape(MatMul(x, W) [+ b], (b, s, heads, head_size)))`` -> (MatMul, heads, b).
+def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tuple[np.ndarray, float] | None]:
+    """From ``Transpose(0,2,1,3)`` up to the projection's Reshape, through qwen3's per-head RMSNorm if present.
+
+    Returns (the Reshape or None, (norm weight, epsilon) or None).
+    """
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None, None
+    norm = g.parent(tr, 0, "SimplifiedLayerNormalization")
+    if norm is None:
+        return g.parent(tr, 0, "Reshape"), None
+    w = g.const(norm.input[1]) if len(norm.input) == 2 else None
+    if w is None or w.shape != (head_size,) or graph.node_attr(norm, "axis", -1) not in (-1, 3):
+        return None, None
+    return g.parent(norm, 0, "Reshape"), (w.astype(np.float32), float(graph.node_attr(norm, "epsilon", 1e-5)))
+
+
+def _projection(
+    g: _Graph, name: str, head_size: int, *, allow_norm: bool = False
+) -> tuple[Any, int, np.ndarray | None] | None:
+    """``Transpose(0,2,1,3)([norm](Reshape(MatMul(x, W) [+ b], (b, s, heads, head_size))))`` -> (MatMul, heads, b).
+
+    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``).
 
     ``W`` must be an fp32 initializer, the bias ``b`` (qwen2's q/k/v bias) a constant vector when present;
     the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
     """
-    tr = g.producer.get(name)
-    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+    rs, norm = _head_reshape(g, name, head_size)
+    if norm is not None and not allow_norm:
         return None
-    rs = g.parent(tr, 0, "Reshape")
     mm = g.parent(rs, 0, "MatMul") if rs is not None else None
     bias = None
     add = g.parent(rs, 0, "Add") if rs is not None and mm is None else None
@@ -407,8 +437,11 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     for rot in (rot_q, rot_k):  # GroupQueryAttention rotates the whole head with unit scale
         if graph.node_attr(rot, "rotary_embedding_dim", 0) or graph.node_attr(rot, "scale", 1.0) != 1.0:
             return "partial or scaled rotary embedding"
-    q = _projection(g, rot_q.input[0], head_size)
-    k = _projection(g, rot_k.input[0], head_size)
+    q_norm, k_norm = (_head_reshape(g, r.input[0], head_size)[1] for r in (rot_q, rot_k))
+    if (q_norm is None) != (k_norm is None) or (q_norm and k_norm and q_norm[1] != k_norm[1]):
+        return "q and k per-head norms differ"
+    q = _projection(g, rot_q.input[0], head_size, allow_norm=True)
+    k = _projection(g, rot_k.input[0], head_size, allow_norm=True)
     # Softmax -> (IsNaN/Where guard) -> MatMul with V
     probs = softmax.output[0]
     pv = None
@@ -442,6 +475,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         k_matmul=k_mm,
         v_matmul=v_mm,
         biases=(q_b, k_b, v_b),
+        qk_norm=None if q_norm is None or k_norm is None else (q_norm[0], k_norm[0], q_norm[1]),
         key_concat=key_concat,
         value_concat=value_concat,
         out_reshape=out,
@@ -548,6 +582,15 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, varian
             cols = (wq.shape[1], wk.shape[1], wv.shape[1])
             packed = [np.zeros(n, np.float32) if b is None else b for b, n in zip(layer.biases, cols, strict=True)]
             g.initializer.append(numpy_helper.from_array(np.concatenate(packed), f"gqa/layers.{i}/qkv_proj.bias"))
+        if layer.qk_norm is not None:
+            g.initializer.extend(
+                numpy_helper.from_array(w, f"gqa/layers.{i}/{n}_norm.weight")
+                for n, w in zip("qk", layer.qk_norm[:2], strict=True)
+            )
+            shapes = {"heads_shape": [0, 0, -1, layer.head_size], "flat_shape": [0, 0, -1]}
+            g.initializer.extend(
+                numpy_helper.from_array(np.array(v, dtype=np.int64), f"gqa/layers.{i}/{k}") for k, v in shapes.items()
+            )
         if not variant.fused_rotary:
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
@@ -579,6 +622,7 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
     interleaved = int(graph.node_attr(rot, "interleaved", 0))
     pos, cos, sin = rot.input[1], rot.input[2], rot.input[3]  # position_ids: the graph's own
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
+    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
     if any(b is not None for b in layer.biases):
         nodes[0].output[0] = f"{p}/qkv_nobias"
         nodes.append(
@@ -587,6 +631,9 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
     if variant.fused_rotary:
         qkv_inputs = [f"{p}/qkv", "", ""]
         rotary_inputs = [cos, sin, pos]
+        if layer.qk_norm is not None:  # attention_bias, head_sink, k_scale, v_scale, then the norm weights
+            rotary_inputs += ["", "", "", "", f"{p}/q_norm.weight", f"{p}/k_norm.weight"]
+            attrs["qk_norm_epsilon"] = layer.qk_norm[2]
     else:
         nodes.append(
             helper.make_node(
@@ -594,10 +641,11 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
             )
         )
         for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
+            nodes += _head_norm_nodes(p, name, layer)
             nodes.append(
                 helper.make_node(
                     "RotaryEmbedding",
-                    [f"{p}/{name}", pos, cos, sin],
+                    [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, cos, sin],
                     [f"{p}/{name}_rot"],
                     name=f"{p}/{name}_rotary",
                     domain=MS_DOMAIN,
@@ -607,7 +655,6 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
             )
         qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
         rotary_inputs = []
-    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
     nodes.append(
         helper.make_node(
             "GroupQueryAttention",
@@ -629,6 +676,29 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
         )
     )
     return nodes
+
+
+def _head_norm_nodes(p: str, name: str, layer: _Layer) -> list[Any]:
+    """qwen3's per-head RMSNorm as ORT's fusion wrote it, between the Split and the rotary node:
+    (b, s, heads * head) -> (b, s, heads, head) -> SimplifiedLayerNormalization -> (b, s, heads * head)."""
+    from onnx import helper
+
+    if layer.qk_norm is None:
+        return []
+    return [
+        helper.make_node("Reshape", [f"{p}/{name}", f"{p}/heads_shape"], [f"{p}/{name}_heads"], name=f"{p}/{name}_r1"),
+        helper.make_node(
+            "SimplifiedLayerNormalization",
+            [f"{p}/{name}_heads", f"{p}/{name}_norm.weight"],
+            [f"{p}/{name}_heads_normed"],
+            name=f"{p}/{name}_norm",
+            axis=-1,
+            epsilon=layer.qk_norm[2],
+        ),
+        helper.make_node(
+            "Reshape", [f"{p}/{name}_heads_normed", f"{p}/flat_shape"], [f"{p}/{name}_normed"], name=f"{p}/{name}_r2"
+        ),
+    ]
 
 
 def _rotary_caches(model: Any, layers: list[_Layer]) -> list[Any]:
@@ -668,6 +738,7 @@ def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None
         rotary_width=next(iter(dims))[1],
         cache_rows=min(rows, max_positions) if max_positions else rows,
         context=max_positions,
+        qk_norm=any(lay.qk_norm is not None for lay in layers),
     )
 
 
