@@ -63,8 +63,10 @@ CASES = {
     ),
     "qwen2-bias": Case(family="qwen2", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
     "qwen2-head8": Case(family="qwen2", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    # ORT's CPU GroupQueryAttention has no q/k norm: the norm stays a node before separate rotary nodes.
+    "qwen3-qk-norm": Case(family="qwen3", hidden=64, heads=4, kv_heads=2, head_dim=16, variant="gqa-rotary-nodes"),
 }
-CONFIG_CLASSES = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}
+CONFIG_CLASSES = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
 
 
 def _build(case: Case, out: Path) -> Path:
@@ -95,6 +97,8 @@ def _build(case: Case, out: Path) -> Path:
         for name, p in model.named_parameters():
             if p.dim() == 2 or name.endswith(".bias"):  # biases too: qwen2's start at zero
                 p.normal_(0.0, 0.2)
+            elif name.endswith("norm.weight"):  # norms start at ones: a fusion that drops one would still pass
+                p.add_(torch.randn_like(p) * 0.2)
     model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     model.save_pretrained(out, safe_serialization=True)
     return out
@@ -153,7 +157,8 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
         assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
         if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
-            assert "gqa-fused-rotary refused by gqa.rotary_head_size_multiple_of_16" in d["variant_reason"]
+            why = "gqa.cpu_no_qk_norm" if case.family == "qwen3" else "gqa.rotary_head_size_multiple_of_16"
+            assert f"gqa-fused-rotary refused by {why}" in d["variant_reason"]
     if "preflight" in d:
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
@@ -222,6 +227,7 @@ def _shape(**kw: Any) -> AttentionShape:
         (_shape(head_size=12, rotary_width=6), None, {"gqa.head_size_multiple_of_8"}),
         (_shape(cache_rows=32), {"gqa.rotary_cache_rows"}, {"rotary.cache_rows"}),
         (_shape(head_size=32, rotary_width=8), {"gqa.rotary_covers_whole_head"}, {"rotary.cache_width_is_half_head"}),
+        (_shape(qk_norm=True), {"gqa.cpu_no_qk_norm"}, set()),
     ],
 )
 def test_preflight_names_each_refusing_rule(
