@@ -24,6 +24,7 @@ from toy_models import BOS_ID, BYTE_VOCAB_SIZE, EOS_ID, PAD_ID, save_byte_tokeni
 import edgekit
 from exporters import decoder_fusions
 from exporters.decoder_fusions import VARIANTS, AttentionShape, preflight
+from tests.conftest import assert_valid_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -112,7 +113,7 @@ def _export(hf: Path, out: Path, recipe: str) -> Path:
 
 
 def _step(pkg: Path, name: str) -> dict[str, Any]:
-    manifest = json.loads((pkg / "edgekit.json").read_text())
+    manifest = assert_valid_manifest(pkg)  # the step details land in the manifest and keep it schema-valid
     return next(s for s in manifest["recipe"]["steps"] if s["name"] == name)
 
 
