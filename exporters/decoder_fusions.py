@@ -30,7 +30,8 @@ shapes, and the first variant of :data:`VARIANTS` whose rules all hold is built 
 
 - ``gqa-fused-rotary``: one GroupQueryAttention with ``do_rotary=1`` per layer (the fewest nodes);
 - ``gqa-rotary-nodes``: a Split of the packed QKV, ``com.microsoft.RotaryEmbedding`` on Q and K, and a
-  GroupQueryAttention with ``do_rotary=0`` (head sizes of 8, where fused rotary needs 16);
+  GroupQueryAttention with ``do_rotary=0`` (head sizes of 8, where fused rotary needs 16; qwen3's per-head
+  q/k RMSNorm, which ORT's CPU GroupQueryAttention cannot apply, stays a node before the rotary nodes);
 - otherwise the source graph stays (``unfused``), with every failed rule in the details.
 
 A variant whose self-check fails falls through to the next. The details name the variant chosen and why.
@@ -43,8 +44,11 @@ What the fused graph assumes: ``attention_mask`` is a run of ones from the first
 (no left padding), as in the runtime's batch-1 generation. GroupQueryAttention derives each row's length
 from the mask's sum and applies the causal mask itself, so a mask with holes is not honoured.
 
-Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``); others, and graphs where
-any layer fails to match, pass through unchanged with the reason in the step's details.
+Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral while its
+sliding window covers the context, qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
+where any layer fails to match, pass through unchanged with the reason in the step's details. Tried and left
+unfused: gemma / gemma2 (optimum's export has no ``position_ids`` input), phi3 (packed ``qkv_proj``; ORT's
+rotary fusion does not match it) and stablelm (partial rotary; not matched either).
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
