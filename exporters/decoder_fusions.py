@@ -44,8 +44,9 @@ What the fused graph assumes: ``attention_mask`` is a run of ones from the first
 (no left padding), as in the runtime's batch-1 generation. GroupQueryAttention derives each row's length
 from the mask's sum and applies the causal mask itself, so a mask with holes is not honoured.
 
-Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral while its
-sliding window covers the context, qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
+Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
+window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
+window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
 where any layer fails to match, pass through unchanged with the reason in the step's details. Tried and left
 unfused: gemma / gemma2 (optimum's export has no ``position_ids`` input), phi3 (packed ``qkv_proj``; ORT's
 rotary fusion does not match it) and stablelm (partial rotary; not matched either).
@@ -87,16 +88,16 @@ class DecoderFamily:
 
     name: str
     note: str
-    # The window of sliding-window attention, or None. A window shorter than the context is refused:
-    # GroupQueryAttention's local_window_size would carry it, but the self-check's short prompt cannot
-    # show that the windows agree, so such a model stays unfused (correct, slower).
+    # The window of sliding-window attention, or None. A window shorter than the context becomes
+    # GroupQueryAttention's local_window_size, and the self-check's prompt is made longer than the window
+    # so that the check sees the window applied.
     window: Callable[[dict[str, Any]], int | None] = _sliding_window
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
 for _family in (
     DecoderFamily(name="llama", note="RMSNorm, rotary, grouped KV heads (also SmolLM, TinyLlama)"),
-    DecoderFamily(name="mistral", note="llama's layout; fused only while the sliding window covers the context"),
+    DecoderFamily(name="mistral", note="llama's layout; a sliding window becomes GQA's local_window_size"),
     DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
     DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
 ):
@@ -552,7 +553,9 @@ def _max_positions(ctx: Any) -> int | None:
     return int(n) if n else None
 
 
-def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant) -> dict[str, Any]:
+def _rewrite(
+    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
+) -> dict[str, Any]:
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
@@ -599,7 +602,7 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, varian
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant)
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -617,7 +620,7 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None, varian
     return {"nodes_pruned": removed, "rotary_cache_rows": cache_rows}
 
 
-def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> list[Any]:
+def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None) -> list[Any]:
     """One layer's packed QKV MatMul and attention, laid out as ``variant`` says."""
     from onnx import helper
 
@@ -627,6 +630,8 @@ def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant) -> 
     pos, cos, sin = rot.input[1], rot.input[2], rot.input[3]  # position_ids: the graph's own
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
     attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
+    if window is not None:  # the value that matched optimum's export in the self-check (window - 1 did not)
+        attrs["local_window_size"] = window
     if any(b is not None for b in layer.biases):
         nodes[0].output[0] = f"{p}/qkv_nobias"
         nodes.append(
@@ -768,17 +773,17 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
+def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
     """:func:`_compare`, with anything ONNX Runtime raises turned into a failed check (kept source), not a crash."""
     try:
-        return _compare(src, fused, kv, n_layers)
+        return _compare(src, fused, kv, n_layers, prompt)
     except Exception as e:  # ORT raises its own pybind classes (InvalidArgument, Fail, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return {"ok": False, "reason": f"ONNX Runtime raised {type(e).__name__}: {first[:400]}"}
 
 
-def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
-    """Run a 5-token prompt and one decode step through both graphs; compare logits and the KV cache."""
+def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
+    """Run a ``prompt``-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -792,7 +797,7 @@ def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[
     vocab = next(o.shape[-1] for o in ref.get_outputs() if o.name == LOGITS)
     if not isinstance(vocab, int):  # a symbolic vocabulary dim: learn it from one run
         vocab = ref.run([LOGITS], _feeds(ins, [0], 0, past_names, kv, None))[0].shape[-1]
-    ids = np.random.default_rng(0).integers(0, vocab, size=5).tolist()
+    ids = np.random.default_rng(0).integers(0, vocab, size=prompt).tolist()
     worst, same_argmax, past, n_past = 0.0, True, None, 0
     for _ in range(2):  # the prompt, then one decode step with the reference's greedy token
         feeds = _feeds(ins, ids, n_past, past_names, kv, past)
@@ -860,9 +865,9 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         return _passthrough(src, dst, f"model type {ctx.model_type!r} has no decoder fusion (known: {known})")
     family = DECODER_FAMILIES.get(ctx.model_type)
     window, context = family.window(_source_config(ctx)), _max_positions(ctx)
-    if window is not None and (context is None or window < context):
-        why = f"sliding window {window} < context {context}: needs local_window_size, not verified by the self-check"
-        return _passthrough(src, dst, why)
+    if window is not None and context is None:
+        return _passthrough(src, dst, f"sliding window {window} and an unknown context: cannot check the window")
+    window = window if window is not None and context is not None and window < context else None
     source = graph.load_model(src, check=False)
     kv = _heads_from_io(source)
     names_in = {i.name for i in source.graph.input}
@@ -888,7 +893,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         if failed:
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
-        fused, details = _attempt(model, kv, max_positions, variant, io_before, src)
+        fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
         attempts.append({"variant": variant.name, **{k: v for k, v in details.items() if k in ("check", "error")}})
         if fused is not None:
             return _keep(fused, dst, variant, shape, attempts, {**base, **details})
@@ -917,6 +922,7 @@ def _attempt(
     variant: FusionVariant,
     io_before: Any,
     src: Path,
+    window: int | None,
 ) -> tuple[Any | None, dict[str, Any]]:
     """Rewrite a copy of ``model`` as ``variant`` and self-check it; (the fused model or None, details)."""
     from onnx import ModelProto
@@ -926,11 +932,14 @@ def _attempt(
     layers = _match_all(work, kv)
     if isinstance(layers, str):
         return None, {"error": layers}
-    details = _rewrite(work, layers, max_positions, variant)
+    details = _rewrite(work, layers, max_positions, variant, window)
     if _io(work) != io_before:
         return None, {"error": "the rewrite changed the graph's inputs or outputs (bug)"}
-    check = _self_check(src, work, kv, len(layers))
-    return (work if check["ok"] else None), {**details, "check": check, "layers": len(layers)}
+    # A prompt longer than the sliding window, so the check sees the window applied (and fits the caches).
+    prompt = 5 if window is None or max_positions is None else min(window + 3, max_positions - 1)
+    check = _self_check(src, work, kv, len(layers), prompt)
+    details = {**details, "check": check, "layers": len(layers), "local_window_size": window}
+    return (work if check["ok"] else None), details
 
 
 def _keep(
