@@ -47,9 +47,12 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
 window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
 window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
-where any layer fails to match, pass through unchanged with the reason in the step's details. Tried and left
-unfused: gemma / gemma2 (optimum's export has no ``position_ids`` input), phi3 (packed ``qkv_proj``; ORT's
-rotary fusion does not match it) and stablelm (partial rotary; not matched either).
+where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
+``position_ids`` input (its export computes positions in the graph; the rotary nodes read those). Tried
+and left unfused: gemma2 (its optimum export drops the attention logit softcapping and alternates
+sliding-window and full layers: a fusion would faithfully copy a graph that already differs from
+transformers), phi3 (packed ``qkv_proj``; ORT's rotary fusion does not match it) and stablelm (partial
+rotary; not matched either).
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
@@ -99,6 +102,7 @@ for _family in (
     DecoderFamily(name="llama", note="RMSNorm, rotary, grouped KV heads (also SmolLM, TinyLlama)"),
     DecoderFamily(name="mistral", note="llama's layout; a sliding window becomes GQA's local_window_size"),
     DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
+    DecoderFamily(name="gemma", note="llama's layout; optimum's export computes positions in-graph (no position_ids)"),
     DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
 ):
     DECODER_FAMILIES.add(_family.name, _family)
@@ -579,6 +583,17 @@ def _rewrite(
         helper.make_node("Gather", ["gqa/mask_shape", "gqa/index_1"], ["gqa/total_i64"], name="gqa/Gather", axis=0),
         helper.make_node("Cast", ["gqa/total_i64"], ["gqa/total_len"], name="gqa/Cast_total", to=TensorProto.INT32),
     ]
+    positions = None  # None: each rotary node's own positions input (the graph's position_ids)
+    if POSITION_IDS not in {
+        i.name for i in g.input
+    }:  # (gemma) positions computed in the graph from the past's shape: wrong with a shared
+        # KV buffer. GQA's fused rotary takes them from seqlens_k; rotary nodes get the first position.
+        positions = "" if variant.fused_rotary else "gqa/position_start"
+        head += [
+            helper.make_node("Shape", [INPUT_IDS], ["gqa/ids_shape"], name="gqa/Shape_ids"),
+            helper.make_node("Gather", ["gqa/ids_shape", "gqa/axes_1"], ["gqa/seq_1"], name="gqa/Gather_seq", axis=0),
+            helper.make_node("Sub", ["gqa/total_i64", "gqa/seq_1"], ["gqa/position_start"], name="gqa/Sub_start"),
+        ]
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
@@ -602,7 +617,7 @@ def _rewrite(
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window)
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window, positions)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -620,14 +635,17 @@ def _rewrite(
     return {"nodes_pruned": removed, "rotary_cache_rows": cache_rows}
 
 
-def _layer_nodes(i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None) -> list[Any]:
-    """One layer's packed QKV MatMul and attention, laid out as ``variant`` says."""
+def _layer_nodes(
+    i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None, pos: str | None
+) -> list[Any]:
+    """One layer's packed QKV MatMul and attention, laid out as ``variant`` says; ``pos`` feeds the positions."""
     from onnx import helper
 
     p = f"gqa/layers.{i}"
     rot = layer.rotary
     interleaved = int(graph.node_attr(rot, "interleaved", 0))
-    pos, cos, sin = rot.input[1], rot.input[2], rot.input[3]  # position_ids: the graph's own
+    cos, sin = rot.input[2], rot.input[3]
+    pos = rot.input[1] if pos is None else pos
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
     attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
     if window is not None:  # the value that matched optimum's export in the self-check (window - 1 did not)
@@ -871,8 +889,8 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     source = graph.load_model(src, check=False)
     kv = _heads_from_io(source)
     names_in = {i.name for i in source.graph.input}
-    if kv is None or ATTENTION_MASK not in names_in or POSITION_IDS not in names_in:
-        return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask and position_ids")
+    if kv is None or ATTENTION_MASK not in names_in:
+        return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask")
     io_before = _io(source)
     del source
     try:

@@ -65,10 +65,19 @@ CASES = {
     ),
     "qwen2-bias": Case(family="qwen2", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
     "qwen2-head8": Case(family="qwen2", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    # gemma: no position_ids input (positions computed in the graph), tied embeddings, explicit head_dim.
+    "gemma": Case(family="gemma", hidden=64, heads=4, kv_heads=1, head_dim=16, variant="gqa-fused-rotary"),
+    "gemma-head8": Case(family="gemma", hidden=32, heads=4, kv_heads=2, head_dim=8, variant="gqa-rotary-nodes"),
     # ORT's CPU GroupQueryAttention has no q/k norm: the norm stays a node before separate rotary nodes.
     "qwen3-qk-norm": Case(family="qwen3", hidden=64, heads=4, kv_heads=2, head_dim=16, variant="gqa-rotary-nodes"),
 }
-CONFIG_CLASSES = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+CONFIG_CLASSES = {
+    "llama": "LlamaConfig",
+    "mistral": "MistralConfig",
+    "qwen2": "Qwen2Config",
+    "qwen3": "Qwen3Config",
+    "gemma": "GemmaConfig",
+}
 
 
 def _build(case: Case, out: Path) -> Path:
