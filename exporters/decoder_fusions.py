@@ -19,7 +19,22 @@ This step rewrites the graph the way onnxruntime-genai's model builder lays it o
    ``attention_mask``. The dead shape and mask subgraphs are pruned.
 3. A self-check: the fused and the source graph run a prompt and one decode step on ONNX Runtime; the
    logits and the KV cache must agree (and the greedy token must be the same), or the step keeps the
-   source graph and says why in its details.
+   source graph and says why in its details. A self-check that raises (ONNX Runtime refusing the graph)
+   is a failed check, never a crash.
+
+Variants and the kernel pre-flight. ORT's CPU kernels accept a GroupQueryAttention graph at load time and
+refuse it at the first ``run()`` when a shape breaks one of their checks (``head_size shall be a multiple
+of 16`` with rotary fused into the node, for one). So before rewriting, every kernel constraint
+(:data:`KERNEL_RULES`, one record each with the ORT source it comes from) is evaluated on the matched
+shapes, and the first variant of :data:`VARIANTS` whose rules all hold is built and self-checked:
+
+- ``gqa-fused-rotary``: one GroupQueryAttention with ``do_rotary=1`` per layer (the fewest nodes);
+- ``gqa-rotary-nodes``: a Split of the packed QKV, ``com.microsoft.RotaryEmbedding`` on Q and K, and a
+  GroupQueryAttention with ``do_rotary=0`` (head sizes of 8, where fused rotary needs 16; qwen3's per-head
+  q/k RMSNorm, which ORT's CPU GroupQueryAttention cannot apply, stays a node before the rotary nodes);
+- otherwise the source graph stays (``unfused``), with every failed rule in the details.
+
+A variant whose self-check fails falls through to the next. The details name the variant chosen and why.
 
 Contract kept: the graph's input and output names (``input_ids``, ``attention_mask``, ``position_ids``,
 ``past_key_values.{i}.key/value``, ``logits``, ``present.{i}.key/value``), their dtypes and the BNSH
@@ -29,8 +44,15 @@ What the fused graph assumes: ``attention_mask`` is a run of ones from the first
 (no left padding), as in the runtime's batch-1 generation. GroupQueryAttention derives each row's length
 from the mask's sum and applies the causal mask itself, so a mask with holes is not honoured.
 
-Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``); others, and graphs where
-any layer fails to match, pass through unchanged with the reason in the step's details.
+Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
+window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
+window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
+where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
+``position_ids`` input (its export computes positions in the graph; the rotary nodes read those). Tried
+and left unfused: gemma2 (its optimum export drops the attention logit softcapping and alternates
+sliding-window and full layers: a fusion would faithfully copy a graph that already differs from
+transformers), phi3 (packed ``qkv_proj``; ORT's rotary fusion does not match it) and stablelm (partial
+rotary; not matched either).
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
@@ -43,17 +65,47 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.registry import Registry
 from exporters import graph
 
-# HF model types whose optimum export this fusion matches (no q/k/v bias, no sliding window).
-DECODER_FAMILIES = frozenset({"llama"})
+
+def _sliding_window(config: dict[str, Any]) -> int | None:
+    """The attention window transformers applies, or None (qwen2 keeps ``sliding_window`` unused unless
+    ``use_sliding_window``)."""
+    if not config.get("use_sliding_window", True):
+        return None
+    w = config.get("sliding_window")
+    return int(w) if w else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderFamily:
+    """An HF model type whose optimum export the matcher knows, and what it needs from the source config."""
+
+    name: str
+    note: str
+    # The window of sliding-window attention, or None. A window shorter than the context becomes
+    # GroupQueryAttention's local_window_size, and the self-check's prompt is made longer than the window
+    # so that the check sees the window applied.
+    window: Callable[[dict[str, Any]], int | None] = _sliding_window
+
+
+DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
+for _family in (
+    DecoderFamily(name="llama", note="RMSNorm, rotary, grouped KV heads (also SmolLM, TinyLlama)"),
+    DecoderFamily(name="mistral", note="llama's layout; a sliding window becomes GQA's local_window_size"),
+    DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
+    DecoderFamily(name="gemma", note="llama's layout; optimum's export computes positions in-graph (no position_ids)"),
+    DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
+):
+    DECODER_FAMILIES.add(_family.name, _family)
 GENERATION_KIND = "generation"
 MS_DOMAIN = "com.microsoft"
 # A self-check tolerance on logits, relative to their largest magnitude.
@@ -71,6 +123,142 @@ _FUSED_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "Simpli
 _KT = [0, 1, 3, 2]
 
 
+# ------------------------------------------------------------------------------ kernel pre-flight and variants
+
+_GQA_HELPER = "onnxruntime/contrib_ops/cpu/bert/group_query_attention_helper.h"
+_ROTARY_HELPER = "onnxruntime/contrib_ops/cpu/bert/rotary_embedding_helper.h"
+_ROTARY_KERNEL = "onnxruntime/contrib_ops/cpu/bert/rotary_embedding.cc"
+# Line numbers are those of the copies read (ORT main, commits 00b376b6 / 076ffcdf / 0941ecb9); the quoted
+# messages are what ORT 1.32 prints, so a rule can be found again after the lines move.
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionShape:
+    """What the pre-flight knows about the matched layers before anything is rewritten."""
+
+    num_heads: int
+    kv_num_heads: int
+    head_size: int
+    rotary_width: int  # cos_cache / sin_cache dim 1 (half the rotated dims)
+    cache_rows: int  # cos_cache dim 0 after trimming to the context window
+    context: int | None  # the longest sequence the package runs (None: unknown)
+    qk_norm: bool = False  # a per-head RMSNorm on q and k before rotary (qwen3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelRule:
+    """One constraint an ORT CPU kernel checks at run time, and where ORT checks it."""
+
+    name: str
+    holds: Callable[[AttentionShape], bool]
+    reason: str  # what breaks, in ORT's words where it has them
+    source: str  # file:line in ONNX Runtime (or "edgekit" for an equivalence the fusion itself needs)
+
+
+_GQA_RULES = (
+    KernelRule(
+        name="gqa.num_heads_multiple_of_kv_num_heads",
+        holds=lambda s: s.kv_num_heads > 0 and s.num_heads % s.kv_num_heads == 0,
+        reason="num_heads must be a multiple of kv_num_heads",
+        source=f"{_GQA_HELPER}:51 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.head_size_multiple_of_8",
+        holds=lambda s: s.head_size % 8 == 0,
+        reason="head_size must be a multiple of 8 (packed and unpacked QKV alike)",
+        source=f"{_GQA_HELPER}:61,98 CheckInputs",
+    ),
+)
+_FUSED_ROTARY_RULES = (
+    KernelRule(
+        name="gqa.rotary_head_size_multiple_of_16",
+        holds=lambda s: s.head_size % 16 == 0,
+        reason="with cos_cache/sin_cache: head_size shall be a multiple of 16",
+        source=f"{_GQA_HELPER}:190 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.rotary_cache_width",
+        holds=lambda s: s.rotary_width <= (s.head_size // 16) * 8 and s.rotary_width % 8 == 0,
+        reason="cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8",
+        source=f"{_GQA_HELPER}:203 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.rotary_cache_rows",
+        holds=lambda s: s.context is None or s.cache_rows >= s.context,
+        reason="cos_cache dimension 0 shall not be less than total_sequence_length",
+        source=f"{_GQA_HELPER}:195 CheckInputs",
+    ),
+    KernelRule(
+        name="gqa.cpu_no_qk_norm",
+        holds=lambda s: not s.qk_norm,
+        reason="GroupQueryAttention (CPU): q_norm_weight / k_norm_weight inputs are not supported (CUDA and "
+        "WebGPU only); with separate rotary nodes the norm stays a SimplifiedLayerNormalization before them",
+        source="onnxruntime/contrib_ops/cpu/bert/group_query_attention.cc (ORT 1.32 run-time message)",
+    ),
+    KernelRule(
+        name="gqa.rotary_covers_whole_head",
+        holds=lambda s: 2 * s.rotary_width == s.head_size,
+        reason="GQA rotates 2 * cos_cache width dims; the source rotates the whole head",
+        source="edgekit (equivalence with the source's RotaryEmbedding)",
+    ),
+)
+_ROTARY_NODE_RULES = (
+    KernelRule(
+        name="rotary.cache_width_is_half_head",
+        holds=lambda s: 2 * s.rotary_width == s.head_size,
+        reason="on (batch, seq, hidden) input without rotary_embedding_dim the head size is 2 * cos_cache width",
+        source=f"{_ROTARY_HELPER}:88,117 CheckInputs",
+    ),
+    KernelRule(
+        name="rotary.cache_rows",
+        holds=lambda s: s.context is None or s.cache_rows >= s.context,
+        reason="position ids index the cos/sin caches unchecked: the caches must cover the context",
+        source=f"{_ROTARY_KERNEL}:108 RotaryEmbedding::Compute",
+    ),
+)
+KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionVariant:
+    """One way to lay out a layer's attention, with the kernel rules it must satisfy."""
+
+    name: str
+    description: str
+    fused_rotary: bool  # rotary inside GroupQueryAttention (do_rotary=1) or as RotaryEmbedding nodes before it
+    rules: tuple[KernelRule, ...]
+
+    def failed_rules(self, shape: AttentionShape) -> list[KernelRule]:
+        return [r for r in self.rules if not r.holds(shape)]
+
+
+# In order of preference: the first variant whose rules hold and whose self-check passes is kept.
+VARIANTS = (
+    FusionVariant(
+        name="gqa-fused-rotary",
+        description="GroupQueryAttention with do_rotary=1 fed cos/sin caches",
+        fused_rotary=True,
+        rules=_GQA_RULES + _FUSED_ROTARY_RULES,
+    ),
+    FusionVariant(
+        name="gqa-rotary-nodes",
+        description="Split QKV, RotaryEmbedding on Q and K, GroupQueryAttention with do_rotary=0",
+        fused_rotary=False,
+        rules=_GQA_RULES + _ROTARY_NODE_RULES,
+    ),
+)
+UNFUSED = "unfused"
+
+
+def preflight(shape: AttentionShape) -> list[dict[str, Any]]:
+    """Every rule of every variant evaluated on ``shape``: one record per (variant, rule)."""
+    return [
+        {"variant": v.name, "rule": r.name, "ok": bool(r.holds(shape)), "reason": r.reason, "source": r.source}
+        for v in VARIANTS
+        for r in v.rules
+    ]
+
+
 @dataclass
 class _Layer:
     """One matched attention block."""
@@ -79,6 +267,8 @@ class _Layer:
     q_matmul: Any
     k_matmul: Any
     v_matmul: Any
+    biases: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # q/k/v projection biases
+    qk_norm: tuple[np.ndarray, np.ndarray, float] | None  # qwen3's per-head RMSNorm before rotary: (q w, k w, eps)
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
@@ -159,17 +349,46 @@ def _unscale(g: _Graph, name: str) -> tuple[str, float]:
             name, scale = node.input[0], scale / float(c.reshape(()))
 
 
-def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
-    """``Transpose(0,2,1,3)(Reshape(MatMul(x, W), (b, s, heads, head_size)))`` -> (MatMul, heads).
+def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tuple[np.ndarray, float] | None]:
+    """From ``Transpose(0,2,1,3)`` up to the projection's Reshape, through qwen3's per-head RMSNorm if present.
 
-    ``W`` must be an fp32 initializer; the Reshape's target shape is a constant or a Concat whose last
-    element is the constant ``head_size``.
+    Returns (the Reshape or None, (norm weight, epsilon) or None).
     """
     tr = g.producer.get(name)
     if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None, None
+    norm = g.parent(tr, 0, "SimplifiedLayerNormalization")
+    if norm is None:
+        return g.parent(tr, 0, "Reshape"), None
+    w = g.const(norm.input[1]) if len(norm.input) == 2 else None
+    if w is None or w.shape != (head_size,) or graph.node_attr(norm, "axis", -1) not in (-1, 3):
+        return None, None
+    return g.parent(norm, 0, "Reshape"), (w.astype(np.float32), float(graph.node_attr(norm, "epsilon", 1e-5)))
+
+
+def _projection(
+    g: _Graph, name: str, head_size: int, *, allow_norm: bool = False
+) -> tuple[Any, int, np.ndarray | None] | None:
+    """``Transpose(0,2,1,3)([norm](Reshape(MatMul(x, W) [+ b], (b, s, heads, head_size))))`` -> (MatMul, heads, b).
+
+    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``).
+
+    ``W`` must be an fp32 initializer, the bias ``b`` (qwen2's q/k/v bias) a constant vector when present;
+    the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
+    """
+    rs, norm = _head_reshape(g, name, head_size)
+    if norm is not None and not allow_norm:
         return None
-    rs = g.parent(tr, 0, "Reshape")
     mm = g.parent(rs, 0, "MatMul") if rs is not None else None
+    bias = None
+    add = g.parent(rs, 0, "Add") if rs is not None and mm is None else None
+    if add is not None:
+        for mm_i in (0, 1):
+            mm, bias = g.parent(add, mm_i, "MatMul"), g.const(add.input[1 - mm_i])
+            if mm is not None:
+                break
+        if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
+            return None
     if mm is None or mm.input[1] not in g.inits:
         return None
     shape = g.const(rs.input[1])
@@ -182,7 +401,9 @@ def _projection(g: _Graph, name: str, head_size: int) -> tuple[Any, int] | None:
     w = g.inits[mm.input[1]]
     if len(w.dims) != 2 or w.data_type != 1 or w.dims[1] % head_size:  # float32 [in, heads * head_size]
         return None
-    return mm, int(w.dims[1]) // head_size
+    if bias is not None and bias.shape[0] != w.dims[1]:
+        return None
+    return mm, int(w.dims[1]) // head_size, bias
 
 
 def _to_concat(g: _Graph, name: str) -> Any | None:
@@ -225,8 +446,11 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     for rot in (rot_q, rot_k):  # GroupQueryAttention rotates the whole head with unit scale
         if graph.node_attr(rot, "rotary_embedding_dim", 0) or graph.node_attr(rot, "scale", 1.0) != 1.0:
             return "partial or scaled rotary embedding"
-    q = _projection(g, rot_q.input[0], head_size)
-    k = _projection(g, rot_k.input[0], head_size)
+    q_norm, k_norm = (_head_reshape(g, r.input[0], head_size)[1] for r in (rot_q, rot_k))
+    if (q_norm is None) != (k_norm is None) or (q_norm and k_norm and q_norm[1] != k_norm[1]):
+        return "q and k per-head norms differ"
+    q = _projection(g, rot_q.input[0], head_size, allow_norm=True)
+    k = _projection(g, rot_k.input[0], head_size, allow_norm=True)
     # Softmax -> (IsNaN/Where guard) -> MatMul with V
     probs = softmax.output[0]
     pv = None
@@ -243,7 +467,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     v = _projection(g, value_concat.input[1], head_size)
     if q is None or k is None or v is None:
         return "q/k/v are not Transpose(Reshape(MatMul(x, W)))"
-    (q_mm, heads), (k_mm, kv_heads), (v_mm, v_heads) = q, k, v
+    (q_mm, heads, q_b), (k_mm, kv_heads, k_b), (v_mm, v_heads, v_b) = q, k, v
     if not (q_mm.input[0] == k_mm.input[0] == v_mm.input[0]):
         return "q/k/v read different inputs"
     if kv_heads != v_heads or heads % kv_heads:
@@ -259,6 +483,8 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         q_matmul=q_mm,
         k_matmul=k_mm,
         v_matmul=v_mm,
+        biases=(q_b, k_b, v_b),
+        qk_norm=None if q_norm is None or k_norm is None else (q_norm[0], k_norm[0], q_norm[1]),
         key_concat=key_concat,
         value_concat=value_concat,
         out_reshape=out,
@@ -311,89 +537,87 @@ def _heads_from_io(model: Any) -> tuple[int, int] | None:
     return None
 
 
+def _source_config(ctx: Any) -> dict[str, Any]:
+    """The source's ``config.json`` that the export copied among its assets ({} when absent or unreadable)."""
+    path = Path(ctx.work) / "assets" / "config.json"
+    try:
+        c = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return c if isinstance(c, dict) else {}
+
+
 def _max_positions(ctx: Any) -> int | None:
     """The context window, so the rotary caches hold exactly the positions the model can see.
 
-    ``ctx.max_context_tokens`` when the recipe context carries it; else the source's ``config.json``
-    that the export copied among its assets; else None (ORT's default cache length stays).
+    ``ctx.max_context_tokens`` when the recipe context carries it; else ``max_position_embeddings`` from
+    the source's ``config.json``; else None (ORT's default cache length stays).
     """
-    n = getattr(ctx, "max_context_tokens", None)
-    if n:
-        return int(n)
-    cfg = Path(ctx.work) / "assets" / "config.json"
-    if cfg.is_file():
-        try:
-            c = json.loads(cfg.read_text())
-            n = c.get("max_position_embeddings") or c.get("n_positions")
-            return int(n) if n else None
-        except (OSError, ValueError):
-            return None
-    return None
+    n = getattr(ctx, "max_context_tokens", None) or _source_config(ctx).get("max_position_embeddings")
+    return int(n) if n else None
 
 
-def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dict[str, Any]:
+def _rewrite(
+    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
+) -> dict[str, Any]:
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
     gm = _Graph(model)
     mask = ATTENTION_MASK
     # seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
-    names = {
-        "axes": "gqa/axes_1",
-        "one": "gqa/one_i64",
-        "idx": "gqa/index_1",
-    }
     g.initializer.extend(
         [
-            numpy_helper.from_array(np.array([1], dtype=np.int64), names["axes"]),
-            numpy_helper.from_array(np.array(1, dtype=np.int64), names["one"]),
-            numpy_helper.from_array(np.array(1, dtype=np.int64), names["idx"]),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "gqa/axes_1"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa/one_i64"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa/index_1"),
         ]
     )
     head = [
-        helper.make_node("ReduceSum", [mask, names["axes"]], ["gqa/mask_sum"], name="gqa/ReduceSum", keepdims=0),
-        helper.make_node("Sub", ["gqa/mask_sum", names["one"]], ["gqa/seqlens_k_i64"], name="gqa/Sub"),
+        helper.make_node("ReduceSum", [mask, "gqa/axes_1"], ["gqa/mask_sum"], name="gqa/ReduceSum", keepdims=0),
+        helper.make_node("Sub", ["gqa/mask_sum", "gqa/one_i64"], ["gqa/seqlens_k_i64"], name="gqa/Sub"),
         helper.make_node(
             "Cast", ["gqa/seqlens_k_i64"], ["gqa/seqlens_k"], name="gqa/Cast_seqlens", to=TensorProto.INT32
         ),
         helper.make_node("Shape", [mask], ["gqa/mask_shape"], name="gqa/Shape"),
-        helper.make_node("Gather", ["gqa/mask_shape", names["idx"]], ["gqa/total_i64"], name="gqa/Gather", axis=0),
+        helper.make_node("Gather", ["gqa/mask_shape", "gqa/index_1"], ["gqa/total_i64"], name="gqa/Gather", axis=0),
         helper.make_node("Cast", ["gqa/total_i64"], ["gqa/total_len"], name="gqa/Cast_total", to=TensorProto.INT32),
     ]
+    # None: each rotary node's own positions input (the graph's position_ids). Without that input (gemma)
+    # the graph computes positions from the past's shape, wrong with a shared KV buffer: GQA's fused rotary
+    # takes them from seqlens_k instead, and rotary nodes get the first position.
+    positions = None
+    if POSITION_IDS not in {i.name for i in g.input}:
+        positions = "" if variant.fused_rotary else "gqa/position_start"
+        head += [
+            helper.make_node("Shape", [INPUT_IDS], ["gqa/ids_shape"], name="gqa/Shape_ids"),
+            helper.make_node("Gather", ["gqa/ids_shape", "gqa/axes_1"], ["gqa/seq_1"], name="gqa/Gather_seq", axis=0),
+            helper.make_node("Sub", ["gqa/total_i64", "gqa/seq_1"], ["gqa/position_start"], name="gqa/Sub_start"),
+        ]
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
         wq, wk, wv = (gm.const(m.input[1]) for m in (layer.q_matmul, layer.k_matmul, layer.v_matmul))
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
-        qkv = f"gqa/layers.{i}/qkv"
-        rot = layer.rotary
-        matmul = helper.make_node("MatMul", [layer.x, w_name], [qkv], name=f"gqa/layers.{i}/qkv_proj/MatMul")
-        attn = helper.make_node(
-            "GroupQueryAttention",
-            [
-                qkv,
-                "",
-                "",
-                layer.key_concat.input[0],
-                layer.value_concat.input[0],
-                "gqa/seqlens_k",
-                "gqa/total_len",
-                rot.input[2],
-                rot.input[3],
-                rot.input[1],  # position_ids: the graph's own, so positions follow the caller
-            ],
-            [layer.out_reshape.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
-            name=f"gqa/layers.{i}/GroupQueryAttention",
-            domain=MS_DOMAIN,
-            num_heads=layer.num_heads,
-            kv_num_heads=layer.kv_num_heads,
-            do_rotary=1,
-            rotary_interleaved=int(graph.node_attr(rot, "interleaved", 0)),
-            scale=float(layer.scale),
-        )
+        if any(b is not None for b in layer.biases):  # one packed bias; a missing one is zeros
+            cols = (wq.shape[1], wk.shape[1], wv.shape[1])
+            packed = [np.zeros(n, np.float32) if b is None else b for b, n in zip(layer.biases, cols, strict=True)]
+            g.initializer.append(numpy_helper.from_array(np.concatenate(packed), f"gqa/layers.{i}/qkv_proj.bias"))
+        if layer.qk_norm is not None:
+            g.initializer.extend(
+                numpy_helper.from_array(w, f"gqa/layers.{i}/{n}_norm.weight")
+                for n, w in zip("qk", layer.qk_norm[:2], strict=True)
+            )
+            shapes = {"heads_shape": [0, 0, -1, layer.head_size], "flat_shape": [0, 0, -1]}
+            g.initializer.extend(
+                numpy_helper.from_array(np.array(v, dtype=np.int64), f"gqa/layers.{i}/{k}") for k, v in shapes.items()
+            )
+        if not variant.fused_rotary:
+            widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
+            g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = [matmul, attn]
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window, positions)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -411,20 +635,138 @@ def _rewrite(model: Any, layers: list[_Layer], max_positions: int | None) -> dic
     return {"nodes_pruned": removed, "rotary_cache_rows": cache_rows}
 
 
+def _layer_nodes(
+    i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None, pos: str | None
+) -> list[Any]:
+    """One layer's packed QKV MatMul and attention, laid out as ``variant`` says; ``pos`` feeds the positions."""
+    from onnx import helper
+
+    p = f"gqa/layers.{i}"
+    rot = layer.rotary
+    interleaved = int(graph.node_attr(rot, "interleaved", 0))
+    cos, sin = rot.input[2], rot.input[3]
+    pos = rot.input[1] if pos is None else pos
+    nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
+    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
+    if window is not None:  # the value that matched optimum's export in the self-check (window - 1 did not)
+        attrs["local_window_size"] = window
+    if any(b is not None for b in layer.biases):
+        nodes[0].output[0] = f"{p}/qkv_nobias"
+        nodes.append(
+            helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
+        )
+    if variant.fused_rotary:
+        qkv_inputs = [f"{p}/qkv", "", ""]
+        rotary_inputs = [cos, sin, pos]
+        if layer.qk_norm is not None:  # attention_bias, head_sink, k_scale, v_scale, then the norm weights
+            rotary_inputs += ["", "", "", "", f"{p}/q_norm.weight", f"{p}/k_norm.weight"]
+            attrs["qk_norm_epsilon"] = layer.qk_norm[2]
+    else:
+        nodes.append(
+            helper.make_node(
+                "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
+            )
+        )
+        for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
+            nodes += _head_norm_nodes(p, name, layer)
+            nodes.append(
+                helper.make_node(
+                    "RotaryEmbedding",
+                    [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, cos, sin],
+                    [f"{p}/{name}_rot"],
+                    name=f"{p}/{name}_rotary",
+                    domain=MS_DOMAIN,
+                    num_heads=heads,
+                    interleaved=interleaved,
+                )
+            )
+        qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
+        rotary_inputs = []
+    nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            [
+                *qkv_inputs,
+                layer.key_concat.input[0],
+                layer.value_concat.input[0],
+                "gqa/seqlens_k",
+                "gqa/total_len",
+                *rotary_inputs,
+            ],
+            [layer.out_reshape.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
+            name=f"{p}/GroupQueryAttention",
+            domain=MS_DOMAIN,
+            num_heads=layer.num_heads,
+            kv_num_heads=layer.kv_num_heads,
+            scale=float(layer.scale),
+            **attrs,
+        )
+    )
+    return nodes
+
+
+def _head_norm_nodes(p: str, name: str, layer: _Layer) -> list[Any]:
+    """qwen3's per-head RMSNorm as ORT's fusion wrote it, between the Split and the rotary node:
+    (b, s, heads * head) -> (b, s, heads, head) -> SimplifiedLayerNormalization -> (b, s, heads * head)."""
+    from onnx import helper
+
+    if layer.qk_norm is None:
+        return []
+    return [
+        helper.make_node("Reshape", [f"{p}/{name}", f"{p}/heads_shape"], [f"{p}/{name}_heads"], name=f"{p}/{name}_r1"),
+        helper.make_node(
+            "SimplifiedLayerNormalization",
+            [f"{p}/{name}_heads", f"{p}/{name}_norm.weight"],
+            [f"{p}/{name}_heads_normed"],
+            name=f"{p}/{name}_norm",
+            axis=-1,
+            epsilon=layer.qk_norm[2],
+        ),
+        helper.make_node(
+            "Reshape", [f"{p}/{name}_heads_normed", f"{p}/flat_shape"], [f"{p}/{name}_normed"], name=f"{p}/{name}_r2"
+        ),
+    ]
+
+
+def _rotary_caches(model: Any, layers: list[_Layer]) -> list[Any]:
+    names = {n for lay in layers for n in (lay.rotary.input[2], lay.rotary.input[3])}
+    return [init for init in model.graph.initializer if init.name in names]
+
+
 def _trim_rotary_caches(model: Any, layers: list[_Layer], max_positions: int | None) -> int | None:
     """ORT's rotary fusion sizes cos/sin caches for 131072 positions; keep the model's context window."""
     from onnx import numpy_helper
 
-    names = {layers[0].rotary.input[2], layers[0].rotary.input[3]}
     rows = None
-    for init in model.graph.initializer:
-        if init.name in names:
-            arr = numpy_helper.to_array(init)
-            if max_positions and arr.shape[0] > max_positions:
-                arr = arr[:max_positions]
-                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
-            rows = int(arr.shape[0])
+    for init in _rotary_caches(model, layers):
+        arr = numpy_helper.to_array(init)
+        if max_positions and arr.shape[0] > max_positions:
+            arr = arr[:max_positions]
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
+        rows = int(arr.shape[0]) if rows is None else min(rows, int(arr.shape[0]))
     return rows
+
+
+def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None) -> AttentionShape | str:
+    """The shapes the kernel rules read; a string when the layers disagree or the caches are not constant."""
+    caches = _rotary_caches(model, layers)
+    dims = {tuple(int(d) for d in c.dims) for c in caches}
+    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
+        return "rotary cos/sin caches are not 2-D initializers of one width"
+    heads = {(lay.num_heads, lay.kv_num_heads, lay.head_size) for lay in layers}
+    if len(heads) != 1:
+        return "layers disagree on head counts"
+    ((num_heads, kv_num_heads, head_size),) = heads
+    rows = min(d[0] for d in dims)
+    return AttentionShape(
+        num_heads=num_heads,
+        kv_num_heads=kv_num_heads,
+        head_size=head_size,
+        rotary_width=next(iter(dims))[1],
+        cache_rows=min(rows, max_positions) if max_positions else rows,
+        context=max_positions,
+        qk_norm=any(lay.qk_norm is not None for lay in layers),
+    )
 
 
 def _prune(model: Any) -> int:
@@ -449,12 +791,21 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> dict[str, Any]:
-    """Run a 5-token prompt and one decode step through both graphs; compare logits and the KV cache."""
+def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
+    """:func:`_compare`, with anything ONNX Runtime raises turned into a failed check (kept source), not a crash."""
+    try:
+        return _compare(src, fused, kv, n_layers, prompt)
+    except Exception as e:  # ORT raises its own pybind classes (InvalidArgument, Fail, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return {"ok": False, "reason": f"ONNX Runtime raised {type(e).__name__}: {first[:400]}"}
+
+
+def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
+    """Run a ``prompt``-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a refused node is reported in the check's reason, not on stderr
     so.intra_op_num_threads = 1
     ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -464,8 +815,8 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> di
     vocab = next(o.shape[-1] for o in ref.get_outputs() if o.name == LOGITS)
     if not isinstance(vocab, int):  # a symbolic vocabulary dim: learn it from one run
         vocab = ref.run([LOGITS], _feeds(ins, [0], 0, past_names, kv, None))[0].shape[-1]
-    ids = np.random.default_rng(0).integers(0, vocab, size=5).tolist()
-    worst, same_argmax, past, n_past = 0.0, True, None, 0
+    ids = np.random.default_rng(0).integers(0, vocab, size=prompt).tolist()
+    worst, same_argmax, past, n_past, steps = 0.0, True, None, 0, []
     for _ in range(2):  # the prompt, then one decode step with the reference's greedy token
         feeds = _feeds(ins, ids, n_past, past_names, kv, past)
         r_out = ref.run(out_names, feeds)
@@ -475,10 +826,41 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int) -> di
                 return {"ok": False, "reason": f"{name}: shape {list(b.shape)} != {list(a.shape)}"}
             worst = max(worst, float(np.abs(a - b).max()) / max(1.0, float(np.abs(a).max())))
         same_argmax &= bool(np.array_equal(r_out[0][0].argmax(-1), n_out[0][0].argmax(-1)))
+        steps.append((ids, r_out[0]))
         past = dict(zip(past_names, r_out[1:], strict=True))
         n_past += len(ids)
         ids = [int(np.argmax(r_out[0][0, -1]))]
-    return {"ok": worst <= LOGITS_RTOL and same_argmax, "max_rel_diff": worst, "same_greedy_tokens": same_argmax}
+    shared = _shared_buffer_diff(new, ins, steps, past_names, out_names, kv)
+    ok = worst <= LOGITS_RTOL and same_argmax and shared <= LOGITS_RTOL
+    check = {"ok": ok, "max_rel_diff": worst, "same_greedy_tokens": same_argmax, "shared_kv_rel_diff": shared}
+    if ok:
+        return check
+    where = "with a shared KV buffer" if worst <= LOGITS_RTOL and same_argmax else "logits / KV cache"
+    return {**check, "reason": f"{where} differ (max rel diff {max(worst, shared):.2e})"}
+
+
+def _shared_buffer_diff(
+    new: Any,
+    ins: set[str],
+    steps: list[tuple[list[int], np.ndarray]],
+    past_names: list[str],
+    out_names: list[str],
+    kv: tuple[int, int],
+) -> float:
+    """The fused graph as the runtime drives it (one past/present buffer sized for the whole call, the mask
+    growing): the largest relative logits difference from the reference's ``steps``."""
+    total = sum(len(ids) for ids, _ in steps)
+    past = {n: np.zeros((1, kv[0], total, kv[1]), dtype=np.float32) for n in past_names}
+    worst, n_past = 0.0, 0
+    for ids, ref_logits in steps:
+        feeds = _feeds(ins, ids, n_past, past_names, kv, past)
+        out = new.run(out_names, feeds)
+        if not np.array_equal(out[0][0].argmax(-1), ref_logits[0].argmax(-1)):
+            return float("inf")  # another greedy token: fails whatever the tolerance
+        worst = max(worst, float(np.abs(out[0] - ref_logits).max()) / max(1.0, float(np.abs(ref_logits).max())))
+        past = dict(zip(past_names, out[1:], strict=True))
+        n_past += len(ids)
+    return worst
 
 
 def _feeds(
@@ -509,7 +891,7 @@ def _io(model: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
 
 def _passthrough(src: Path, dst: Path, reason: str, **details: Any) -> tuple[bool, dict[str, Any]]:
     graph.save_model(graph.load_model(src, check=False), dst)
-    return False, {"fused": {}, "skipped": reason, **details}
+    return False, {"fused": {}, "variant": UNFUSED, "skipped": reason, **details}
 
 
 def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
@@ -518,53 +900,131 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     A recipe step: reads ``src``, writes ``dst``, returns ``(changed, details)``. Runs when
     ``ctx.task_kind == "generation"``, ``ctx.model_type`` is in :data:`DECODER_FAMILIES` and
     ``cfg.fusions`` is true (configs without the field count as true); otherwise ``dst`` is ``src``.
+    ``details["variant"]`` names the layout kept (a :data:`VARIANTS` name or ``"unfused"``) and
+    ``details["variant_reason"]`` why.
     """
     if not getattr(cfg, "fusions", True):
         return _passthrough(src, dst, "fusions switched off in the recipe options")
     if ctx.task_kind != GENERATION_KIND:
         return _passthrough(src, dst, f"decoder fusions are for generation, not {ctx.task_kind}")
     if (ctx.model_type or "") not in DECODER_FAMILIES:
-        known = ", ".join(sorted(DECODER_FAMILIES))
+        known = ", ".join(sorted(DECODER_FAMILIES.names()))
         return _passthrough(src, dst, f"model type {ctx.model_type!r} has no decoder fusion (known: {known})")
+    family = DECODER_FAMILIES.get(ctx.model_type)
+    window, context = family.window(_source_config(ctx)), _max_positions(ctx)
+    if window is not None and context is None:
+        return _passthrough(src, dst, f"sliding window {window} and an unknown context: cannot check the window")
+    window = window if window is not None and context is not None and window < context else None
     source = graph.load_model(src, check=False)
     kv = _heads_from_io(source)
     names_in = {i.name for i in source.graph.input}
-    if kv is None or ATTENTION_MASK not in names_in or POSITION_IDS not in names_in:
-        return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask and position_ids")
+    if kv is None or ATTENTION_MASK not in names_in:
+        return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask")
     io_before = _io(source)
     del source
-    model, ort_stats = _ort_fusions(src)
+    try:
+        model, ort_stats = _ort_fusions(src)
+    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
+        return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
+    layers = _match_all(model, kv)
+    if isinstance(layers, str):
+        return _passthrough(src, dst, layers)
+    max_positions = _max_positions(ctx)
+    shape = _attention_shape(model, layers, max_positions)
+    if isinstance(shape, str):
+        return _passthrough(src, dst, shape)
+    base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
+    attempts: list[dict[str, Any]] = []
+    for variant in VARIANTS:
+        failed = variant.failed_rules(shape)
+        if failed:
+            attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
+            continue
+        fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+        attempts.append({"variant": variant.name, **{k: v for k, v in details.items() if k in ("check", "error")}})
+        if fused is not None:
+            return _keep(fused, dst, variant, shape, attempts, {**base, **details})
+    return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
+
+
+def _match_all(model: Any, kv: tuple[int, int]) -> list[_Layer] | str:
     g = _Graph(model)
-    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
     layers: list[_Layer] = []
-    for sm in softmaxes:
+    for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
         hit = _match(g, sm, kv[1])
         if isinstance(hit, str):
-            return _passthrough(src, dst, f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}")
+            return f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}"
         layers.append(hit)
     if not layers:
-        return _passthrough(src, dst, "no attention Softmax in the graph")
+        return "no attention Softmax in the graph"
     if any((lay.kv_num_heads, lay.head_size) != kv for lay in layers):
-        return _passthrough(src, dst, "matched head sizes disagree with the KV-cache inputs")
-    nodes_before = len(model.graph.node)
-    details = _rewrite(model, layers, _max_positions(ctx))
-    if _io(model) != io_before:
-        return _passthrough(src, dst, "the rewrite changed the graph's inputs or outputs (bug): kept the source")
-    check = _self_check(src, model, kv, len(layers))
-    if not check["ok"]:
-        return _passthrough(src, dst, "the fused graph disagreed with the source: kept the source", check=check)
+        return "matched head sizes disagree with the KV-cache inputs"
+    return layers
+
+
+def _attempt(
+    model: Any,
+    kv: tuple[int, int],
+    max_positions: int | None,
+    variant: FusionVariant,
+    io_before: Any,
+    src: Path,
+    window: int | None,
+) -> tuple[Any | None, dict[str, Any]]:
+    """Rewrite a copy of ``model`` as ``variant`` and self-check it; (the fused model or None, details)."""
+    from onnx import ModelProto
+
+    work = ModelProto()
+    work.CopyFrom(model)  # each variant starts from the ORT-fused graph, untouched by a failed attempt
+    layers = _match_all(work, kv)
+    if isinstance(layers, str):
+        return None, {"error": layers}
+    details = _rewrite(work, layers, max_positions, variant, window)
+    if _io(work) != io_before:
+        return None, {"error": "the rewrite changed the graph's inputs or outputs (bug)"}
+    # A prompt longer than the sliding window, so the check sees the window applied (and fits the caches).
+    prompt = 5 if window is None or max_positions is None else min(window + 3, max_positions - 1)
+    check = _self_check(src, work, kv, len(layers), prompt)
+    details = {**details, "check": check, "layers": len(layers), "local_window_size": window}
+    return (work if check["ok"] else None), details
+
+
+def _keep(
+    model: Any,
+    dst: Path,
+    variant: FusionVariant,
+    shape: AttentionShape,
+    attempts: list[dict[str, Any]],
+    details: dict[str, Any],
+) -> tuple[bool, dict[str, Any]]:
     graph.save_model(model, dst)
     final_ops = graph.op_histogram(model)
-    fused = {op: final_ops[op] for op in _FUSED_OPS if final_ops.get(op)}
+    earlier = [a for a in attempts if a["variant"] != variant.name]
+    why = f"{variant.description}: its kernel rules hold and its self-check passed"
+    if earlier:
+        why += "; preferred " + "; ".join(_attempt_summary(a) for a in earlier)
     return True, {
-        "fused": fused,
-        "ort_fusions": ort_stats,
-        "layers": len(layers),
-        "num_heads": layers[0].num_heads,
-        "kv_num_heads": layers[0].kv_num_heads,
-        "head_size": layers[0].head_size,
-        "nodes_before": nodes_before,
+        "fused": {op: final_ops[op] for op in _FUSED_OPS if final_ops.get(op)},
+        "variant": variant.name,
+        "variant_reason": why,
+        "attempts": attempts,
+        "num_heads": shape.num_heads,
+        "kv_num_heads": shape.kv_num_heads,
+        "head_size": shape.head_size,
         "nodes_after": len(model.graph.node),
         **details,
-        "check": check,
     }
+
+
+def _attempt_summary(attempt: dict[str, Any]) -> str:
+    name = attempt["variant"]
+    if attempt.get("refused_by"):
+        return f"{name} refused by {', '.join(attempt['refused_by'])}"
+    check = attempt.get("check") or {}
+    return f"{name} failed: {attempt.get('error') or check.get('reason', 'self-check failed')}"
+
+
+def _unfused_reason(attempts: list[dict[str, Any]]) -> str:
+    return "no fusion variant runs on ONNX Runtime's CPU kernels, kept the source: " + "; ".join(
+        _attempt_summary(a) for a in attempts
+    )

@@ -104,6 +104,7 @@ class Int4Config:
     # 4 = int8 compute of the int4 weights (fastest on CPU with int8 dot products); None = fp32 compute.
     accuracy_level: int | None = 4
     nodes_to_exclude: tuple[str, ...] = ()
+    fusions: bool = True  # decoder fusions (GroupQueryAttention) before quantizing; false keeps optimum's graph
 
     def __post_init__(self) -> None:
         ok = self.block_size >= 16 and (self.block_size & (self.block_size - 1)) == 0

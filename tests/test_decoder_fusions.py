@@ -63,6 +63,7 @@ def test_attention_becomes_one_group_query_attention_per_layer(fused_llama: dict
     assert d["nodes_after"] * 5 < d["nodes_before"]
     assert d["rotary_cache_rows"] == 64  # the model's context window, not ORT's 131072-row default
     assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
+    assert d["variant"] == "gqa-fused-rotary" and all(r["ok"] for r in d["preflight"] if r["variant"] == d["variant"])
 
 
 def test_graph_inputs_and_outputs_keep_their_names_and_dtypes(fused_llama: dict[str, Any]) -> None:

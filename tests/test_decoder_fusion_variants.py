@@ -1,0 +1,326 @@
+"""Decoder fusion variants: every Llama head layout exports, runs on ORT's CPU kernels and matches transformers.
+
+ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multiples of 16 (at the first
+``run()``, not at load). These cases build tiny random Llamas in code (fixed seed) covering head size 8, 12,
+16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and SmolLM-style tied embeddings, export them through
+``exporters.export`` and check: the step details name the variant the pre-flight chose, the package loads with
+``edgekit.load``, and its greedy tokens equal transformers' greedy ``generate`` (fp32).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from toy_models import BOS_ID, BYTE_VOCAB_SIZE, EOS_ID, PAD_ID, save_byte_tokenizer
+
+import edgekit
+from exporters import decoder_fusions
+from exporters.decoder_fusions import VARIANTS, AttentionShape, preflight
+from tests.conftest import assert_valid_manifest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPT = [BOS_ID, 3 + ord("h"), 3 + ord("i"), 3 + ord(" ")]
+NEW_TOKENS = 24
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int | None = None  # None: hidden // heads
+    tie: bool = False
+    variant: str  # what the pre-flight must choose
+    family: str = "llama"
+    extra: tuple[tuple[str, Any], ...] = ()  # more config fields (a sliding window, ...)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+
+CASES = {
+    "head8-gqa": Case(hidden=32, heads=4, kv_heads=2, variant="gqa-rotary-nodes"),
+    "head8-mqa": Case(hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    "head12-unfused": Case(hidden=48, heads=4, kv_heads=2, variant="unfused"),
+    "head16-gqa": Case(hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
+    "head32-mha": Case(hidden=64, heads=2, kv_heads=2, variant="gqa-fused-rotary"),
+    "head64-mqa": Case(hidden=128, heads=2, kv_heads=1, variant="gqa-fused-rotary"),
+    "explicit-head-dim": Case(hidden=48, heads=4, kv_heads=2, head_dim=16, variant="gqa-fused-rotary"),
+    "smollm-tied": Case(hidden=64, heads=4, kv_heads=1, tie=True, variant="gqa-fused-rotary"),
+    # Families beyond llama whose optimum export has llama's attention layout.
+    "mistral": Case(family="mistral", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
+    # A window shorter than the context (the prompt and 24 new tokens run past it): GQA's local_window_size.
+    "mistral-window": Case(
+        family="mistral", hidden=64, heads=4, kv_heads=2, extra=(("sliding_window", 16),), variant="gqa-fused-rotary"
+    ),
+    "qwen2-bias": Case(family="qwen2", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
+    "qwen2-head8": Case(family="qwen2", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    # gemma: no position_ids input (positions computed in the graph), tied embeddings, explicit head_dim.
+    "gemma": Case(family="gemma", hidden=64, heads=4, kv_heads=1, head_dim=16, variant="gqa-fused-rotary"),
+    "gemma-head8": Case(family="gemma", hidden=32, heads=4, kv_heads=2, head_dim=8, variant="gqa-rotary-nodes"),
+    # ORT's CPU GroupQueryAttention has no q/k norm: the norm stays a node before separate rotary nodes.
+    "qwen3-qk-norm": Case(family="qwen3", hidden=64, heads=4, kv_heads=2, head_dim=16, variant="gqa-rotary-nodes"),
+}
+CONFIG_CLASSES = {
+    "llama": "LlamaConfig",
+    "mistral": "MistralConfig",
+    "qwen2": "Qwen2Config",
+    "qwen3": "Qwen3Config",
+    "gemma": "GemmaConfig",
+}
+
+
+def _build(case: Case, out: Path) -> Path:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    save_byte_tokenizer(out, max_length=64)
+    extra = {"head_dim": case.head_dim} if case.head_dim else {}
+    config = getattr(transformers, CONFIG_CLASSES[case.family])(
+        vocab_size=BYTE_VOCAB_SIZE,
+        hidden_size=case.hidden,
+        num_hidden_layers=2,
+        num_attention_heads=case.heads,
+        num_key_value_heads=case.kv_heads,
+        intermediate_size=2 * case.hidden,
+        max_position_embeddings=64,
+        tie_word_embeddings=case.tie,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        **extra,
+        **dict(case.extra),
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # std 0.02 logits are nearly flat; wider weights give decisive greedy steps
+        for name, p in model.named_parameters():
+            if p.dim() == 2 or name.endswith(".bias"):  # biases too: qwen2's start at zero
+                p.normal_(0.0, 0.2)
+            elif name.endswith("norm.weight"):  # norms start at ones: a fusion that drops one would still pass
+                p.add_(torch.randn_like(p) * 0.2)
+    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def _export(hf: Path, out: Path, recipe: str) -> Path:
+    from exporters import export
+
+    result = export(hf, output=out, task="text-generation", recipe=recipe, progress=False, validation_samples=8)
+    return Path(result.package_dir)
+
+
+def _step(pkg: Path, name: str) -> dict[str, Any]:
+    manifest = assert_valid_manifest(pkg)  # the step details land in the manifest and keep it schema-valid
+    return next(s for s in manifest["recipe"]["steps"] if s["name"] == name)
+
+
+def _hf_greedy(hf: Path) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False, min_length=0)
+    return out[0, len(PROMPT) :].tolist()
+
+
+def _ours(pkg: Path) -> list[int]:
+    lm = edgekit.load(pkg, threads=1, verify=False, cache_optimized_graph=False)
+    return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def fp32_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    case = CASES[request.param]
+    work = tmp_path_factory.mktemp(request.param)
+    hf = _build(case, work / "hf")
+    return {"case": case, "hf": hf, "pkg": _export(hf, work / "fp32", "fp32")}
+
+
+@pytest.mark.slow
+def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: dict[str, Any]) -> None:
+    case, pkg = fp32_case["case"], fp32_case["pkg"]
+    step = _step(pkg, "decoder_fusions")
+    d = step["details"]
+    assert d["variant"] == case.variant, d.get("variant_reason") or d.get("skipped")
+    ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
+    if case.variant == "unfused":
+        assert not step["changed"] and ops["GroupQueryAttention"] == 0
+        assert "gqa.head_size_multiple_of_8" in d["skipped"]  # the refusing rule (of both variants) is named
+    else:
+        assert step["changed"] and ops["GroupQueryAttention"] == 2 and ops["Softmax"] == 0
+        assert d["head_size"] == case.head_size and d["kv_num_heads"] == case.kv_heads
+        assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
+        assert d["local_window_size"] == dict(case.extra).get("sliding_window")
+        assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
+        if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
+            why = "gqa.cpu_no_qk_norm" if case.family == "qwen3" else "gqa.rotary_head_size_multiple_of_16"
+            assert f"gqa-fused-rotary refused by {why}" in d["variant_reason"]
+    if "preflight" in d:
+        refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
+        assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
+    ref = _hf_greedy(fp32_case["hf"])
+    assert len(set(ref)) > 2  # a decisive, varied reference, not one token repeated
+    assert _ours(pkg) == ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["int4", "int8-dynamic"])
+def test_head_size_8_exports_and_runs_with_the_readme_recipes(
+    recipe: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    work = tmp_path_factory.mktemp(f"h8-{recipe}")
+    hf = _build(CASES["head8-gqa"], work / "hf")
+    pkg = _export(hf, work / recipe, recipe)
+    steps = json.loads((pkg / "edgekit.json").read_text())["recipe"]["steps"]
+    if recipe == "int4":  # int4 fuses first, then quantizes the packed QKV MatMul
+        assert steps[0]["name"] == "decoder_fusions" and steps[0]["details"]["variant"] == "gqa-rotary-nodes"
+        ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
+        assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] >= 2
+    tokens = _ours(pkg)
+    assert len(tokens) == NEW_TOKENS and all(0 <= t < BYTE_VOCAB_SIZE for t in tokens)
+
+
+def test_int4_accepts_fusions_false_like_fp32(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from edgekit.config import from_dict
+    from exporters.recipes import RECIPES, RecipeContext
+
+    cfg = from_dict(RECIPES.get("int4").config_cls, {"fusions": False}, what="int4")
+    assert cfg.fusions is False and from_dict(RECIPES.get("int4").config_cls, {}, what="int4").fusions is True
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    src = tmp_path / "in.onnx"
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(
+                [helper.make_node("Identity", ["x"], ["y"])],
+                "g",
+                [x],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+            )
+        ),
+        str(src),
+    )
+    ctx = RecipeContext(work=tmp_path, task_kind="generation", model_type="llama")
+    changed, details = decoder_fusions.step_decoder_fusions(src, tmp_path / "out.onnx", cfg, ctx)
+    assert not changed and details["variant"] == "unfused" and "switched off" in details["skipped"]
+
+
+# ------------------------------------------------------------------------ pre-flight rules, one by one
+
+
+def _shape(**kw: Any) -> AttentionShape:
+    base = {"num_heads": 4, "kv_num_heads": 2, "head_size": 16, "rotary_width": 8, "cache_rows": 64, "context": 64}
+    return AttentionShape(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("shape", "fused_refused", "nodes_refused"),
+    [
+        (_shape(), set(), set()),
+        (_shape(head_size=8, rotary_width=4), {"gqa.rotary_head_size_multiple_of_16", "gqa.rotary_cache_width"}, set()),
+        (_shape(num_heads=6, kv_num_heads=4), {"gqa.num_heads_multiple_of_kv_num_heads"}, None),
+        (_shape(head_size=12, rotary_width=6), None, {"gqa.head_size_multiple_of_8"}),
+        (_shape(cache_rows=32), {"gqa.rotary_cache_rows"}, {"rotary.cache_rows"}),
+        (_shape(head_size=32, rotary_width=8), {"gqa.rotary_covers_whole_head"}, {"rotary.cache_width_is_half_head"}),
+        (_shape(qk_norm=True), {"gqa.cpu_no_qk_norm"}, set()),
+    ],
+)
+def test_preflight_names_each_refusing_rule(
+    shape: AttentionShape, fused_refused: set[str] | None, nodes_refused: set[str] | None
+) -> None:
+    records = preflight(shape)
+    by_variant = {v.name: {r["rule"] for r in records if r["variant"] == v.name and not r["ok"]} for v in VARIANTS}
+    if fused_refused is not None:
+        assert by_variant["gqa-fused-rotary"] == fused_refused
+    else:
+        assert by_variant["gqa-fused-rotary"]
+    if nodes_refused is not None:
+        assert by_variant["gqa-rotary-nodes"] == nodes_refused
+    else:
+        assert by_variant["gqa-rotary-nodes"]
+    for r in records:  # every record carries where ORT checks it
+        assert r["reason"] and r["source"]
+        assert r["source"].startswith(("onnxruntime/contrib_ops/cpu/bert/", "edgekit"))
+
+
+# ------------------------------------------------------------------- self-check failures keep the source
+
+
+@pytest.fixture(scope="module")
+def head8_src(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """optimum's graph of the head-size-8 model, as the recipe's first step sees it."""
+    import shutil
+
+    from optimum.exporters.onnx import main_export
+
+    work = tmp_path_factory.mktemp("h8src")
+    hf = _build(CASES["head8-gqa"], work / "hf")
+    main_export(str(hf), output=work / "optimum", task="text-generation-with-past", do_validation=False)
+    (work / "assets").mkdir()
+    shutil.copy2(hf / "config.json", work / "assets" / "config.json")
+    return {"src": work / "optimum" / "model.onnx", "work": work}
+
+
+def _run_step(head8: dict[str, Any], out: Path) -> tuple[bool, dict[str, Any]]:
+    from exporters.recipes import Fp32Config, RecipeContext
+
+    ctx = RecipeContext(work=head8["work"], task_kind="generation", model_type="llama")
+    return decoder_fusions.step_decoder_fusions(head8["src"], out, Fp32Config(), ctx)
+
+
+def test_a_variant_ort_refuses_at_run_falls_through_to_the_next(
+    head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without its pre-flight, fused rotary on head size 8 loads and then raises in run(): the step goes on.
+    unguarded = (
+        decoder_fusions.FusionVariant(name="gqa-fused-rotary", description="unguarded", fused_rotary=True, rules=()),
+        VARIANTS[1],
+    )
+    monkeypatch.setattr(decoder_fusions, "VARIANTS", unguarded)
+    changed, d = _run_step(head8_src, tmp_path / "out.onnx")
+    assert changed and d["variant"] == "gqa-rotary-nodes"
+    first = d["attempts"][0]
+    assert first["variant"] == "gqa-fused-rotary" and not first["check"]["ok"]
+    assert "head_size shall be a multiple of 16" in first["check"]["reason"]
+    assert "head_size shall be a multiple of 16" in d["variant_reason"]
+
+
+def test_a_self_check_that_raises_keeps_the_source_graph(
+    head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("simulated ORT failure")
+
+    monkeypatch.setattr(decoder_fusions, "_compare", boom)
+    out = tmp_path / "out.onnx"
+    changed, d = _run_step(head8_src, out)
+    assert not changed and d["variant"] == "unfused"
+    assert "RuntimeError: simulated ORT failure" in d["skipped"]
+    src_nodes = [n.op_type for n in onnx.load(str(head8_src["src"])).graph.node]
+    assert [n.op_type for n in onnx.load(str(out)).graph.node] == src_nodes
+
+
+def test_a_self_check_that_disagrees_keeps_the_source_graph(
+    head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decoder_fusions, "LOGITS_RTOL", -1.0)  # no graph can pass: every difference is too big
+    changed, d = _run_step(head8_src, tmp_path / "out.onnx")
+    assert not changed and d["variant"] == "unfused"
+    assert "logits / KV cache differ" in d["skipped"]
+    assert np.isfinite(d["attempts"][-1]["check"]["max_rel_diff"])
