@@ -75,6 +75,8 @@ import numpy as np
 from edgekit.registry import Registry
 from exporters import graph
 
+log = logging.getLogger("edgekit.export")
+
 
 def _sliding_window(config: dict[str, Any]) -> int | None:
     """The attention window transformers applies, or None (qwen2 keeps ``sliding_window`` unused unless
@@ -940,7 +942,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         if failed:
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
-        fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+        try:
+            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+        except Exception as e:  # a rewrite that breaks on an unforeseen graph keeps the source, never a crash
+            log.warning("decoder fusion %s failed: %s: %s", variant.name, type(e).__name__, e)
+            fused, details = None, {"error": f"the rewrite raised {type(e).__name__}: {e}"}
         attempts.append({"variant": variant.name, **{k: v for k, v in details.items() if k in ("check", "error")}})
         if fused is not None:
             return _keep(fused, dst, variant, shape, attempts, {**base, **details})
