@@ -75,6 +75,8 @@ import numpy as np
 from edgekit.registry import Registry
 from exporters import graph
 
+log = logging.getLogger("edgekit.export")
+
 
 def _sliding_window(config: dict[str, Any]) -> int | None:
     """The attention window transformers applies, or None (qwen2 keeps ``sliding_window`` unused unless
@@ -557,15 +559,17 @@ def _max_positions(ctx: Any) -> int | None:
     return int(n) if n else None
 
 
-def _rewrite(
-    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
-) -> dict[str, Any]:
+def _shared_nodes(model: Any, variant: FusionVariant) -> tuple[list[Any], str | None]:
+    """The nodes every layer's attention reads, computed once: (nodes, the positions input or None).
+
+    seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
+    Positions: None means each rotary node's own input (the graph's position_ids). Without that input
+    (gemma) the graph computes positions from the past's shape, wrong with a shared KV buffer: GQA's fused
+    rotary takes them from seqlens_k instead, and rotary nodes get the first position.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
-    g = model.graph
-    gm = _Graph(model)
-    mask = ATTENTION_MASK
-    # seqlens_k = sum(mask) - 1 (int32, [batch]); total_sequence_length = mask.shape[1] (int32 scalar).
+    g, mask = model.graph, ATTENTION_MASK
     g.initializer.extend(
         [
             numpy_helper.from_array(np.array([1], dtype=np.int64), "gqa/axes_1"),
@@ -583,17 +587,24 @@ def _rewrite(
         helper.make_node("Gather", ["gqa/mask_shape", "gqa/index_1"], ["gqa/total_i64"], name="gqa/Gather", axis=0),
         helper.make_node("Cast", ["gqa/total_i64"], ["gqa/total_len"], name="gqa/Cast_total", to=TensorProto.INT32),
     ]
-    # None: each rotary node's own positions input (the graph's position_ids). Without that input (gemma)
-    # the graph computes positions from the past's shape, wrong with a shared KV buffer: GQA's fused rotary
-    # takes them from seqlens_k instead, and rotary nodes get the first position.
-    positions = None
-    if POSITION_IDS not in {i.name for i in g.input}:
-        positions = "" if variant.fused_rotary else "gqa/position_start"
-        head += [
-            helper.make_node("Shape", [INPUT_IDS], ["gqa/ids_shape"], name="gqa/Shape_ids"),
-            helper.make_node("Gather", ["gqa/ids_shape", "gqa/axes_1"], ["gqa/seq_1"], name="gqa/Gather_seq", axis=0),
-            helper.make_node("Sub", ["gqa/total_i64", "gqa/seq_1"], ["gqa/position_start"], name="gqa/Sub_start"),
-        ]
+    if POSITION_IDS in {i.name for i in g.input}:
+        return head, None
+    head += [
+        helper.make_node("Shape", [INPUT_IDS], ["gqa/ids_shape"], name="gqa/Shape_ids"),
+        helper.make_node("Gather", ["gqa/ids_shape", "gqa/axes_1"], ["gqa/seq_1"], name="gqa/Gather_seq", axis=0),
+        helper.make_node("Sub", ["gqa/total_i64", "gqa/seq_1"], ["gqa/position_start"], name="gqa/Sub_start"),
+    ]
+    return head, ("" if variant.fused_rotary else "gqa/position_start")
+
+
+def _rewrite(
+    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
+) -> dict[str, Any]:
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    gm = _Graph(model)
+    head, positions = _shared_nodes(model, variant)
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
@@ -940,7 +951,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         if failed:
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
-        fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+        try:
+            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+        except Exception as e:  # a rewrite that breaks on an unforeseen graph keeps the source, never a crash
+            log.warning("decoder fusion %s failed: %s: %s", variant.name, type(e).__name__, e)
+            fused, details = None, {"error": f"the rewrite raised {type(e).__name__}: {e}"}
         attempts.append({"variant": variant.name, **{k: v for k, v in details.items() if k in ("check", "error")}})
         if fused is not None:
             return _keep(fused, dst, variant, shape, attempts, {**base, **details})

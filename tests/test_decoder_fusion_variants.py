@@ -284,6 +284,7 @@ def _run_step(head8: dict[str, Any], out: Path) -> tuple[bool, dict[str, Any]]:
     return decoder_fusions.step_decoder_fusions(head8["src"], out, Fp32Config(), ctx)
 
 
+@pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
 def test_a_variant_ort_refuses_at_run_falls_through_to_the_next(
     head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,6 +302,7 @@ def test_a_variant_ort_refuses_at_run_falls_through_to_the_next(
     assert "head_size shall be a multiple of 16" in d["variant_reason"]
 
 
+@pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
 def test_a_self_check_that_raises_keeps_the_source_graph(
     head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,6 +318,7 @@ def test_a_self_check_that_raises_keeps_the_source_graph(
     assert [n.op_type for n in onnx.load(str(out)).graph.node] == src_nodes
 
 
+@pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
 def test_a_self_check_that_disagrees_keeps_the_source_graph(
     head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,3 +327,17 @@ def test_a_self_check_that_disagrees_keeps_the_source_graph(
     assert not changed and d["variant"] == "unfused"
     assert "logits / KV cache differ" in d["skipped"]
     assert np.isfinite(d["attempts"][-1]["check"]["max_rel_diff"])
+
+
+@pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
+def test_a_rewrite_that_raises_keeps_the_source_graph(
+    head8_src: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> dict[str, Any]:
+        raise KeyError("unforeseen graph")
+
+    monkeypatch.setattr(decoder_fusions, "_rewrite", broken)
+    changed, d = _run_step(head8_src, tmp_path / "out.onnx")
+    assert not changed and d["variant"] == "unfused"
+    assert "gqa-rotary-nodes failed: the rewrite raised KeyError" in d["skipped"]
+    assert onnx.load(str(tmp_path / "out.onnx")).graph.node  # the source graph, written out
