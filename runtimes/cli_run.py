@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InvalidInputError, UsageError
+from edgekit import limits
+from edgekit.errors import InvalidInputError, UsageError, translate
 
 REPORT_SCHEMA_VERSION = "1.0"
 # Arrays with at most this many elements are written into the JSON report in full.
@@ -71,8 +72,12 @@ def run_command(args: argparse.Namespace, *, write: Callable[[str], Any] | None 
     from runtimes.model import load
 
     mode = _mode(args)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {args.threads})", param="threads")
+    # Bounds and outputs are checked before the package loads: a typo fails fast, nothing half-written.
+    limits.check("threads", args.threads, option="--threads")
+    limits.check("max_tokens", args.max_tokens, option="--max-tokens")
+    limits.check("batch_size", args.batch_size, option="--batch-size")
+    if args.output is not None:
+        limits.check_writable_file(args.output, option="--output")
     started = time.perf_counter()
     model = load(
         args.package, device=args.device, providers=args.providers, threads=args.threads, verify=not args.no_verify
@@ -111,7 +116,11 @@ def _mode(args: argparse.Namespace) -> str:
     if len(given) != 1:
         flags = ", ".join(f"--{n}" for n in _MODES)
         what = "none" if not given else ", ".join(f"--{n}" for n in given)
-        raise UsageError(f"give exactly one kind of input: {flags} (got {what})", param="input")
+        raise UsageError(
+            f"give exactly one kind of input: {flags} (got {what})",
+            hint="e.g. --prompt TEXT for text-generation, --text TEXT to embed or classify",
+            param="input",
+        )
     return given[0]
 
 
@@ -178,14 +187,14 @@ def _run_input(model: Any, args: argparse.Namespace, write: Callable[[str], Any]
 
     path = Path(args.input)
     if not path.is_file():
-        raise InvalidInputError(f"input file not found: {path}", param="input")
+        raise InvalidInputError(
+            f"input file not found: {path}", hint="pass an .npz written by numpy.savez", param="input"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             feeds = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{path} is not a readable .npz file ({exc})", hint="write it with numpy.savez"
-        ) from None
+    except Exception as exc:  # empty, truncated, pickled or bare .npy: the boundary's table names each
+        raise translate(exc, context=f"--input {path}") from exc
     start = time.perf_counter()
     outputs = model.run(feeds)
     seconds = time.perf_counter() - start

@@ -69,6 +69,9 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
 
 
 def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from edgekit import limits
+
+    limits.check("validation_samples", args.validation_samples, option="--validation-samples")
     return {
         "recipe_options": parse_key_values(args.option, "--option"),
         "calibration": args.calibration,
@@ -94,10 +97,16 @@ def _render(result: Any) -> str:
     ]
     if m.recipe.float_nodes:
         lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
+    for step in result.steps:
+        # A step that changed nothing is said out loud: an "int8" package that stayed float is no secret.
+        if not step.get("changed", True) and step.get("details", {}).get("reason"):
+            lines.append(f"  note: step {step['name']} changed nothing: {step['details']['reason']}")
     return "\n".join(lines)
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``NAME=1x3x224x224`` items; shapes whose float32 tensor would not fit in memory are refused."""
+    from edgekit import limits
     from edgekit.errors import UsageError
 
     shapes: dict[str, tuple[int, ...]] = {}
@@ -108,7 +117,14 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
-            raise UsageError(f"--input-shape takes NAME=DIMxDIM..., e.g. pixel_values=1x3x224x224; got {item!r}")
+            raise UsageError(
+                f"--input-shape takes NAME=DIMxDIM..., e.g. pixel_values=1x3x224x224; got {item!r}",
+                hint="positive integer dims joined by x, one --input-shape per input",
+                param="input_shape",
+            )
+        if name in shapes:
+            raise UsageError(f"--input-shape gives {name!r} twice", hint="one --input-shape per input")
+        limits.check_shape(name, shape)
         shapes[name] = shape
     return shapes or None
 
