@@ -74,7 +74,8 @@ def run_command(args: argparse.Namespace, *, write: Callable[[str], Any] | None 
     mode = _mode(args)
     # Bounds and outputs are checked before the package loads: a typo fails fast, nothing half-written.
     limits.check("threads", args.threads, option="--threads")
-    limits.check("max_tokens", args.max_tokens, option="--max-tokens")
+    if mode == "prompt":
+        limits.check("max_tokens", _generation_config(args).max_tokens, option="--max-tokens")
     limits.check("batch_size", args.batch_size, option="--batch-size")
     if args.output is not None:
         limits.check_writable_file(args.output, option="--output")
@@ -124,7 +125,7 @@ def _mode(args: argparse.Namespace) -> str:
     return given[0]
 
 
-def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any]) -> tuple[dict, dict, dict]:
+def _generation_config(args: argparse.Namespace) -> Any:
     from runtimes.pipelines.generate import GenerationConfig
 
     options: dict[str, Any] = {
@@ -138,7 +139,11 @@ def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any
         "ignore_eos": bool(args.ignore_eos),
         "truncate": args.truncate,
     }
-    config = GenerationConfig.from_dict(options)
+    return GenerationConfig.from_dict(options)
+
+
+def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any]) -> tuple[dict, dict, dict]:
+    config = _generation_config(args)
     if args.stream:
         stream = model.stream(args.prompt, config)
         for delta in stream:
