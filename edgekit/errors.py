@@ -53,7 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class EdgekitError(Exception):
-    """Base class; ``str(err)`` is the user-facing message."""
+    """Any edgekit failure (the base class); its message is what the user sees."""
 
     code: str = "edgekit_error"
     exit_code: int = 1
@@ -302,8 +302,8 @@ class Translation:
     """One row: foreign exceptions that ``matches`` become ``target`` with ``message`` (a template).
 
     The template sees ``{detail}`` (the exception's first line, ONNX Runtime's status prefix removed),
-    ``{filename}`` (an OSError's path, else "a file"), ``{module}`` (an ImportError's module) and ``{type}``
-    (the exception's class name).
+    ``{filename}`` (an OSError's path, else "a file"), ``{where}`` (" (PATH)" naming the file being read, or
+    ""), ``{module}`` (an ImportError's module) and ``{type}`` (the exception's class name).
     """
 
     name: str
@@ -319,19 +319,49 @@ class Translation:
 _ORT_STATE = "onnxruntime.capi.onnxruntime_pybind11_state"
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ")
 _MAX_DETAIL = 300
+_MAX_PATH = 4096
 
 
 def _fields(exc: BaseException) -> dict[str, str]:
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     detail = _ORT_PREFIX.sub("", lines[0] if lines else type(exc).__name__)
-    filename = getattr(exc, "filename", None)
+    filename = getattr(exc, "filename", None) or _path_in_traceback(exc)
     return {
         "detail": detail[:_MAX_DETAIL],
         "filename": str(filename) if filename else "a file",
+        "where": f" ({filename})" if filename else "",
         "module": str(getattr(exc, "name", None) or "?"),
         "type": type(exc).__name__,
     }
+
+
+def _path_in_traceback(exc: BaseException) -> str | None:
+    """The innermost existing file named by a local (a path or a path string) of the frames ``exc`` went through.
+
+    UnicodeDecodeError, JSONDecodeError, BadZipFile and the parsers' errors do not say which file they were
+    reading; the reader that called them nearly always holds it in a local (``path``, ``file``), and a
+    message naming the file is worth this look. Reads frame locals only; never raises.
+    """
+    from pathlib import PurePath
+
+    found: str | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, (PurePath, str)) and 0 < len(str(value)) < _MAX_PATH and _is_file(value):
+                found = str(value)
+        tb = tb.tb_next
+    return found
+
+
+def _is_file(value: Any) -> bool:
+    import os
+
+    try:
+        return os.path.isfile(value)
+    except (OSError, ValueError):  # embedded NUL, or a name too long for the OS
+        return False
 
 
 def _foreign(module: str, *names: str) -> Iterator[type]:
@@ -443,26 +473,26 @@ TRANSLATIONS: tuple[Translation, ...] = (
         name="protobuf DecodeError",
         matches=_of("google.protobuf.message", "DecodeError"),
         target=CorruptModelError,
-        message="the ONNX file is truncated or not an ONNX model: {detail}",
+        message="the ONNX file{where} is truncated or not an ONNX model: {detail}",
     ),
     Translation(
         name="onnx checker ValidationError",
         matches=_of("onnx.checker", "ValidationError"),
         target=CorruptModelError,
-        message="the ONNX graph is invalid: {detail}",
+        message="the ONNX graph{where} is invalid: {detail}",
     ),
     # --- weights and tokenizers
     Translation(
         name="safetensors SafetensorError",
         matches=_of("safetensors", "SafetensorError"),
         target=CorruptModelError,
-        message="a .safetensors weights file is corrupt: {detail}",
+        message="a .safetensors weights file{where} is corrupt: {detail}",
     ),
     Translation(
         name="tokenizers parse error",
         matches=_tokenizer_parse,
         target=CorruptFileError,
-        message="tokenizer.json cannot be parsed: {detail}",
+        message="a tokenizer file{where} cannot be parsed: {detail}",
         hint="the tokenizer file is damaged: copy tokenizer.json from the source model again or re-export",
     ),
     # --- archives and numpy files
@@ -470,37 +500,35 @@ TRANSLATIONS: tuple[Translation, ...] = (
         name="zipfile BadZipFile",
         matches=_of("zipfile", "BadZipFile"),
         target=CorruptFileError,
-        message="a zip archive (.zip package or .npz data) is truncated or not a zip file: {detail}",
+        message="a zip archive{where} (.zip package or .npz data) is truncated or not a zip file: {detail}",
         hint="write it again: numpy.savez for .npz data, `edgekit export` for a package",
     ),
     Translation(
         name="zlib error",
         matches=_of("zlib", "error"),
         target=CorruptFileError,
-        message="a compressed member of an archive is corrupt: {detail}",
+        message="a compressed member of an archive{where} is corrupt: {detail}",
         hint="write it again: numpy.savez for .npz data, `edgekit export` for a package",
     ),
     Translation(
         name="numpy pickled data",
-        matches=lambda exc: (
-            isinstance(exc, ValueError) and ("pickled data" in str(exc) or "allow_pickle=False" in str(exc))
-        ),
+        matches=_builtin(ValueError, text="allow_pickle"),
         target=CorruptFileError,
-        message="the .npz holds pickled Python objects, which edgekit never loads: {detail}",
+        message="the .npz{where} holds pickled Python objects, which edgekit never loads: {detail}",
         hint="save plain numeric arrays: numpy.savez(path, name=array) without object dtypes",
     ),
     Translation(
         name="numpy empty file (EOFError)",
         matches=_builtin(EOFError),
         target=CorruptFileError,
-        message="a data file is empty or cut short: {detail}",
+        message="a data file{where} is empty or cut short: {detail}",
         hint="write it again with numpy.savez",
     ),
     Translation(
         name="numpy .npy where .npz is expected",
         matches=_builtin(TypeError, text="'numpy.ndarray' object does not support the context manager"),
         target=CorruptFileError,
-        message="the .npz file holds one bare .npy array, not named arrays",
+        message="the .npz file{where} holds one bare .npy array, not named arrays",
         hint="save named arrays: numpy.savez(path, input_name=array)",
     ),
     # --- text formats
@@ -508,7 +536,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         name="UnicodeDecodeError",
         matches=_builtin(UnicodeDecodeError),
         target=EncodingError,
-        message="a text file is not valid UTF-8: {detail}",
+        message="a text file{where} is not valid UTF-8: {detail}",
         hint=_UTF8,
     ),
     Translation(
@@ -521,13 +549,13 @@ TRANSLATIONS: tuple[Translation, ...] = (
         name="tomllib TOMLDecodeError",
         matches=_of("tomllib", "TOMLDecodeError"),
         target=DeviceProfileError,
-        message="a TOML file is invalid: {detail}",
+        message="a TOML file{where} is invalid: {detail}",
     ),
     Translation(
         name="json JSONDecodeError",
         matches=_of("json", "JSONDecodeError"),
         target=CorruptFileError,
-        message="a JSON file cannot be parsed: {detail}",
+        message="a JSON file{where} cannot be parsed: {detail}",
         hint="the file is damaged or not JSON: write it again (or re-export the package)",
     ),
     # --- the operating system
