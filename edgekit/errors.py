@@ -584,6 +584,13 @@ TRANSLATIONS: tuple[Translation, ...] = (
         message="no such file or directory: {filename}",
     ),
     Translation(
+        name="FileExistsError",
+        matches=_builtin(FileExistsError),
+        target=InvalidPathError,
+        message="{filename} already exists and is not a directory, where one is needed",
+        hint="choose a path whose parent directories are directories (or do not exist yet)",
+    ),
+    Translation(
         name="IsADirectoryError",
         matches=_builtin(IsADirectoryError),
         target=InvalidPathError,

@@ -145,7 +145,10 @@ def check_graph_options(model_path: Path, cfg: Any, recipe: str) -> None:
     known = set(names)
     for node in getattr(cfg, "nodes_to_exclude", ()):
         if node not in known:
-            close = difflib.get_close_matches(node, names, n=3, cutoff=0.5)
+            # Fusions rename what they absorb ("fc1" -> "fc1/MatMulAddFusion"): prefixes are candidates too.
+            close = [n for n in names if n.startswith(node)][:3] or difflib.get_close_matches(
+                node, names, n=3, cutoff=0.5
+            )
             guess = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             shown = ", ".join(names[:_MAX_NAMES_SHOWN]) + (", ..." if len(names) > _MAX_NAMES_SHOWN else "")
             raise ConfigError(

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ConfigError, InvalidInputError, RuntimeBackendError
+from edgekit.errors import ConfigError, CorruptModelError, InvalidInputError, RuntimeBackendError, translate
 from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import unknown_message
 from runtimes.providers import (
@@ -359,6 +359,8 @@ def build_session(
         except Exception as exc:
             failing = next((p for p in providers if p != CPU), None)
             if failing is None:
+                if isinstance(translate(exc), CorruptModelError):  # a damaged file is no backend failure
+                    raise translate(exc) from exc
                 raise RuntimeBackendError(
                     f"ONNX Runtime cannot load {model_path.name}: {_first_line(exc)}",
                     hint="the model may use ops this onnxruntime lacks; re-export it, or upgrade onnxruntime",
