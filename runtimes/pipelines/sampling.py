@@ -7,8 +7,8 @@ reproducible: one ``numpy.random.Generator`` per generation, one uniform draw pe
 
 Numerics stay finite whatever the options: scores are float64, shifted so the best is 0 *before* the
 division by the temperature (so 1e-310 gives 0 and -inf, not inf - inf = NaN, which made every draw the last
-vocabulary id), NaN logits never win, +inf logits (a tiny repetition penalty) share the draw among
-themselves, and a temperature below ``GREEDY_BELOW`` is greedy: its distribution already is a point mass.
+vocabulary id), NaN logits never win, +inf logits (a repetition penalty near 0 overflows) are ranked by
+their raw logits, and a temperature below ``GREEDY_BELOW`` is greedy: its distribution already is a point mass.
 """
 
 from __future__ import annotations
@@ -54,12 +54,16 @@ class Sampler:
     def __call__(self, logits: np.ndarray) -> int:
         """Pick a token from a 1-D logits row (any float dtype); records it for the repetition penalty."""
         # float64 and NaN -> -inf: a penalty of 1e-30 overflows float32, and argmax would pick a NaN.
-        logits = np.nan_to_num(logits.astype(np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+        raw = np.nan_to_num(logits.astype(np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+        logits = raw
         if self._penalized:
+            logits = raw.copy()
             seen = self._seen[: logits.shape[0]]  # type: ignore[index]
             picked = logits[seen]
             with np.errstate(over="ignore"):
                 logits[seen] = np.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        if np.max(logits) == np.inf:
+            logits = _infinite_candidates(logits, raw)
         token = int(np.argmax(logits)) if self.greedy else self._sample(logits)
         if self._seen is not None and token < self._seen.size:
             self._seen[token] = True
@@ -92,11 +96,19 @@ class Sampler:
 def _shifted(logits: np.ndarray) -> np.ndarray:
     """Logits with the best at 0 and the rest <= 0 (or -inf): finite under any division by a temperature.
 
-    Where some logits are +inf, those are the candidates (each 0) and every other one is -inf.
+    (+inf logits were resolved by :func:`_infinite_candidates` before.)
     """
     top = float(np.max(logits))
-    if top == np.inf:
-        return np.where(logits == np.inf, 0.0, -np.inf)
     if top == -np.inf:  # every logit is -inf or NaN: no preference left, draw uniformly
         return np.zeros_like(logits)
     return logits - top
+
+
+def _infinite_candidates(logits: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Scores (0 or -inf) for the +inf logits: those that overflowed under a penalty near 0, or were +inf.
+
+    A finite boost keeps their order, so the candidates with the best raw logit win (ties share the draw);
+    raw +inf logits tie with each other.
+    """
+    ranked = np.where(logits == np.inf, raw, -np.inf)
+    return np.where(ranked == ranked.max(), 0.0, -np.inf)
