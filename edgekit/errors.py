@@ -32,7 +32,7 @@ know becomes :class:`InternalError`: a bug in edgekit, never a bare traceback.
     ├── BudgetExceededError        a profile went over a latency or memory budget
     ├── MissingDependencyError     an optional extra is not installed
     ├── FileSystemError            the OS refused a read or write
-    │   ├── PermissionDeniedError
+    │   ├── FilePermissionError
     │   ├── DiskFullError
     │   └── ReadOnlyFileSystemError
     ├── OutOfMemoryError           the work needs more memory than this machine has
@@ -257,7 +257,7 @@ class FileSystemError(EdgekitError):
     default_hint = "check the path, its permissions and the free space"
 
 
-class PermissionDeniedError(FileSystemError):
+class FilePermissionError(FileSystemError):
     """No permission to read or write a path."""
 
     code = "permission_denied"
@@ -574,7 +574,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
     Translation(
         name="PermissionError",
         matches=_builtin(PermissionError),
-        target=PermissionDeniedError,
+        target=FilePermissionError,
         message="permission denied: {filename}",
     ),
     Translation(
@@ -671,18 +671,24 @@ def edgekit_boundary(fn: F) -> F:
 # ------------------------------------------------------------------------------------------- docs
 
 
-def error_classes() -> list[type[EdgekitError]]:
-    """Every error class, depth first in tree order (the order of the module docstring)."""
+def error_classes(modules: tuple[str, ...] = (__name__,)) -> list[type[EdgekitError]]:
+    """Every error class defined in ``modules``, depth first in tree order (the order of the module docstring)."""
     out: list[type[EdgekitError]] = []
 
     def walk(cls: type[EdgekitError]) -> None:
-        out.append(cls)
+        if cls.__module__ in modules:
+            out.append(cls)
         for sub in cls.__subclasses__():
-            if sub.__module__ == __name__:
-                walk(sub)
+            walk(sub)
 
     walk(EdgekitError)
     return out
+
+
+def _meaning(cls: type[EdgekitError]) -> str:
+    # A class without its own docstring means what its nearest documented parent means.
+    doc = next(c.__dict__.get("__doc__") for c in cls.__mro__ if c.__dict__.get("__doc__"))
+    return doc.strip().splitlines()[0]
 
 
 def render_error_table() -> str:
@@ -692,8 +698,19 @@ def render_error_table() -> str:
         "|---|---|---|---|---|",
     ]
     for cls in error_classes():
-        meaning = (cls.__doc__ or "").strip().splitlines()[0]
-        lines.append(f"| `{cls.code}` | {cls.exit_code} | {cls.http_status} | {meaning} | {cls.default_hint} |")
+        lines.append(f"| `{cls.code}` | {cls.exit_code} | {cls.http_status} | {_meaning(cls)} | {cls.default_hint} |")
+    import edgekit.client  # noqa: F401 - registers the HTTP API's error classes (stdlib only)
+
+    lines += [
+        "",
+        "The HTTP API adds these (`edgekit.client`, raised by `Client` and answered by `edgekit serve`):",
+        "",
+        "| code | HTTP | class | family |",
+        "|---|---|---|---|",
+    ]
+    for cls in (c for c in error_classes(("edgekit.client",)) if not c.__name__.startswith("_")):
+        family = next(c for c in cls.__mro__[1:] if c.__module__ == __name__)
+        lines.append(f"| `{cls.code}` | {cls.http_status} | `{cls.__name__}` | `{family.code}` |")
     lines += [
         "",
         "Exceptions of other libraries are translated at the boundary, first matching row wins:",

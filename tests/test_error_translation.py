@@ -242,6 +242,11 @@ CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
     ),
     "PermissionError": (_unwritable, "permission_denied", "permission denied: /sys/edgekit-probe.html"),
     "FileNotFoundError": (lambda t: _open(t / "nope.txt"), "file_not_found", r"no such file .*nope\.txt"),
+    "FileExistsError": (
+        lambda t: (t / "f").touch() or (t / "f").mkdir(parents=True, exist_ok=True),
+        "invalid_path",
+        "already exists and is not a directory",
+    ),
     "IsADirectoryError": (lambda t: _open(t), "invalid_path", "is a directory"),
     "NotADirectoryError": (
         lambda t: (t / "f").touch() or _open(t / "f" / "x.npz", "w"),
@@ -345,10 +350,19 @@ def test_every_error_class_has_a_unique_code_and_a_hint() -> None:
     assert errors.UsageError("x", hint="own hint").hint == "own hint"
 
 
+def _render_readme(text: str) -> str:
+    head, rest = text.split(BEGIN, 1)
+    return head + BEGIN + "\n" + render_error_table() + END + rest.split(END, 1)[1]
+
+
 def test_readme_section_is_rendered_from_the_table() -> None:
     text = README.read_text(encoding="utf-8")
     assert "## What edgekit refuses, and why" in text
+    assert text == _render_readme(text), "the README's error table is stale: python -m tests.test_error_translation"
     section = text.split(BEGIN, 1)[1].split(END, 1)[0]
-    assert section.strip("\n") == render_error_table().strip("\n")
     for cls in error_classes():
         assert f"`{cls.code}`" in section
+
+
+if __name__ == "__main__":  # rewrite the README's generated section after changing edgekit/errors.py
+    README.write_text(_render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
