@@ -94,6 +94,7 @@ def _main(argv: list[str]) -> int:
         result, text = cmd.run(args)
     except KeyboardInterrupt:
         print("error[interrupted]: interrupted; nothing was written", file=sys.stderr)
+        print("  hint: run the command again to finish it", file=sys.stderr)
         return 130
     except BrokenPipeError:
         raise

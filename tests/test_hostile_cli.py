@@ -449,7 +449,16 @@ CLI_CASES = [
 ]
 
 # A few cases again with --json: the error is also one JSON document on stdout.
-JSON_CASES = {"recipe-unknown", "calib-empty", "threads-huge", "op-types-bogus", "dev-latin1", "prompt-surrogate"}
+JSON_CASES = {
+    "int-not-int",
+    "unknown-command",
+    "recipe-unknown",
+    "calib-empty",
+    "threads-huge",
+    "op-types-bogus",
+    "dev-latin1",
+    "prompt-surrogate",
+}
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -701,3 +710,36 @@ def test_closed_stdout_ends_quietly(what: str, lm_package: Path, embed_package: 
     text = err.decode("utf-8", "replace")
     assert proc.returncode in (0, 141), text
     assert "Traceback" not in text and "BrokenPipeError" not in text and "Exception ignored" not in text
+
+
+# ------------------------------------------------------------------------------------ the CLI boundary
+
+
+def test_an_unforeseen_exception_is_internal_and_debug_shows_it(monkeypatch: Any, tmp_path: Path, capsys: Any) -> None:
+    import edgekit.inspect
+
+    def boom(path: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(edgekit.inspect, "inspect_path", boom)
+    assert main(["inspect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error[internal]: unexpected RuntimeError: boom" in err
+    assert "  hint: a bug in edgekit: rerun with --debug and report it" in err and "Traceback" not in err
+    assert main(["inspect", str(tmp_path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["errors"][0]["code"] == "internal" and report["errors"][0]["type"] == "InternalError"
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["inspect", str(tmp_path), "--debug"])
+
+
+def test_interrupt_has_a_hint(monkeypatch: Any, tmp_path: Path, capsys: Any) -> None:
+    import edgekit.inspect
+
+    def interrupted(path: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgekit.inspect, "inspect_path", interrupted)
+    assert main(["inspect", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "error[interrupted]" in err and "  hint: " in err
