@@ -207,6 +207,9 @@ def _timed(name: str, step: Step, src: Path, dst: Path, cfg: Any, ctx: RecipeCon
     t0 = time.perf_counter()
     ctx.log(f"{name}…")
     changed, details = step(src, dst, cfg, ctx)
+    if not changed and "reason" not in details:
+        # A step that changed nothing says so: the report must not read as if it had done its work.
+        details = {**details, "reason": details.get("skipped") or "the step found nothing to change in this graph"}
     return StepResult(name=name, changed=changed, seconds=time.perf_counter() - t0, details=details)
 
 
@@ -236,7 +239,10 @@ def step_fusions(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bo
         # Contrib ops need their domain declared, or shape inference (and the quantizer) rejects them.
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     graph.save_model(model, dst)
-    return bool(stats), {"family": family, "fused": stats}
+    details: dict[str, Any] = {"family": family, "fused": stats}
+    if not stats:
+        details["reason"] = f"no {family} fusion pattern matched this graph"
+    return bool(stats), details
 
 
 def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
@@ -256,7 +262,10 @@ def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
         ) from None
     before = len(graph.load_model(src, check=False).graph.node)
     after = len(graph.load_model(dst, check=False).graph.node)
-    return before != after, {"level": "basic", "nodes_before": before, "nodes_after": after}
+    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after}
+    if before == after:
+        details["reason"] = "constant folding and redundant-node elimination found nothing to remove"
+    return before != after, details
 
 
 def step_fp16(src: Path, dst: Path, cfg: Fp16Config, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:

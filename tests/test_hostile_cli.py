@@ -743,3 +743,12 @@ def test_interrupt_has_a_hint(monkeypatch: Any, tmp_path: Path, capsys: Any) -> 
     assert main(["inspect", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "error[interrupted]" in err and "  hint: " in err
+
+
+def test_every_unchanged_step_records_a_reason(mlp_path: Path, tmp_path: Path) -> None:
+    import exporters
+
+    result = exporters.export(mlp_path, output=tmp_path / "p", task="tensor", recipe="fp32", progress=False)
+    unchanged = [s for s in result.steps if not s["changed"]]
+    assert unchanged, "the MLP has no decoder to fuse: that step changes nothing"
+    assert all(s["details"]["reason"] for s in unchanged)

@@ -97,10 +97,11 @@ def _render(result: Any) -> str:
     ]
     if m.recipe.float_nodes:
         lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
-    for step in result.steps:
-        # A step that changed nothing is said out loud: an "int8" package that stayed float is no secret.
-        if not step.get("changed", True) and step.get("details", {}).get("reason"):
-            lines.append(f"  note: step {step['name']} changed nothing: {step['details']['reason']}")
+    last = result.steps[-1] if result.steps else {}
+    # The last step is what the recipe's name promises: an "int8" package that stayed float is said out loud.
+    if last and not last.get("changed", True):
+        reason = last.get("details", {}).get("reason", "no reason recorded")
+        lines.append(f"  note: step {last['name']} changed nothing: {reason}")
     return "\n".join(lines)
 
 
