@@ -86,8 +86,7 @@ def _main(argv: list[str]) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
-    level = logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR
-    logging.basicConfig(level=level, format="[edgekit] %(levelname)s %(message)s", stream=sys.stderr)
+    _setup_logging(logging.WARNING - 10 * args.verbose if not args.quiet else logging.ERROR)
     cmd = COMMANDS.get(args.command)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "debug", "verbose", "quiet")}
     try:
@@ -113,6 +112,31 @@ def _main(argv: list[str]) -> int:
     elif text:
         print(text)
     return status
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was at setup.
+
+    ``main`` may run many times in one process (tests, embedding apps) with stderr swapped in between; a
+    handler bound to an old stream would later write to a closed file and print logging's own traceback.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property ignores that
+        pass
+
+
+def _setup_logging(level: int) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[edgekit] %(levelname)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _broken_pipe() -> int:

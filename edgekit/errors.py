@@ -311,9 +311,11 @@ class Translation:
     target: type[EdgekitError]
     message: str
     hint: str | None = None  # None: the target's default hint
+    # Which file ``{where}`` may name: the reader's locals are searched for an existing file ending so.
+    files: tuple[str, ...] = ("",)
 
     def build(self, exc: BaseException) -> EdgekitError:
-        return self.target(self.message.format(**_fields(exc)), hint=self.hint)
+        return self.target(self.message.format(**_fields(exc, self.files)), hint=self.hint)
 
 
 _ORT_STATE = "onnxruntime.capi.onnxruntime_pybind11_state"
@@ -322,11 +324,11 @@ _MAX_DETAIL = 300
 _MAX_PATH = 4096
 
 
-def _fields(exc: BaseException) -> dict[str, str]:
+def _fields(exc: BaseException, files: tuple[str, ...] = ("",)) -> dict[str, str]:
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     detail = _ORT_PREFIX.sub("", lines[0] if lines else type(exc).__name__)
-    filename = getattr(exc, "filename", None) or _path_in_traceback(exc)
+    filename = getattr(exc, "filename", None) or _path_in_traceback(exc, files)
     return {
         "detail": detail[:_MAX_DETAIL],
         "filename": str(filename) if filename else "a file",
@@ -336,7 +338,7 @@ def _fields(exc: BaseException) -> dict[str, str]:
     }
 
 
-def _path_in_traceback(exc: BaseException) -> str | None:
+def _path_in_traceback(exc: BaseException, files: tuple[str, ...]) -> str | None:
     """The innermost existing file named by a local (a path or a path string) of the frames ``exc`` went through.
 
     UnicodeDecodeError, JSONDecodeError, BadZipFile and the parsers' errors do not say which file they were
@@ -349,7 +351,9 @@ def _path_in_traceback(exc: BaseException) -> str | None:
     tb = exc.__traceback__
     while tb is not None:
         for value in list(tb.tb_frame.f_locals.values()):
-            if isinstance(value, (PurePath, str)) and 0 < len(str(value)) < _MAX_PATH and _is_file(value):
+            if not isinstance(value, (PurePath, str)) or not 0 < len(str(value)) < _MAX_PATH:
+                continue
+            if str(value).endswith(files) and _is_file(value):
                 found = str(value)
         tb = tb.tb_next
     return found
@@ -412,6 +416,7 @@ def _signature_mismatch(exc: BaseException) -> bool:
     )
 
 
+_FOREIGN_FRAMEWORKS = frozenset({"tensorflow", "tf_keras", "flax", "jax"})
 _UTF8 = "save the file as UTF-8 (e.g. `iconv -f latin1 -t UTF-8 FILE`): calibration text, device TOML, JSON"
 
 TRANSLATIONS: tuple[Translation, ...] = (
@@ -474,12 +479,14 @@ TRANSLATIONS: tuple[Translation, ...] = (
         matches=_of("google.protobuf.message", "DecodeError"),
         target=CorruptModelError,
         message="the ONNX file{where} is truncated or not an ONNX model: {detail}",
+        files=(".onnx",),
     ),
     Translation(
         name="onnx checker ValidationError",
         matches=_of("onnx.checker", "ValidationError"),
         target=CorruptModelError,
         message="the ONNX graph{where} is invalid: {detail}",
+        files=(".onnx",),
     ),
     # --- weights and tokenizers
     Translation(
@@ -487,6 +494,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         matches=_of("safetensors", "SafetensorError"),
         target=CorruptModelError,
         message="a .safetensors weights file{where} is corrupt: {detail}",
+        files=(".safetensors",),
     ),
     Translation(
         name="tokenizers parse error",
@@ -494,6 +502,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="a tokenizer file{where} cannot be parsed: {detail}",
         hint="the tokenizer file is damaged: copy tokenizer.json from the source model again or re-export",
+        files=("tokenizer.json",),
     ),
     # --- archives and numpy files
     Translation(
@@ -502,6 +511,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="a zip archive{where} (.zip package or .npz data) is truncated or not a zip file: {detail}",
         hint="write it again: numpy.savez for .npz data, `edgekit export` for a package",
+        files=(".npz", ".zip"),
     ),
     Translation(
         name="zlib error",
@@ -509,6 +519,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="a compressed member of an archive{where} is corrupt: {detail}",
         hint="write it again: numpy.savez for .npz data, `edgekit export` for a package",
+        files=(".npz", ".zip"),
     ),
     Translation(
         name="numpy pickled data",
@@ -516,6 +527,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="the .npz{where} holds pickled Python objects, which edgekit never loads: {detail}",
         hint="save plain numeric arrays: numpy.savez(path, name=array) without object dtypes",
+        files=(".npz", ".npy"),
     ),
     Translation(
         name="numpy empty file (EOFError)",
@@ -523,6 +535,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="a data file{where} is empty or cut short: {detail}",
         hint="write it again with numpy.savez",
+        files=(".npz", ".npy"),
     ),
     Translation(
         name="numpy .npy where .npz is expected",
@@ -530,6 +543,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="the .npz file{where} holds one bare .npy array, not named arrays",
         hint="save named arrays: numpy.savez(path, input_name=array)",
+        files=(".npz",),
     ),
     # --- text formats
     Translation(
@@ -550,6 +564,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         matches=_of("tomllib", "TOMLDecodeError"),
         target=DeviceProfileError,
         message="a TOML file{where} is invalid: {detail}",
+        files=(".toml",),
     ),
     Translation(
         name="json JSONDecodeError",
@@ -557,6 +572,7 @@ TRANSLATIONS: tuple[Translation, ...] = (
         target=CorruptFileError,
         message="a JSON file{where} cannot be parsed: {detail}",
         hint="the file is damaged or not JSON: write it again (or re-export the package)",
+        files=(".json",),
     ),
     # --- the operating system
     Translation(
@@ -614,6 +630,14 @@ TRANSLATIONS: tuple[Translation, ...] = (
         matches=_builtin(MemoryError),
         target=OutOfMemoryError,
         message="out of memory: {detail}",
+    ),
+    Translation(
+        name="ModuleNotFoundError of a foreign framework",
+        # transformers falls back to TensorFlow / Flax loaders for a weights file torch cannot read.
+        matches=lambda exc: isinstance(exc, ModuleNotFoundError) and exc.name in _FOREIGN_FRAMEWORKS,
+        target=CorruptModelError,
+        message="a weights file is not a PyTorch or safetensors checkpoint (its loader wanted {module!r})",
+        hint="the weights file is damaged or of another framework: save it with save_pretrained() in PyTorch",
     ),
     Translation(
         name="ModuleNotFoundError",

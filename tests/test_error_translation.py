@@ -255,6 +255,12 @@ CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
     ),
     "other OSError": (_bad_fd, "io_error", "Bad file descriptor"),
     "MemoryError": (lambda t: np.zeros(10**15), "out_of_memory", "Unable to allocate"),
+    "ModuleNotFoundError of a foreign framework": (
+        # transformers' fallback import; built by hand so a machine with TensorFlow installed runs it too
+        lambda t: (_ for _ in ()).throw(ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")),
+        "corrupt_model",
+        "not a PyTorch or safetensors checkpoint",
+    ),
     "ModuleNotFoundError": (
         lambda t: __import__("edgekit_no_such_module"),
         "missing_dependency",

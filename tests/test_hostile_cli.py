@@ -135,6 +135,26 @@ def _sub(old: str, new: str) -> Callable[[str], str]:
     return edit
 
 
+def _hf_dir(breaks: Callable[[Path], None], *, weights: bool = True) -> Maker:
+    """A tiny BERT directory (seeded random weights), broken by ``breaks``."""
+
+    def make(p: Path, fx: Callable[[str], Path]) -> None:
+        import torch
+        from transformers import BertConfig, BertModel
+
+        cfg = BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+        torch.manual_seed(0)
+        if weights:
+            BertModel(cfg).save_pretrained(p)
+        else:
+            cfg.save_pretrained(p)
+        breaks(p)
+
+    return make
+
+
 FILES: dict[str, Maker] = {
     "empty.npz": _bytes(b""),
     "arr.npz": _npy_renamed,
@@ -184,6 +204,13 @@ FILES: dict[str, Maker] = {
     "pkg_nomodel": _package("tensor", lambda root: (root / "model.onnx").unlink()),
     "pkg_badtok": _package("embed", _write("tokenizer.json", b'{"version": "1.0", "model": ')),
     "pkg_cuttok": _package("embed", _cut("tokenizer.json")),
+    "hf_badjson": _hf_dir(_write("config.json", b"{bad"), weights=False),
+    "hf_latin1": _hf_dir(_write("config.json", b'{"model_type": "caf\xe9"}'), weights=False),
+    "hf_badst": _hf_dir(_write("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage}")),
+    "hf_badbin": _hf_dir(
+        lambda p: ((p / "model.safetensors").unlink(), (p / "pytorch_model.bin").write_bytes(b"not a checkpoint"))
+    ),
+    "hf_badtok": _hf_dir(_write("tokenizer.json", b'{"version": ')),
     "dev_latin1": _device_dir(b'name = "mydev"\ndisplay_name = "caf\xe9"\n'),
     "dev_binary": _device_dir(b"\x00\xff\xfe\x00" * 16),
     "dev_syntax": _device_dir(_sub(r"^kind = .*$", "kind = = 'mini-pc'")),
@@ -300,6 +327,23 @@ CLI_CASES = [
     c("source-dangling", "export {in}/dangling.onnx --task tensor -o {out}", 1, "corrupt_model", "dangling.onnx"),
     c("source-onnx-dir", "export {in}/onnxdir.onnx --task tensor -o {out}", 1, "source_not_found", "onnxdir.onnx"),
     c("source-empty-dir", "export {in}/emptydir --task tensor -o {out}", 2, "usage_error", "what kind of model"),
+    c("hf-bad-config", "export {in}/hf_badjson --task feature-extraction -o {out}", 1, "corrupt_model", "config.json"),
+    c("hf-latin1-config", "export {in}/hf_latin1 --task feature-extraction -o {out}", 2, "invalid_encoding", "config"),
+    c(
+        "hf-bad-safetensors",
+        "export {in}/hf_badst --task feature-extraction -o {out}",
+        1,
+        "corrupt_model",
+        r"safetensors weights file.* is corrupt",
+    ),
+    c("hf-bad-bin", "export {in}/hf_badbin --task feature-extraction -o {out}", 1, "corrupt_model", "not a PyTorch"),
+    c(
+        "hf-bad-tokenizer",
+        "export {in}/hf_badtok --task feature-extraction -o {out}",
+        1,
+        "corrupt_file",
+        r"tokenizer\.json\) cannot be parsed",
+    ),
     c("quantize-bad-manifest", "quantize {in}/pkg_badjson --recipe int8-dynamic -o {out}", 1, "invalid_package", ""),
     c("output-exists", "export {mlp} --task tensor -o {in}/existing", 1, "output_exists", "existing"),
     c("output-sysfs", "export {mlp} --task tensor -o /sys/edgekit-out", 1, "permission_denied", "/sys/"),
