@@ -347,7 +347,9 @@ CLI_CASES = [
     c("quantize-bad-manifest", "quantize {in}/pkg_badjson --recipe int8-dynamic -o {out}", 1, "invalid_package", ""),
     c("output-exists", "export {mlp} --task tensor -o {in}/existing", 1, "output_exists", "existing"),
     c("output-sysfs", "export {mlp} --task tensor -o /sys/edgekit-out", 1, "permission_denied", "/sys/"),
-    c("output-through-file", "export {mlp} --task tensor -o {in}/afile/pkg", 2, "invalid_path", "afile"),
+    c("output-through-file", "export {mlp} --task tensor -o {in}/afile/pkg", 2, "invalid_path", "afile is a file"),
+    c("output-deep-under-file", "export {mlp} --task tensor -o {in}/afile/a/b/pkg", 2, "invalid_path", "afile is a file"),
+    c("output-proc", "export {mlp} --task tensor -o /proc/version/pkg", 2, "invalid_path", "/proc/version is a file"),
     # --- calibration and validation data
     c("calib-missing", STATIC + " --calibration {in}/nope.npz", 1, "source_not_found", "calibration data not found"),
     c("calib-empty", STATIC + " --calibration {in}/empty.npz", 1, "corrupt_file", r"empty\.npz\) is empty"),
