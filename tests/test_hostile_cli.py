@@ -348,7 +348,13 @@ CLI_CASES = [
     c("output-exists", "export {mlp} --task tensor -o {in}/existing", 1, "output_exists", "existing"),
     c("output-sysfs", "export {mlp} --task tensor -o /sys/edgekit-out", 1, "permission_denied", "/sys/"),
     c("output-through-file", "export {mlp} --task tensor -o {in}/afile/pkg", 2, "invalid_path", "afile is a file"),
-    c("output-deep-under-file", "export {mlp} --task tensor -o {in}/afile/a/b/pkg", 2, "invalid_path", "afile is a file"),
+    c(
+        "output-deep-under-file",
+        "export {mlp} --task tensor -o {in}/afile/a/b/pkg",
+        2,
+        "invalid_path",
+        "afile is a file",
+    ),
     c("output-proc", "export {mlp} --task tensor -o /proc/version/pkg", 2, "invalid_path", "/proc/version is a file"),
     # --- calibration and validation data
     c("calib-missing", STATIC + " --calibration {in}/nope.npz", 1, "source_not_found", "calibration data not found"),
