@@ -127,6 +127,8 @@ def dynamic_op_types() -> frozenset[str]:
     return frozenset(IntegerOpsRegistry) | {"Gemm"}
 
 
+# The steps whose options name ops or nodes: checked against the graph they are about to rewrite.
+_OPTION_CHECKED_STEPS = frozenset({"quantize", "fp16"})
 # Shown in a refusal at most: a graph may have thousands of nodes.
 _MAX_NAMES_SHOWN = 8
 
@@ -157,6 +159,7 @@ def check_graph_options(model_path: Path, cfg: Any, recipe: str) -> None:
                 hint=f"name nodes of that graph ({len(names)} nodes: {shown}); `edgekit inspect` lists op types",
                 param="nodes_to_exclude",
             )
+    _check_block_list(getattr(cfg, "op_block_list", ()), present, recipe)
     wanted = tuple(getattr(cfg, "op_types", ()))
     default = type(cfg)().op_types if wanted else ()
     if wanted and wanted != default and not present.intersection(wanted):
@@ -167,6 +170,23 @@ def check_graph_options(model_path: Path, cfg: Any, recipe: str) -> None:
             hint=f"use op_types among {quantizable}" if quantizable else "this graph has nothing int8 can quantize",
             param="op_types",
         )
+
+
+def _check_block_list(block: tuple[str, ...], present: set[str], recipe: str) -> None:
+    """fp16's ``op_block_list``: a name that is no ONNX op and not in the graph is a typo that blocks nothing."""
+    import difflib
+
+    from onnx import defs
+
+    for op in block:
+        if op not in present and not defs.has(op):
+            close = difflib.get_close_matches(op, sorted(present), n=3, cutoff=0.5)
+            guess = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(
+                f"recipe {recipe}: op_block_list names {op!r}, which is no ONNX op type and not in the graph.{guess}",
+                hint=f"the graph's op types: {', '.join(sorted(present))}",
+                param="op_block_list",
+            )
 
 
 def _changed_ops(src: Path, dst: Path) -> tuple[bool, dict[str, int]]:
@@ -444,7 +464,7 @@ class Recipe:
         results = []
         current = src
         for i, (name, step) in enumerate(self.steps):
-            if name == "quantize":
+            if name in _OPTION_CHECKED_STEPS:
                 check_graph_options(current, cfg, self.name)
             dst = ctx.work / f"{self.name}.{i}.{name}.onnx"
             results.append(_timed(name, step, current, dst, cfg, ctx))

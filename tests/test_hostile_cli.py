@@ -309,6 +309,13 @@ CLI_CASES = [
     c("calib-samples-0", STATIC + " --option max_calibration_samples=0", 2, "out_of_bounds", r"\[1, 10000\]"),
     c("calib-samples-huge", STATIC + " --option max_calibration_samples=100000000", 2, "out_of_bounds", "100000000"),
     c("calib-samples-neg", STATIC + " --option max_calibration_samples=-1", 2, "out_of_bounds", "got -1"),
+    c(
+        "fp16-block-typo",
+        EXPORT + " --recipe fp16 --option op_block_list='[\"Rellu\"]'",
+        2,
+        "invalid_config",
+        "names 'Rellu', which is no ONNX op type.*Did you mean 'Relu'",
+    ),
     c("fp16-bool", EXPORT + " --recipe fp16 --option keep_io_types=maybe", 2, "invalid_config", "true or false"),
     c("fp32-bool", EXPORT + " --option fusions=1", 2, "invalid_config", "fusions must be true or false"),
     c("val-samples-0", EXPORT + " --validation-samples 0", 2, "out_of_bounds", "--validation-samples must be"),
