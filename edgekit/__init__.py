@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, edgekit_boundary
 
 __version__ = "0.1.0"
 __all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize"]
 
 
+@edgekit_boundary
 def export(source: Any, **kwargs: Any) -> Any:
     """Export a HF model directory, an ``nn.Module`` or an ``.onnx`` file to a package (see ``exporters.export``)."""
     from edgekit.quiet import third_party_quiet
@@ -25,6 +26,7 @@ def export(source: Any, **kwargs: Any) -> Any:
         return _export(source, **kwargs)
 
 
+@edgekit_boundary
 def quantize(model: Any, **kwargs: Any) -> Any:
     from edgekit.quiet import third_party_quiet
     from exporters import quantize as _quantize
@@ -33,6 +35,7 @@ def quantize(model: Any, **kwargs: Any) -> Any:
         return _quantize(model, **kwargs)
 
 
+@edgekit_boundary
 def load(package: Any, **kwargs: Any) -> Any:
     """Load a package for inference (see ``runtimes.load``)."""
     from runtimes import load as _load
@@ -40,6 +43,7 @@ def load(package: Any, **kwargs: Any) -> Any:
     return _load(package, **kwargs)
 
 
+@edgekit_boundary
 def profile(packages: Any, *args: Any, **kwargs: Any) -> Any:
     """Measure packages here and estimate them on device profiles (see ``edgekit.profiler.api.profile``)."""
     from edgekit.profiler import profile as _profile

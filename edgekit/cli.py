@@ -3,17 +3,22 @@
 Conventions (click's): hyphenated long options, choices from the registries, ``--json`` to stdout and
 logs/progress to stderr, ``-v/-q``; exit 0 ok, 1 failure, 2 usage, 3 budget exceeded. Errors print as
 ``error[code]: message`` plus a hint, with a traceback only under ``--debug``.
+
+``main`` is the CLI's one exception boundary: an :class:`EdgekitError` prints as is, any other exception goes
+through :func:`edgekit.errors.translate` (unknown ones print as ``error[internal]``), and a closed stdout
+(``edgekit run --stream | head``) ends quietly with 141, the shell's code for a SIGPIPE death.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import EdgekitError, UsageError, translate
 from edgekit.extras import missing_dependency
 from edgekit.quiet import command_scope
 from edgekit.registry import Registry
@@ -50,11 +55,14 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+# Exit code of a process killed by SIGPIPE as the shell reports it (128 + 13): a reader closed our stdout.
+EXIT_BROKEN_PIPE = 141
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 itself; keep our error format
+    def error(self, message: str) -> None:  # argparse would exit 2 itself; main prints it in our format
         self.print_usage(sys.stderr)
-        print(f"error[usage_error]: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        kind = next((a for a in argv if a in COMMANDS), "edgekit")
+        return _fail(argparse.Namespace(json="--json" in argv), kind, {}, exc)
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
@@ -84,18 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Third-party warnings, logs and prints stay off the terminal (and off stdout) unless -v.
         with command_scope(args.verbose, args.quiet):
             result, text = cmd.run(args)
-    except ModuleNotFoundError as exc:
-        missing = missing_dependency(exc, cmd.name)
-        if missing is None or args.debug:
-            raise
-        return _fail(args, cmd.name, config, missing)
-    except EdgekitError as exc:
-        if args.debug:
-            raise
-        return _fail(args, cmd.name, config, exc)
     except KeyboardInterrupt:
         print("error[interrupted]: interrupted; nothing was written", file=sys.stderr)
+        print("  hint: run the command again to finish it", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except ModuleNotFoundError as exc:  # a missing optional extra names the extra to install
+        if args.debug:
+            raise
+        return _fail(args, cmd.name, config, missing_dependency(exc, cmd.name) or translate(exc))
+    except Exception as exc:  # the CLI boundary: EdgekitError as is, the rest through the translation table
+        if args.debug:
+            raise
+        return _fail(args, cmd.name, config, translate(exc))
     status = 0
     if isinstance(result, dict) and result.get("_exit_code"):
         status = int(result.pop("_exit_code"))
@@ -109,12 +131,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _broken_pipe() -> int:
+    # The reader is gone: say nothing. Python flushes stdout once more at exit; pointing it at /dev/null
+    # keeps that flush from printing "Exception ignored ... BrokenPipeError".
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured, or already closed): nothing to redirect
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def _fail(args: argparse.Namespace, kind: str, config: dict[str, Any], exc: EdgekitError) -> int:
     if args.json:
         print(dumps(make_report(kind, config=config, error=exc)))
     print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+    print(f"  hint: {exc.hint}", file=sys.stderr)
     return exc.exit_code
 
 

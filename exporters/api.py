@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.config import from_dict
-from edgekit.errors import AccuracyError, ConfigError
+from edgekit.errors import AccuracyError, ConfigError, edgekit_boundary
 from edgekit.fsutil import atomic_dir, check_output, cleanup_on_signals
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
 from edgekit.package import open_package, read_manifest
@@ -139,6 +139,7 @@ SOURCES.add("package", SourceKind("package", _is_package, _convert_package))
 # ---------------------------------------------------------------------------------------------- export
 
 
+@edgekit_boundary
 def export(
     source: Any,
     *,
@@ -221,7 +222,16 @@ def export(
         def evaluate(path: Path) -> dict[str, Any]:
             runner, _ = make_runner(path)
             with prog.bar(len(samples), "validating") as update:
-                return validate(task_spec, ref_runner, runner, out_names, samples, labels=labels, progress=update)
+                return validate(
+                    task_spec,
+                    ref_runner,
+                    runner,
+                    out_names,
+                    samples,
+                    labels=labels,
+                    label_names=converted.labels,
+                    progress=update,
+                )
 
         report = evaluate(model_path)
         float_nodes: list[str] = []
@@ -313,6 +323,7 @@ def _default_name(source: Any) -> str:
     return p.parent.name if p.name in ("model", "onnx", "hf") else p.name
 
 
+@edgekit_boundary
 def export_torch(
     module: Any,
     example_inputs: Any,
@@ -338,6 +349,7 @@ def export_torch(
     return export(src, output=output, task=task, recipe=recipe, **kwargs)
 
 
+@edgekit_boundary
 def quantize(
     model: str | Path, *, output: str | Path, recipe: str, task: str | None = None, **kwargs: Any
 ) -> ExportResult:

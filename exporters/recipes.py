@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgekit import limits
 from edgekit.config import require, to_dict
-from edgekit.errors import CalibrationError, CorruptModelError, UnsupportedModelError
+from edgekit.errors import CalibrationError, ConfigError, CorruptModelError, UnsupportedModelError
 from edgekit.registry import Registry
 from exporters import graph, index_subgraph
 from exporters.decoder_fusions import step_decoder_fusions
@@ -77,6 +78,15 @@ class Int8DynamicConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
+        known = dynamic_op_types()
+        unknown = [t for t in self.op_types if t not in known]
+        require(
+            not unknown,
+            "int8-dynamic",
+            "op_types",
+            f"names op types dynamic int8 cannot quantize: {', '.join(map(repr, unknown))};"
+            f" it quantizes {', '.join(sorted(known))}",
+        )
         alpha_ok = self.smoothing_alpha is None or 0 < self.smoothing_alpha < 1
         require(alpha_ok, "int8-dynamic", "smoothing_alpha", "must be in (0, 1) or null")
         require(self.smoothing_samples >= 1, "int8-dynamic", "smoothing_samples", "must be >= 1")
@@ -94,7 +104,7 @@ class Int8StaticConfig:
 
     def __post_init__(self) -> None:
         require(0 < self.percentile <= 100, "int8-static", "percentile", "must be in (0, 100]")
-        require(self.max_calibration_samples >= 1, "int8-static", "max_calibration_samples", "must be >= 1")
+        limits.check("max_calibration_samples", self.max_calibration_samples, option="max_calibration_samples")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +120,82 @@ class Int4Config:
         ok = self.block_size >= 16 and (self.block_size & (self.block_size - 1)) == 0
         require(ok, "int4", "block_size", f"must be a power of two >= 16, got {self.block_size}")
         require(self.accuracy_level in (None, 0, 1, 2, 3, 4), "int4", "accuracy_level", "must be 0-4 or null")
+
+
+def dynamic_op_types() -> frozenset[str]:
+    """Op types ``quantize_dynamic`` has an integer kernel for, plus Gemm (smoothed with pair-safe scales)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    return frozenset(IntegerOpsRegistry) | {"Gemm"}
+
+
+# The steps whose options name ops or nodes: checked against the graph they are about to rewrite.
+_OPTION_CHECKED_STEPS = frozenset({"quantize", "fp16"})
+# Shown in a refusal at most: a graph may have thousands of nodes.
+_MAX_NAMES_SHOWN = 8
+
+
+def check_graph_options(model_path: Path, cfg: Any, recipe: str) -> None:
+    """Refuse options naming nodes or op types the graph about to be quantized lacks.
+
+    Otherwise ORT ignores them: a misspelt ``nodes_to_exclude`` was recorded as "kept in float" while it was
+    quantized, and ``op_types=["Conv"]`` on a MatMul model wrote an "int8" package that is all float32.
+    """
+    import difflib
+
+    model = graph.load_model(model_path, load_weights=False, check=False)
+    names = [n.name for n in model.graph.node if n.name]
+    present = {n.op_type for n in model.graph.node}
+    known = set(names)
+    for node in getattr(cfg, "nodes_to_exclude", ()):
+        if node not in known:
+            # Fusions rename what they absorb ("fc1" -> "fc1/MatMulAddFusion"): prefixes are candidates too.
+            close = [n for n in names if n.startswith(node)][:3] or difflib.get_close_matches(
+                node, names, n=3, cutoff=0.5
+            )
+            guess = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            shown = ", ".join(names[:_MAX_NAMES_SHOWN]) + (", ..." if len(names) > _MAX_NAMES_SHOWN else "")
+            raise ConfigError(
+                f"recipe {recipe}: nodes_to_exclude names {node!r}, which the graph being quantized does not have"
+                f" (after the steps before quantization).{guess}",
+                hint=f"name nodes of that graph ({len(names)} nodes: {shown}); `edgekit inspect` lists op types",
+                param="nodes_to_exclude",
+            )
+    _check_block_list(getattr(cfg, "op_block_list", ()), present, recipe)
+    wanted = tuple(getattr(cfg, "op_types", ()))
+    default = type(cfg)().op_types if wanted else ()
+    if wanted and wanted != default and not present.intersection(wanted):
+        quantizable = sorted(present & dynamic_op_types())
+        raise ConfigError(
+            f"recipe {recipe}: op_types {list(wanted)} match no node of the graph; it has"
+            f" {', '.join(quantizable) or 'no quantizable op'} among {len(present)} op types",
+            hint=f"use op_types among {quantizable}" if quantizable else "this graph has nothing int8 can quantize",
+            param="op_types",
+        )
+
+
+def _check_block_list(block: tuple[str, ...], present: set[str], recipe: str) -> None:
+    """fp16's ``op_block_list``: a name that is no ONNX op and not in the graph is a typo that blocks nothing."""
+    import difflib
+
+    from onnx import defs
+
+    for op in block:
+        if op not in present and not defs.has(op):
+            close = difflib.get_close_matches(op, sorted(present), n=3, cutoff=0.5)
+            guess = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(
+                f"recipe {recipe}: op_block_list names {op!r}, which is no ONNX op type and not in the graph.{guess}",
+                hint=f"the graph's op types: {', '.join(sorted(present))}",
+                param="op_block_list",
+            )
+
+
+def _changed_ops(src: Path, dst: Path) -> tuple[bool, dict[str, int]]:
+    """Whether quantization rewrote any node (the op-type histograms differ), and the new histogram."""
+    before = graph.op_histogram(graph.load_model(src, load_weights=False, check=False))
+    after = graph.op_histogram(graph.load_model(dst, load_weights=False, check=False))
+    return before != after, after
 
 
 # ------------------------------------------------------------------------------------- steps and context
@@ -143,6 +229,9 @@ def _timed(name: str, step: Step, src: Path, dst: Path, cfg: Any, ctx: RecipeCon
     t0 = time.perf_counter()
     ctx.log(f"{name}…")
     changed, details = step(src, dst, cfg, ctx)
+    if not changed and "reason" not in details:
+        # A step that changed nothing says so: the report must not read as if it had done its work.
+        details = {**details, "reason": details.get("skipped") or "the step found nothing to change in this graph"}
     return StepResult(name=name, changed=changed, seconds=time.perf_counter() - t0, details=details)
 
 
@@ -172,7 +261,10 @@ def step_fusions(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple[bo
         # Contrib ops need their domain declared, or shape inference (and the quantizer) rejects them.
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     graph.save_model(model, dst)
-    return bool(stats), {"family": family, "fused": stats}
+    details: dict[str, Any] = {"family": family, "fused": stats}
+    if not stats:
+        details["reason"] = f"no {family} fusion pattern matched this graph"
+    return bool(stats), details
 
 
 def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
@@ -192,7 +284,10 @@ def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
         ) from None
     before = len(graph.load_model(src, check=False).graph.node)
     after = len(graph.load_model(dst, check=False).graph.node)
-    return before != after, {"level": "basic", "nodes_before": before, "nodes_after": after}
+    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after}
+    if before == after:
+        details["reason"] = "constant folding and redundant-node elimination found nothing to remove"
+    return before != after, details
 
 
 def step_fp16(src: Path, dst: Path, cfg: Fp16Config, ctx: RecipeContext) -> tuple[bool, dict[str, Any]]:
@@ -247,7 +342,15 @@ def step_int8_dynamic(src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeC
         nodes_to_exclude=list(cfg.nodes_to_exclude),
         extra_options=extra,
     )
-    return True, {"weight_type": wtype, "weight_type_reason": reason, "nodes_kept_float": list(cfg.nodes_to_exclude)}
+    changed, _ = _changed_ops(src, dst)
+    details: dict[str, Any] = {
+        "weight_type": wtype,
+        "weight_type_reason": reason,
+        "nodes_kept_float": list(cfg.nodes_to_exclude),
+    }
+    if not changed:
+        details["reason"] = f"no node of op types {list(cfg.op_types)} could be quantized; the graph stays float32"
+    return changed, details
 
 
 class _ListReader:
@@ -382,6 +485,8 @@ class Recipe:
         results = []
         current = src
         for i, (name, step) in enumerate(self.steps):
+            if name in _OPTION_CHECKED_STEPS:
+                check_graph_options(current, cfg, self.name)
             dst = ctx.work / f"{self.name}.{i}.{name}.onnx"
             results.append(_timed(name, step, current, dst, cfg, ctx))
             current = dst

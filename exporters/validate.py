@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import RuntimeBackendError
+from edgekit.errors import CalibrationError, RuntimeBackendError
 from edgekit.registry import Registry
 from edgekit.tasks import TaskSpec
 from exporters.ort_guard import run_session
@@ -162,6 +162,54 @@ def accuracy_drop(task: TaskSpec, metrics: dict[str, Any]) -> float:
     return max(0.0, 1.0 - float(metrics[task.primary_metric]))
 
 
+_LABEL_HINT = "a 'labels' array in the validation .npz: one class id (or label name) per sample"
+
+
+def check_labels(labels: Any, *, predictions: int, classes: int, label_names: list[str] | None) -> np.ndarray:
+    """Labels as int64 class ids, one per prediction; refuse a wrong count, type or range.
+
+    String labels map through the package's label names: compared as strings against class ids they
+    matched nothing, and the package recorded a labeled accuracy of 0.0.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if y.size != predictions:
+        raise CalibrationError(
+            f"the validation data has {y.size} labels for {predictions} predictions", hint=_LABEL_HINT
+        )
+    if y.dtype.kind in "US":
+        names = [str(n) for n in label_names or []]
+        if not names:
+            raise CalibrationError(
+                "the validation labels are strings, but the model has no label names to map them through",
+                hint="give integer class ids, or export with labels (the package's label list)",
+            )
+        index = {n: i for i, n in enumerate(names)}
+        texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in y.tolist()]
+        unknown = sorted({t for t in texts if t not in index})
+        if unknown:
+            raise CalibrationError(
+                f"validation labels {unknown[:5]} are not label names of the model",
+                hint=f"the model's labels are: {', '.join(names[:20])}",
+            )
+        return np.asarray([index[t] for t in texts], dtype=np.int64)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise CalibrationError(f"validation labels must be integer class ids, got dtype {y.dtype}", hint=_LABEL_HINT)
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise CalibrationError(
+            f"validation labels must be class ids in [0, {classes}), got values in [{int(y.min())}, {int(y.max())}]",
+            hint=_LABEL_HINT,
+        )
+    return y.astype(np.int64)
+
+
+def _predictions(refs: list[list[np.ndarray]]) -> tuple[int, int]:
+    """How many top-1 predictions the first outputs hold, and over how many classes."""
+    shapes = [r[0].reshape(r[0].shape[0], -1).shape for r in refs]
+    return sum(s[0] for s in shapes), shapes[0][1] if shapes else 0
+
+
 def validate(
     task: TaskSpec,
     reference: SessionRunner,
@@ -170,6 +218,7 @@ def validate(
     samples: Iterable[dict[str, np.ndarray]],
     *,
     labels: np.ndarray | None = None,
+    label_names: list[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     accs = {name: _Acc() for name in output_names}
@@ -184,6 +233,9 @@ def validate(
         news.append(n[:1])
         if progress:
             progress(i + 1)
+    if labels is not None and refs:
+        predictions, classes = _predictions(refs)
+        labels = check_labels(labels, predictions=predictions, classes=classes, label_names=label_names)
     task_metrics = TASK_METRICS.get(task.kind)(feeds_l, refs, news, labels)
     task_metrics["accuracy_drop"] = accuracy_drop(task, task_metrics)
     per_output = {

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InvalidInputError, UsageError
+from edgekit import limits
+from edgekit.errors import InvalidInputError, UsageError, translate
 
 REPORT_SCHEMA_VERSION = "1.0"
 # Arrays with at most this many elements are written into the JSON report in full.
@@ -70,8 +71,13 @@ def run_command(args: argparse.Namespace, *, write: Callable[[str], Any] | None 
     from runtimes.model import load
 
     mode = _mode(args)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {args.threads})", param="threads")
+    # Bounds and outputs are checked before the package loads: a typo fails fast, nothing half-written.
+    limits.check("threads", args.threads, option="--threads")
+    if mode == "prompt":
+        limits.check("max_tokens", _generation_config(args).max_tokens, option="--max-tokens")
+    limits.check("batch_size", args.batch_size, option="--batch-size")
+    if args.output is not None:
+        limits.check_writable_file(args.output, option="--output")
     started = time.perf_counter()
     model = load(
         args.package, device=args.device, providers=args.providers, threads=args.threads, verify=not args.no_verify
@@ -113,11 +119,15 @@ def _mode(args: argparse.Namespace) -> str:
     if len(given) != 1:
         flags = ", ".join(f"--{n}" for n in _MODES)
         what = "none" if not given else ", ".join(f"--{n}" for n in given)
-        raise UsageError(f"give exactly one kind of input: {flags} (got {what})", param="input")
+        raise UsageError(
+            f"give exactly one kind of input: {flags} (got {what})",
+            hint="e.g. --prompt TEXT for text-generation, --text TEXT to embed or classify",
+            param="input",
+        )
     return given[0]
 
 
-def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any]) -> tuple[dict, dict, dict]:
+def _generation_config(args: argparse.Namespace) -> Any:
     from runtimes.pipelines.generate import GenerationConfig
 
     options: dict[str, Any] = {
@@ -131,7 +141,11 @@ def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any
         "ignore_eos": bool(args.ignore_eos),
         "truncate": args.truncate,
     }
-    config = GenerationConfig.from_dict(options)
+    return GenerationConfig.from_dict(options)
+
+
+def _run_prompt(model: Any, args: argparse.Namespace, write: Callable[[str], Any]) -> tuple[dict, dict, dict]:
+    config = _generation_config(args)
     if args.stream:
         stream = model.stream(args.prompt, config)
         for delta in stream:
@@ -180,14 +194,14 @@ def _run_input(model: Any, args: argparse.Namespace, write: Callable[[str], Any]
 
     path = Path(args.input)
     if not path.is_file():
-        raise InvalidInputError(f"input file not found: {path}", param="input")
+        raise InvalidInputError(
+            f"input file not found: {path}", hint="pass an .npz written by numpy.savez", param="input"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             feeds = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{path} is not a readable .npz file ({exc})", hint="write it with numpy.savez"
-        ) from None
+    except Exception as exc:  # empty, truncated, pickled or bare .npy: the boundary's table names each
+        raise translate(exc, context=f"--input {path}") from exc
     start = time.perf_counter()
     outputs = model.run(feeds)
     seconds = time.perf_counter() - start

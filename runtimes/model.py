@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import PackageError, UsageError
+from edgekit.errors import PackageError, UsageError, edgekit_boundary
 from edgekit.manifest import MODEL_NAME, Manifest
 from runtimes.pipelines import PIPELINES, PipelineContext, PipelineSpec
 from runtimes.providers import Fallback, plan_providers, report_fallbacks
@@ -139,6 +139,7 @@ def _generation_config(config: Any, options: Mapping[str, Any]) -> Any:
     raise UsageError(f"config must be a GenerationConfig or a dict, got {type(config).__name__}", param="config")
 
 
+@edgekit_boundary
 def load(
     package: str | Path | Any,
     *,

@@ -69,6 +69,10 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
 
 
 def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from edgekit import limits
+
+    limits.check("validation_samples", args.validation_samples, option="--validation-samples")
+    limits.check_writable_dir(args.output, option="-o")
     return {
         "recipe_options": parse_key_values(args.option, "--option"),
         "calibration": args.calibration,
@@ -94,10 +98,17 @@ def _render(result: Any) -> str:
     ]
     if m.recipe.float_nodes:
         lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
+    last = result.steps[-1] if result.steps else {}
+    # The last step is what the recipe's name promises: an "int8" package that stayed float is said out loud.
+    if last and not last.get("changed", True):
+        reason = last.get("details", {}).get("reason", "no reason recorded")
+        lines.append(f"  note: step {last['name']} changed nothing: {reason}")
     return "\n".join(lines)
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``NAME=1x3x224x224`` items; shapes whose float32 tensor would not fit in memory are refused."""
+    from edgekit import limits
     from edgekit.errors import UsageError
 
     shapes: dict[str, tuple[int, ...]] = {}
@@ -108,7 +119,14 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
-            raise UsageError(f"--input-shape takes NAME=DIMxDIM..., e.g. pixel_values=1x3x224x224; got {item!r}")
+            raise UsageError(
+                f"--input-shape takes NAME=DIMxDIM..., e.g. pixel_values=1x3x224x224; got {item!r}",
+                hint="positive integer dims joined by x, one --input-shape per input",
+                param="input_shape",
+            )
+        if name in shapes:
+            raise UsageError(f"--input-shape gives {name!r} twice", hint="one --input-shape per input")
+        limits.check_shape(name, shape)
         shapes[name] = shape
     return shapes or None
 

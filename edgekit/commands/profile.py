@@ -41,13 +41,18 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
+    from edgekit import limits
     from edgekit.commands.export import parse_shapes
     from edgekit.profiler.api import _positive_budget, budget_error, profile
     from edgekit.progress import Progress
 
-    # Bad budgets are usage errors before anything is measured.
+    # Bad budgets, counts and outputs are usage errors before anything is measured.
     _positive_budget("max_latency_ms", args.max_latency_ms)
     _positive_budget("max_memory_mb", args.max_memory_mb)
+    limits.check("runs", args.runs, option="--runs")
+    limits.check("warmup", args.warmup, option="--warmup")
+    if args.html:
+        limits.check_writable_file(args.html, option="--html")
     report = profile(
         args.packages,
         devices=args.device or ["host"],

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgekit.errors import ConfigError, InvalidInputError, PackageError, RuntimeBackendError
+from edgekit.errors import ConfigError, EncodingError, InvalidInputError, PackageError, RuntimeBackendError
 from edgekit.registry import unknown_message
 from runtimes.pipelines import PipelineContext
 from runtimes.pipelines.detokenize import StopMatcher, StreamingDetokenizer
@@ -105,6 +105,30 @@ class GenerationConfig:
 
     def replace(self, **changes: Any) -> GenerationConfig:
         return GenerationConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _utf8_prompt(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(
+            f"the prompt is not valid UTF-8: byte {data[exc.start]:#04x} at offset {exc.start}",
+            hint="pass the prompt as UTF-8 text",
+            param="prompt",
+        ) from None
+
+
+def _check_unicode(text: str) -> None:
+    """Lone surrogates (from undecodable command-line bytes or a JSON "\\ud800") cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError(
+            f"the prompt is not valid Unicode: a lone surrogate {text[exc.start]!a} at offset {exc.start}"
+            " (invalid UTF-8 bytes on the command line, or an unpaired \\ud800-\\udfff escape)",
+            hint="pass the prompt as valid UTF-8 text",
+            param="prompt",
+        ) from None
 
 
 def _int(value: Any, name: str, *, low: int) -> None:
@@ -314,11 +338,18 @@ class GeneratePipeline:
     # ------------------------------------------------------------------------------------ prompt
 
     def encode_prompt(self, prompt: str | Sequence[int], config: GenerationConfig) -> tuple[list[int], bool]:
+        if isinstance(prompt, (bytes, bytearray)):
+            prompt = _utf8_prompt(bytes(prompt))
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidInputError("the prompt is empty", hint="pass some text to continue", param="prompt")
+            _check_unicode(prompt)
             ids = self.encoder.encode(prompt, add_special_tokens=True)
         elif isinstance(prompt, (list, tuple, np.ndarray)):
+            if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt):
+                raise InvalidInputError(
+                    "prompt token ids must be integers", hint="pass a string, or a list of ints", param="prompt"
+                )
             ids = [int(t) for t in prompt]
             if self.vocab_size and any(t < 0 or t >= self.vocab_size for t in ids):
                 raise InvalidInputError(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
