@@ -32,8 +32,13 @@ know becomes :class:`InternalError`: a bug in edgekit, never a bare traceback.
     ├── DeviceProfileError         a device profile file is invalid
     ├── BudgetExceededError        a profile went over a latency or memory budget
     ├── MissingDependencyError     an optional extra is not installed
-<<<<<<< HEAD
     ├── OutputNotWritableError     an output path that cannot be written (read-only, or under a file)
+    ├── FileSystemError            the OS refused a read or write
+    │   ├── FilePermissionError
+    │   ├── DiskFullError
+    │   └── ReadOnlyFileSystemError
+    ├── OutOfMemoryError           the work needs more memory than this machine has
+    ├── InternalError              a bug in edgekit (anything the table does not know)
     │
     │   The HTTP API's errors (raised by ``runtimes.server``, re-raised by ``edgekit.client``):
     ├── (UsageError)
@@ -58,14 +63,6 @@ know becomes :class:`InternalError`: a bug in edgekit, never a bare traceback.
     ├── RequestTimeoutError        504  the request ran past the server's --timeout
     ├── APIConnectionError              the client could not reach the server
     └── APIError                        any other HTTP error (status and code from the response)
-=======
-    ├── FileSystemError            the OS refused a read or write
-    │   ├── FilePermissionError
-    │   ├── DiskFullError
-    │   └── ReadOnlyFileSystemError
-    ├── OutOfMemoryError           the work needs more memory than this machine has
-    └── InternalError              a bug in edgekit (anything the table does not know)
->>>>>>> wip/boundary
 """
 
 from __future__ import annotations
@@ -292,10 +289,12 @@ class MissingDependencyError(EdgekitError):
         )
 
 
-<<<<<<< HEAD
 class OutputNotWritableError(EdgekitError):
+    """An output path that cannot be written: a read-only directory, or a path under a file."""
+
     code = "output_not_writable"
     http_status = 400
+    default_hint = "choose an output path in a directory you can write"
 
 
 # ------------------------------------------------------------------------------------ the HTTP API's errors
@@ -346,21 +345,26 @@ class ModelNotFoundError(UnknownNameError):
 
 class AuthenticationError(EdgekitError):
     code = "invalid_api_key"
+    default_hint = "send the key as 'Authorization: Bearer ek.…' (create one with edgekit serve --add-key)"
     http_status = 401
 
 
 class PermissionDeniedError(EdgekitError):
     code = "model_not_allowed"
+    default_hint = "use a key allowed for this model (edgekit serve --add-key NAME --allow-model MODEL)"
     http_status = 403
 
 
 class RequestReadTimeoutError(EdgekitError):
     code = "request_read_timeout"
+    default_hint = "send the whole request promptly; the server waits --read-timeout seconds"
     http_status = 408
 
 
 class RetryableError(EdgekitError):
     """An error the caller should retry after ``retry_after`` seconds (sent as the Retry-After header)."""
+
+    default_hint = "retry after the number of seconds in the Retry-After header"
 
     def __init__(self, message: str, *, retry_after: int = 1, hint: str | None = None, param: str | None = None):
         super().__init__(message, hint=hint, param=param)
@@ -369,6 +373,7 @@ class RetryableError(EdgekitError):
 
 class QuotaExceededError(RetryableError):
     code = "quota_exceeded"
+    default_hint = "wait for the quota to reset at UTC midnight, or raise the key's --daily-quota"
     http_status = 429
 
 
@@ -376,26 +381,31 @@ class ClientClosedRequest(EdgekitError):
     """The client closed the connection before the answer was ready: nothing is sent; logs say 499 (nginx's)."""
 
     code = "client_closed_request"
+    default_hint = "nothing to fix on the server: the client closed the connection first"
     http_status = 499
 
 
 class ServerInternalError(EdgekitError):
     code = "internal_error"
+    default_hint = "a bug in the server: the traceback is in the server log under this request id; report it"
     http_status = 500
 
 
 class ServerBusyError(RetryableError):
     code = "server_busy"
+    default_hint = "retry after Retry-After seconds, or start the server with a larger --queue"
     http_status = 503
 
 
 class RequestTimeoutError(EdgekitError):
     code = "timeout"
+    default_hint = "ask for fewer tokens, or start the server with a larger --timeout"
     http_status = 504
 
 
 class APIConnectionError(EdgekitError):
     code = "connection_error"
+    default_hint = "check the server is running and the URL (host and port) is right"
     http_status = 503
 
 
@@ -403,7 +413,9 @@ class APIError(EdgekitError):
     """An HTTP error whose code the client does not know; ``http_status`` and ``code`` are the server's."""
 
     code = "api_error"
-=======
+    default_hint = "see the message and code the server sent"
+
+
 class FileSystemError(EdgekitError):
     """The operating system refused a read or a write."""
 
@@ -908,4 +920,3 @@ def render_error_table() -> str:
         "Anything else is `internal`: a bug in edgekit, reported with a hint to rerun with --debug.",
     ]
     return "\n".join(lines) + "\n"
->>>>>>> wip/boundary
