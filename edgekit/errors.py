@@ -302,60 +302,84 @@ class OutputNotWritableError(EdgekitError):
 
 
 class InvalidRequestError(UsageError):
+    """A malformed request: bad JSON, invalid UTF-8, wrong types or out-of-range numbers."""
+
     code = "invalid_request"
 
 
 class ChatTemplateError(InvalidRequestError):
+    """The model has no working chat template, or the template refused the messages."""
+
     code = "chat_template_unavailable"
 
 
 class TaskMismatchError(UsageError):
+    """The model's task has no such endpoint (embeddings from a language model)."""
+
     code = "model_task_mismatch"
 
 
 class PayloadTooLargeError(UsageError):
+    """A request body over the server's size limit."""
+
     code = "payload_too_large"
     http_status = 413
 
 
 class RouteNotFoundError(UsageError):
+    """No such path on the server."""
+
     code = "not_found"
     http_status = 404
 
 
 class MethodNotAllowedError(UsageError):
+    """The path exists but not for this HTTP method."""
+
     code = "method_not_allowed"
     http_status = 405
 
 
 class UnsupportedMediaTypeError(UsageError):
+    """A request body that is not JSON."""
+
     code = "unsupported_media_type"
     http_status = 415
 
 
 class HeadersTooLargeError(UsageError):
+    """Request headers over the server's limit."""
+
     code = "headers_too_large"
     http_status = 431
 
 
 class ModelNotFoundError(UnknownNameError):
+    """No served model has this id (the message lists the ones the caller may use)."""
+
     code = "model_not_found"
     http_status = 404
 
 
 class AuthenticationError(EdgekitError):
+    """No API key, or an invalid one."""
+
     code = "invalid_api_key"
     default_hint = "send the key as 'Authorization: Bearer ek.…' (create one with edgekit serve --add-key)"
     http_status = 401
 
 
 class PermissionDeniedError(EdgekitError):
+    """The API key may not use this model."""
+
     code = "model_not_allowed"
     default_hint = "use a key allowed for this model (edgekit serve --add-key NAME --allow-model MODEL)"
     http_status = 403
 
 
 class RequestReadTimeoutError(EdgekitError):
+    """The client sent its headers or body too slowly."""
+
     code = "request_read_timeout"
     default_hint = "send the whole request promptly; the server waits --read-timeout seconds"
     http_status = 408
@@ -364,6 +388,7 @@ class RequestReadTimeoutError(EdgekitError):
 class RetryableError(EdgekitError):
     """An error the caller should retry after ``retry_after`` seconds (sent as the Retry-After header)."""
 
+    code = "retry_later"
     default_hint = "retry after the number of seconds in the Retry-After header"
 
     def __init__(self, message: str, *, retry_after: int = 1, hint: str | None = None, param: str | None = None):
@@ -372,6 +397,8 @@ class RetryableError(EdgekitError):
 
 
 class QuotaExceededError(RetryableError):
+    """The key's daily quota is used up."""
+
     code = "quota_exceeded"
     default_hint = "wait for the quota to reset at UTC midnight, or raise the key's --daily-quota"
     http_status = 429
@@ -386,24 +413,32 @@ class ClientClosedRequest(EdgekitError):
 
 
 class ServerInternalError(EdgekitError):
+    """A bug in the server; the traceback is logged, never sent."""
+
     code = "internal_error"
     default_hint = "a bug in the server: the traceback is in the server log under this request id; report it"
     http_status = 500
 
 
 class ServerBusyError(RetryableError):
+    """The model's queue is full."""
+
     code = "server_busy"
     default_hint = "retry after Retry-After seconds, or start the server with a larger --queue"
     http_status = 503
 
 
 class RequestTimeoutError(EdgekitError):
+    """The request ran past the server's --timeout."""
+
     code = "timeout"
     default_hint = "ask for fewer tokens, or start the server with a larger --timeout"
     http_status = 504
 
 
 class APIConnectionError(EdgekitError):
+    """The client could not reach the server."""
+
     code = "connection_error"
     default_hint = "check the server is running and the URL (host and port) is right"
     http_status = 503

@@ -85,6 +85,12 @@ def check_feeds(feeds: dict[str, np.ndarray], inputs: list[TensorSpec], *, sourc
                 f"{source}: input {name!r} has shape {list(arr.shape)} (one sample), the model expects {list(spec.shape)}",
                 hint="in an .npz the first axis indexes samples; each sample keeps the model's batch axis of 1",
             )
+        # ORT's calibrators turn a NaN or inf into an invalid scale deep inside quantization: refuse it here.
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise CalibrationError(
+                f"{source}: input {name!r} holds NaN or infinite values",
+                hint="calibration data must be finite: drop or fix those samples",
+            )
 
 
 def _load_npz(path: Path, ctx: SampleContext, limit: int) -> Dataset:
