@@ -535,7 +535,7 @@ def _accuracy_text(acc: Mapping[str, Any] | None) -> tuple[str, str]:
     metric = acc.get("primary_metric") or "metric"
     value = acc.get("primary_value")
     detail = f"{metric} {_num(value, 2)} vs fp32" if value is not None else metric
-    return f"{acc['accuracy_drop']:.4f}", f"{detail} on {acc.get('samples')} samples (measured at export)"
+    return f"{acc['accuracy_drop']:.3g}", f"{detail} on {acc.get('samples')} samples (measured at export)"
 
 
 def _metric_note(acc: Mapping[str, Any] | None) -> str:
