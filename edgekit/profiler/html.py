@@ -212,7 +212,7 @@ def histogram_svg(samples: Sequence[float], latency: Mapping[str, Any], title: s
     log = min(samples) > 0 and max(samples) / min(samples) > 8
     counts, lo, hi = _histogram_bins(samples, bins, log)
     x = _Axis(lo, hi, left, left + pw, log=log)
-    peak = max(counts)
+    peak = _nice_max(max(counts)) if max(counts) > 4 else max(counts)
     y = _Axis(0, peak, top + ph, top, log=False)
     if log:
         step = (math.log10(hi) - math.log10(lo)) / bins
@@ -292,7 +292,8 @@ def op_bars_svg(measured: Sequence[Mapping[str, Any]], estimated: Mapping[str, f
         if op not in ops and len(ops) < 10:
             ops.append(op)
     meas = {o["op_type"]: o["time_ms"] for o in measured}
-    row_h, left, width, top = 24, 190, 620, 48
+    row_h, width, top = 24, 660, 48
+    left = 20 + 6.5 * max((len(o) for o in ops), default=10)
     plot_w = width - left - 60
     height = top + row_h * max(1, len(ops)) + 48
     shown = [v for v in (*(meas.get(o) for o in ops), *(estimated.get(o) for o in ops)) if v and v > 0] or [1e-3]
@@ -345,7 +346,8 @@ def heatmap_svg(
     x_label: str,
 ) -> str:
     """Rows x columns of latencies coloured on ``kind``'s own log scale ("measured" or "estimated")."""
-    cell_w, cell_h, top = 132, 40, 58
+    two_line = any("\n" in c for c in cols)
+    cell_w, cell_h, top = 132, 40, 72 if two_line else 58
     left = 16 + 7 * max((len(r) for r in rows), default=8)
     width = max(left + cell_w * len(cols) + 20, 420)
     grid_bottom = top + cell_h * len(rows)
@@ -356,9 +358,16 @@ def heatmap_svg(
         lo, hi = lo / 1.25, hi * 1.25
     scale = _Axis(lo, hi, 0.0, 1.0, log=True)
     body = [_text(10, 16, title, weight="bold", size=12)]
-    body.append(_text(left + cell_w * len(cols) / 2, 34, x_label, anchor="middle", cls="axis-label"))
-    for j, col in enumerate(cols):
-        body.append(_text(left + j * cell_w + cell_w / 2, top - 8, col, anchor="middle", weight="bold"))
+    body.append(
+        _text(
+            left + cell_w * len(cols) / 2,
+            top - 24 - (14 if two_line else 0),
+            x_label,
+            anchor="middle",
+            cls="axis-label",
+        )
+    )
+    body += _column_headers(cols, left, cell_w, top)
     body.append(_text(left - 8, top - 8, "variant", anchor="end", cls="axis-label", fill="#555"))
     for i, row in enumerate(rows):
         body.append(_text(left - 8, top + i * cell_h + cell_h / 2 + 4, row, anchor="end", weight="bold"))
@@ -376,6 +385,28 @@ def heatmap_svg(
         _color_legend(kind, lo, hi, 20, grid_bottom + 30, f"colour: {kind} p50 latency (ms, log scale)", legend_w)
     )
     return _svg(width, height, body, title, cls=f"plot heatmap heatmap-{kind}", id_=f"heatmap-{kind}")
+
+
+def _column_headers(cols: Sequence[str], left: float, cell_w: float, top: float) -> list[str]:
+    """One line per column, or for "group\nsub" labels the group once over its run of columns, sub below."""
+    out = []
+    j = 0
+    while j < len(cols):
+        group, _, sub = cols[j].partition("\n")
+        span = 1
+        while sub and j + span < len(cols) and cols[j + span].partition("\n")[0] == group:
+            span += 1
+        if sub:
+            mid = left + (j + span / 2) * cell_w
+            out.append(_text(mid, top - 22, group, anchor="middle", weight="bold"))
+            out.append(_line(left + j * cell_w + 6, top - 18, left + (j + span) * cell_w - 6, top - 18, "#bbb"))
+            for k in range(span):
+                label = cols[j + k].partition("\n")[2]
+                out.append(_text(left + (j + k + 0.5) * cell_w, top - 6, label, anchor="middle", fill="#444"))
+        else:
+            out.append(_text(left + (j + 0.5) * cell_w, top - 8, group, anchor="middle", weight="bold"))
+        j += span
+    return out
 
 
 def _legend_ticks(lo: float, hi: float) -> list[float]:
@@ -428,7 +459,7 @@ def latency_panels(variants: Sequence[Mapping[str, Any]]) -> str:
             if est.get(key) is not None:
                 estimated[(i, j)] = est[key]
     multi = len(phases) > 1
-    col_names = [f"{d} · {ph}" if multi else d for d, ph in cols]
+    col_names = [f"{d}\n{ph}" if multi else d for d, ph in cols]
     left = heatmap_svg("measured", "Measured on this host (p50)", rows, phases, measured, "phase (measured, this host)")
     right = heatmap_svg(
         "estimated", "Estimated per device (roofline)", rows, col_names, estimated, "device (estimate for the CPU EP)"
@@ -800,6 +831,15 @@ def _load_text(load: Sequence[float] | None) -> str:
     return "unknown" if not load else " / ".join(f"{x:.2f}" for x in load)
 
 
+def _generation_note(config: Mapping[str, Any]) -> str:
+    parts = []
+    if config.get("prompt_tokens"):
+        parts.append(f"{config['prompt_tokens']}-token prompt")
+    if config.get("new_tokens"):
+        parts.append(f"{config['new_tokens']} new tokens end to end")
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def _meta(report: Mapping[str, Any]) -> str:
     result, env = report["result"], report.get("environment", {})
     host, config = result.get("host") or {}, result["config"]
@@ -814,7 +854,7 @@ def _meta(report: Mapping[str, Any]) -> str:
         (
             "measurement",
             f"{config['runs']} timed runs per phase after {config.get('warmup_runs', '-')} warm-up, "
-            f"{config['threads']} threads, providers {providers}",
+            f"{config['threads']} threads, providers {providers}" + _generation_note(config),
         ),
         ("software", f"edgekit {env.get('edgekit')}, onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}"),
         ("platform", str(env.get("platform"))),
