@@ -234,8 +234,7 @@ def profile(
     """
     started = time.perf_counter()
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
-    if isinstance(packages, (str, Path)):
-        packages = [packages]
+    packages = [packages] if isinstance(packages, (str, Path)) else list(packages)
     if not packages:
         raise UsageError("give at least one package to profile", param="packages")
     _positive_int("runs", runs, "e.g. --runs 50")
@@ -250,16 +249,9 @@ def profile(
     targets = _unique_labels([_target(p) for p in packages])
     _check_generation_options(targets, input_shapes, prompt_tokens, new_tokens)
     conditions = measure.host_conditions()
-    bar.log(
-        "detecting and calibrating the host"
-        if not any(d.name == "host" for d in profiles)
-        else f"profiling {len(targets)} model(s) on {', '.join(d.name for d in profiles)}"
-    )
     host = _host_profile(profiles)
-    # Measurement runs on this host: by default the host profile's threads (its physical cores, cgroup
-    # quota applied).
-    if threads is None:
-        threads = max(1, min(host.default_threads, os.cpu_count() or 1))
+    on = ", ".join(d.name for d in profiles)
+    bar.log(f"profiling {len(targets)} model(s) on {on}" if any(d is host for d in profiles) else "calibrated the host")
     config = {
         "packages": [str(p) for p in packages],
         "devices": [d.name for d in profiles],
@@ -268,38 +260,21 @@ def profile(
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "max_latency_ms": latency_budget,
         "max_memory_mb": memory_budget,
-        "threads": threads,
+        # By default the host profile's threads (its physical cores, cgroup quota applied).
+        "threads": threads or max(1, min(host.default_threads, os.cpu_count() or 1)),
         "providers": measure_providers,
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
     }
-
-    from edgekit.profiler import calibration
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
-        work = Path(tmp)
-        suite = calibration.suite()
-        memory_cal = calibration.memory_calibration(work / "memory", threads)
-        variants = []
-        for i, target in enumerate(targets):
-            variants.append(
-                _profile_one(
-                    target,
-                    work / f"v{i}",
-                    profiles=profiles,
-                    host=host,
-                    threads=threads,
-                    runs=runs,
-                    warmup=warm,
-                    input_shapes=_shapes_for(target, input_shapes, prompt_tokens),
-                    providers=measure_providers,
-                    new_tokens=new_tokens,
-                    suite=suite,
-                    memory_cal=memory_cal,
-                    bar=bar,
-                    op_profile_runs=op_profile_runs,
-                )
-            )
+    variants, memory_cal = _measure_all(
+        targets,
+        config,
+        profiles=profiles,
+        host=host,
+        input_shapes=input_shapes,
+        bar=bar,
+        op_profile_runs=op_profile_runs,
+    )
     failures = _budget_failures(variants, latency_budget, memory_budget)
     return ProfileReport(
         config=config,
@@ -309,6 +284,45 @@ def profile(
         seconds=time.perf_counter() - started,
         host=conditions.finish().to_dict(),
     )
+
+
+def _measure_all(
+    targets: Sequence[Any],
+    config: Mapping[str, Any],
+    *,
+    profiles: Sequence[DeviceProfile],
+    host: DeviceProfile,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    bar: Progress,
+    op_profile_runs: int,
+) -> tuple[list[VariantResult], Any]:
+    """Each target measured and estimated in turn, sharing one calibration suite and memory calibration."""
+    from edgekit.profiler import calibration
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+        work = Path(tmp)
+        suite = calibration.suite()
+        memory_cal = calibration.memory_calibration(work / "memory", config["threads"])
+        variants = [
+            _profile_one(
+                target,
+                work / f"v{i}",
+                profiles=profiles,
+                host=host,
+                threads=config["threads"],
+                runs=config["runs"],
+                warmup=config["warmup_runs"],
+                input_shapes=_shapes_for(target, input_shapes, config["prompt_tokens"]),
+                providers=config["providers"],
+                new_tokens=config["new_tokens"],
+                suite=suite,
+                memory_cal=memory_cal,
+                bar=bar,
+                op_profile_runs=op_profile_runs,
+            )
+            for i, target in enumerate(targets)
+        ]
+    return variants, memory_cal
 
 
 def _profile_one(
@@ -339,28 +353,11 @@ def _profile_one(
     runtime_model = static.load_onnx(static.runtime_graph(target.model_path, work / "runtime.onnx"))
     runtime = [static.analyze_model(runtime_model, feeds=p.feeds) for p in phases]
     graphs = {"stored": GraphIndex.of(model), "runtime": GraphIndex.of(runtime_model)}
-    del runtime_model
+    del runtime_model  # only its wiring is kept
 
-    job: dict[str, Any] = {
-        "label": target.label,
-        "model_path": str(target.model_path),
-        "threads": threads,
-        "providers": list(providers),
-        "runs": runs,
-        "warmup": warmup,
-        "phases": [
-            {
-                "name": p.name,
-                "feeds_file": str(feeds.save_feeds(p, work / f"{p.name}.npz")),
-                "items_per_run": p.items_per_run,
-                "item": p.item,
-            }
-            for p in phases
-        ],
-        "op_profile_runs": op_profile_runs,
-        "top_k": TOP_NODES,
-        "calibration": calibration.suite_job_entries(suite),
-    }
+    job = _job(target, phases, work, threads=threads, providers=providers, runs=runs, warmup=warmup)
+    job["op_profile_runs"] = op_profile_runs
+    job["calibration"] = calibration.suite_job_entries(suite)
     if target.manifest is not None and target.manifest.generation is not None and target.root is not None:
         job["generation"] = _generation_job(target, phases, new_tokens)
     total = len(phases) * (runs + warmup)
@@ -391,6 +388,32 @@ def _profile_one(
         package=_package_info(target),
         nodes=_node_table(m, graphs, coverages),
     )
+
+
+def _job(
+    target: Any, phases: Sequence[Any], work: Path, *, threads: int, providers: Sequence[str], runs: int, warmup: int
+) -> dict[str, Any]:
+    """What the measurement children read: the model, its phases' feeds (saved beside it), runs and threads."""
+    from edgekit.profiler import feeds
+
+    return {
+        "label": target.label,
+        "model_path": str(target.model_path),
+        "threads": threads,
+        "providers": list(providers),
+        "runs": runs,
+        "warmup": warmup,
+        "phases": [
+            {
+                "name": p.name,
+                "feeds_file": str(feeds.save_feeds(p, work / f"{p.name}.npz")),
+                "items_per_run": p.items_per_run,
+                "item": p.item,
+            }
+            for p in phases
+        ],
+        "top_k": TOP_NODES,
+    }
 
 
 def _device_results(
