@@ -251,7 +251,11 @@ def profile(
     conditions = measure.host_conditions()
     host = _host_profile(profiles)
     on = ", ".join(d.name for d in profiles)
-    bar.log(f"profiling {len(targets)} model(s) on {on}" if any(d is host for d in profiles) else "calibrated the host")
+    bar.log(
+        f"profiling {len(targets)} model(s) on {on}"
+        if any(d is host for d in profiles)
+        else "detecting and calibrating the host"
+    )
     config = {
         "packages": [str(p) for p in packages],
         "devices": [d.name for d in profiles],
