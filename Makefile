@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean report-screenshot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 	@for b in runtime profiler server; do \
 		if [ -f benchmarks/$$b.py ]; then $(PY) benchmarks/$$b.py || exit 1; fi; \
 	done
+
+# The profile report as a person sees it: two tiny packages profiled, the page screenshotted by headless
+# Chromium (Debian: apt-get install chromium). Writes out/report-screenshot/profile.{html,png}.
+report-screenshot: $(STAMP)
+	$(PY) tools/report_screenshot.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -88,8 +88,8 @@ def test_table_shows_variants_by_devices(profiled_mlp: Any) -> None:
 
 def test_html_report_is_one_file_with_the_plots(profiled_mlp: Any, tmp_path: Path) -> None:
     page = profiled_mlp.write_html(tmp_path / "report.html").read_text()
-    assert page.count("<svg") >= 4  # matrix, memory, latency histogram, per-op bars
-    for label in ("variants by devices", "memory per device", "host latency", "time per op type"):
+    assert page.count("<svg") >= 5  # measured and estimated heatmaps, memory, latency histogram, per-op bars
+    for label in ("Measured on this host", "Estimated per device", "memory per device", "host latency", "time per op"):
         assert label in page
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 

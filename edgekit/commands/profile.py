@@ -38,6 +38,30 @@ def _add(p: argparse.ArgumentParser) -> None:
         help="fail (exit 3) if peak memory exceeds Y MB on any device (host: measured)",
     )
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with plots")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="intra-op threads for the host measurement (default: the host profile's physical cores)",
+    )
+    p.add_argument(
+        "--providers",
+        nargs="+",
+        metavar="P",
+        help="execution providers to measure the host with, in priority order (e.g. xnnpack cpu; default cpu)",
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        metavar="N",
+        help="text generation: prompt length of the prefill phase (default 32)",
+    )
+    p.add_argument(
+        "--new-tokens",
+        type=int,
+        metavar="N",
+        help="text generation: new tokens of the end-to-end generation run (default 16)",
+    )
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
@@ -63,6 +87,10 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         progress=Progress(enabled=not args.quiet),
         warmup=args.warmup,
         device_dirs=args.device_dir,
+        threads=args.threads,
+        providers=args.providers,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
     )
     text = report.render_table()
     if args.html:

@@ -26,6 +26,7 @@ from typing import Any
 from edgekit.devices import DeviceProfile, get_device
 from edgekit.errors import BudgetExceededError, SourceNotFoundError, UsageError
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME
+from edgekit.profiler import measure
 from edgekit.profiler.report import BudgetFailure, DeviceResult, ProfileReport, VariantResult
 from edgekit.progress import Progress
 
@@ -33,6 +34,7 @@ __all__ = ["budget_error", "profile"]
 
 DEFAULT_RUNS = 100
 OP_PROFILE_RUNS = 5
+TOP_NODES = 12  # rows of the report's per-node table, per phase
 
 
 def _positive_budget(name: str, value: float | None) -> float | None:
@@ -43,6 +45,110 @@ def _positive_budget(name: str, value: float | None) -> float | None:
             f"{name} must be a positive number (got {value!r})", hint=f"e.g. --{name.replace('_', '-')} 50", param=name
         )
     return float(value)
+
+
+def _positive_int(name: str, value: int | None, hint: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"{name} must be a positive integer (got {value!r})",
+            hint=hint.format(cores=os.cpu_count() or 1),
+            param=name,
+        )
+    return value
+
+
+def _measure_providers(names: Sequence[str] | None) -> list[str]:
+    """The host measurement's providers in ORT's spelling, CPU last; refuses any this build lacks."""
+    if not names:
+        return ["CPUExecutionProvider"]
+    from runtimes.providers import CPU, available_providers, resolve_provider
+
+    available = available_providers()
+    out: list[str] = []
+    for raw in names:
+        name = resolve_provider(raw)  # UnknownNameError (a UsageError) with a did-you-mean
+        if name not in available:
+            raise UsageError(
+                f"execution provider {name} is not in this onnxruntime build, so it cannot be measured here",
+                hint=f"available here: {', '.join(available)}; other devices' providers are estimated "
+                "from their profiles (--device NAME)",
+                param="providers",
+            )
+        if name not in out:
+            out.append(name)
+    if CPU not in out:
+        out.append(CPU)  # ORT's last resort for the nodes the others refuse, as at run time
+    return out
+
+
+def _generation_input(target: Any) -> str | None:
+    gen = target.manifest.generation if target.manifest is not None else None
+    return gen.input_ids_name if gen is not None else None
+
+
+def _check_generation_options(
+    targets: Sequence[Any],
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    prompt_tokens: int | None,
+    new_tokens: int | None,
+) -> None:
+    if prompt_tokens is None and new_tokens is None:
+        return
+    flag = "--prompt-tokens" if prompt_tokens is not None else "--new-tokens"
+    ids_names = {n for n in (_generation_input(t) for t in targets) if n}
+    if not ids_names:
+        raise UsageError(
+            f"{flag} applies to text-generation packages, and none of {', '.join(t.label for t in targets)} is one",
+            hint="for other text models bind the sequence length instead: --input-shape input_ids=1x128",
+            param="prompt_tokens" if prompt_tokens is not None else "new_tokens",
+        )
+    clash = sorted(ids_names & set(input_shapes or {}))
+    if prompt_tokens is not None and clash:
+        raise UsageError(
+            f"--prompt-tokens and --input-shape {clash[0]}=... both set the prompt length",
+            hint="give one of them",
+            param="prompt_tokens",
+        )
+
+
+def _shapes_for(
+    target: Any, input_shapes: Mapping[str, Sequence[int]] | None, prompt_tokens: int | None
+) -> dict[str, Sequence[int]]:
+    """``input_shapes`` for one target; a generation package's prompt bound to ``prompt_tokens``."""
+    shapes = dict(input_shapes or {})
+    ids = _generation_input(target)
+    if ids is not None and prompt_tokens is not None:
+        shapes[ids] = (1, prompt_tokens)
+    return shapes
+
+
+def _package_info(target: Any) -> dict[str, Any]:
+    """Sizes and the accuracy the exporter measured against the fp32 reference (manifest), for the summary."""
+    model_bytes = target.model_path.stat().st_size
+    data = target.model_path.with_name(target.model_path.name + ".data")
+    if data.is_file():
+        model_bytes += data.stat().st_size
+    manifest = target.manifest
+    accuracy = (manifest.accuracy or {}) if manifest is not None else {}
+    reference = accuracy.get("reference_model_bytes")
+    metrics = accuracy.get("metrics") or {}
+    return {
+        "model_bytes": model_bytes,
+        "package_bytes": sum(f.bytes for f in manifest.files) if manifest is not None else None,
+        "reference_model_bytes": reference,
+        "size_vs_fp32": model_bytes / reference if reference else None,
+        "accuracy": {
+            "primary_metric": accuracy.get("primary_metric"),
+            "primary_value": metrics.get(accuracy.get("primary_metric")),
+            "accuracy_drop": metrics.get("accuracy_drop"),
+            "samples": accuracy.get("samples"),
+            "max_accuracy_drop": accuracy.get("max_accuracy_drop"),
+        }
+        if accuracy
+        else None,
+    }
 
 
 def _target(path_like: str | Path) -> Any:
@@ -111,6 +217,10 @@ def profile(
     warmup: int | None = None,
     device_dirs: Sequence[str] | None = None,
     op_profile_runs: int = OP_PROFILE_RUNS,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    prompt_tokens: int | None = None,
+    new_tokens: int | None = None,
 ) -> ProfileReport:
     """Profile each package on this host and estimate it on every device in ``devices``.
 
@@ -118,28 +228,34 @@ def profile(
     ``input_shapes`` binds dynamic dims, e.g. ``{"input_ids": (1, 128)}``. Budgets apply to every device:
     on ``host`` to the measured median and peak memory, elsewhere to the estimates; exceeding one is listed
     in ``report.budget_failures`` (the CLI then exits 3). Never raises for a budget: see :func:`budget_error`.
+    ``threads`` and ``providers`` set the host measurement's intra-op threads (default: the host profile's)
+    and execution providers (default: CPU; names or aliases such as ``xnnpack``). For text-generation
+    packages, ``prompt_tokens`` is the prefill prompt's length and ``new_tokens`` the end-to-end run's.
     """
     started = time.perf_counter()
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
-    if isinstance(packages, (str, Path)):
-        packages = [packages]
+    packages = [packages] if isinstance(packages, (str, Path)) else list(packages)
     if not packages:
         raise UsageError("give at least one package to profile", param="packages")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise UsageError(f"runs must be a positive integer (got {runs!r})", param="runs")
+    _positive_int("runs", runs, "e.g. --runs 50")
     latency_budget = _positive_budget("max_latency_ms", max_latency_ms)
     memory_budget = _positive_budget("max_memory_mb", max_memory_mb)
+    threads = _positive_int("threads", threads, "e.g. --threads 2 (this host has {cores} logical CPUs)")
+    prompt_tokens = _positive_int("prompt_tokens", prompt_tokens, "e.g. --prompt-tokens 64")
+    new_tokens = _positive_int("new_tokens", new_tokens, "e.g. --new-tokens 32")
+    measure_providers = _measure_providers(providers)
     warm = warmup if warmup is not None else max(2, min(10, runs // 10))
     profiles = _devices(list(devices), device_dirs)
     targets = _unique_labels([_target(p) for p in packages])
-    bar.log(
-        "detecting and calibrating the host"
-        if not any(d.name == "host" for d in profiles)
-        else f"profiling {len(targets)} model(s) on {', '.join(d.name for d in profiles)}"
-    )
+    _check_generation_options(targets, input_shapes, prompt_tokens, new_tokens)
+    conditions = measure.host_conditions()
     host = _host_profile(profiles)
-    # Measurement runs on this host: the host profile's threads (its physical cores, cgroup quota applied).
-    threads = max(1, min(host.default_threads, os.cpu_count() or 1))
+    on = ", ".join(d.name for d in profiles)
+    bar.log(
+        f"profiling {len(targets)} model(s) on {on}"
+        if any(d is host for d in profiles)
+        else "detecting and calibrating the host"
+    )
     config = {
         "packages": [str(p) for p in packages],
         "devices": [d.name for d in profiles],
@@ -148,33 +264,21 @@ def profile(
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "max_latency_ms": latency_budget,
         "max_memory_mb": memory_budget,
-        "threads": threads,
+        # By default the host profile's threads (its physical cores, cgroup quota applied).
+        "threads": threads or max(1, min(host.default_threads, os.cpu_count() or 1)),
+        "providers": measure_providers,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
     }
-
-    from edgekit.profiler import calibration
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
-        work = Path(tmp)
-        suite = calibration.suite()
-        memory_cal = calibration.memory_calibration(work / "memory", threads)
-        variants = []
-        for i, target in enumerate(targets):
-            variants.append(
-                _profile_one(
-                    target,
-                    work / f"v{i}",
-                    profiles=profiles,
-                    host=host,
-                    threads=threads,
-                    runs=runs,
-                    warmup=warm,
-                    input_shapes=input_shapes,
-                    suite=suite,
-                    memory_cal=memory_cal,
-                    bar=bar,
-                    op_profile_runs=op_profile_runs,
-                )
-            )
+    variants, memory_cal = _measure_all(
+        targets,
+        config,
+        profiles=profiles,
+        host=host,
+        input_shapes=input_shapes,
+        bar=bar,
+        op_profile_runs=op_profile_runs,
+    )
     failures = _budget_failures(variants, latency_budget, memory_budget)
     return ProfileReport(
         config=config,
@@ -182,7 +286,47 @@ def profile(
         budget_failures=failures,
         memory_calibration=memory_cal.to_dict(),
         seconds=time.perf_counter() - started,
+        host=conditions.finish().to_dict(),
     )
+
+
+def _measure_all(
+    targets: Sequence[Any],
+    config: Mapping[str, Any],
+    *,
+    profiles: Sequence[DeviceProfile],
+    host: DeviceProfile,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    bar: Progress,
+    op_profile_runs: int,
+) -> tuple[list[VariantResult], Any]:
+    """Each target measured and estimated in turn, sharing one calibration suite and memory calibration."""
+    from edgekit.profiler import calibration
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+        work = Path(tmp)
+        suite = calibration.suite()
+        memory_cal = calibration.memory_calibration(work / "memory", config["threads"])
+        variants = [
+            _profile_one(
+                target,
+                work / f"v{i}",
+                profiles=profiles,
+                host=host,
+                threads=config["threads"],
+                runs=config["runs"],
+                warmup=config["warmup_runs"],
+                input_shapes=_shapes_for(target, input_shapes, config["prompt_tokens"]),
+                providers=config["providers"],
+                new_tokens=config["new_tokens"],
+                suite=suite,
+                memory_cal=memory_cal,
+                bar=bar,
+                op_profile_runs=op_profile_runs,
+            )
+            for i, target in enumerate(targets)
+        ]
+    return variants, memory_cal
 
 
 def _profile_one(
@@ -195,12 +339,15 @@ def _profile_one(
     runs: int,
     warmup: int,
     input_shapes: Mapping[str, Sequence[int]] | None,
+    providers: Sequence[str],
+    new_tokens: int | None,
     suite: Sequence[Any],
     memory_cal: Any,
     bar: Progress,
     op_profile_runs: int,
 ) -> VariantResult:
-    from edgekit.profiler import calibration, coverage, estimate, feeds, measure, static
+    from edgekit.profiler import calibration, feeds, static
+    from edgekit.profiler.nodes import GraphIndex
 
     work.mkdir(parents=True)
     model = static.load_onnx(target.model_path)
@@ -209,12 +356,55 @@ def _profile_one(
     stored = [static.analyze_model(model, feeds=p.feeds) for p in phases]
     runtime_model = static.load_onnx(static.runtime_graph(target.model_path, work / "runtime.onnx"))
     runtime = [static.analyze_model(runtime_model, feeds=p.feeds) for p in phases]
-    del runtime_model
+    graphs = {"stored": GraphIndex.of(model), "runtime": GraphIndex.of(runtime_model)}
+    del runtime_model  # only its wiring is kept
 
-    job: dict[str, Any] = {
+    job = _job(target, phases, work, threads=threads, providers=providers, runs=runs, warmup=warmup)
+    job["op_profile_runs"] = op_profile_runs
+    job["calibration"] = calibration.suite_job_entries(suite)
+    if target.manifest is not None and target.manifest.generation is not None and target.root is not None:
+        job["generation"] = _generation_job(target, phases, new_tokens)
+    total = len(phases) * (runs + warmup)
+    with bar.bar(total, f"measuring {target.label}") as update:
+        m = measure.measure(work, job, on_progress=update)
+    efficiency = calibration.fit(suite, m.calibration_samples_ms, threads)
+    devices, coverages = _device_results(
+        profiles,
+        host=host,
+        efficiency=efficiency,
+        m=m,
+        model=model,
+        phases=phases,
+        stored=stored,
+        runtime=runtime,
+        memory_cal=memory_cal,
+    )
+    return VariantResult(
+        label=target.label,
+        path=str(target.root or target.model_path),
+        task=target.task,
+        recipe=target.recipe,
+        phases=_phase_info(phases, stored, runtime),
+        static=_stored_summary(stored[0]),
+        measurement=m.to_dict(),
+        host_efficiency=efficiency.to_dict(),
+        devices=devices,
+        package=_package_info(target),
+        nodes=_node_table(m, graphs, coverages),
+    )
+
+
+def _job(
+    target: Any, phases: Sequence[Any], work: Path, *, threads: int, providers: Sequence[str], runs: int, warmup: int
+) -> dict[str, Any]:
+    """What the measurement children read: the model, its phases' feeds (saved beside it), runs and threads."""
+    from edgekit.profiler import feeds
+
+    return {
         "label": target.label,
         "model_path": str(target.model_path),
         "threads": threads,
+        "providers": list(providers),
         "runs": runs,
         "warmup": warmup,
         "phases": [
@@ -226,17 +416,26 @@ def _profile_one(
             }
             for p in phases
         ],
-        "op_profile_runs": op_profile_runs,
-        "calibration": calibration.suite_job_entries(suite),
+        "top_k": TOP_NODES,
     }
-    if target.manifest is not None and target.manifest.generation is not None and target.root is not None:
-        job["generation"] = _generation_job(target, phases)
-    total = len(phases) * (runs + warmup)
-    with bar.bar(total, f"measuring {target.label}") as update:
-        m = measure.measure(work, job, on_progress=update)
-    efficiency = calibration.fit(suite, m.calibration_samples_ms, threads)
 
-    devices = []
+
+def _device_results(
+    profiles: Sequence[DeviceProfile],
+    *,
+    host: DeviceProfile,
+    efficiency: Any,
+    m: Any,
+    model: Any,
+    phases: Sequence[Any],
+    stored: Sequence[Any],
+    runtime: Sequence[Any],
+    memory_cal: Any,
+) -> tuple[list[DeviceResult], list[Any]]:
+    """Per device: the estimate, the provider coverage and the budgets; on the host, the check against ``m``."""
+    from edgekit.profiler import coverage, estimate
+
+    devices, coverages = [], []
     for profile in profiles:
         rates = estimate.device_rates(profile, efficiency, host)
         phase_estimates = [estimate.estimate_latency(p.name, a, rates) for p, a in zip(phases, runtime, strict=True)]
@@ -244,6 +443,7 @@ def _profile_one(
         cov = coverage.device_coverage(
             profile, model, stored[0].value_shapes, set(stored[0].folded_outputs), set(stored[0].dynamic_inputs)
         )
+        coverages.append(cov)
         measured = None
         if profile.name == "host":
             measured = _host_check(m, phase_estimates, memory["total_mb"])
@@ -263,7 +463,11 @@ def _profile_one(
                 measured=measured,
             )
         )
-    phase_info = [
+    return devices, coverages
+
+
+def _phase_info(phases: Sequence[Any], stored: Sequence[Any], runtime: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
         {
             "name": p.name,
             "description": p.description,
@@ -284,20 +488,20 @@ def _profile_one(
         }
         for p, s, r in zip(phases, stored, runtime, strict=True)
     ]
-    return VariantResult(
-        label=target.label,
-        path=str(target.root or target.model_path),
-        task=target.task,
-        recipe=target.recipe,
-        phases=phase_info,
-        static=_stored_summary(stored[0]),
-        measurement=m.to_dict(),
-        host_efficiency=efficiency.to_dict(),
-        devices=devices,
-    )
 
 
-def _generation_job(target: Any, phases: Sequence[Any]) -> dict[str, Any]:
+def _node_table(m: Any, graphs: Mapping[str, Any], coverages: Sequence[Any]) -> list[dict[str, Any]]:
+    from edgekit.profiler.nodes import node_rows
+
+    rows: list[dict[str, Any]] = []
+    for phase in m.phases:
+        rows += node_rows(
+            phase.name, phase.top_nodes, runtime=graphs["runtime"], stored=graphs["stored"], coverages=coverages
+        )
+    return rows
+
+
+def _generation_job(target: Any, phases: Sequence[Any], new_tokens: int | None) -> dict[str, Any]:
     from edgekit.profiler.feeds import GENERATE_NEW_TOKENS
     from runtimes.preprocess import TextEncoder
 
@@ -306,10 +510,17 @@ def _generation_job(target: Any, phases: Sequence[Any]) -> dict[str, Any]:
     ids = [int(t) for t in prefill.feeds[gen.input_ids_name][0]]
     encoder = TextEncoder(target.root / target.manifest.preprocessing.get("tokenizer_file", "tokenizer.json"))
     room = max(1, gen.max_context_tokens - len(ids) - 1)
+    if new_tokens is not None and new_tokens > room:
+        raise UsageError(
+            f"{target.label}: a {len(ids)}-token prompt leaves room for {room} new tokens in its "
+            f"{gen.max_context_tokens}-token context, not {new_tokens}",
+            hint=f"use --new-tokens {room} or fewer, or a shorter --prompt-tokens",
+            param="new_tokens",
+        )
     return {
         "package_dir": str(target.root),
         "prompt": encoder.decode(ids, skip_special_tokens=False),
-        "max_tokens": min(room, GENERATE_NEW_TOKENS),
+        "max_tokens": new_tokens if new_tokens is not None else min(room, GENERATE_NEW_TOKENS),
         "repeats": 3,
     }
 

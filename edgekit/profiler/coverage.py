@@ -31,7 +31,14 @@ from typing import Any
 from edgekit.devices import DeviceProfile
 from edgekit.registry import Registry
 
-__all__ = ["COVERAGE_RULES", "DeviceCoverage", "ProviderCoverage", "ProviderRule", "device_coverage"]
+__all__ = [
+    "COVERAGE_RULES",
+    "DeviceCoverage",
+    "ProviderCoverage",
+    "ProviderRule",
+    "device_coverage",
+    "node_key",
+]
 
 _QUANT_OPS = {
     "QuantizeLinear",
@@ -259,6 +266,9 @@ class ProviderCoverage:
     constraints: tuple[str, ...] = ()
     source: str = ""
     caveats: tuple[str, ...] = ()
+    # Names of the nodes this provider would take (the report's per-node table); not in to_dict: it is
+    # as long as the graph.
+    taken_nodes: frozenset[str] = frozenset()
 
     @property
     def share(self) -> float | None:
@@ -298,6 +308,18 @@ class DeviceCoverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "providers": [p.to_dict() for p in self.providers]}
+
+    def provider_for(self, node: str) -> str | None:
+        """The provider ONNX Runtime would give ``node`` (the first in order that takes it); None: unknown.
+
+        None when a provider before the taker has no known op list: it might claim the node first.
+        """
+        for p in self.providers:
+            if not p.known:
+                return None
+            if p.provider == "CPUExecutionProvider" or node in p.taken_nodes:
+                return p.provider
+        return None
 
 
 # ------------------------------------------------------------------------------------------- rules
@@ -522,6 +544,11 @@ def _dynamic_values(model: Any, live_nodes: Sequence[Any], dynamic_inputs: set[s
     return dynamic
 
 
+def node_key(node: Any) -> str:
+    """A node's name, or its first output's when the graph left it unnamed (names are optional in ONNX)."""
+    return node.name or (node.output[0] if node.output else "")
+
+
 def device_coverage(
     profile: DeviceProfile,
     model: Any,
@@ -560,6 +587,7 @@ def device_coverage(
                     suitability="yes",
                     constraints=entry.constraints,
                     source="the CPU provider has every kernel",
+                    taken_nodes=frozenset(node_key(n) for n in live),
                 )
             )
             continue
@@ -607,6 +635,7 @@ def device_coverage(
                 constraints=entry.constraints,
                 source=rule.source,
                 caveats=tuple(checker.get_caveats()[:8]),
+                taken_nodes=frozenset(node_key(n) for group in info.supported_groups for n in group),
             )
         )
     return DeviceCoverage(device=profile.name, providers=tuple(out))

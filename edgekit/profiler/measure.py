@@ -40,7 +40,16 @@ from typing import Any
 from edgekit.errors import RuntimeBackendError
 from edgekit.ort_policy import disabled_optimizers
 
-__all__ = ["LatencyStats", "Measurement", "PhaseMeasurement", "latency_stats", "measure", "run_job"]
+__all__ = [
+    "HostConditions",
+    "LatencyStats",
+    "Measurement",
+    "PhaseMeasurement",
+    "host_conditions",
+    "latency_stats",
+    "measure",
+    "run_job",
+]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -118,7 +127,7 @@ class PhaseMeasurement:
 class Measurement:
     threads: int
     providers: tuple[str, ...]
-    load_ms: float
+    load_ms: float  # first session creation in a fresh process (cold runtime; the file may be in page cache)
     first_inference_ms: float
     phases: tuple[PhaseMeasurement, ...]
     baseline_rss_mb: float | None
@@ -129,6 +138,7 @@ class Measurement:
     generation: Mapping[str, Any] | None = None
     calibration_samples_ms: Mapping[str, Sequence[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    warm_load_ms: float | None = None  # a second session of the same model in the same process
 
     def phase(self, name: str) -> PhaseMeasurement:
         for p in self.phases:
@@ -141,6 +151,7 @@ class Measurement:
             "threads": self.threads,
             "providers": list(self.providers),
             "load_ms": self.load_ms,
+            "warm_load_ms": self.warm_load_ms,
             "first_inference_ms": self.first_inference_ms,
             "baseline_rss_mb": self.baseline_rss_mb,
             "runtime_overhead_mb": self.runtime_overhead_mb,
@@ -151,6 +162,80 @@ class Measurement:
             "generation": dict(self.generation) if self.generation else None,
             "seconds": self.seconds,
         }
+
+
+# ------------------------------------------------------------------------------------ host conditions
+
+
+def _load_average() -> tuple[float, float, float] | None:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except (AttributeError, OSError):  # Windows has no load average
+        return None
+    return (round(one, 2), round(five, 2), round(fifteen, 2))
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostConditions:
+    """What the host was doing while it was measured: a busy host makes every timing noisy.
+
+    The load average counts runnable tasks system-wide, so it is compared with the logical CPUs of the
+    whole machine (``os.cpu_count()``), not with the threads the profile used.
+    """
+
+    cpu_model: str
+    logical_cores: int
+    started_at: str
+    load_average_start: tuple[float, float, float] | None
+    finished_at: str | None = None
+    load_average_end: tuple[float, float, float] | None = None
+
+    @property
+    def max_load_1m(self) -> float | None:
+        loads = [la[0] for la in (self.load_average_start, self.load_average_end) if la is not None]
+        return max(loads) if loads else None
+
+    @property
+    def busy(self) -> bool:
+        peak = self.max_load_1m
+        return peak is not None and peak > self.logical_cores
+
+    def finish(self) -> HostConditions:
+        from dataclasses import replace
+
+        return replace(self, finished_at=_now(), load_average_end=_load_average())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpu_model": self.cpu_model,
+            "logical_cores": self.logical_cores,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "load_average_start": list(self.load_average_start) if self.load_average_start else None,
+            "load_average_end": list(self.load_average_end) if self.load_average_end else None,
+            "max_load_1m": self.max_load_1m,
+            "busy": self.busy,
+        }
+
+
+def host_conditions(cpu_model: str | None = None) -> HostConditions:
+    """The host's CPU, the time (UTC) and the load average now; ``.finish()`` adds them at the end."""
+    if cpu_model is None:
+        from edgekit.devices.host import detect_cpu
+
+        cpu_model = detect_cpu().model
+    return HostConditions(
+        cpu_model=cpu_model,
+        logical_cores=os.cpu_count() or 1,
+        started_at=_now(),
+        load_average_start=_load_average(),
+    )
 
 
 # ------------------------------------------------------------------------------------------ parent side
@@ -230,6 +315,7 @@ def measurement_from_dict(d: Mapping[str, Any]) -> Measurement:
         threads=d["threads"],
         providers=tuple(d["providers"]),
         load_ms=d["load_ms"],
+        warm_load_ms=d.get("warm_load_ms"),
         first_inference_ms=d["first_inference_ms"],
         phases=phases,
         baseline_rss_mb=d.get("baseline_rss_mb"),
@@ -417,7 +503,12 @@ def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
             session.run(None, feeds[p["name"]])
     after_runs = _status()
     providers = session.get_providers()
-    del session, tiny
+    del session
+    # After the memory figures: what an app pays to re-create a session (runtime initialised, file cached).
+    tick = time.perf_counter()
+    again = _model_session(ort, job, _session_options(ort, threads))
+    warm_load_ms = (time.perf_counter() - tick) * 1e3
+    del again, tiny
     # After the memory figures: the runtime's own sessions would blur them. Not in the timing process, whose
     # shared thread pool the runtime's per-session pools cannot join.
     generation = _generation(job, threads) if job.get("generation") else None
@@ -429,6 +520,7 @@ def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "generation": generation,
         "providers": providers,
         "load_ms": load_ms,
+        "warm_load_ms": warm_load_ms,
         "first_inference_ms": first_ms,
         "baseline_rss_mb": base.get("VmRSS"),
         "runtime_overhead_mb": above(after_tiny.get("VmRSS")),

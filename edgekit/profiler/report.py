@@ -17,7 +17,7 @@ from typing import Any
 
 from edgekit.report import clean, dumps, make_report
 
-__all__ = ["BudgetFailure", "DeviceResult", "ProfileReport", "VariantResult", "render_table"]
+__all__ = ["BudgetFailure", "DeviceResult", "ProfileReport", "VariantResult", "busy_message", "render_table"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "profile_report.schema.json"
 
@@ -100,6 +100,8 @@ class VariantResult:
     measurement: Mapping[str, Any]
     host_efficiency: Mapping[str, Any]
     devices: Sequence[DeviceResult]
+    package: Mapping[str, Any] | None = None  # sizes, size vs fp32, the manifest's accuracy drop
+    nodes: Sequence[Mapping[str, Any]] = ()  # the top nodes by measured time, with each device's provider
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,8 @@ class VariantResult:
             "measurement": dict(self.measurement),
             "host_efficiency": dict(self.host_efficiency),
             "devices": [d.to_dict() for d in self.devices],
+            "package": dict(self.package) if self.package is not None else None,
+            "nodes": [dict(n) for n in self.nodes],
         }
 
 
@@ -124,6 +128,7 @@ class ProfileReport:
     budget_failures: Sequence[BudgetFailure] = ()
     memory_calibration: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    host: Mapping[str, Any] = field(default_factory=dict)  # HostConditions.to_dict(): CPU, date, load
 
     def result_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +137,7 @@ class ProfileReport:
             "budget_failures": [b.to_dict() for b in self.budget_failures],
             "memory_calibration": dict(self.memory_calibration),
             "seconds": self.seconds,
+            "host": dict(self.host),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +226,17 @@ def _memory_cell(device: Mapping[str, Any]) -> str:
     return f"est {_fmt(est)} / {device['app_memory_budget_mb']:,.0f}"
 
 
+def busy_message(host: Mapping[str, Any]) -> str | None:
+    """The warning a busy host deserves (1-min load average above its logical CPUs), or None."""
+    if not host.get("busy"):
+        return None
+    return (
+        f"busy host: the 1-min load average reached {host['max_load_1m']:.1f} on {host['logical_cores']} "
+        "logical CPUs while measuring, so the host timings are noisy (and the estimates calibrated on them); "
+        "re-run on an idle machine for figures to rely on"
+    )
+
+
 def render_table(report: Mapping[str, Any]) -> str:
     """Variants x devices: latency (ms, p50 measured on host, estimated elsewhere), memory, fits, coverage."""
     result = report["result"]
@@ -274,4 +291,7 @@ def render_table(report: Mapping[str, Any]) -> str:
         notes.append(f"* {device}: the estimate inherits unverified profile figures: {', '.join(fields)}")
     for failure in result.get("budget_failures", []):
         notes.append(f"BUDGET EXCEEDED: {failure['message']}")
+    busy = busy_message(result.get("host") or {})
+    if busy:
+        notes.append(f"NOTE: {busy}")
     return "\n".join(out + [""] + notes)
