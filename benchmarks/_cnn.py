@@ -225,7 +225,13 @@ def quantize_qdq(src: Path, dst: Path, *, seed: int = 0) -> Path:
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # fold the exporter's BatchNorm-into-bias subgraphs first: QDQ Conv fusion needs constant biases, else ORT
+    # keeps most convolutions in fp32 between DequantizeLinear / QuantizeLinear
+    pre = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    src = pre
     model = onnx.load(str(src), load_external_data=False)
     inp = model.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]

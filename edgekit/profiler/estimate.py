@@ -226,10 +226,16 @@ def _table_rates(
         e32, e8 = eff(w)
         # ONNX Runtime's CPU provider runs fp16 graphs' heavy ops in fp32 (casts around them): the fp32 rate
         work[w] = {"fp32": peak["fp32"] * e32, "fp16": peak["fp32"] * e32, "int8": peak["int8"] * e8}
+    band = validation.error_band(profile.name, isa)
+    # the per-device adaptation: every rate divided, every overhead multiplied, so the latency scales by it
+    factor = band.device_factor
+    work = {w: {p: r / factor for p, r in rates.items()} for w, rates in work.items()}
     fast = _fastest_cluster(profile)
-    per_ghz = (model.in_order_factor if fast.core_type.split(" ")[0] in _IN_ORDER_CORES else 1.0) / fast.max_ghz
+    per_ghz = (
+        factor * (model.in_order_factor if fast.core_type.split(" ")[0] in _IN_ORDER_CORES else 1.0) / fast.max_ghz
+    )
     node_us = model.node_overhead_us_ghz * per_ghz
-    bandwidth = profile.memory_bandwidth_gbps * model.bandwidth_efficiency
+    bandwidth = profile.memory_bandwidth_gbps * model.bandwidth_efficiency / factor
     return DeviceRates(
         device=profile.name,
         threads=threads,
@@ -256,9 +262,10 @@ def _table_rates(
             f"kernel efficiencies of the {isa} class, fitted on published measurements (benchmarks/devices.py)",
             f"threads on the fastest cores first, each beyond the first at {model.thread_efficiency:.0%} of a core",
             f"streaming kernels at {model.bandwidth_efficiency:.0%} of the DRAM bandwidth",
+            f"per-device factor x{factor:.2f} from its published rows" if factor != 1.0 else "no per-device factor",
             "CPU execution provider: accelerators are shown as coverage, not timed",
         ),
-        error_band=validation.error_band(profile.name, isa),
+        error_band=band,
     )
 
 

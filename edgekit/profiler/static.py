@@ -84,6 +84,8 @@ class NodeCost:
     # kernels than dense ones (no GEMM, far less reuse per loaded byte), so the estimator tells them apart.
     groups: int = 1
     channels_per_group: int = 0  # C/group, from the weight's shape (0 when unknown)
+    kernel_elems: int = 0  # kh x kw of a convolution (0 when unknown): 3x3 stride-1 ones may run as Winograd
+    unit_stride: bool = True
 
     @property
     def reduction(self) -> float:
@@ -384,7 +386,13 @@ def _mha(v: NodeView) -> Cost:
 
 
 def _pool(v: NodeView) -> Cost:
-    kernel = v.attrs.get("kernel_shape") or ()
+    kernel = list(v.attrs.get("kernel_shape") or ())
+    x = _shape(v.inp(0))
+    if x is not None and len(x) >= 2 + len(kernel):
+        # a window larger than the (padded) input reads only the input: transformers' EfficientNet pools 7x7 with
+        # a 1280-wide kernel (ceil_mode), which would otherwise count 1280^2 reads per output
+        pads = list(v.attrs.get("pads") or [0] * 2 * len(kernel))
+        kernel = [min(k, x[2 + i] + pads[i] + pads[i + len(kernel)]) for i, k in enumerate(kernel)]
     return {v.float_precision(): v.out_numel() * max(1, math.prod(kernel))}, 0
 
 
@@ -575,6 +583,12 @@ _GEMM_KINDS = ("gemm", "attention", "attention_core")
 # A dense convolution with fewer multiply-adds per output than this (a stem's 3x3x3 = 27) cannot fill MLAS's
 # GEMM tiles: it runs well below the dense rate.
 SMALL_REDUCTION = 64
+
+
+def _kernel_elems(op_type: str, ins: Sequence[Tensor | None]) -> int:
+    index = 3 if op_type == "QLinearConv" else 1
+    w = ins[index] if len(ins) > index else None
+    return math.prod(w.shape[2:]) if w is not None and w.shape is not None and len(w.shape) > 2 else 0
 
 
 def _channels_per_group(op_type: str, ins: Sequence[Tensor | None]) -> int:
@@ -977,6 +991,8 @@ def analyze_model(
                 output_elements=outs[0].numel if outs and outs[0].shape is not None else 0,
                 groups=int(view.attrs.get("group", 1) or 1) if entry.kind == "conv" else 1,
                 channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == "conv" else 0,
+                kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == "conv" else 0,
+                unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
             )
         )
 

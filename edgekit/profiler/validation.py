@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["BANDS_FILE", "PUBLISHED_FILE", "ErrorBand", "error_band", "published_rows", "scored"]
+__all__ = ["BANDS_FILE", "PUBLISHED_FILE", "ErrorBand", "device_factor", "error_band", "published_rows", "scored"]
 
 VALIDATION_DIR = Path(__file__).resolve().parents[1] / "devices" / "validation"
 PUBLISHED_FILE = VALIDATION_DIR / "published.csv"
@@ -40,6 +40,7 @@ class ErrorBand:
     class_rows: int  # held-out published rows of the ISA class
     device_rows: int  # of those, rows measured on this very device
     within_25_pct: float | None = None  # share of the class's held-out rows within +-25 %
+    device_factor: float = 1.0  # published / estimate on this device's own rows (1.0: none, table alone)
     basis: str = ""
 
     @property
@@ -61,14 +62,16 @@ class ErrorBand:
             "class_rows": self.class_rows,
             "device_rows": self.device_rows,
             "within_25_pct": self.within_25_pct,
+            "device_factor": self.device_factor,
             "label": self.label(),
             "basis": self.basis,
         }
 
 
 def scored(row: dict[str, str]) -> bool:
-    """Rows the estimator claims to model: CPU rows with a thread count (NPU/GPU rows are another runtime)."""
-    return row.get("compute_unit") == "CPU" and bool(row.get("threads"))
+    """Rows the estimator claims to model: CPU rows of fp32 or int8 models. NPU/GPU rows are another runtime;
+    16-bit-activation QDQ graphs (AI Hub's w8a16) run ops ONNX Runtime's CPU kernels emulate, not modelled."""
+    return row.get("compute_unit") == "CPU" and "w8a16" not in row.get("precision", "")
 
 
 @lru_cache(maxsize=4)
@@ -86,16 +89,28 @@ def _bands(path: Path = BANDS_FILE) -> dict[str, Any]:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
+def device_factor(device: str) -> float:
+    """The per-device adaptation fitted on the device's own published rows (1.0 for a device without)."""
+    return float(_bands().get("device_factor", {}).get(device, 1.0))
+
+
 def error_band(device: str, isa: str) -> ErrorBand:
-    """The held-out error band of ``isa``'s class, with the rows it rests on (``not validated`` without)."""
+    """The held-out error band of ``isa``'s class, with the rows it rests on (``not validated`` without).
+
+    A device with published rows of its own is estimated with its per-device factor and gets the class's
+    adapted band; one without gets the band of the kernel table alone (``band_pct_unadapted``).
+    """
     band = _bands().get("class", {}).get(isa, {})
     own = Counter(r["device"] for r in published_rows() if scored(r))[device]
     rows = int(band.get("rows", 0))
+    key = "band_pct" if own else "band_pct_unadapted"
+    pct = band.get(key, band.get("band_pct"))
     return ErrorBand(
         isa_class=isa,
-        band_pct=float(band["band_pct"]) if rows and "band_pct" in band else None,
+        band_pct=float(pct) if rows and pct is not None else None,
         class_rows=rows,
         device_rows=own if rows else 0,
         within_25_pct=float(band["within_25_pct"]) if rows and "within_25_pct" in band else None,
+        device_factor=device_factor(device) if own else 1.0,
         basis=str(_bands().get("basis", "")),
     )
