@@ -66,11 +66,12 @@ class Row:
         from edgekit.profiler.calibration import is_parallel
 
         self.row = row
+        self.analysis = analysis
         self.published = float(row["latency_ms"])
         self.profile = get_device(row["device"])
         self.threads = int(row["threads"]) if row["threads"] else self.profile.default_threads
         self.isa = kernels.isa_class(self.profile.isa_features)
-        nodes = [n for n in analysis.nodes if n.kind != "view"]
+        nodes = list(analysis.nodes)  # view nodes (Reshape, Flatten) move no bytes but still cost a dispatch
         self.work = np.array([kernels.WORK_KINDS.index(kernels.work_kind(n)) for n in nodes])
         self.f32 = np.array([sum(v for k, v in n.flops.items() if k != "int8") for n in nodes], float)
         # ncnn runs dense 3x3 stride-1 convolutions with Winograd (fewer multiplies than the direct count);
@@ -140,6 +141,27 @@ def device_factors(rows: list[Row], ratios: list[float]) -> dict[str, float]:
     for r, ratio in zip(rows, ratios, strict=True):
         logs[_adapt_key(r)].append(-math.log(ratio))
     return {d: math.exp(sum(v) / (len(v) + SHRINK)) for d, v in sorted(logs.items())}
+
+
+def product_check(rows: list[Row], scale: dict, glob: dict, factors: dict, priors: dict) -> float | None:
+    """The product's own device estimate (``device_rates`` + ``estimate_latency``, the figures in kernels.py and
+    bands.toml) against this script's, on the rows it models without runtime-specific terms (ONNX Runtime rows
+    at the profile's default threads): the largest relative difference, printed. Near 0 after --write-bands and
+    pasting the fitted figures into kernels.py; otherwise the product is not what was validated."""
+    from edgekit.profiler.estimate import device_rates, estimate_latency
+
+    diffs = []
+    for r in rows:
+        if not r.row["runtime"].startswith("onnxruntime") or r.threads != r.profile.default_threads:
+            continue
+        mine = r.estimate_ms(scale, glob, priors) * factors.get(_adapt_key(r), 1.0)
+        product = estimate_latency("forward", r.analysis, device_rates(r.profile, None, None)).latency_ms
+        diffs.append(abs(product / mine - 1))
+    worst = max(diffs) if diffs else None
+    print(
+        f"product estimate vs this fit on {len(diffs)} ONNX Runtime rows: max difference {worst:.1%}" if diffs else ""
+    )
+    return worst
 
 
 def _works() -> tuple[str, ...]:
@@ -265,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     adapted_list = [adapted[i] for i in range(len(rows))]
     report = _report(rows, fitted, held_list, adapted_list, scale_all, glob_all, args.rows)
     report["device_factors"] = factors_all
+    report["product_check"] = product_check(rows, scale_all, glob_all, factors_all, priors)
     print("per-device factors (all rows):", {k: round(v, 3) for k, v in factors_all.items()})
     if args.write_bands:
         _write_bands(rows, held_list, adapted_list, factors_all)

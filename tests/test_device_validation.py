@@ -78,10 +78,10 @@ MOBILE_BLOCK = (
 
 def test_per_device_factor_scales_the_whole_estimate() -> None:
     """A device with published rows is estimated with its factor: the latency scales by exactly it."""
-    pi4 = get_device("raspberry-pi-4")
-    rates = device_rates(pi4, None, None)
+    phone = get_device("lowend-a53-phone")
+    rates = device_rates(phone, None, None)
     factor = rates.error_band.device_factor
-    assert factor == validation.device_factor("raspberry-pi-4") and factor != 1.0
+    assert factor == validation.device_factor("lowend-a53-phone") and abs(factor - 1.0) > 0.01
     unadapted = dataclasses.replace(
         rates,
         work_gflops={w: {p: r * factor for p, r in v.items()} for w, v in rates.work_gflops.items()},
