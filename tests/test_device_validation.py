@@ -202,3 +202,47 @@ def test_band_label_for_a_table_without_rows(tmp_path: Path) -> None:
     assert validation.published_rows(empty) == ()
     band = dataclasses.replace(validation.error_band("pixel-8", "arm-i8mm"))
     assert band.label() == "not validated (no published arm-i8mm rows)"
+
+
+def test_host_estimate_without_calibration_is_a_clear_error() -> None:
+    from edgekit.errors import CalibrationError
+
+    with pytest.raises(CalibrationError) as info:
+        device_rates(get_device("host"), None, None)
+    assert info.value.code == "calibration_mismatch" and "calibration" in info.value.message
+
+
+def test_calibration_has_a_depthwise_case_and_the_host_uses_its_rate(tmp_path: Path) -> None:
+    from edgekit.profiler import calibration
+
+    cases = {c.name: c for c in calibration.build_suite(tmp_path)}
+    convs = [n for n in cases["conv_depthwise"].analysis.nodes if n.kind == "conv"]
+    assert len(convs) == 3 and all(n.conv_class == "depthwise" for n in convs)
+    host = dataclasses.replace(_host(1.0), depthwise_gflops=2.0)
+    rates = device_rates(get_device("host"), host, get_device("host"))
+    assert rates.work_gflops == {"conv_depthwise": {"fp32": 2.0, "fp16": 2.0, "int8": 2.0}}
+    dw = MOBILE_BLOCK[1]
+    slow = estimate_latency("forward", _analysis((dw,)), rates).compute_ms
+    fast = estimate_latency("forward", _analysis((dw,)), dataclasses.replace(rates, work_gflops={})).compute_ms
+    assert slow == pytest.approx(dw.total_flops / 2.0e9 * 1e3)
+    assert slow > fast  # the dense-conv curve at r = 9 would have made it faster
+
+
+def test_pool_window_larger_than_its_input_counts_only_the_input(tmp_path: Path) -> None:
+    """transformers' EfficientNet pools a 7x7 map with a 1280-wide ceil_mode kernel: 49 reads per output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.profiler.static import analyze
+
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[1280, 1280], ceil_mode=1)
+    graph = helper.make_graph(
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+    )
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    (pool,) = analyze(path, probe=False).nodes
+    assert pool.total_flops == 8 * 49

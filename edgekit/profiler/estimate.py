@@ -1,4 +1,4 @@
-"""Estimating latency and memory on a device profile: a roofline per node, calibrated on this host.
+"""Estimating latency and memory on a device profile: a roofline per node (host: calibrated; others: fitted).
 
 Per node, with the rates of the device (below)::
 
@@ -6,15 +6,17 @@ Per node, with the rates of the device (below)::
     latency = run_overhead + sum(t_node over the graph ONNX Runtime runs)
 
 On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
-estimate is a prediction that the measurement beside it checks. On another device the rates are the
-profile's figures scaled by what the host showed:
+estimate is a prediction that the measurement beside it checks. On any other device the rates come from its
+profile and :mod:`.kernels` alone, never from the host (whose load would otherwise move them):
 
-- compute: the peak of the cores the profile's ``default_threads`` run on, times
-  ``ASSUMED_GEMM_EFFICIENCY`` (the share of a theoretical peak MLAS's large GEMMs reach), times the host's
-  efficiency of this kind of work relative to its own fp32 GEMM;
-- bandwidth: the profile's DRAM bandwidth times ``ASSUMED_BANDWIDTH_EFFICIENCY`` for weights that do not fit
-  in ``ASSUMED_CACHE_BYTES``, and that times the host's cache-to-DRAM bandwidth ratio for activations;
-- dispatch overheads: the host's, scaled by clock, and doubled on in-order cores.
+- compute: per kind of work (dense / small-channel / grouped / depthwise convolution, GEMM, vector; fp32 and
+  int8), the peak of the cores the profile's ``default_threads`` take, fastest first (big.LITTLE), each
+  thread beyond the first at ``DEVICE_MODEL.thread_efficiency`` of a core, times the share of that peak the
+  ISA class's kernels reach (``KERNEL_EFFICIENCY``);
+- bandwidth: the profile's DRAM bandwidth times ``DEVICE_MODEL.bandwidth_efficiency``;
+- dispatch: a fitted cost per node at 1 GHz, divided by the fastest core's clock (x2 on in-order cores);
+- a per-device factor where the device has published rows, and the class's held-out error band
+  (:mod:`.validation`), carried by every estimate.
 
 Memory = runtime overhead + weights x resident bytes per weight byte (by kind of weight, calibrated) + the
 peak activation memory. A device "fits" when that is within its ``app_memory_budget_mb``. A profile field
@@ -29,13 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.devices import DeviceKind, DeviceProfile
+from edgekit.errors import CalibrationError
 from edgekit.profiler import kernels, validation
 from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_parallel
 from edgekit.profiler.static import NodeCost, StaticAnalysis
 
 __all__ = [
-    "ASSUMED_BANDWIDTH_EFFICIENCY",
-    "ASSUMED_GEMM_EFFICIENCY",
     "DeviceRates",
     "PhaseEstimate",
     "device_rates",
@@ -43,15 +44,8 @@ __all__ = [
     "estimate_memory_mb",
 ]
 
-# Assumptions for profiles whose peaks are theoretical (every bundled device). MLAS's SGEMM and its
-# SDOT/VNNI int8 kernels reach roughly this share of the FMA-pipe peak on large products (vendor and
-# community benchmarks put big Arm cores at 70-85%); streaming kernels reach about this share of DRAM
-# bandwidth (STREAM-style results on phones and SBCs: 50-70%).
-ASSUMED_GEMM_EFFICIENCY = 0.7
-ASSUMED_BANDWIDTH_EFFICIENCY = 0.6
 ASSUMED_CACHE_BYTES = 4 << 20
 _IN_ORDER_CORES = ("Cortex-A53", "Cortex-A55", "Cortex-A510", "Cortex-A520", "Cortex-A35", "Cortex-A7")
-_IN_ORDER_FACTOR = 2.0  # dispatch code is branchy: in-order cores take about twice the time per clock
 
 # The profile fields an estimate rests on, so a doubt about any of them carries over.
 ESTIMATE_FIELDS = (
@@ -140,30 +134,25 @@ class PhaseEstimate:
         }
 
 
-def _used_peak(profile: DeviceProfile, precision: str, threads: int) -> float:
-    """Peak of the ``threads`` fastest cores: the intra-op pool runs on those, not on all cores."""
-    per_core = sorted(((c.peak_gops(precision) / c.cores, c.cores) for c in profile.cpu_clusters), key=lambda x: -x[0])
-    left, total = threads, 0.0
-    for rate, cores in per_core:
-        take = min(left, cores)
-        total += take * rate
-        left -= take
-        if left <= 0:
-            break
-    return total
-
-
 def _fastest_cluster(profile: DeviceProfile) -> Any:
     return max(profile.cpu_clusters, key=lambda c: (c.max_ghz * c.fp32_flops_per_cycle, c.max_ghz))
 
 
-def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: DeviceProfile) -> DeviceRates:
-    """The roofline's rates for ``profile``: measured ones on the host, scaled ones elsewhere."""
+def device_rates(
+    profile: DeviceProfile, host: HostEfficiency | None, host_profile: DeviceProfile | None
+) -> DeviceRates:
+    """The roofline's rates for ``profile``: measured ones on the host; elsewhere the profile's and the kernel
+    table's, ``host`` and ``host_profile`` unused (they may be None)."""
     if profile.kind != DeviceKind.HOST:
         # Another device: its profile and the fitted kernel table only, so the host's load cannot move it.
         return _table_rates(profile)
-    fp16_over_fp32 = host_profile.peak_fp16_gflops / host_profile.peak_fp32_gflops
     # the host: the calibration suite's live rates
+    if host is None or host_profile is None:
+        raise CalibrationError(
+            "the host's estimate needs the calibration measured beside it",
+            hint="profile with devices=['host'] through edgekit.profile, which runs the calibration suite",
+        )
+    fp16_over_fp32 = host_profile.peak_fp16_gflops / host_profile.peak_fp32_gflops
     g32 = host.gemm_gflops["fp32"]
     c32 = host.conv_peak_gflops or host.conv_gflops["fp32"]
     a32 = host.attention_gflops or g32
@@ -207,7 +196,7 @@ def _scaled_peak(profile: DeviceProfile, precision: str, threads: int, thread_ef
 
 
 def _table_rates(
-    profile: DeviceProfile, *, threads: int | None = None, model: kernels.DeviceModel | None = None, table: Any = None
+    profile: DeviceProfile, *, threads: int | None = None, model: kernels.DeviceModel | None = None
 ) -> DeviceRates:
     """A device's rates from its profile and the kernel-efficiency table alone (never from the host)."""
     model = model or kernels.DEVICE_MODEL
@@ -215,15 +204,10 @@ def _table_rates(
     isa = kernels.isa_class(profile.isa_features)
     peak = {p: _scaled_peak(profile, p, threads, model.thread_efficiency) for p in ("fp32", "int8")}
 
-    def eff(work: str) -> tuple[float, float]:
-        if table is not None:
-            return table[f"{isa}:{work}"]
-        e = kernels.efficiency(isa, work)
-        return e.fp32, e.int8
-
     work = {}
     for w in kernels.WORK_KINDS:
-        e32, e8 = eff(w)
+        e = kernels.efficiency(isa, w)
+        e32, e8 = e.fp32, e.int8
         # ONNX Runtime's CPU provider runs fp16 graphs' heavy ops in fp32 (casts around them): the fp32 rate
         work[w] = {"fp32": peak["fp32"] * e32, "fp16": peak["fp32"] * e32, "int8": peak["int8"] * e8}
     band = validation.error_band(profile.name, isa)
