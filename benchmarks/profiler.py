@@ -57,6 +57,10 @@ LIGHT_MODELS = [
     "vgg19",
 ]
 QUICK_LIGHT = ["squeezenet", "shufflenet", "resnet50"]
+# CNNs built in code (benchmarks/_cnn.py, random weights): depthwise (MobileNet-v2, EfficientNet-B0), grouped
+# and channel-split (ShuffleNet v2) and plain (ResNet-18) convolutions, the kinds issue 13 found misestimated.
+CNN_MODELS = {"mobilenet_v2": 30, "efficientnet_b0": 20, "resnet18": 20, "shufflenet_v2_x1_0": 40}
+QUICK_CNN = ["mobilenet_v2", "shufflenet_v2_x1_0"]
 # Runs per model: big CNNs take 0.5-3 s per run on this host; their medians settle with fewer runs.
 RUNS_SLOW = {
     "resnet50": 15,
@@ -294,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             (f"light_{name}", _light_dir() / f"light_{name}.onnx", max(5, slow // 2) if args.quick else slow)
         )
 
+    from benchmarks._cnn import export_cnn
+
+    for name in QUICK_CNN if args.quick else CNN_MODELS:
+        n = CNN_MODELS[name]
+        targets.append((f"cnn_{name}", export_cnn(name, work / "cnn"), max(5, n // 2) if args.quick else n))
+
     rows: list[dict[str, Any]] = []
     for label, path, n in targets:
         print(f"profiling {label} ({n} runs) ...", file=sys.stderr)
@@ -325,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     three_s = time.perf_counter() - tick
 
     lat_ok = sum(abs(r["latency_error"]) <= TOLERANCE for r in rows)
+    lat_10 = sum(abs(r["latency_error"]) <= 0.10 for r in rows)  # issue 13's target: +-10 % for >= 80 %
     mem_rows = {r["pair"].split(" ")[0]: r for r in rows}  # one memory figure per model (phases share it)
     mem_ok = sum(abs(r["memory_error"]) <= TOLERANCE for r in mem_rows.values())
     table = markdown_table(
@@ -368,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         f"latency within +-25% of the measured median: {lat_ok}/{len(rows)} pairs ({lat_share:.0%}); "
         f"target >= {SHARE_TARGET:.0%} of >= {MIN_PAIRS}: {'PASS' if checks['latency_within_25pct_share'][1] else 'FAIL'}"
     )
+    print(f"latency within +-10% of the measured median: {lat_10}/{len(rows)} pairs ({lat_10 / len(rows):.0%})")
     print(
         f"peak memory within +-25% of the measured rise: {mem_ok}/{len(mem_rows)} models ({mem_share:.0%}); "
         f"target >= {SHARE_TARGET:.0%}: {'PASS' if checks['memory_within_25pct_share'][1] else 'FAIL'}"

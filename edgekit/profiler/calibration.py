@@ -21,6 +21,8 @@ gemm_int8           the same, quantized dynamically (int8)       int8 GEMM rate 
 conv_fp32           a ResNet bottleneck at 28x28 (256/64 ch)     fp32 convolution rate, as a curve
 conv_wide           one 3x3 conv 256->256 at 14x14               of the reduction length (C x k x k)
 conv_tiny/gemm_tiny 4 convs 16->16 at 8x8 / 8 MatMuls 1x64x64   fixed cost per conv / GEMM call
+conv_depthwise      3 depthwise 3x3 convs, 144 ch at 56x56       depthwise rate (MobileNet/EfficientNet:
+                    (MobileNet-v2's second block)                far below the dense-conv curve at r = 9)
 weights_dram        12 MatMuls 1x1024x1024 (48 MB of weights)    DRAM bandwidth for streamed weights
 normalization       8 LayerNormalization / SkipSimplified-       rate of normalization kernels (row-
                     LayerNormalization on 64 x 128               wise, far below the vector rate)
@@ -64,7 +66,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-SUITE_VERSION = 3
+SUITE_VERSION = 4
 # A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
 # their medians describe the same machine state as the model's median (a low quantile would describe a
 # luckier host than the one the model met).
@@ -112,6 +114,9 @@ class HostEfficiency:
     # small for GEMM rates, plus rotary, masking and softmax, so it gets its own rate (and its own call cost).
     attention_gflops: float = 0.0
     normalization_gflops: float = 0.0  # LayerNorm and its fused variants, FLOPs as static analysis counts them
+    # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
+    # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.
+    depthwise_gflops: float = 0.0
     # Fixed cost per call of a convolution or GEMM kernel beyond plain dispatch (packing, layout, threading
     # setup): what makes a tiny conv cost tens of microseconds whatever its FLOPs.
     call_overhead_us: Mapping[str, float] = field(default_factory=dict)
@@ -135,6 +140,7 @@ class HostEfficiency:
             "conv_half_reduction": self.conv_half_reduction,
             "attention_gflops": self.attention_gflops,
             "normalization_gflops": self.normalization_gflops,
+            "depthwise_gflops": self.depthwise_gflops,
             "call_overhead_us": dict(self.call_overhead_us),
             "threads": self.threads,
             "suite_timings_ms": dict(self.timings_ms),
@@ -243,6 +249,25 @@ def _convs(
             conv_out = f"n{i}"
         out = "y" if i == n_layers - 1 else f"r{i}"
         nodes.append(helper.make_node("Relu", [conv_out], [out]))
+        prev = out
+    shape = [1, channels, size, size]
+    return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path)
+
+
+def _depthwise(path: Path, channels: int, size: int, n_layers: int, seed: int) -> Path:
+    """Depthwise 3x3 convolutions (group = channels) with Relu, as in MobileNet-v2's inverted residuals."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for i in range(n_layers):
+        w = (rng.standard_normal((channels, 1, 3, 3)) / 3).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(
+            helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], group=channels, name=f"dw{i}")
+        )
+        out = "y" if i == n_layers - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [out]))
         prev = out
     shape = [1, channels, size, size]
     return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path)
@@ -466,6 +491,7 @@ def build_suite(work: Path) -> list[SuiteCase]:
         "conv_fp32": (_bottleneck(work / "cal_conv_fp32.onnx", 28, 256, 64, 6), {"x": (1, 256, 28, 28)}),
         "conv_wide": (_convs(work / "cal_conv_wide.onnx", 256, 14, 1, 10), {"x": (1, 256, 14, 14)}),
         "conv_tiny": (_convs(work / "cal_conv_tiny.onnx", 16, 8, 4, 11), {"x": (1, 16, 8, 8)}),
+        "conv_depthwise": (_depthwise(work / "cal_conv_depthwise.onnx", 144, 56, 3, 16), {"x": (1, 144, 56, 56)}),
         "gemm_tiny": (_matmuls(work / "cal_gemm_tiny.onnx", 1, 64, 8, 12), {"x": (1, 64)}),
         # 48 MB of weights, one row through them: beyond the last-level cache, bound by DRAM bandwidth
         "weights_dram": (_matmuls(work / "cal_weights_dram.onnx", 1, 1024, 12, 13), {"x": (1, 1024)}),
@@ -614,6 +640,7 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
         vector_gflops=rate("vector", {"elementwise", "other", "normalization"}),
         lrn_gflops=rate("lrn", {"lrn"}),
         normalization_gflops=rate("normalization", {"normalization"}),
+        depthwise_gflops=rate("conv_depthwise", {"conv"}, "fp32") if "conv_depthwise" in t else 0.0,
         gemm_gflops={"fp32": gemm32, "int8": rate("gemm_int8", {"gemm"}, "int8")},
         conv_gflops={"fp32": rate("conv_fp32", {"conv"}, "fp32")},
         conv_peak_gflops=conv_inf,

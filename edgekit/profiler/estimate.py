@@ -1,4 +1,4 @@
-"""Estimating latency and memory on a device profile: a roofline per node, calibrated on this host.
+"""Estimating latency and memory on a device profile: a roofline per node (host: calibrated; others: fitted).
 
 Per node, with the rates of the device (below)::
 
@@ -6,15 +6,17 @@ Per node, with the rates of the device (below)::
     latency = run_overhead + sum(t_node over the graph ONNX Runtime runs)
 
 On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
-estimate is a prediction that the measurement beside it checks. On another device the rates are the
-profile's figures scaled by what the host showed:
+estimate is a prediction that the measurement beside it checks. On any other device the rates come from its
+profile and :mod:`.kernels` alone, never from the host (whose load would otherwise move them):
 
-- compute: the peak of the cores the profile's ``default_threads`` run on, times
-  ``ASSUMED_GEMM_EFFICIENCY`` (the share of a theoretical peak MLAS's large GEMMs reach), times the host's
-  efficiency of this kind of work relative to its own fp32 GEMM;
-- bandwidth: the profile's DRAM bandwidth times ``ASSUMED_BANDWIDTH_EFFICIENCY`` for weights that do not fit
-  in ``ASSUMED_CACHE_BYTES``, and that times the host's cache-to-DRAM bandwidth ratio for activations;
-- dispatch overheads: the host's, scaled by clock, and doubled on in-order cores.
+- compute: per kind of work (dense / small-channel / grouped / depthwise convolution, GEMM, vector; fp32 and
+  int8), the peak of the cores the profile's ``default_threads`` take, fastest first (big.LITTLE), each
+  thread beyond the first at ``DEVICE_MODEL.thread_efficiency`` of a core, times the share of that peak the
+  ISA class's kernels reach (``KERNEL_EFFICIENCY``);
+- bandwidth: the profile's DRAM bandwidth times ``DEVICE_MODEL.bandwidth_efficiency``;
+- dispatch: a fitted cost per node at 1 GHz, divided by the fastest core's clock (x2 on in-order cores);
+- a per-device factor where the device has published rows, and the class's held-out error band
+  (:mod:`.validation`), carried by every estimate.
 
 Memory = runtime overhead + weights x resident bytes per weight byte (by kind of weight, calibrated) + the
 peak activation memory. A device "fits" when that is within its ``app_memory_budget_mb``. A profile field
@@ -29,12 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.devices import DeviceKind, DeviceProfile
+from edgekit.errors import CalibrationError
+from edgekit.profiler import kernels, validation
 from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_parallel
 from edgekit.profiler.static import NodeCost, StaticAnalysis
 
 __all__ = [
-    "ASSUMED_BANDWIDTH_EFFICIENCY",
-    "ASSUMED_GEMM_EFFICIENCY",
     "DeviceRates",
     "PhaseEstimate",
     "device_rates",
@@ -42,15 +44,8 @@ __all__ = [
     "estimate_memory_mb",
 ]
 
-# Assumptions for profiles whose peaks are theoretical (every bundled device). MLAS's SGEMM and its
-# SDOT/VNNI int8 kernels reach roughly this share of the FMA-pipe peak on large products (vendor and
-# community benchmarks put big Arm cores at 70-85%); streaming kernels reach about this share of DRAM
-# bandwidth (STREAM-style results on phones and SBCs: 50-70%).
-ASSUMED_GEMM_EFFICIENCY = 0.7
-ASSUMED_BANDWIDTH_EFFICIENCY = 0.6
 ASSUMED_CACHE_BYTES = 4 << 20
 _IN_ORDER_CORES = ("Cortex-A53", "Cortex-A55", "Cortex-A510", "Cortex-A520", "Cortex-A35", "Cortex-A7")
-_IN_ORDER_FACTOR = 2.0  # dispatch code is branchy: in-order cores take about twice the time per clock
 
 # The profile fields an estimate rests on, so a doubt about any of them carries over.
 ESTIMATE_FIELDS = (
@@ -85,10 +80,18 @@ class DeviceRates:
     io_overhead_us: float
     basis: str
     assumptions: tuple[str, ...] = ()
+    # kind of work (kernels.WORK_KINDS) -> precision -> GFLOP/s; where a kind is listed it wins over the
+    # per-node-kind rates above (devices: every kind; host: depthwise convolutions, calibrated apart)
+    work_gflops: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    isa_class: str = ""
+    error_band: validation.ErrorBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "threads": self.threads,
+            "isa_class": self.isa_class or None,
+            "work_gflops": {k: dict(v) for k, v in self.work_gflops.items()},
+            "error_band": self.error_band.to_dict() if self.error_band else None,
             "gemm_gflops": dict(self.gemm_gflops),
             "conv_gflops": dict(self.conv_gflops),
             "vector_gflops": self.vector_gflops,
@@ -117,11 +120,13 @@ class PhaseEstimate:
     memory_ms: float  # time in nodes whose bandwidth term won
     overhead_ms: float  # dispatch and run overheads
     by_op_ms: Mapping[str, float] = field(default_factory=dict)
+    error_band: validation.ErrorBand | None = None  # from the held-out validation of the device's class
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
             "latency_ms": self.latency_ms,
+            "error_band": self.error_band.to_dict() if self.error_band else None,
             "compute_bound_ms": self.compute_ms,
             "memory_bound_ms": self.memory_ms,
             "overhead_ms": self.overhead_ms,
@@ -129,105 +134,122 @@ class PhaseEstimate:
         }
 
 
-def _used_peak(profile: DeviceProfile, precision: str, threads: int) -> float:
-    """Peak of the ``threads`` fastest cores: the intra-op pool runs on those, not on all cores."""
-    per_core = sorted(((c.peak_gops(precision) / c.cores, c.cores) for c in profile.cpu_clusters), key=lambda x: -x[0])
-    left, total = threads, 0.0
-    for rate, cores in per_core:
-        take = min(left, cores)
-        total += take * rate
-        left -= take
-        if left <= 0:
-            break
-    return total
-
-
 def _fastest_cluster(profile: DeviceProfile) -> Any:
     return max(profile.cpu_clusters, key=lambda c: (c.max_ghz * c.fp32_flops_per_cycle, c.max_ghz))
 
 
-def device_rates(profile: DeviceProfile, host: HostEfficiency, host_profile: DeviceProfile) -> DeviceRates:
-    """The roofline's rates for ``profile``: measured ones on the host, scaled ones elsewhere."""
-    fp16_over_fp32 = host_profile.peak_fp16_gflops / host_profile.peak_fp32_gflops
-    if profile.kind == DeviceKind.HOST:
-        g32 = host.gemm_gflops["fp32"]
-        c32 = host.conv_peak_gflops or host.conv_gflops["fp32"]
-        a32 = host.attention_gflops or g32
-        return DeviceRates(
-            device=profile.name,
-            threads=host.threads,
-            gemm_gflops={"fp32": g32, "fp16": g32 * fp16_over_fp32, "int8": host.gemm_gflops["int8"]},
-            conv_gflops={"fp32": c32, "fp16": c32 * fp16_over_fp32, "int8": c32 * host.gemm_gflops["int8"] / g32},
-            vector_gflops=host.vector_gflops,
-            normalization_gflops=host.normalization_gflops or host.vector_gflops,
-            lrn_gflops=host.lrn_gflops,
-            bandwidth_gbps=host.bandwidth_gbps,
-            dram_bandwidth_gbps=host.dram_bandwidth_gbps,
-            cache_bytes=host.cache_bytes,
-            conv_half_reduction=host.conv_half_reduction,
-            attention_gflops={"fp32": a32, "fp16": a32 * fp16_over_fp32},
-            call_overhead_us=dict(host.call_overhead_us),
-            node_overhead_us=host.node_overhead_us,
-            parallel_node_overhead_us=host.parallel_node_overhead_us,
-            run_overhead_ms=host.run_overhead_ms,
-            io_overhead_us=host.io_overhead_us,
-            basis="measured: the calibration suite run beside the measurement on this host",
+def device_rates(
+    profile: DeviceProfile, host: HostEfficiency | None, host_profile: DeviceProfile | None
+) -> DeviceRates:
+    """The roofline's rates for ``profile``: measured ones on the host; elsewhere the profile's and the kernel
+    table's, ``host`` and ``host_profile`` unused (they may be None)."""
+    if profile.kind != DeviceKind.HOST:
+        # Another device: its profile and the fitted kernel table only, so the host's load cannot move it.
+        return _table_rates(profile)
+    # the host: the calibration suite's live rates
+    if host is None or host_profile is None:
+        raise CalibrationError(
+            "the host's estimate needs the calibration measured beside it",
+            hint="profile with devices=['host'] through edgekit.profile, which runs the calibration suite",
         )
-    threads = profile.default_threads
-    hp = host.threads
+    fp16_over_fp32 = host_profile.peak_fp16_gflops / host_profile.peak_fp32_gflops
+    g32 = host.gemm_gflops["fp32"]
+    c32 = host.conv_peak_gflops or host.conv_gflops["fp32"]
+    a32 = host.attention_gflops or g32
+    return DeviceRates(
+        device=profile.name,
+        threads=host.threads,
+        gemm_gflops={"fp32": g32, "fp16": g32 * fp16_over_fp32, "int8": host.gemm_gflops["int8"]},
+        conv_gflops={"fp32": c32, "fp16": c32 * fp16_over_fp32, "int8": c32 * host.gemm_gflops["int8"] / g32},
+        vector_gflops=host.vector_gflops,
+        normalization_gflops=host.normalization_gflops or host.vector_gflops,
+        lrn_gflops=host.lrn_gflops,
+        bandwidth_gbps=host.bandwidth_gbps,
+        dram_bandwidth_gbps=host.dram_bandwidth_gbps,
+        cache_bytes=host.cache_bytes,
+        conv_half_reduction=host.conv_half_reduction,
+        attention_gflops={"fp32": a32, "fp16": a32 * fp16_over_fp32},
+        call_overhead_us=dict(host.call_overhead_us),
+        node_overhead_us=host.node_overhead_us,
+        parallel_node_overhead_us=host.parallel_node_overhead_us,
+        run_overhead_ms=host.run_overhead_ms,
+        io_overhead_us=host.io_overhead_us,
+        basis="measured: the calibration suite run beside the measurement on this host",
+        work_gflops=_host_work(host),
+    )
 
-    def host_eff(rate: float, precision: str) -> float:
-        return rate / max(_used_peak(host_profile, precision, hp), 1e-9)
 
-    # efficiency of each kind of work relative to the host's own fp32 GEMM
-    ref = host_eff(host.gemm_gflops["fp32"], "fp32")
-    # int8 kernels never beat fp32's share of peak: the host's u8s8 AVX2 path does (its "peak" is a measured
-    # 512^3 product), an SDOT device's int8 GEMM with dynamic quantization does not.
-    rel_g8 = min(1.0, host_eff(host.gemm_gflops["int8"], "int8") / ref)
-    rel_c32 = host_eff(host.conv_peak_gflops or host.conv_gflops["fp32"], "fp32") / ref
-    rel_vec = host_eff(host.vector_gflops, "fp32") / ref
-    rel_lrn = host_eff(host.lrn_gflops, "fp32") / ref
-    rel_norm = host_eff(host.normalization_gflops or host.vector_gflops, "fp32") / ref
-    rel_att = host_eff(host.attention_gflops or host.gemm_gflops["fp32"], "fp32") / ref
-    peak = {p: _used_peak(profile, p, threads) * ASSUMED_GEMM_EFFICIENCY for p in ("fp32", "fp16", "int8")}
-    dram = profile.memory_bandwidth_gbps * ASSUMED_BANDWIDTH_EFFICIENCY
-    fast, host_fast = _fastest_cluster(profile), _fastest_cluster(host_profile)
-    clock = host_fast.max_ghz / fast.max_ghz
-    if fast.core_type in _IN_ORDER_CORES:
-        clock *= _IN_ORDER_FACTOR
+def _host_work(host: HostEfficiency) -> dict[str, dict[str, float]]:
+    """Depthwise convolutions on the host at their own calibrated rate (the dense-conv curve overstates them)."""
+    dw = getattr(host, "depthwise_gflops", 0.0)
+    return {"conv_depthwise": {"fp32": dw, "fp16": dw, "int8": dw}} if dw > 0 else {}
+
+
+def _scaled_peak(profile: DeviceProfile, precision: str, threads: int, thread_efficiency: float) -> float:
+    """The peak of ``threads`` cores taken fastest first (ONNX Runtime's pool lands on the big cores of a
+    big.LITTLE CPU), each thread beyond the first counted at ``thread_efficiency`` of its core."""
+    per_core = sorted(
+        (c.peak_gops(precision) / c.cores for c in profile.cpu_clusters for _ in range(c.cores)), reverse=True
+    )
+    taken = per_core[: max(1, threads)]
+    return taken[0] + thread_efficiency * sum(taken[1:])
+
+
+def _table_rates(
+    profile: DeviceProfile, *, threads: int | None = None, model: kernels.DeviceModel | None = None
+) -> DeviceRates:
+    """A device's rates from its profile and the kernel-efficiency table alone (never from the host)."""
+    model = model or kernels.DEVICE_MODEL
+    threads = threads or profile.default_threads
+    isa = kernels.isa_class(profile.isa_features)
+    peak = {p: _scaled_peak(profile, p, threads, model.thread_efficiency) for p in ("fp32", "int8")}
+
+    work = {}
+    for w in kernels.WORK_KINDS:
+        e = kernels.efficiency(isa, w)
+        e32, e8 = e.fp32, e.int8
+        # ONNX Runtime's CPU provider runs fp16 graphs' heavy ops in fp32 (casts around them): the fp32 rate
+        work[w] = {"fp32": peak["fp32"] * e32, "fp16": peak["fp32"] * e32, "int8": peak["int8"] * e8}
+    band = validation.error_band(profile.name, isa)
+    # the per-device adaptation: every rate divided, every overhead multiplied, so the latency scales by it
+    factor = band.device_factor
+    work = {w: {p: r / factor for p, r in rates.items()} for w, rates in work.items()}
+    fast = _fastest_cluster(profile)
+    per_ghz = (
+        factor * (model.in_order_factor if fast.core_type.split(" ")[0] in _IN_ORDER_CORES else 1.0) / fast.max_ghz
+    )
+    node_us = model.node_overhead_us_ghz * per_ghz
+    bandwidth = profile.memory_bandwidth_gbps * model.bandwidth_efficiency / factor
     return DeviceRates(
         device=profile.name,
         threads=threads,
-        gemm_gflops={"fp32": peak["fp32"], "fp16": peak["fp16"], "int8": peak["int8"] * rel_g8},
-        conv_gflops={
-            "fp32": peak["fp32"] * rel_c32,
-            "fp16": peak["fp16"] * rel_c32,
-            "int8": peak["int8"] * rel_g8 * rel_c32,
-        },
-        vector_gflops=peak["fp32"] * rel_vec,
-        normalization_gflops=peak["fp32"] * rel_norm,
-        lrn_gflops=peak["fp32"] * rel_lrn,
-        conv_half_reduction=host.conv_half_reduction,
-        attention_gflops={"fp32": peak["fp32"] * rel_att, "fp16": peak["fp16"] * rel_att},
-        call_overhead_us={k: v * clock for k, v in host.call_overhead_us.items()},
-        # Activations mostly stay in cache, at the host's measured cache-to-DRAM bandwidth ratio; only
-        # weights that do not fit stream from DRAM. Profiles do not list cache sizes (edge SoCs have 2-12 MB
-        # of last-level cache), so one planning figure.
-        bandwidth_gbps=dram * max(1.0, host.bandwidth_gbps / host.dram_bandwidth_gbps),
-        dram_bandwidth_gbps=dram,
+        gemm_gflops={k: v for k, v in work["gemm"].items()},
+        conv_gflops={k: v for k, v in work["conv_dense"].items()},
+        vector_gflops=work["vector"]["fp32"],
+        normalization_gflops=work["vector"]["fp32"],
+        lrn_gflops=work["vector"]["fp32"],
+        conv_half_reduction=0.0,
+        attention_gflops={k: v for k, v in work["gemm"].items()},
+        call_overhead_us={},
+        bandwidth_gbps=bandwidth,
+        dram_bandwidth_gbps=bandwidth,
         cache_bytes=ASSUMED_CACHE_BYTES,
-        node_overhead_us=host.node_overhead_us * clock,
-        parallel_node_overhead_us=host.parallel_node_overhead_us * clock,
-        run_overhead_ms=host.run_overhead_ms * clock,
-        io_overhead_us=host.io_overhead_us * clock,
-        basis="derived: the profile's peaks and bandwidth, scaled by this host's measured efficiencies",
+        node_overhead_us=node_us,
+        parallel_node_overhead_us=node_us * (1.5 if threads > 1 else 1.0),
+        run_overhead_ms=model.run_overhead_us_ghz * per_ghz / 1e3,
+        io_overhead_us=node_us,
+        work_gflops=work,
+        isa_class=isa,
+        basis=f"derived: the profile's peaks and bandwidth x the kernel-efficiency table for {isa} "
+        "(edgekit/profiler/kernels.py); independent of this host",
         assumptions=(
-            f"large-GEMM efficiency {ASSUMED_GEMM_EFFICIENCY:.0%} of the theoretical CPU peak",
-            f"elementwise kernels reach {ASSUMED_BANDWIDTH_EFFICIENCY:.0%} of the DRAM bandwidth",
-            f"dispatch overheads scaled from the host by clock ({host_fast.max_ghz:.2f} -> {fast.max_ghz:.2f} GHz"
-            + (", x2 for an in-order core)" if fast.core_type in _IN_ORDER_CORES else ")"),
+            f"kernel efficiencies of the {isa} class, fitted on published measurements (benchmarks/devices.py)",
+            f"threads on the fastest cores first, each beyond the first at {model.thread_efficiency:.0%} of a core",
+            f"streaming kernels at {model.bandwidth_efficiency:.0%} of the DRAM bandwidth",
+            f"per-device factor x{factor:.2f} from its published rows" if factor != 1.0 else "no per-device factor",
             "CPU execution provider: accelerators are shown as coverage, not timed",
         ),
+        error_band=band,
     )
 
 
@@ -235,8 +257,11 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     if node.kind == "view":
         return 0.0, "overhead"
     compute = 0.0
+    work = rates.work_gflops.get(kernels.work_kind(node)) if rates.work_gflops else None
     for precision, flops in node.flops.items():
-        if node.kind in ("gemm", "attention"):
+        if work is not None and node.kind != "attention_core":
+            rate = work.get(precision, work["fp32"])
+        elif node.kind in ("gemm", "attention"):
             rate = rates.gemm_gflops.get(precision, rates.gemm_gflops["fp32"])
         elif node.kind == "attention_core":
             rate = rates.attention_gflops.get(precision, rates.attention_gflops["fp32"])
@@ -286,6 +311,7 @@ def estimate_latency(phase: str, analysis: StaticAnalysis, rates: DeviceRates) -
         memory_ms=memory * 1e3,
         overhead_ms=overhead * 1e3,
         by_op_ms=dict(by_op),
+        error_band=rates.error_band,
     )
 
 

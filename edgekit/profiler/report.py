@@ -215,7 +215,17 @@ def _latency_cell(device: Mapping[str, Any], phase: str) -> str:
     if measured:
         err = measured.get("estimate_error")
         return f"{_fmt(measured['p50_ms'])} (est {_fmt(est['latency_ms'] if est else None)}{_pct(err)})"
-    return f"est {_fmt(est['latency_ms'] if est else None)}"
+    return f"est {_fmt(est['latency_ms'] if est else None)}{_band(est)}"
+
+
+def _band(est: Mapping[str, Any] | None) -> str:
+    """`` ±25 % (12 rows)`` from the held-out validation of the device's class, `` (not validated)`` without."""
+    band = (est or {}).get("error_band")
+    if not band:
+        return ""
+    if not band.get("validated"):
+        return " (not validated)"
+    return f" ±{band['band_pct']:.0f} % ({band['class_rows']} rows)"
 
 
 def _memory_cell(device: Mapping[str, Any]) -> str:

@@ -80,11 +80,28 @@ class NodeCost:
     weight_bytes: int  # the part of bytes_read that is constant (weights read once per inference)
     shape_known: bool = True
     output_elements: int = 0  # of the first output: macs / output_elements is the reduction length
+    # Convolutions only: the ``group`` attribute. Depthwise (C/group == 1) and grouped convolutions run other
+    # kernels than dense ones (no GEMM, far less reuse per loaded byte), so the estimator tells them apart.
+    groups: int = 1
+    channels_per_group: int = 0  # C/group, from the weight's shape (0 when unknown)
+    kernel_elems: int = 0  # kh x kw of a convolution (0 when unknown): 3x3 stride-1 ones may run as Winograd
+    unit_stride: bool = True
 
     @property
     def reduction(self) -> float:
         """Multiply-adds per output element (C/group x kernel for a convolution, K for a GEMM)."""
         return self.macs / self.output_elements if self.output_elements else 0.0
+
+    @property
+    def conv_class(self) -> str:
+        """``depthwise`` / ``grouped`` / ``small`` (reduction under ``SMALL_REDUCTION``) / ``dense``; "" if not a conv."""
+        if self.kind != "conv":
+            return ""
+        if self.groups > 1 and self.channels_per_group == 1:
+            return "depthwise"
+        if self.groups > 1:
+            return "grouped"
+        return "small" if 0 < self.reduction < SMALL_REDUCTION else "dense"
 
     @property
     def total_flops(self) -> int:
@@ -369,7 +386,13 @@ def _mha(v: NodeView) -> Cost:
 
 
 def _pool(v: NodeView) -> Cost:
-    kernel = v.attrs.get("kernel_shape") or ()
+    kernel = list(v.attrs.get("kernel_shape") or ())
+    x = _shape(v.inp(0))
+    if x is not None and len(x) >= 2 + len(kernel):
+        # a window larger than the (padded) input reads only the input: transformers' EfficientNet pools 7x7 with
+        # a 1280-wide kernel (ceil_mode), which would otherwise count 1280^2 reads per output
+        pads = list(v.attrs.get("pads") or [0] * 2 * len(kernel))
+        kernel = [min(k, x[2 + i] + pads[i] + pads[i + len(kernel)]) for i, k in enumerate(kernel)]
     return {v.float_precision(): v.out_numel() * max(1, math.prod(kernel))}, 0
 
 
@@ -557,6 +580,22 @@ _register(
 
 _UNKNOWN_OP = OpCost(kind="other", cost=_elementwise(1))
 _GEMM_KINDS = ("gemm", "attention", "attention_core")
+# A dense convolution with fewer multiply-adds per output than this (a stem's 3x3x3 = 27) cannot fill MLAS's
+# GEMM tiles: it runs well below the dense rate.
+SMALL_REDUCTION = 64
+
+
+def _kernel_elems(op_type: str, ins: Sequence[Tensor | None]) -> int:
+    index = 3 if op_type == "QLinearConv" else 1
+    w = ins[index] if len(ins) > index else None
+    return math.prod(w.shape[2:]) if w is not None and w.shape is not None and len(w.shape) > 2 else 0
+
+
+def _channels_per_group(op_type: str, ins: Sequence[Tensor | None]) -> int:
+    """C/group of a convolution, read from its weight ([M, C/group, *kernel]); 0 when unknown."""
+    index = 3 if op_type == "QLinearConv" else 1
+    w = ins[index] if len(ins) > index else None
+    return int(w.shape[1]) if w is not None and w.shape is not None and len(w.shape) >= 2 else 0
 
 
 def op_cost(domain: str, op_type: str) -> OpCost:
@@ -950,6 +989,10 @@ def analyze_model(
                 weight_bytes=int(weight),
                 shape_known=known,
                 output_elements=outs[0].numel if outs and outs[0].shape is not None else 0,
+                groups=int(view.attrs.get("group", 1) or 1) if entry.kind == "conv" else 1,
+                channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == "conv" else 0,
+                kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == "conv" else 0,
+                unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
             )
         )
 
