@@ -119,27 +119,3 @@ def check_writable_file(path: str | os.PathLike[str], *, option: str) -> None:
         )
     with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".probe"):
         pass
-
-
-def check_writable_dir(path: str | os.PathLike[str], *, option: str) -> None:
-    """Refuse an output directory that could not be created, before the long work starts.
-
-    The nearest existing ancestor must be a directory we can create files in (probed, then removed).
-    """
-    import tempfile
-    from pathlib import Path
-
-    from edgekit.errors import InvalidPathError
-
-    target = Path(path).absolute()
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InvalidPathError(
-            f"{option} {target}: {ancestor} is a file, where a directory is needed",
-            hint="choose an output path whose parents are directories",
-            param=option,
-        )
-    with tempfile.NamedTemporaryFile(dir=ancestor, prefix=f".{target.name}.", suffix=".probe"):
-        pass

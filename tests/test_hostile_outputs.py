@@ -345,7 +345,8 @@ if ignore_hup:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 def hold():
-    print("READY", flush=True)
+    sys.__stdout__.write("READY\n")  # edgekit points sys.stdout elsewhere while a command runs
+    sys.__stdout__.flush()
     time.sleep(hold_s)
 
 def after(fn):

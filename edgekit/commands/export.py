@@ -72,7 +72,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from edgekit import limits
 
     limits.check("validation_samples", args.validation_samples, option="--validation-samples")
-    limits.check_writable_dir(args.output, option="-o")
+    # -o is checked by exporters (fsutil.check_output) before any conversion: one check for CLI and API.
     return {
         "recipe_options": parse_key_values(args.option, "--option"),
         "calibration": args.calibration,
