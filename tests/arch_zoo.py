@@ -24,7 +24,7 @@ if __package__:  # imported as tests.arch_zoo
 else:  # imported with tests/ on sys.path
     import toy_models as tm  # type: ignore[no-redef]
 
-ZOO_VERSION = "1"
+ZOO_VERSION = "2"
 SEED = 0
 LABELS = ("alpha", "beta", "gamma", "delta")  # 4 classes: centred logits keep 3 degrees of freedom to compare
 TEXT_MAX_LENGTH = 64
@@ -346,8 +346,31 @@ def _build_vision(out: Path, cfg: dict[str, Any]) -> None:
     config_cls = getattr(transformers, cfg.pop("config_class"))
     processor_cls = getattr(transformers, cfg.pop("processor_class"))
     processor_cls(**cfg.pop("processor")).save_pretrained(out)
+    kaiming = cfg.pop("kaiming_init", False)
     torch.manual_seed(SEED)
-    _save(AutoModelForImageClassification.from_config(config_cls(**cfg, **_labels())), out)
+    model = AutoModelForImageClassification.from_config(config_cls(**cfg, **_labels()))
+    if kaiming:
+        _kaiming_init(model)
+    _save(model, out)
+
+
+def _kaiming_init(model: Any) -> None:
+    """He-initialize every conv and linear layer, unit batch norms (fixed seed).
+
+    MobileNetV2's and EfficientNet's own init (normal, std 0.02) shrinks activations ~10x per block: after 17
+    blocks the logits are ~1e-27 or exactly 0, and every class ties, so nothing could be compared.
+    """
+    from torch import nn
+
+    torch.manual_seed(SEED)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):  # EfficientNet's init leaves gamma ~0.03: another 30x per norm
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 _CROP = {"size": {"shortest_edge": 36}, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}}
@@ -369,7 +392,7 @@ _VISION_CONFIGS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
         "MobileNetV2Config",
         "MobileNetV2ImageProcessor",
         _CROP,
-        {"image_size": IMAGE_SIZE, "depth_multiplier": 0.25, "min_depth": 8},
+        {"image_size": IMAGE_SIZE, "depth_multiplier": 0.25, "min_depth": 8, "kaiming_init": True},
     ),  # fmt: skip
     "resnet": (
         "ResNetConfig",
@@ -387,7 +410,14 @@ _VISION_CONFIGS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
         "EfficientNetConfig",
         "EfficientNetImageProcessor",
         {"size": {"height": 32, "width": 32}, "include_top": False},
-        {"image_size": IMAGE_SIZE, "width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 64},
+        # hidden_dim is the top conv's width, round_filters(1280) at width 0.25
+        {
+            "image_size": IMAGE_SIZE,
+            "width_coefficient": 0.25,
+            "depth_coefficient": 0.25,
+            "hidden_dim": 320,
+            "kaiming_init": True,
+        },
     ),  # fmt: skip
 }
 
@@ -420,11 +450,12 @@ _W2V = {
 }
 _W2V_PRE = {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True,
             "return_attention_mask": False}  # fmt: skip
-# Whisper with one-second windows: 100 log-mel frames of 16 bins, so the encoder has 50 positions.
-_WHISPER_PRE = {"feature_size": 16, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 1, "n_fft": 400}
+# Whisper's 30-second window (3000 log-mel frames, 1500 encoder positions) as in every real checkpoint: optimum
+# exports the encoder at that length. 16 mel bins instead of 80 keep it small.
+_WHISPER_PRE = {"feature_size": 16, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400}
 _WHISPER = {"d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
             "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 16,
-            "max_source_positions": 50, "max_target_positions": 16, "vocab_size": 64, "classifier_proj_size": 16,
+            "max_source_positions": 1500, "max_target_positions": 16, "vocab_size": 64, "classifier_proj_size": 16,
             "use_weighted_layer_sum": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
             "decoder_start_token_id": 1}  # fmt: skip
 _AUDIO_CONFIGS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
