@@ -10,8 +10,8 @@ package with ``runtimes.load`` and compares what the runtime returns with transf
 - quantized recipes: the export and the run complete, the manifest's accuracy report is there, and the runtime's
   output keeps a cosine with transformers fp32 above the recipe's floor (``COSINE_FLOOR``), and its top-1 wherever
   the reference's top-2 gap is wide (``MARGIN``). Random tiny weights make exact values meaningless across CPUs
-  (AVX2 and AVX-512 kernels round differently, int8 weights are pair-safe on x86 without VNNI), so the floors are
-  set well under the worst cosine measured on either kind of host, and far above what a broken graph gives (~0).
+  (AVX2 and AVX-512 kernels round differently, int8 weights are pair-safe on x86 without VNNI), so the floors sit
+  well under the worst cosine measured (see ``COSINE_FLOOR``) and far above what a broken graph gives (~0).
 
 Cost: optimum's conversion (the torch trace) is most of an export; it is memoized per (model dir, task) for the
 session (``_memoized_optimum``), so each architecture is traced once and every recipe reuses the same ONNX bytes
@@ -38,9 +38,11 @@ pytestmark = pytest.mark.slow
 FP32_RELATIVE = 1e-3  # the issue's bound; PyTorch vs ORT differ by ~1e-5 on these sizes
 PREPROCESS_ATOL = 1e-5
 TIE = 1e-4  # a reference top-2 gap below this is a tie: either token is a correct greedy choice
-# Cosine with transformers fp32, per recipe. fp16 keeps ~3 decimal digits (cosine ~1 - 1e-6 measured);
-# int8 and int4 on random weights (no outliers, small logits) lose more; see the module docstring.
-COSINE_FLOOR = {"fp32": 0.99999, "fp16": 0.999, "int8-dynamic": 0.95, "int8-static": 0.9, "int4": 0.8}
+# Cosine with transformers fp32, per recipe. Worst passing cell measured (AMD EPYC, AVX2, no VNNI, 2026-12):
+# fp16 0.999995, int8-dynamic 0.99909 (gemma2 logits), int8-static 0.9516 (wav2vec2, the manifest's worst sample),
+# int4 0.9609 (gemma2 logits). Each floor leaves 3-20x that loss in (1 - cosine) for other CPUs' kernels (VNNI
+# int8 weights instead of pair-safe ones, AVX-512 rounding); a broken graph scores ~0.
+COSINE_FLOOR = {"fp32": 0.99999, "fp16": 0.999, "int8-dynamic": 0.98, "int8-static": 0.85, "int4": 0.8}
 # Top-1 must agree where the reference's top-2 gap exceeds this share of its logit range.
 MARGIN = {"fp32": 0.0, "fp16": 0.05, "int8-dynamic": 0.25, "int8-static": 0.3, "int4": 0.4}
 
