@@ -19,7 +19,13 @@ appends BPE merges of printable-ASCII byte pairs, so any UTF-8 text still round-
 
 Addition task: the prompt is ``"07+45="`` (operands zero-padded to two digits), the answer is the plain sum
 (``"52"``), and a training sequence is ``<s>07+45=52</s>``. 1000 of the 10000 pairs are held out; the
-model never trains on them and ``addition_problems`` draws only from them.
+model never trains on them and ``addition_problems`` draws only from them. Of the other 9000, 500 are a dev set
+(``dev_problems``), also never trained on, that decides when training stops.
+
+Training to a target: the same seed follows different trajectories on AVX2 and AVX-512 kernels, so a fixed step
+count reaches different accuracies on different CPUs (a tiny GPT-2 reached 0.90 exact match on an AVX-512 host
+where an AVX2 host reached 0.98). Training therefore runs until the dev-set exact match reaches
+``TinyLMSpec.target_exact_match``, checked every ``eval_every`` steps, and fails loudly at ``max_steps``.
 
 Cached builds live in ``$EDGEKIT_TEST_CACHE`` or ``<repo>/.cache/toy_models/``, one directory per builder
 config, named by a hash of the config, ``TOY_MODELS_VERSION`` and the torch/transformers versions. Bump
@@ -54,7 +60,7 @@ if __package__:  # imported as tests.toy_models
 else:  # imported as toy_models, with tests/ on sys.path (pytest's default rootdir import)
     from digits_cnn_factory import DigitsConvNet, make_model
 
-TOY_MODELS_VERSION = "1"
+TOY_MODELS_VERSION = "2"  # 2: trained to a dev-set target with a step cap, not a fixed step count
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "EDGEKIT_TEST_CACHE"
 
@@ -184,10 +190,24 @@ def addition_problems(n: int = 200, seed: int = 0) -> tuple[AdditionProblem, ...
     return tuple(random.Random(seed).sample(_heldout_pool(), n))
 
 
-def training_problems() -> tuple[AdditionProblem, ...]:
-    """The 9000 problems outside the held-out pool."""
+DEV_SIZE = 500
+_DEV_SEED = 4321
+
+
+def _outside_heldout() -> list[AdditionProblem]:
     held = set(_heldout_pool())
-    return tuple(p for p in (AdditionProblem(a, b) for a, b in _all_pairs()) if p not in held)
+    return [p for p in (AdditionProblem(a, b) for a, b in _all_pairs()) if p not in held]
+
+
+def dev_problems() -> tuple[AdditionProblem, ...]:
+    """500 problems outside the held-out pool and outside training: they decide when training has reached its target."""
+    return tuple(random.Random(_DEV_SEED).sample(_outside_heldout(), DEV_SIZE))
+
+
+def training_problems() -> tuple[AdditionProblem, ...]:
+    """The 8500 problems the model trains on: neither held out nor in the dev set."""
+    dev = set(dev_problems())
+    return tuple(p for p in _outside_heldout() if p not in dev)
 
 
 def addition_exact_match(generate_fn: Callable[[str], str], problems: Sequence[AdditionProblem]) -> float:
@@ -313,7 +333,10 @@ class TinyLMSpec:
     max_positions: int = 64
     trained: bool = True
     seed: int = 0
-    steps: int = 800
+    steps: int = 800  # length of the warmup + cosine schedule; training continues at its floor until the target
+    max_steps: int = 3000  # the cap: not reaching the target by then is a build error, never a weaker model
+    target_exact_match: float = 0.98  # on dev_problems (teacher-forced, equal to greedy exact match)
+    eval_every: int = 50
     batch_size: int = 256
     lr: float = 5e-3
     warmup_steps: int = 100
@@ -328,7 +351,7 @@ class TinyLMSpec:
 
     @classmethod
     def default(cls, arch: Arch, *, trained: bool = True, seed: int = 0, steps: int | None = None) -> TinyLMSpec:
-        """Step counts that reached >= 98% held-out exact match (GPT-2's learned positions learn slower)."""
+        """Schedule lengths near where the target is reached (GPT-2's learned positions learn slower)."""
         default_steps = {"llama": 800, "gpt2": 1000}[arch]
         return cls(arch=arch, trained=trained, seed=seed, steps=default_steps if steps is None else steps)
 
@@ -339,6 +362,8 @@ class TinyLM:
     spec: TinyLMSpec
     num_parameters: int
     exact_match: float | None  # greedy, PyTorch, on ``eval_problems``; None when untrained
+    dev_exact_match: float | None  # what stopped training (>= spec.target_exact_match); None when untrained
+    steps_trained: int
     train_seconds: float  # wall clock
     train_cpu_seconds: float
     eval_problems: tuple[AdditionProblem, ...]
@@ -382,18 +407,44 @@ def _addition_batch(problems: Sequence[AdditionProblem]) -> tuple[torch.Tensor, 
     return ids, labels
 
 
-def _train_addition(model: nn.Module, spec: TinyLMSpec) -> None:
+def teacher_forced_exact_match(model: nn.Module, problems: Sequence[AdditionProblem]) -> float:
+    """Share of problems whose answer and ``</s>`` are all the argmax given the true prefix, in one batch.
+
+    That is exactly greedy exact match: greedy decoding follows the true path while every argmax is on it and
+    stops at ``</s>``; one wrong argmax makes the completion differ. A batch forward is ~100x cheaper than
+    generating, so training can check its target often.
+    """
+    ids, labels = _addition_batch(problems)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
+    model.train(was_training)
+    target = labels[:, 1:]
+    scored = target != -100
+    return int(((pred == target) | ~scored).all(dim=1).sum()) / len(problems)  # exact, as addition_exact_match
+
+
+class TrainingTargetError(RuntimeError):
+    """A toy model missed its quality target within the step cap: the builder fails rather than ship it."""
+
+
+def _train_addition(model: nn.Module, spec: TinyLMSpec) -> tuple[int, float]:
+    """Train until the dev set's exact match reaches the target; returns (steps, dev exact match)."""
     ids, labels = _addition_batch(training_problems())
+    dev = dev_problems()
     gen = torch.Generator().manual_seed(spec.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def lr_factor(step: int) -> float:
         warmup = min(1.0, (step + 1) / spec.warmup_steps)
-        return warmup * max(0.05, 0.5 * (1 + math.cos(math.pi * step / spec.steps)))
+        # Past the schedule's end the rate stays at its floor (the cosine would climb again).
+        return warmup * max(0.05, 0.5 * (1 + math.cos(math.pi * min(step, spec.steps) / spec.steps)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     model.train()
-    for _ in range(spec.steps):
+    dev_exact = 0.0
+    for step in range(1, spec.max_steps + 1):
         idx = torch.randint(0, len(ids), (spec.batch_size,), generator=gen)
         # Right padding after </s> never influences earlier positions of a causal model: no attention mask.
         loss = model(input_ids=ids[idx], labels=labels[idx]).loss
@@ -402,7 +453,15 @@ def _train_addition(model: nn.Module, spec: TinyLMSpec) -> None:
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-    model.eval()
+        if step % spec.eval_every == 0:
+            dev_exact = teacher_forced_exact_match(model, dev)
+            if dev_exact >= spec.target_exact_match:
+                model.eval()
+                return step, dev_exact
+    raise TrainingTargetError(
+        f"tiny {spec.arch} reached {dev_exact:.3f} dev exact match after {spec.max_steps} steps,"
+        f" short of the target {spec.target_exact_match}; raise TinyLMSpec.max_steps or tune lr / steps"
+    )
 
 
 def build_tiny_causal_lm(
@@ -435,8 +494,7 @@ def build_tiny_causal_lm(
             bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, do_sample=False, max_new_tokens=8
         )
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        if spec.trained:
-            _train_addition(model, spec)
+        steps_trained, dev_exact = _train_addition(model, spec) if spec.trained else (0, None)
         train_seconds, train_cpu_seconds = time.perf_counter() - wall0, time.process_time() - cpu0
         model.eval()
         exact = addition_exact_match(hf_greedy_generate_fn(model, tokenizer), problems) if spec.trained else None
@@ -447,6 +505,8 @@ def build_tiny_causal_lm(
         spec=spec,
         num_parameters=count_parameters(model),
         exact_match=exact,
+        dev_exact_match=dev_exact,
+        steps_trained=steps_trained,
         train_seconds=round(train_seconds, 2),
         train_cpu_seconds=round(train_cpu_seconds, 2),
         eval_problems=problems,
@@ -462,6 +522,8 @@ def _write_tiny_lm_info(info: TinyLM) -> None:
         "spec": dataclasses.asdict(info.spec),
         "num_parameters": info.num_parameters,
         "exact_match": info.exact_match,
+        "dev_exact_match": info.dev_exact_match,
+        "steps_trained": info.steps_trained,
         "train_seconds": info.train_seconds,
         "train_cpu_seconds": info.train_cpu_seconds,
         "task": {"prompt_format": "{a:02d}+{b:02d}=", "answer_format": "{a+b}", "bos": BOS_TOKEN, "eos": EOS_TOKEN},
@@ -479,6 +541,8 @@ def load_tiny_lm(path: str | Path) -> TinyLM:
         spec=TinyLMSpec(**data["spec"]),
         num_parameters=data["num_parameters"],
         exact_match=data["exact_match"],
+        dev_exact_match=data["dev_exact_match"],
+        steps_trained=data["steps_trained"],
         train_seconds=data["train_seconds"],
         train_cpu_seconds=data["train_cpu_seconds"],
         eval_problems=tuple(AdditionProblem(p["a"], p["b"]) for p in data["eval_problems"]),
@@ -595,6 +659,8 @@ class DigitsCNN:
     y_test: np.ndarray
     test_accuracy: float  # fp32, PyTorch
     train_seconds: float
+    dev_accuracy: float  # what stopped training (>= the target)
+    epochs: int
     factory: str = DIGITS_FACTORY  # absolute "<path>:make_model"; DIGITS_FACTORY_RELATIVE from the repo root
 
     def save_weights(self, path: str | Path) -> Path:
@@ -621,9 +687,34 @@ def load_digits_arrays(seed: int = 0, test_size: float = 0.25) -> tuple[np.ndarr
     return x_tr, y_tr, x_te, y_te
 
 
-def train_digits_cnn(seed: int = 0, *, epochs: int = 15, batch_size: int = 64, threads: int = 1) -> DigitsCNN:
-    """Train the factory's model on 75% of the digits; a few seconds on one thread."""
-    x_tr, y_tr, x_te, y_te = load_digits_arrays(seed)
+DIGITS_DEV_SHARE = 0.15
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x).argmax(dim=1) == y).float().mean())
+    model.train()
+    return acc
+
+
+def train_digits_cnn(
+    seed: int = 0,
+    *,
+    target_accuracy: float = 0.97,
+    max_epochs: int = 60,
+    batch_size: int = 64,
+    threads: int = 1,
+) -> DigitsCNN:
+    """Train the factory's model until a dev split of the training images reaches ``target_accuracy``.
+
+    The dev split (``DIGITS_DEV_SHARE`` of the 75% training share) is never trained on and the test split is never
+    looked at while training; the epoch count follows from the target, so every CPU ends at the same quality.
+    """
+    x_all, y_all, x_te, y_te = load_digits_arrays(seed)
+    n_dev = int(len(x_all) * DIGITS_DEV_SHARE)
+    x_tr, y_tr = x_all[n_dev:], y_all[n_dev:]
+    x_dev, y_dev = torch.from_numpy(x_all[:n_dev]), torch.from_numpy(y_all[:n_dev])
     with _torch_threads(threads):
         torch.manual_seed(seed)
         model = make_model().train()
@@ -631,12 +722,21 @@ def train_digits_cnn(seed: int = 0, *, epochs: int = 15, batch_size: int = 64, t
         xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        for _ in range(epochs):
+        epochs = 0
+        while epochs < max_epochs:
+            epochs += 1
             for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
                 loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            dev_acc = _accuracy(model, x_dev, y_dev)
+            if dev_acc >= target_accuracy:
+                break
+        if dev_acc < target_accuracy:
+            raise TrainingTargetError(
+                f"the digits CNN reached {dev_acc:.3f} dev accuracy after {max_epochs} epochs, short of {target_accuracy}"
+            )
         seconds = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
@@ -649,6 +749,8 @@ def train_digits_cnn(seed: int = 0, *, epochs: int = 15, batch_size: int = 64, t
         y_test=y_te,
         test_accuracy=float((pred == y_te).mean()),
         train_seconds=round(seconds, 2),
+        dev_accuracy=dev_acc,
+        epochs=epochs,
     )
 
 
