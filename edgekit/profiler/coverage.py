@@ -394,38 +394,43 @@ def _xnnpack_rule(node: Any, ctx: _Ctx) -> str | None:
     return None
 
 
-COVERAGE_RULES: Registry[ProviderRule] = Registry("coverage rule")
-COVERAGE_RULES.add(
-    "NnapiExecutionProvider",
-    ProviderRule(
-        ops=_md_ops("nnapi_supported_ops.md"),
-        source="onnxruntime/tools/mobile_helpers/nnapi_supported_ops.md (shipped with onnxruntime)",
-    ),
+# Each rule is named by its execution provider's record (``runtimes.providers.PROVIDERS``, ``coverage_rule``).
+NNAPI_RULE = ProviderRule(
+    ops=_md_ops("nnapi_supported_ops.md"),
+    source="onnxruntime/tools/mobile_helpers/nnapi_supported_ops.md (shipped with onnxruntime)",
 )
-COVERAGE_RULES.add(
-    "CoreMLExecutionProvider",
-    ProviderRule(
-        ops=_md_ops("coreml_supported_mlprogram_ops.md"),
-        source="onnxruntime/tools/mobile_helpers/coreml_supported_mlprogram_ops.md (shipped with onnxruntime)",
-        max_rank=5,
-    ),
+COREML_RULE = ProviderRule(
+    ops=_md_ops("coreml_supported_mlprogram_ops.md"),
+    source="onnxruntime/tools/mobile_helpers/coreml_supported_mlprogram_ops.md (shipped with onnxruntime)",
+    max_rank=5,
 )
-COVERAGE_RULES.add(
-    "XnnpackExecutionProvider",
-    ProviderRule(
-        ops=_xnnpack_ops,
-        source="ONNX Runtime docs, Xnnpack-ExecutionProvider.md (supported ops) and the XNNPACK EP's node support "
-        "checker (elementwise and activation ops)",
-        node_rule=_xnnpack_rule,
-    ),
+XNNPACK_RULE = ProviderRule(
+    ops=_xnnpack_ops,
+    source="ONNX Runtime docs, Xnnpack-ExecutionProvider.md (supported ops) and the XNNPACK EP's node support "
+    "checker (elementwise and activation ops)",
+    node_rule=_xnnpack_rule,
 )
-COVERAGE_RULES.add(
-    "QNNExecutionProvider",
-    ProviderRule(
-        ops=_qnn_ops,
-        source="onnxruntime-qnn docs, QNN-ExecutionProvider.md (supported ONNX operators)",
-    ),
+QNN_RULE = ProviderRule(
+    ops=_qnn_ops,
+    source="onnxruntime-qnn docs, QNN-ExecutionProvider.md (supported ONNX operators)",
 )
+
+
+def _coverage_rules() -> Registry[ProviderRule]:
+    """A view of the execution-provider records: the EPs whose record names a coverage rule in this module."""
+    from runtimes.providers import PROVIDERS
+
+    rules: Registry[ProviderRule] = Registry("coverage rule")
+    module = globals()
+    for spec in PROVIDERS:
+        if spec.coverage_rule:
+            ref_module, _, attr = spec.coverage_rule.partition(":")
+            # Read from this module's namespace: resolving would re-enter the import still running.
+            rules.add(spec.name, module[attr] if ref_module == __name__ else spec.coverage())
+    return rules
+
+
+COVERAGE_RULES: Registry[ProviderRule] = _coverage_rules()
 
 
 # ---------------------------------------------------------------------------------------- the check
