@@ -168,6 +168,10 @@ def test_every_task_names_metrics_that_report_its_primary_metric():
         assert metrics[task.primary_metric] == pytest.approx(1.0), (task.name, metrics)
 
 
-def test_json_result_is_serializable(mlp, tmp_path):
+def test_json_result_round_trips_and_matches_the_manifest(mlp, tmp_path):
     res = export(mlp, output=tmp_path / "j", task="tensor", progress=False)
-    json.dumps(res.to_dict())
+    data = json.loads(json.dumps(res.to_dict(), allow_nan=False))  # strict JSON: no NaN / Infinity
+    assert data == res.to_dict()
+    manifest = json.loads((tmp_path / "j" / "edgekit.json").read_text())
+    assert data["recipe"] == manifest["recipe"]["name"] == "fp32"
+    assert data["accuracy"]["metrics"] == manifest["accuracy"]["metrics"]

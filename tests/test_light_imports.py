@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 HEAVY = ("torch", "transformers", "optimum", "onnx", "sentence_transformers", "exporters")
 
