@@ -4,7 +4,8 @@ Core data (the exporters, the runtime's sample inputs and the profiler read it).
 ``TASKS.add`` entry: one record holding its facts and, as lazy ``"module:attr"`` references resolved with
 :func:`edgekit.registry.resolve`, the code for it in the layers above — the runtime pipeline that serves the
 package (``runtimes.pipelines``), the maker of sample inputs for validation, calibration and profiling
-(``runtimes.samples``) and the accuracy metrics validation records (``exporters.validate``). The references are
+(``runtimes.samples``), the accuracy metrics validation records (``exporters.validate``) and the phases
+the profiler measures on (``edgekit.profiler.feeds``). The references are
 strings, so core imports none of them; ``tests/test_tasks.py`` resolves every one. ``optimum_task`` is the
 name optimum's exporter takes for HF dirs.
 """
@@ -32,6 +33,7 @@ class TaskSpec:
     pipeline_description: str
     samples: str  # "module:attr" of ``(SampleContext, n) -> list of feeds``
     metrics: str  # "module:attr" of ``(feeds, refs, news, labels) -> metrics dict``
+    profile_phases: str  # "module:attr" of the profiler's ``(Target, shapes, specs) -> phases``
 
     def pipeline_class(self) -> Any:
         return resolve(self.pipeline) if self.pipeline else None
@@ -41,6 +43,9 @@ class TaskSpec:
 
     def metric_fn(self) -> Any:
         return resolve(self.metrics)
+
+    def phase_maker(self) -> Any:
+        return resolve(self.profile_phases)
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
@@ -57,6 +62,7 @@ for _spec in (
         methods=("embed",),
         pipeline_description="tokenize, batch with dynamic padding, pool, L2-normalize",
         samples="runtimes.samples:text_samples",
+        profile_phases="edgekit.profiler.feeds:text_phases",
         metrics="exporters.validate:embedding_metrics",
     ),
     TaskSpec(
@@ -70,6 +76,7 @@ for _spec in (
         methods=("classify",),
         pipeline_description="tokenize, softmax, top-k labels",
         samples="runtimes.samples:text_samples",
+        profile_phases="edgekit.profiler.feeds:text_phases",
         metrics="exporters.validate:classification_metrics",
     ),
     TaskSpec(
@@ -83,6 +90,7 @@ for _spec in (
         methods=("classify",),
         pipeline_description="decode, resize, crop, normalize, top-k labels",
         samples="runtimes.samples:image_samples",
+        profile_phases="edgekit.profiler.feeds:packaged_phases",
         metrics="exporters.validate:classification_metrics",
     ),
     TaskSpec(
@@ -96,6 +104,7 @@ for _spec in (
         methods=("classify",),
         pipeline_description="read WAV or array, resample, normalize, top-k labels",
         samples="runtimes.samples:audio_samples",
+        profile_phases="edgekit.profiler.feeds:packaged_phases",
         metrics="exporters.validate:classification_metrics",
     ),
     TaskSpec(
@@ -109,6 +118,7 @@ for _spec in (
         methods=("generate", "stream"),
         pipeline_description="prefill + KV-cache decode loop, sampling, streaming text",
         samples="runtimes.samples:generation_samples",
+        profile_phases="edgekit.profiler.feeds:generation_phases",
         metrics="exporters.validate:generation_metrics",
     ),
     TaskSpec(
@@ -122,6 +132,7 @@ for _spec in (
         methods=(),
         pipeline_description="named arrays in, named arrays out",
         samples="runtimes.samples:tensor_samples",
+        profile_phases="edgekit.profiler.feeds:tensor_phases",
         metrics="exporters.validate:tensor_metrics",
     ),
 ):

@@ -17,6 +17,8 @@ def test_every_task_reference_resolves(name: str) -> None:
     assert maker.__module__ == "runtimes.samples" and list(inspect.signature(maker).parameters) == ["ctx", "n"]
     metric = task.metric_fn()
     assert metric.__module__ == "exporters.validate" and len(inspect.signature(metric).parameters) == 4
+    phases = task.phase_maker()
+    assert phases.__module__ == "edgekit.profiler.feeds" and len(inspect.signature(phases).parameters) == 3
     pipeline = task.pipeline_class()
     if pipeline is None:
         assert task.methods == ()  # a task without a pipeline serves `run` only
