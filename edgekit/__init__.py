@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit._version import __version__
 from edgekit.errors import EdgekitError, edgekit_boundary
 
-__version__ = "0.1.0"
 __all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize"]
 
 

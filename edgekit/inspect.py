@@ -48,11 +48,11 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 def _graph_info(model_path: Path) -> dict[str, Any]:
     try:
-        import onnx  # noqa: F401  (exporters.graph reads graphs with it)
-
-        from exporters import graph
+        import onnx  # noqa: F401  (edgekit.onnx_graph reads graphs with it)
     except ImportError:  # a device install: onnxruntime and a standard-library scan of the file
         return _core_graph_info(model_path)
+    from edgekit import onnx_graph as graph
+
     model = graph.load_model(model_path)
     inputs, outputs = graph.io_specs(model)
     weights = graph.weight_stats(model)

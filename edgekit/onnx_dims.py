@@ -1,20 +1,7 @@
-"""Reading a tensor's dims from an ONNX value_info, without importing onnx (only proto fields are read)."""
+"""Kept for importers of the old name: the dims reader is :func:`edgekit.onnx_graph.value_info_dims`."""
 
 from __future__ import annotations
 
-from typing import Any
+from edgekit.onnx_graph import Dim, value_info_dims
 
-Dim = int | str | None
-
-
-def value_info_dims(value_info: Any) -> list[Dim]:
-    """Each dim as an int (fixed), its symbolic name, or None (unknown)."""
-    dims: list[Dim] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return dims
+__all__ = ["Dim", "value_info_dims"]

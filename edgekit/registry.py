@@ -1,14 +1,17 @@
 """One small generic registry for tasks, recipes, device profiles and execution providers.
 
 A duplicate name raises; an unknown name raises with the known names and a did-you-mean, so a typo on
-the CLI is answered with the fix.
+the CLI is answered with the fix. Records name the code they need as ``"module:attr"`` strings resolved by
+:func:`resolve` when used, so a core record (a task, an execution provider) can point at a pipeline or a
+coverage rule in a higher layer without importing it.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from edgekit.errors import UnknownNameError
 
@@ -58,3 +61,14 @@ def unknown_message(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     suggestion = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown {kind} {name!r}.{suggestion} Known: {', '.join(sorted(known))}."
+
+
+def resolve(ref: str) -> Any:
+    """The object a ``"package.module:attr"`` reference names, importing the module now."""
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"{ref!r} is not a 'module:attr' reference")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

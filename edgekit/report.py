@@ -26,7 +26,7 @@ def environment() -> dict[str, Any]:
         env["available_providers"] = ort.get_available_providers()
     except ImportError:
         env["onnxruntime"] = None
-    from edgekit import __version__
+    from edgekit._version import __version__
 
     env["edgekit"] = __version__
     env["cpu"] = cpu_info()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,46 +168,9 @@ def export(
     with cleanup_on_signals(), tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
         work = Path(tmp)
         prog.log(f"converting {_describe(source)} for {task_spec.name}…")
-        converted = convert_source(
-            source,
-            work,
-            ConvertOptions(
-                task=task_spec,
-                with_kv_cache=opts.with_kv_cache,
-                opset=opts.opset,
-                labels=opts.labels,
-                image_settings=opts.image_settings,
-            ),
-        )
-        inputs, _ = graph.io_specs(graph.load_model(converted.onnx_path, load_weights=False, check=False))
-        asset_dir = work / "assets"
-        asset_dir.mkdir()
-        for a in converted.assets:
-            shutil.copy2(a, asset_dir / a.name)
-        sctx = SampleContext(
-            inputs=inputs, preprocessing=converted.preprocessing, asset_dir=asset_dir, generation=converted.generation
-        )
-        calibration = load_dataset(opts.calibration, sctx).samples if opts.calibration else None
-        if opts.validation_data:
-            vdata = load_dataset(opts.validation_data, sctx, limit=opts.validation_samples)
-            samples, labels = vdata.samples, vdata.labels
-        elif calibration:
-            samples, labels = calibration[: opts.validation_samples], None
-        else:
-            samples = make_samples(sctx, kind=task_spec.kind, modality=task_spec.modality, n=opts.validation_samples)
-            labels = None
-
-        # Statistics-driven steps (smoothing) calibrate on generated samples disjoint from validation's.
-        calib_ctx = SampleContext(
-            inputs=inputs,
-            preprocessing=converted.preprocessing,
-            asset_dir=asset_dir,
-            generation=converted.generation,
-            seed=1,
-            offset=1000,
-        )
-        generated_calibration = (
-            None if calibration else make_samples(calib_ctx, kind=task_spec.kind, modality=task_spec.modality, n=48)
+        converted, inputs, asset_dir = _convert(source, work, opts, task_spec)
+        calibration, samples, labels, generated_calibration = _export_samples(
+            opts, task_spec, inputs, converted, asset_dir
         )
         rctx = RecipeContext(
             work=work,
@@ -233,40 +197,9 @@ def export(
                     progress=update,
                 )
 
-        report = evaluate(model_path)
-        float_nodes: list[str] = []
-        sensitivity: list[dict[str, Any]] | None = None
-        drop = report["metrics"]["accuracy_drop"]
-        if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
-            if not recipe_spec.supports_float_fallback:
-                raise AccuracyError(
-                    _breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop"
-                )
-            prog.log(f"accuracy drop {drop:.4f} > {opts.max_accuracy_drop}: searching for layers to keep in float")
-            pre_quant = _pre_quant_path(work, recipe_spec)
-            _, last_step = recipe_spec.steps[-1]
-
-            def requantize(cfg: Any) -> Path:
-                dst = work / f"search.{len(list(work.glob('search.*')))}.onnx"
-                last_step(pre_quant, dst, cfg, rctx)
-                return dst
-
-            model_path, config, report, scores = search_float_nodes(
-                float_model=pre_quant,
-                quant_model=model_path,
-                config=config,
-                quantize=requantize,
-                evaluate=evaluate,
-                max_accuracy_drop=opts.max_accuracy_drop,
-                samples=samples,
-                work=work,
-                log=prog.log,
-            )
-            float_nodes = list(config.nodes_to_exclude)
-            sensitivity = [s.to_dict() for s in scores[:20]]
-        drop = report["metrics"]["accuracy_drop"]
-        if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
-            raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+        model_path, config, report, float_nodes, sensitivity = _meet_accuracy(
+            opts, task_spec, recipe_spec, rctx, model_path, config, evaluate, samples
+        )
         report["reference_model_bytes"] = converted.onnx_path.stat().st_size
         report["max_accuracy_drop"] = opts.max_accuracy_drop
         if sensitivity is not None:
@@ -291,6 +224,123 @@ def export(
                 ort_format=opts.ort_format,
             )
     return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
+
+
+def _convert(source: Any, work: Path, opts: ExportOptions, task_spec: TaskSpec) -> tuple[Any, list[Any], Path]:
+    """The source as ONNX in ``work``, its graph inputs and the directory its assets (tokenizer, ...) are copied to."""
+    converted = convert_source(
+        source,
+        work,
+        ConvertOptions(
+            task=task_spec,
+            with_kv_cache=opts.with_kv_cache,
+            opset=opts.opset,
+            labels=opts.labels,
+            image_settings=opts.image_settings,
+        ),
+    )
+    inputs, _ = graph.io_specs(graph.load_model(converted.onnx_path, load_weights=False, check=False))
+    asset_dir = work / "assets"
+    asset_dir.mkdir()
+    for a in converted.assets:
+        shutil.copy2(a, asset_dir / a.name)
+    return converted, inputs, asset_dir
+
+
+def _export_samples(
+    opts: ExportOptions, task_spec: TaskSpec, inputs: list[Any], converted: Any, asset_dir: Path
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]], Any, list[dict[str, Any]] | None]:
+    """(user calibration or None, validation samples, their labels or None, generated calibration or None)."""
+    sctx = SampleContext(
+        inputs=inputs, preprocessing=converted.preprocessing, asset_dir=asset_dir, generation=converted.generation
+    )
+    calibration = load_dataset(opts.calibration, sctx).samples if opts.calibration else None
+    if opts.validation_data:
+        vdata = load_dataset(opts.validation_data, sctx, limit=opts.validation_samples)
+        samples, labels = vdata.samples, vdata.labels
+    elif calibration:
+        samples, labels = calibration[: opts.validation_samples], None
+    else:
+        samples = make_samples(sctx, kind=task_spec.kind, modality=task_spec.modality, n=opts.validation_samples)
+        labels = None
+
+    # Statistics-driven steps (smoothing) calibrate on generated samples disjoint from validation's.
+    calib_ctx = SampleContext(
+        inputs=inputs,
+        preprocessing=converted.preprocessing,
+        asset_dir=asset_dir,
+        generation=converted.generation,
+        seed=1,
+        offset=1000,
+    )
+    generated_calibration = (
+        None if calibration else make_samples(calib_ctx, kind=task_spec.kind, modality=task_spec.modality, n=48)
+    )
+    return calibration, samples, labels, generated_calibration
+
+
+def _meet_accuracy(
+    opts: ExportOptions,
+    task_spec: TaskSpec,
+    recipe_spec: Recipe,
+    rctx: RecipeContext,
+    model_path: Path,
+    config: Any,
+    evaluate: Callable[[Path], dict[str, Any]],
+    samples: list[dict[str, Any]],
+) -> tuple[Path, Any, dict[str, Any], list[str], list[dict[str, Any]] | None]:
+    """Validate the recipe's model; over ``max_accuracy_drop``, keep sensitive nodes in float or refuse.
+
+    Returns (model, config, accuracy report, nodes kept in float, the most sensitive nodes or None)."""
+    report = evaluate(model_path)
+    float_nodes: list[str] = []
+    sensitivity: list[dict[str, Any]] | None = None
+    drop = report["metrics"]["accuracy_drop"]
+    if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
+        if not recipe_spec.supports_float_fallback:
+            raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+        rctx.log(f"accuracy drop {drop:.4f} > {opts.max_accuracy_drop}: searching for layers to keep in float")
+        model_path, config, report, scores = _float_fallback(
+            opts, recipe_spec, rctx, model_path, config, evaluate, samples
+        )
+        float_nodes = list(config.nodes_to_exclude)
+        sensitivity = [s.to_dict() for s in scores[:20]]
+    drop = report["metrics"]["accuracy_drop"]
+    if opts.max_accuracy_drop is not None and drop > opts.max_accuracy_drop:
+        raise AccuracyError(_breach(opts, task_spec, drop), hint="try a wider recipe or raise --max-accuracy-drop")
+    return model_path, config, report, float_nodes, sensitivity
+
+
+def _float_fallback(
+    opts: ExportOptions,
+    recipe_spec: Recipe,
+    rctx: RecipeContext,
+    model_path: Path,
+    config: Any,
+    evaluate: Callable[[Path], dict[str, Any]],
+    samples: list[dict[str, Any]],
+) -> tuple[Path, Any, dict[str, Any], list[Any]]:
+    """Re-run the recipe's last (quantizing) step keeping the most sensitive nodes in float until the drop fits."""
+    work = rctx.work
+    pre_quant = _pre_quant_path(work, recipe_spec)
+    _, last_step = recipe_spec.steps[-1]
+
+    def requantize(cfg: Any) -> Path:
+        dst = work / f"search.{len(list(work.glob('search.*')))}.onnx"
+        last_step(pre_quant, dst, cfg, rctx)
+        return dst
+
+    return search_float_nodes(
+        float_model=pre_quant,
+        quant_model=model_path,
+        config=config,
+        quantize=requantize,
+        evaluate=evaluate,
+        max_accuracy_drop=opts.max_accuracy_drop,
+        samples=samples,
+        work=work,
+        log=rctx.log,
+    )
 
 
 def _pre_quant_path(work: Path, recipe: Recipe) -> Path:

@@ -289,12 +289,8 @@ class _Graph:
 
         self.model = model
         g = model.graph
-        self.producer = {o: n for n in g.node for o in n.output if o}
-        self.consumers: dict[str, list[Any]] = {}
-        for n in g.node:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
+        self.producer = graph.producers(g)
+        self.consumers: dict[str, list[Any]] = graph.consumers(g)
         self.inits = {i.name: i for i in g.initializer}
         self._np = numpy_helper
         self.graph_inputs = {i.name for i in g.input}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.onnx_graph import producers
+
 # Op -> positions of its inputs that hold indices.
 INDEX_INPUTS: dict[str, tuple[int, ...]] = {"Gather": (1,), "GatherElements": (1,), "GatherND": (1,)}
 # Ops whose output depends on an input's shape only, never its values.
@@ -42,7 +44,7 @@ def _data_tensors(model: Any) -> set[str]:
 
 def index_nodes(model: Any) -> list[str]:
     """Names of the non-data nodes that feed a Gather-family index input, in graph order."""
-    producer = {o: n for n in model.graph.node for o in n.output if o}
+    producer = producers(model.graph)
     data = _data_tensors(model)
     stack = [
         node.input[pos]

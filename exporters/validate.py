@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import CalibrationError, RuntimeBackendError
-from edgekit.registry import Registry
 from edgekit.tasks import TaskSpec
 from exporters.ort_guard import run_session
 
@@ -94,7 +93,7 @@ def _pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def _embedding_metrics(feeds, refs, news, labels) -> dict[str, Any]:
+def embedding_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     cos = []
     for f, r, n in zip(feeds, refs, news, strict=True):
         mask = f.get("attention_mask")
@@ -102,7 +101,7 @@ def _embedding_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     return {"embedding_cosine_mean": float(np.mean(cos)), "embedding_cosine_min": float(np.min(cos))}
 
 
-def _classification_metrics(feeds, refs, news, labels) -> dict[str, Any]:
+def classification_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     r_top = np.concatenate([np.argmax(r[0].reshape(r[0].shape[0], -1), axis=-1) for r in refs])
     n_top = np.concatenate([np.argmax(n[0].reshape(n[0].shape[0], -1), axis=-1) for n in news])
     out: dict[str, Any] = {"top1_agreement": float(np.mean(r_top == n_top))}
@@ -118,7 +117,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _generation_metrics(feeds, refs, news, labels) -> dict[str, Any]:
+def generation_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     agree, total, nll_r, nll_n, n_tok = 0, 0, 0.0, 0.0, 0
     for f, r, n in zip(feeds, refs, news, strict=True):
         lr, ln = r[0][0].astype(np.float64), n[0][0].astype(np.float64)
@@ -137,22 +136,15 @@ def _generation_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     return out
 
 
-def _tensor_metrics(feeds, refs, news, labels) -> dict[str, Any]:
+def tensor_metrics(feeds, refs, news, labels) -> dict[str, Any]:
     cos = [
         _cosine(r[0].ravel().astype(np.float64), n[0].ravel().astype(np.float64))
         for r, n in zip(refs, news, strict=True)
     ]
     out: dict[str, Any] = {"output_cosine_mean": float(np.mean(cos)), "output_cosine_min": float(np.min(cos))}
     if labels is not None:
-        out.update(_classification_metrics(feeds, refs, news, labels))
+        out.update(classification_metrics(feeds, refs, news, labels))
     return out
-
-
-TASK_METRICS: Registry[TaskMetric] = Registry("task kind")
-TASK_METRICS.add("embedding", _embedding_metrics)
-TASK_METRICS.add("classification", _classification_metrics)
-TASK_METRICS.add("generation", _generation_metrics)
-TASK_METRICS.add("tensor", _tensor_metrics)
 
 
 def accuracy_drop(task: TaskSpec, metrics: dict[str, Any]) -> float:
@@ -236,7 +228,8 @@ def validate(
     if labels is not None and refs:
         predictions, classes = _predictions(refs)
         labels = check_labels(labels, predictions=predictions, classes=classes, label_names=label_names)
-    task_metrics = TASK_METRICS.get(task.kind)(feeds_l, refs, news, labels)
+    metric_fn: TaskMetric = task.metric_fn()  # the task record names its metrics (edgekit.tasks)
+    task_metrics = metric_fn(feeds_l, refs, news, labels)
     task_metrics["accuracy_drop"] = accuracy_drop(task, task_metrics)
     per_output = {
         name: {

@@ -27,7 +27,8 @@ from typing import Any
 
 from edgekit.devices import EP_CONSTRAINTS, KNOWN_PROVIDERS
 from edgekit.errors import ConfigError, UnknownNameError
-from edgekit.registry import Registry, unknown_message
+from edgekit.ort_policy import disabled_optimizers
+from edgekit.registry import Registry, resolve, unknown_message
 
 logger = logging.getLogger("edgekit.runtimes")
 
@@ -64,6 +65,17 @@ class ExecutionProviderSpec:
     requirements: tuple[str, ...] = ()  # EP_CONSTRAINTS words the model must satisfy
     note: str = ""
     docs: str = ""
+    # "module:attr" of the profiler's op-coverage rule for this EP (its supported ops and node limits), resolved
+    # only by the profiler, which sits above this layer; None: no rule, coverage is not estimated.
+    coverage_rule: str | None = None
+
+    def coverage(self) -> Any:
+        """The EP's ``edgekit.profiler.coverage.ProviderRule``, or None (imports the profiler's module now)."""
+        return resolve(self.coverage_rule) if self.coverage_rule else None
+
+    def disabled_optimizers(self) -> list[str]:
+        """The ORT graph optimizers sessions on this EP turn off (the policy and its reasons: ``edgekit.ort_policy``)."""
+        return disabled_optimizers([self.name])
 
     def __post_init__(self) -> None:
         if self.name not in KNOWN_PROVIDERS:
@@ -118,6 +130,8 @@ class ExecutionProviderSpec:
             "requirements": list(self.requirements),
             "note": self.note,
             "docs": self.docs,
+            "coverage_rule": self.coverage_rule,
+            "disabled_optimizers": self.disabled_optimizers(),
         }
 
 
@@ -142,6 +156,7 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="XnnpackExecutionProvider",
+        coverage_rule="edgekit.profiler.coverage:XNNPACK_RULE",
         alias="xnnpack",
         options=(
             ProviderOption(
@@ -160,6 +175,7 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="NnapiExecutionProvider",
+        coverage_rule="edgekit.profiler.coverage:NNAPI_RULE",
         alias="nnapi",
         options=(
             ProviderOption(
@@ -198,6 +214,7 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="CoreMLExecutionProvider",
+        coverage_rule="edgekit.profiler.coverage:COREML_RULE",
         alias="coreml",
         options=(
             ProviderOption(
@@ -242,6 +259,7 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="QNNExecutionProvider",
+        coverage_rule="edgekit.profiler.coverage:QNN_RULE",
         alias="qnn",
         options=(
             ProviderOption(

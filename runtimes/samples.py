@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from edgekit.manifest import GenerationSpec, TensorSpec
-from edgekit.registry import Registry
 from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, audio_batch, preprocess_images
 
 _BASE_SENTENCES = [
@@ -137,12 +136,12 @@ class SampleContext:
         )
 
 
-def _text_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+def text_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     enc = ctx.text_encoder()
     return [enc.encode_batch([s]).feeds(ctx.input_names) for s in sentences(n, offset=ctx.offset)]
 
 
-def _generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+def generation_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     enc = ctx.text_encoder()
     gen = ctx.generation
     assert gen is not None
@@ -172,9 +171,12 @@ def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSp
     return feeds
 
 
-def _image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+def image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     """Synthetic photos at odd sizes around the model's (smaller, larger, non-square), through the package's
-    own resize / crop / normalize: the samples exercise the steps a real image goes through."""
+    own resize / crop / normalize: the samples exercise the steps a real image goes through. A package without
+    image preprocessing (a bare ONNX file) gets tensor samples."""
+    if "image" not in ctx.preprocessing:
+        return tensor_samples(ctx, n)
     settings = ImageSettings.from_dict(ctx.preprocessing["image"])
     rng = np.random.default_rng(ctx.seed)
     name = ctx.input_names[0]
@@ -194,7 +196,7 @@ def _image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _audio_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+def audio_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     """One-second tones plus noise, as the package's own feature extractor turns them into model inputs."""
     settings = AudioSettings.from_dict(ctx.preprocessing["audio"])
     rng = np.random.default_rng(ctx.seed)
@@ -209,7 +211,7 @@ def _audio_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _tensor_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
+def tensor_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(ctx.seed)
     out = []
     for _ in range(n):
@@ -240,19 +242,20 @@ def bind_shape(spec: TensorSpec, bindings: dict[str, int], default: int = 1) -> 
     return tuple(shape)
 
 
-SAMPLE_MAKERS: Registry[SampleMaker] = Registry("sample modality")
-SAMPLE_MAKERS.add("text", _text_samples)
-SAMPLE_MAKERS.add("generation", _generation_samples)
-SAMPLE_MAKERS.add("image", _image_samples)
-SAMPLE_MAKERS.add("audio", _audio_samples)
-SAMPLE_MAKERS.add("tensor", _tensor_samples)
-
-
 def make_samples(ctx: SampleContext, *, kind: str, modality: str, n: int) -> list[dict[str, np.ndarray]]:
-    key = "generation" if kind == "generation" else modality
-    if key == "image" and "image" not in ctx.preprocessing:
-        key = "tensor"
-    return SAMPLE_MAKERS.get(key)(ctx, n)
+    """``n`` sample feeds for a task of ``kind`` and ``modality``, from the task record's sample maker."""
+    return task_for(kind, modality).sample_maker()(ctx, n)
+
+
+def task_for(kind: str, modality: str) -> Any:
+    """The task record (``edgekit.tasks``) of a kind and modality; generation is one task whatever the modality."""
+    from edgekit.tasks import TASKS
+
+    for spec in TASKS:
+        if spec.kind == kind and (spec.modality == modality or kind == "generation"):
+            return spec
+    known = sorted({(t.kind, t.modality) for t in TASKS})
+    raise ValueError(f"no task of kind {kind!r} and modality {modality!r}; known: {known}")
 
 
 def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.ndarray]]:
@@ -266,4 +269,4 @@ def sample_feeds_for(package_dir: str | Path, n: int = 8) -> list[dict[str, np.n
     ctx = SampleContext(
         inputs=manifest.inputs, preprocessing=manifest.preprocessing, asset_dir=root, generation=manifest.generation
     )
-    return make_samples(ctx, kind=spec.kind, modality=spec.modality, n=n)
+    return spec.sample_maker()(ctx, n)

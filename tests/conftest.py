@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,3 +91,189 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_classifier_dir(tmp_path_factory, minilm_dir) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert-cls", minilm_dir, classifier=True)
+
+
+# ---------------------------------------------------------------- runtime packages (builders: runtime_fixtures.py)
+# Imported here, after the environment is set, so the builders' modules see HF_HUB_OFFLINE.
+from runtime_fixtures import (  # noqa: E402
+    build_tokenizer,
+    embedding_graph,
+    export_lm_package,
+    pooled_classifier,
+    save_graph,
+    save_hf_lm,
+    write_package,
+)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def embed_package(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    work = tmp_path_factory.mktemp("embed")
+    model = embedding_graph(work / "src.onnx", tokenizer.get_vocab_size(), 16, seed=1)
+    pre = {"tokenizer_file": "tokenizer.json", "max_length": 64, "pooling": "mean", "normalize": True}
+    return write_package(work / "pkg", model=model, task="feature-extraction", tokenizer=tokenizer, preprocessing=pre)
+
+
+@pytest.fixture(scope="session")
+def text_cls_package(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    from onnx import TensorProto
+
+    work = tmp_path_factory.mktemp("textcls")
+    model = pooled_classifier(
+        work / "src.onnx",
+        "input_ids",
+        TensorProto.INT64,
+        ["batch", "seq"],
+        [1],
+        8,
+        3,
+        seed=2,
+        gather_vocab=tokenizer.get_vocab_size(),
+    )
+    pre = {"tokenizer_file": "tokenizer.json", "max_length": 64}
+    return write_package(
+        work / "pkg",
+        model=model,
+        task="text-classification",
+        tokenizer=tokenizer,
+        preprocessing=pre,
+        labels=["negative", "neutral", "positive"],
+    )
+
+
+@pytest.fixture(scope="session")
+def image_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from onnx import TensorProto
+
+    from runtimes.preprocess import ImageSettings
+
+    work = tmp_path_factory.mktemp("imagecls")
+    model = pooled_classifier(
+        work / "src.onnx", "pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8], [2, 3], 3, 4, seed=3
+    )
+    pre = {"image": ImageSettings(height=8, width=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).to_dict()}
+    return write_package(
+        work / "pkg", model=model, task="image-classification", preprocessing=pre, labels=["cat", "dog", "bird", "fish"]
+    )
+
+
+@pytest.fixture(scope="session")
+def audio_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtimes.preprocess import AudioSettings
+
+    work = tmp_path_factory.mktemp("audiocls")
+    # Two features per clip: mean and mean of squares -> logits. Reads the waveform's energy.
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Mul", ["input_values", "input_values"], ["sq"]),
+        helper.make_node("ReduceMean", ["input_values", "ax"], ["m"], keepdims=1),
+        helper.make_node("ReduceMean", ["sq", "ax"], ["e"], keepdims=1),
+        helper.make_node("Concat", ["m", "e"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "w"], ["logits"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "ax"),
+        numpy_helper.from_array(rng.normal(size=(2, 2)).astype(np.float32), "w"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "audio",
+        [helper.make_tensor_value_info("input_values", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    model = save_graph(graph, work / "src.onnx")
+    pre = {"audio": AudioSettings(sampling_rate=16000, do_normalize=True).to_dict()}
+    return write_package(
+        work / "pkg", model=model, task="audio-classification", preprocessing=pre, labels=["yes", "no"]
+    )
+
+
+@pytest.fixture(scope="session")
+def tensor_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """x: float32 [batch, 4] and ids: int64 [batch] -> y = x * 2 + ids (a fixed dim and a shared symbolic one)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    work = tmp_path_factory.mktemp("tensor")
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["x2"]),
+        helper.make_node("Cast", ["ids"], ["idsf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["idsf", "ax"], ["ids2"]),
+        helper.make_node("Add", ["x2", "ids2"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        numpy_helper.from_array(np.array([1], np.int64), "ax"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tensor",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    model = save_graph(graph, work / "src.onnx")
+    return write_package(work / "pkg", model=model, task="tensor")
+
+
+@pytest.fixture(scope="session")
+def lm_hf_dirs(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("hf")
+    return {arch: save_hf_lm(arch, work / arch, tokenizer) for arch in ("llama", "gpt2")}
+
+
+@pytest.fixture(scope="session")
+def lm_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
+    return export_lm_package(tmp_path_factory, lm_hf_dirs["llama"], True, "llama")
+
+
+@pytest.fixture(scope="session")
+def lm_package_nokv(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
+    return export_lm_package(tmp_path_factory, lm_hf_dirs["llama"], False, "llama-nokv")
+
+
+@pytest.fixture(scope="session")
+def gpt2_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
+    return export_lm_package(tmp_path_factory, lm_hf_dirs["gpt2"], True, "gpt2")
+
+
+@pytest.fixture()
+def fresh_copy(tmp_path: Path) -> Iterator[Any]:
+    """Copy a package to a per-test directory (for tests that change files or the cache)."""
+
+    def copy(src: Path) -> Path:
+        dst = tmp_path / f"{src.parent.name}-{src.name}"
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".edgekit-cache"))
+        return dst
+
+    yield copy
+
+
+# ---------------------------------------------------------------- profiler graphs (builders: profiler_graphs.py)
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from onnx_builders import mlp_classifier
+
+    return mlp_classifier(tmp_path_factory.mktemp("profiler") / "mlp.onnx", features=16, hidden=64, classes=4)
+
+
+@pytest.fixture(scope="session")
+def profiled_mlp(mlp_onnx: Path) -> Any:
+    """One real profile, shared: the MLP measured here and estimated on two more devices."""
+    from edgekit.profiler import profile
+
+    return profile(
+        [mlp_onnx], devices=["host", "raspberry-pi-5", "pixel-8"], runs=30, input_shapes={"x": (1, 16)}, progress=False
+    )

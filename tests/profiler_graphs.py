@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mlp_onnx", "profiled_mlp"]  # the fixtures, for ``from profiler_graphs import *``
-
 
 def _model(nodes: list, inputs: list, outputs: list, inits: list, *, opset: int = 17, ms: bool = False) -> Any:
     import onnx
@@ -151,25 +149,4 @@ def matmul_3d() -> Any:
         [_f32("x", [2, 3, 8])],
         [_f32("y", [2, 3, 4])],
         [_w("w", (8, 4))],
-    )
-
-
-# ------------------------------------------------------------------------------------------ fixtures
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from onnx_builders import mlp_classifier
-
-    return mlp_classifier(tmp_path_factory.mktemp("profiler") / "mlp.onnx", features=16, hidden=64, classes=4)
-
-
-@pytest.fixture(scope="session")
-def profiled_mlp(mlp_onnx: Path) -> Any:
-    """One real profile, shared: the MLP measured here and estimated on two more devices."""
-    from edgekit.profiler import profile
-
-    return profile(
-        [mlp_onnx], devices=["host", "raspberry-pi-5", "pixel-8"], runs=30, input_shapes={"x": (1, 16)}, progress=False
     )

@@ -6,7 +6,7 @@ file, checked against the manifest JSON Schema). The causal LMs are tiny Llama /
 random weights and a byte-level BPE tokenizer trained in code, exported by ``exporters.export`` with and
 without a KV cache.
 
-Import the fixtures into a test module with ``from runtime_fixtures import *``.
+The builders live here; the fixtures that use them are in ``conftest.py``, shared by every test module.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,18 +38,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = [
     "CORPUS",
-    "audio_package",
     "build_tokenizer",
-    "embed_package",
-    "fresh_copy",
-    "gpt2_package",
-    "image_package",
-    "lm_hf_dirs",
-    "lm_package",
-    "lm_package_nokv",
-    "tensor_package",
-    "text_cls_package",
-    "tokenizer",
+    "embedding_graph",
+    "export_lm_package",
+    "pooled_classifier",
+    "save_graph",
+    "save_hf_lm",
     "write_package",
 ]
 
@@ -153,7 +146,7 @@ def _check_schema(root: Path) -> None:
 # ------------------------------------------------------------------------------------- hand-built graphs
 
 
-def _save(graph: Any, path: Path) -> Path:
+def save_graph(graph: Any, path: Path) -> Path:
     import onnx
     from onnx import helper
 
@@ -164,7 +157,7 @@ def _save(graph: Any, path: Path) -> Path:
     return path
 
 
-def _embedding_graph(path: Path, vocab: int, dim: int, seed: int, *, with_types: bool = True) -> Path:
+def embedding_graph(path: Path, vocab: int, dim: int, seed: int, *, with_types: bool = True) -> Path:
     """input_ids -> Gather(table) (+ type embedding) -> Tanh -> last_hidden_state [b, s, dim]."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -201,10 +194,10 @@ def _embedding_graph(path: Path, vocab: int, dim: int, seed: int, *, with_types:
         helper.make_node("Tanh", ["summ"], ["last_hidden_state"]),
     ]
     out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", dim])
-    return _save(helper.make_graph(nodes, "embed", inputs, [out], inits), path)
+    return save_graph(helper.make_graph(nodes, "embed", inputs, [out], inits), path)
 
 
-def _pooled_classifier(
+def pooled_classifier(
     path: Path,
     input_name: str,
     elem: int,
@@ -239,133 +232,13 @@ def _pooled_classifier(
     ]
     inputs = [helper.make_tensor_value_info(input_name, elem, shape)]
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels])
-    return _save(helper.make_graph(nodes, "cls", inputs, [out], inits), path)
-
-
-@pytest.fixture(scope="session")
-def tokenizer() -> Any:
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="session")
-def embed_package(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    work = tmp_path_factory.mktemp("embed")
-    model = _embedding_graph(work / "src.onnx", tokenizer.get_vocab_size(), 16, seed=1)
-    pre = {"tokenizer_file": "tokenizer.json", "max_length": 64, "pooling": "mean", "normalize": True}
-    return write_package(work / "pkg", model=model, task="feature-extraction", tokenizer=tokenizer, preprocessing=pre)
-
-
-@pytest.fixture(scope="session")
-def text_cls_package(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    from onnx import TensorProto
-
-    work = tmp_path_factory.mktemp("textcls")
-    model = _pooled_classifier(
-        work / "src.onnx",
-        "input_ids",
-        TensorProto.INT64,
-        ["batch", "seq"],
-        [1],
-        8,
-        3,
-        seed=2,
-        gather_vocab=tokenizer.get_vocab_size(),
-    )
-    pre = {"tokenizer_file": "tokenizer.json", "max_length": 64}
-    return write_package(
-        work / "pkg",
-        model=model,
-        task="text-classification",
-        tokenizer=tokenizer,
-        preprocessing=pre,
-        labels=["negative", "neutral", "positive"],
-    )
-
-
-@pytest.fixture(scope="session")
-def image_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from onnx import TensorProto
-
-    from runtimes.preprocess import ImageSettings
-
-    work = tmp_path_factory.mktemp("imagecls")
-    model = _pooled_classifier(
-        work / "src.onnx", "pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8], [2, 3], 3, 4, seed=3
-    )
-    pre = {"image": ImageSettings(height=8, width=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).to_dict()}
-    return write_package(
-        work / "pkg", model=model, task="image-classification", preprocessing=pre, labels=["cat", "dog", "bird", "fish"]
-    )
-
-
-@pytest.fixture(scope="session")
-def audio_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from onnx import TensorProto, helper, numpy_helper
-
-    from runtimes.preprocess import AudioSettings
-
-    work = tmp_path_factory.mktemp("audiocls")
-    # Two features per clip: mean and mean of squares -> logits. Reads the waveform's energy.
-    rng = np.random.default_rng(4)
-    nodes = [
-        helper.make_node("Mul", ["input_values", "input_values"], ["sq"]),
-        helper.make_node("ReduceMean", ["input_values", "ax"], ["m"], keepdims=1),
-        helper.make_node("ReduceMean", ["sq", "ax"], ["e"], keepdims=1),
-        helper.make_node("Concat", ["m", "e"], ["f"], axis=1),
-        helper.make_node("MatMul", ["f", "w"], ["logits"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.array([1], np.int64), "ax"),
-        numpy_helper.from_array(rng.normal(size=(2, 2)).astype(np.float32), "w"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "audio",
-        [helper.make_tensor_value_info("input_values", TensorProto.FLOAT, ["batch", "samples"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        inits,
-    )
-    model = _save(graph, work / "src.onnx")
-    pre = {"audio": AudioSettings(sampling_rate=16000, do_normalize=True).to_dict()}
-    return write_package(
-        work / "pkg", model=model, task="audio-classification", preprocessing=pre, labels=["yes", "no"]
-    )
-
-
-@pytest.fixture(scope="session")
-def tensor_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """x: float32 [batch, 4] and ids: int64 [batch] -> y = x * 2 + ids (a fixed dim and a shared symbolic one)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    work = tmp_path_factory.mktemp("tensor")
-    nodes = [
-        helper.make_node("Mul", ["x", "two"], ["x2"]),
-        helper.make_node("Cast", ["ids"], ["idsf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["idsf", "ax"], ["ids2"]),
-        helper.make_node("Add", ["x2", "ids2"], ["y"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
-        numpy_helper.from_array(np.array([1], np.int64), "ax"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tensor",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
-            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    model = _save(graph, work / "src.onnx")
-    return write_package(work / "pkg", model=model, task="tensor")
+    return save_graph(helper.make_graph(nodes, "cls", inputs, [out], inits), path)
 
 
 # ------------------------------------------------------------------------------------------- causal LMs
 
 
-def _save_hf_lm(arch: str, out: Path, tok: Any) -> Path:
+def save_hf_lm(arch: str, out: Path, tok: Any) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -406,13 +279,7 @@ def _save_hf_lm(arch: str, out: Path, tok: Any) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def lm_hf_dirs(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, Path]:
-    work = tmp_path_factory.mktemp("hf")
-    return {arch: _save_hf_lm(arch, work / arch, tokenizer) for arch in ("llama", "gpt2")}
-
-
-def _lm_package(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path, with_kv: bool, name: str) -> Path:
+def export_lm_package(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path, with_kv: bool, name: str) -> Path:
     """Export with edgekit's own exporter, so these tests also hold the runtime to the exporter's manifests."""
     from exporters import export
 
@@ -427,30 +294,3 @@ def _lm_package(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path, with_kv:
         validation_samples=4,
     )
     return Path(result.package_dir)
-
-
-@pytest.fixture(scope="session")
-def lm_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
-    return _lm_package(tmp_path_factory, lm_hf_dirs["llama"], True, "llama")
-
-
-@pytest.fixture(scope="session")
-def lm_package_nokv(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
-    return _lm_package(tmp_path_factory, lm_hf_dirs["llama"], False, "llama-nokv")
-
-
-@pytest.fixture(scope="session")
-def gpt2_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
-    return _lm_package(tmp_path_factory, lm_hf_dirs["gpt2"], True, "gpt2")
-
-
-@pytest.fixture()
-def fresh_copy(tmp_path: Path) -> Iterator[Any]:
-    """Copy a package to a per-test directory (for tests that change files or the cache)."""
-
-    def copy(src: Path) -> Path:
-        dst = tmp_path / f"{src.parent.name}-{src.name}"
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".edgekit-cache"))
-        return dst
-
-    yield copy

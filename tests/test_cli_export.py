@@ -31,7 +31,11 @@ def test_export_json_and_inspect(mlp, tmp_path, capsys):
 
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["result"]
-    assert info["task"] == "tensor" and info["ops"]["MatMulInteger"] >= 1 or "DynamicQuantizeMatMul" in info["ops"]
+    assert info["task"] == "tensor"
+    # Both MatMuls of the MLP run as int8 (MatMulInteger); none is left in float.
+    assert info["ops"].get("MatMulInteger") == 2 and "MatMul" not in info["ops"], info["ops"]
+    # Quantized storage keeps the parameter count of the fp32 source (weights and biases of the two layers).
+    assert info["parameter_count"] == 16 * 64 + 64 + 64 * 4 + 4
     assert info["recipe"]["name"] == "int8-dynamic"
 
     assert main(["inspect", str(out)]) == 0

@@ -9,7 +9,6 @@ from typing import Any
 
 import onnx
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 import runtimes
 from exporters.decoder_fusions import step_decoder_fusions

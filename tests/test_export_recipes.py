@@ -158,14 +158,20 @@ def test_text_classification_hf_export(tiny_bert_classifier_dir, tmp_path):
     assert m["source"]["kind"] == "hf" and m["source"]["library_versions"]["onnxruntime"]
 
 
-def test_every_task_is_registered_with_a_metric():
-    from exporters.validate import TASK_METRICS
-
+def test_every_task_names_metrics_that_report_its_primary_metric():
+    # Identical reference and candidate outputs: each task's metrics exist and show full agreement.
+    rng = np.random.default_rng(0)
+    feeds = [{"input_ids": np.array([[1, 2, 3]]), "attention_mask": np.ones((1, 3), np.int64)}]
+    outs = [[rng.standard_normal((1, 3, 8)).astype(np.float32)]]
     for task in TASKS:
-        assert task.kind in TASK_METRICS
-        assert task.primary_metric
+        metrics = task.metric_fn()(feeds, outs, outs, None)
+        assert metrics[task.primary_metric] == pytest.approx(1.0), (task.name, metrics)
 
 
-def test_json_result_is_serializable(mlp, tmp_path):
+def test_json_result_round_trips_and_matches_the_manifest(mlp, tmp_path):
     res = export(mlp, output=tmp_path / "j", task="tensor", progress=False)
-    json.dumps(res.to_dict())
+    data = json.loads(json.dumps(res.to_dict(), allow_nan=False))  # strict JSON: no NaN / Infinity
+    assert data == res.to_dict()
+    manifest = json.loads((tmp_path / "j" / "edgekit.json").read_text())
+    assert data["recipe"] == manifest["recipe"]["name"] == "fp32"
+    assert data["accuracy"]["metrics"] == manifest["accuracy"]["metrics"]

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 import edgekit.package as package_mod
 import runtimes

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from runtime_fixtures import *  # noqa: F403 - fixtures
 
 import runtimes
 from edgekit.errors import ConfigError, UsageError
@@ -637,7 +636,7 @@ KEYS_FILES = [
 
 @pytest.mark.parametrize(("name", "fields", "fragment"), KEYS_FILES, ids=_ids(KEYS_FILES))
 def test_keys_file_refused_at_startup(tmp_path: Path, name: str, fields: dict[str, Any], fragment: str) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     path = tmp_path / "keys.json"
     key = {"id": "app", "hash": f"scrypt$16384$8$1${GOOD_SALT}${GOOD_DIGEST}", **fields}
@@ -662,7 +661,7 @@ def test_keys_file_refused_at_startup(tmp_path: Path, name: str, fields: dict[st
     ids=["binary", "empty", "keys not a list", "version number", "version 2", "key not an object", "array"],
 )
 def test_keys_file_shape_refused_at_startup(tmp_path: Path, text: bytes, fragment: str) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     path = tmp_path / "keys.json"
     path.write_bytes(text)
@@ -671,7 +670,7 @@ def test_keys_file_shape_refused_at_startup(tmp_path: Path, text: bytes, fragmen
 
 
 def test_a_validated_keys_file_still_verifies(tmp_path: Path) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     path = tmp_path / "keys.json"
     key = add_key(path, "app")
@@ -684,7 +683,7 @@ def test_a_validated_keys_file_still_verifies(tmp_path: Path) -> None:
 
 
 def test_audit_write_failure_degrades_health(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     full = Path("/dev/full")  # every write fails with ENOSPC: a disk that filled up
     config = ServerConfig(port=0, audit_log=str(full))
@@ -715,7 +714,7 @@ def test_audit_recovers_when_writes_succeed_again(tmp_path: Path) -> None:
 
 
 def test_unopenable_audit_log_is_refused_at_startup(tmp_path: Path) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     with pytest.raises(ConfigError, match="cannot open the audit log"):
         create_app({"e": FakeEmbedder()}, ServerConfig(port=0, audit_log=str(tmp_path / "no" / "dir" / "a.jsonl")))
@@ -866,7 +865,7 @@ def test_the_translation_table_is_walked() -> None:
 
 
 def test_a_server_bug_is_a_500_that_does_not_leak(caplog: pytest.LogCaptureFixture) -> None:
-    from test_server_support import FakeEmbedder
+    from server_support import FakeEmbedder
 
     class Broken(FakeEmbedder):
         def embed(self, texts: Any) -> Any:

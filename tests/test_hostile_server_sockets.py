@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server_support import FakeEmbedder, FakeLM, wait_for
+from server_support import FakeEmbedder, FakeLM, wait_for
 
 from runtimes.server import ServerConfig, start_server
 

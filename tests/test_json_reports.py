@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403  (lm_package, embed_package, text_cls_package)
 
 from edgekit.cli import main
 from tests.onnx_builders import mlp_classifier

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 HEAVY = ("torch", "transformers", "optimum", "onnx", "sentence_transformers", "exporters")
 
@@ -93,30 +92,5 @@ def _core_cli_checks(py: Path, package: Path, cwd: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("edgekit ") and "onnxruntime " in version.stdout
 
 
-def _imported_modules(path: Path) -> set[str]:
-    import ast
-
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
-def test_dependency_direction_core_and_runtimes_never_import_exporters() -> None:
-    # DESIGN: edgekit core <- runtimes <- exporters. Only the CLI, the demo and the top-level API in edgekit
-    # reach into exporters (lazily, inside the command that needs them).
-    root = Path(__file__).resolve().parent.parent
-    allowed = {"edgekit/__init__.py", "edgekit/demo.py", "edgekit/inspect.py", "edgekit/cli.py"}
-    offenders = {}
-    for package in ("edgekit", "runtimes"):
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root).as_posix()
-            if rel in allowed or rel.startswith("edgekit/commands/"):
-                continue
-            bad = sorted(m for m in _imported_modules(path) if m == "exporters" or m.startswith("exporters."))
-            if bad:
-                offenders[rel] = bad
-    assert not offenders, offenders
+# The dependency direction (core <- runtimes <- exporters, the CLI on top) is checked by the import-linter
+# contracts in pyproject.toml, run by tests/test_layers.py and `make lint`.

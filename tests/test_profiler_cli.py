@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from profiler_graphs import *  # noqa: F403  (session fixtures)
 
 from edgekit.cli import main
 

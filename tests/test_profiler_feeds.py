@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403  (session fixtures)
 
 from edgekit.errors import UsageError
 from edgekit.package import open_package

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from profiler_graphs import *  # noqa: F403  (session fixtures)
 
 from edgekit.errors import BudgetExceededError
 from edgekit.profiler.api import _budget_failures, budget_error

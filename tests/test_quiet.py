@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 from edgekit import quiet
 from edgekit.cli import main

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 from edgekit.errors import ConfigError, InvalidInputError, UsageError
 from runtimes.cli_run import add_run_arguments, render_run_report, run_command

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 import runtimes
 from edgekit.errors import InvalidInputError, PackageError, UsageError

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 import runtimes
 

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from runtime_fixtures import *  # noqa: F403
 
 import runtimes
 from edgekit.devices import EP_CONSTRAINTS, KNOWN_PROVIDERS, get_device

@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from runtime_fixtures import *  # noqa: F403 - fixtures
-from test_server_support import read_sse, wait_for
+from server_support import read_sse, wait_for
 
 import runtimes
 from edgekit.client import Client, ModelNotFoundError, PayloadTooLargeError, TaskMismatchError

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server_support import FakeEmbedder, FakeLM, wait_for
+from server_support import FakeEmbedder, FakeLM, wait_for
 
 from edgekit.cli import main
 from edgekit.client import AuthenticationError, Client, PermissionDeniedError, QuotaExceededError

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from runtime_fixtures import *  # noqa: F403 - fixtures
 from test_hostile_server import models  # noqa: F401 - the module's models fixture
 from test_server_api import chat_package  # noqa: F401 - the tiny Llama with a chat template
 

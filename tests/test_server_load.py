@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_fixtures import *  # noqa: F403 - fixtures
-from test_server_support import FakeLM, read_sse, wait_for
+from server_support import FakeLM, read_sse, wait_for
 
 from edgekit.client import Client, RequestTimeoutError
 from edgekit.errors import ConfigError

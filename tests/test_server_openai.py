@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from runtime_fixtures import *  # noqa: F403 - fixtures
 from test_server_api import chat_package  # noqa: F401 - the tiny Llama with a chat template
 
 import runtimes

@@ -416,38 +416,43 @@ def _xnnpack_rule(node: Any, ctx: _Ctx) -> str | None:
     return None
 
 
-COVERAGE_RULES: Registry[ProviderRule] = Registry("coverage rule")
-COVERAGE_RULES.add(
-    "NnapiExecutionProvider",
-    ProviderRule(
-        ops=_md_ops("nnapi_supported_ops.md"),
-        source="onnxruntime/tools/mobile_helpers/nnapi_supported_ops.md (shipped with onnxruntime)",
-    ),
+# Each rule is named by its execution provider's record (``runtimes.providers.PROVIDERS``, ``coverage_rule``).
+NNAPI_RULE = ProviderRule(
+    ops=_md_ops("nnapi_supported_ops.md"),
+    source="onnxruntime/tools/mobile_helpers/nnapi_supported_ops.md (shipped with onnxruntime)",
 )
-COVERAGE_RULES.add(
-    "CoreMLExecutionProvider",
-    ProviderRule(
-        ops=_md_ops("coreml_supported_mlprogram_ops.md"),
-        source="onnxruntime/tools/mobile_helpers/coreml_supported_mlprogram_ops.md (shipped with onnxruntime)",
-        max_rank=5,
-    ),
+COREML_RULE = ProviderRule(
+    ops=_md_ops("coreml_supported_mlprogram_ops.md"),
+    source="onnxruntime/tools/mobile_helpers/coreml_supported_mlprogram_ops.md (shipped with onnxruntime)",
+    max_rank=5,
 )
-COVERAGE_RULES.add(
-    "XnnpackExecutionProvider",
-    ProviderRule(
-        ops=_xnnpack_ops,
-        source="ONNX Runtime docs, Xnnpack-ExecutionProvider.md (supported ops) and the XNNPACK EP's node support "
-        "checker (elementwise and activation ops)",
-        node_rule=_xnnpack_rule,
-    ),
+XNNPACK_RULE = ProviderRule(
+    ops=_xnnpack_ops,
+    source="ONNX Runtime docs, Xnnpack-ExecutionProvider.md (supported ops) and the XNNPACK EP's node support "
+    "checker (elementwise and activation ops)",
+    node_rule=_xnnpack_rule,
 )
-COVERAGE_RULES.add(
-    "QNNExecutionProvider",
-    ProviderRule(
-        ops=_qnn_ops,
-        source="onnxruntime-qnn docs, QNN-ExecutionProvider.md (supported ONNX operators)",
-    ),
+QNN_RULE = ProviderRule(
+    ops=_qnn_ops,
+    source="onnxruntime-qnn docs, QNN-ExecutionProvider.md (supported ONNX operators)",
 )
+
+
+def _coverage_rules() -> Registry[ProviderRule]:
+    """A view of the execution-provider records: the EPs whose record names a coverage rule in this module."""
+    from runtimes.providers import PROVIDERS
+
+    rules: Registry[ProviderRule] = Registry("coverage rule")
+    module = globals()
+    for spec in PROVIDERS:
+        if spec.coverage_rule:
+            ref_module, _, attr = spec.coverage_rule.partition(":")
+            # Read from this module's namespace: resolving would re-enter the import still running.
+            rules.add(spec.name, module[attr] if ref_module == __name__ else spec.coverage())
+    return rules
+
+
+COVERAGE_RULES: Registry[ProviderRule] = _coverage_rules()
 
 
 # ---------------------------------------------------------------------------------------- the check
@@ -557,8 +562,6 @@ def device_coverage(
     dynamic_inputs: set[str],
 ) -> DeviceCoverage:
     """Coverage of the stored graph ``model`` for each provider in ``profile``, in the profile's order."""
-    check_partitioning = _usability_checker().check_partitioning
-
     constants = {i.name for i in model.graph.initializer} | set(folded_outputs)
     live = [n for n in model.graph.node if not (n.output and all(o in folded_outputs for o in n.output if o))]
     producer = {o: n.op_type for n in live for o in n.output}
@@ -572,70 +575,72 @@ def device_coverage(
         "bound": _graph_for_check(model, live, constants, shapes, set()),
         "exported": _graph_for_check(model, live, constants, shapes, dynamic),
     }
-    out = []
-    for entry in profile.execution_providers:
-        total = len(live)
-        if entry.name == "CPUExecutionProvider":
-            out.append(
-                ProviderCoverage(
-                    provider=entry.name,
-                    known=True,
-                    nodes_total=total,
-                    nodes_supported=total,
-                    partitions=1 if total else 0,
-                    partition_sizes=(total,),
-                    suitability="yes",
-                    constraints=entry.constraints,
-                    source="the CPU provider has every kernel",
-                    taken_nodes=frozenset(node_key(n) for n in live),
-                )
-            )
-            continue
-        if entry.name not in COVERAGE_RULES:
-            out.append(
-                ProviderCoverage(
-                    provider=entry.name,
-                    known=False,
-                    nodes_total=total,
-                    nodes_supported=None,
-                    partitions=None,
-                    constraints=entry.constraints,
-                    source="edgekit has no op list for this provider",
-                )
-            )
-            continue
-        rule = COVERAGE_RULES.get(entry.name)
-        ops = rule.ops()
-        rules = [r for r in (rule.node_rule,) if r] + [
-            _CONSTRAINT_RULES[c] for c in entry.constraints if c in _CONSTRAINT_RULES
-        ]
-        fixed = "static_shapes" in entry.constraints
-        checker = _Checker(ops, rules, ctx)
-        info = check_partitioning(graphs["bound"], checker, fixed, rule.max_rank)
-        exported = None
-        if fixed:
-            exported = check_partitioning(graphs["exported"], _Checker(ops, rules, ctx), True, rule.max_rank)
-        reasons = dict(checker.reasons)
-        if info.nodes_unsupported_due_to_dynamic_input:
-            reasons["dynamic input shape"] = info.nodes_unsupported_due_to_dynamic_input
-        if info.num_unsupported_nodes_due_to_rank:
-            reasons[f"rank above {rule.max_rank}"] = info.num_unsupported_nodes_due_to_rank
-        out.append(
-            ProviderCoverage(
-                provider=entry.name,
-                known=True,
-                nodes_total=total,
-                nodes_supported=info.num_supported_nodes,
-                partitions=info.num_partitions,
-                partition_sizes=tuple(len(g) for g in info.supported_groups),
-                unsupported_ops=tuple(sorted(info.unsupported_ops)),
-                reasons=reasons,
-                nodes_supported_as_exported=exported.num_supported_nodes if exported is not None else None,
-                suitability=info.suitability().name.lower() if total else None,
-                constraints=entry.constraints,
-                source=rule.source,
-                caveats=tuple(checker.get_caveats()[:8]),
-                taken_nodes=frozenset(node_key(n) for group in info.supported_groups for n in group),
-            )
-        )
+    out = [_provider_coverage(entry, live, graphs, ctx) for entry in profile.execution_providers]
     return DeviceCoverage(device=profile.name, providers=tuple(out))
+
+
+def _provider_coverage(entry: Any, live: Sequence[Any], graphs: Mapping[str, Any], ctx: _Ctx) -> ProviderCoverage:
+    """One provider of a device profile: every node on the CPU EP, unknown without a rule, else the check."""
+    total = len(live)
+    if entry.name == "CPUExecutionProvider":
+        return ProviderCoverage(
+            provider=entry.name,
+            known=True,
+            nodes_total=total,
+            nodes_supported=total,
+            partitions=1 if total else 0,
+            partition_sizes=(total,),
+            suitability="yes",
+            constraints=entry.constraints,
+            source="the CPU provider has every kernel",
+            taken_nodes=frozenset(node_key(n) for n in live),
+        )
+    if entry.name not in COVERAGE_RULES:
+        return ProviderCoverage(
+            provider=entry.name,
+            known=False,
+            nodes_total=total,
+            nodes_supported=None,
+            partitions=None,
+            constraints=entry.constraints,
+            source="edgekit has no op list for this provider",
+        )
+    return _checked_coverage(entry, COVERAGE_RULES.get(entry.name), total, graphs, ctx)
+
+
+def _checked_coverage(
+    entry: Any, rule: ProviderRule, total: int, graphs: Mapping[str, Any], ctx: _Ctx
+) -> ProviderCoverage:
+    """ONNX Runtime's own partitioning check run with ``rule`` (and on the graph as exported for static shapes)."""
+    check_partitioning = _usability_checker().check_partitioning
+    ops = rule.ops()
+    rules = [r for r in (rule.node_rule,) if r] + [
+        _CONSTRAINT_RULES[c] for c in entry.constraints if c in _CONSTRAINT_RULES
+    ]
+    fixed = "static_shapes" in entry.constraints
+    checker = _Checker(ops, rules, ctx)
+    info = check_partitioning(graphs["bound"], checker, fixed, rule.max_rank)
+    exported = None
+    if fixed:
+        exported = check_partitioning(graphs["exported"], _Checker(ops, rules, ctx), True, rule.max_rank)
+    reasons = dict(checker.reasons)
+    if info.nodes_unsupported_due_to_dynamic_input:
+        reasons["dynamic input shape"] = info.nodes_unsupported_due_to_dynamic_input
+    if info.num_unsupported_nodes_due_to_rank:
+        reasons[f"rank above {rule.max_rank}"] = info.num_unsupported_nodes_due_to_rank
+    return ProviderCoverage(
+        provider=entry.name,
+        known=True,
+        nodes_total=total,
+        nodes_supported=info.num_supported_nodes,
+        partitions=info.num_partitions,
+        partition_sizes=tuple(len(g) for g in info.supported_groups),
+        unsupported_ops=tuple(sorted(info.unsupported_ops)),
+        reasons=reasons,
+        nodes_supported_as_exported=exported.num_supported_nodes if exported is not None else None,
+        suitability=info.suitability().name.lower() if total else None,
+        constraints=entry.constraints,
+        source=rule.source,
+        caveats=tuple(checker.get_caveats()[:8]),
+        taken_nodes=frozenset(node_key(n) for group in info.supported_groups for n in group),
+    )

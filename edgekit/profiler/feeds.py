@@ -12,7 +12,8 @@ A package's task says what realistic inputs look like, so the profiler makes the
 - tensor, and bare ``.onnx`` files: random inputs at the bound shapes. Every dynamic dim must then be bound
   with ``--input-shape``; the error names the unbound ones.
 
-``FEED_MAKERS`` is the registry: a new modality is one entry.
+Each task's record (``edgekit.tasks``, ``profile_phases``) names the maker of its phases: a new task is one
+entry there.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ import numpy as np
 
 from edgekit.errors import PackageError, UsageError
 from edgekit.manifest import Manifest
-from edgekit.registry import Registry
 
-__all__ = ["DEFAULT_PROMPT_TOKENS", "DEFAULT_TEXT_TOKENS", "FEED_MAKERS", "Phase", "Target", "make_phases"]
+__all__ = ["DEFAULT_PROMPT_TOKENS", "DEFAULT_TEXT_TOKENS", "Phase", "Target", "make_phases"]
 
 # A sentence-length input: the common case for embeddings and classification on a device.
 DEFAULT_TEXT_TOKENS = 32
@@ -70,7 +70,6 @@ class Phase:
 
 
 FeedMaker = Callable[[Target, Mapping[str, tuple[int, ...]], Any], list[Phase]]
-FEED_MAKERS: Registry[FeedMaker] = Registry("input modality")
 
 
 def _corpus_ids(encoder: Any, *, special: bool) -> list[int]:
@@ -95,7 +94,7 @@ def _given(shapes: Mapping[str, tuple[int, ...]], names: Sequence[str], rank: in
     return None
 
 
-def _text(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
+def text_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
     manifest = target.manifest
     assert manifest is not None
     names = [t.name for t in manifest.inputs]
@@ -128,7 +127,7 @@ def _text(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> 
     ]
 
 
-def _generation(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
+def generation_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
     manifest = target.manifest
     assert manifest is not None and manifest.generation is not None
     gen = manifest.generation
@@ -187,7 +186,7 @@ def _generation(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: An
     return [prefill, decode]
 
 
-def _packaged_samples(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
+def packaged_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
     """Image / audio: the package's own preprocessing on generated samples, tiled to the batch asked for."""
     from runtimes.samples import sample_feeds_for
 
@@ -215,7 +214,7 @@ def _packaged_samples(target: Target, shapes: Mapping[str, tuple[int, ...]], spe
     ]
 
 
-def _tensor(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
+def tensor_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
     from edgekit.profiler.static import unbound_dims
 
     bound, _ = unbound_dims(specs, shapes)
@@ -239,25 +238,20 @@ def _tensor(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -
     ]
 
 
-FEED_MAKERS.add("text", _text)
-FEED_MAKERS.add("generation", _generation)
-FEED_MAKERS.add("image", _packaged_samples)
-FEED_MAKERS.add("audio", _packaged_samples)
-FEED_MAKERS.add("tensor", _tensor)
-
-
-def _modality(target: Target) -> str:
+def _maker(target: Target) -> FeedMaker:
+    """The task record's phase maker (``edgekit.tasks``: ``profile_phases``); random tensors when the package
+    lacks what it needs (a bare ``.onnx`` file, a decoder without generation facts, images without
+    preprocessing)."""
     if target.manifest is None or target.root is None:
-        return "tensor"
+        return tensor_phases
     from edgekit.tasks import TASKS
 
     spec = TASKS.get(target.task)
-    kind, modality = spec.kind, spec.modality
-    if kind == "generation":
-        return "generation" if target.manifest.generation is not None else "tensor"
-    if modality == "image" and "image" not in target.manifest.preprocessing:
-        return "tensor"
-    return modality if modality in FEED_MAKERS else "tensor"
+    if spec.kind == "generation" and target.manifest.generation is None:
+        return tensor_phases
+    if spec.modality == "image" and "image" not in target.manifest.preprocessing:
+        return tensor_phases
+    return spec.phase_maker()
 
 
 def make_phases(target: Target, input_shapes: Mapping[str, Sequence[int]] | None, specs: Any) -> list[Phase]:
@@ -271,7 +265,7 @@ def make_phases(target: Target, input_shapes: Mapping[str, Sequence[int]] | None
             param="input_shapes",
         )
     try:
-        return FEED_MAKERS.get(_modality(target))(target, shapes, specs)
+        return _maker(target)(target, shapes, specs)
     except (OSError, KeyError) as exc:
         raise PackageError(
             f"cannot make inputs for {target.label}: {exc}",

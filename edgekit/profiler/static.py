@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit import onnx_graph
 from edgekit.errors import CorruptModelError, MissingDependencyError, UsageError
-from edgekit.onnx_dims import value_info_dims
+from edgekit.onnx_graph import value_info_dims
 from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import Registry
 
@@ -870,11 +871,6 @@ def _topological(nodes: Sequence[Any], available: set[str]) -> list[Any]:
     return ordered
 
 
-def _param_count(dtype: str, numel: int) -> int:
-    # Scales, zero points and shape vectors are bookkeeping, not parameters (as exporters.graph counts them).
-    return numel if numel > 1 and dtype not in ("int64", "int32") else 0
-
-
 def analyze_model(
     model: Any,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -934,6 +930,7 @@ def analyze_model(
     by_dtype: Counter[str] = Counter()
     by_use: Counter[str] = Counter()
     params = 0
+    roles = onnx_graph.weight_roles(live_nodes, init_by_name)  # counted as the manifest counts them
     for name in sorted(used_consts):
         if name in init_by_name:
             init = init_by_name[name]
@@ -944,14 +941,14 @@ def analyze_model(
                 continue
             dtype, numel = t.dtype, t.numel
         nbytes = numel * _ITEMSIZE.get(dtype, 4)
-        by_dtype[dtype] += nbytes
+        by_dtype[onnx_graph.weight_dtype(dtype, roles.get(name))] += nbytes
         use = "other"
         if name in conv_inputs:
             use = "folded_conv" if name in folded_outputs else "conv"
         elif name in gemm_inputs and dtype in ("int8", "uint8"):
             use = "quantized_gemm"
         by_use[use] += nbytes
-        params += _param_count(dtype, numel)
+        params += onnx_graph.parameter_count(dtype, numel, roles.get(name))
 
     costs: list[NodeCost] = []
     unknown = 0

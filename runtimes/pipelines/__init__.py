@@ -1,9 +1,9 @@
 """Pipelines: what a package's task adds on top of ``run`` — embed, classify, generate / stream.
 
-One registry entry per task: the methods it provides and a factory that builds the pipeline from the loaded
-session and the package's manifest. A new task is one ``PIPELINES.add``; the model object dispatches by the
-entry, never by if-chains on task names. Factories import their module when called, so loading an
-embedding package never imports the generation code.
+One entry per task, built from the task's record in :mod:`edgekit.tasks` (the methods it provides and the
+``"module:attr"`` of the pipeline class built from the loaded session and the package's manifest). A new task is
+one ``TASKS.add``; the model object dispatches by the entry, never by if-chains on task names. Factories import
+their module when called, so loading an embedding package never imports the generation code.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.manifest import Manifest
-from edgekit.registry import Registry
+from edgekit.registry import Registry, resolve
+from edgekit.tasks import TASKS
 from runtimes.session import RuntimeSession
 
 
@@ -37,71 +38,23 @@ class PipelineSpec:
     description: str = ""
 
 
-PIPELINES: Registry[PipelineSpec] = Registry("task")
+def _factory(ref: str) -> Callable[[PipelineContext], Any]:
+    def build(ctx: PipelineContext) -> Any:
+        return resolve(ref)(ctx)  # imports the pipeline's module only now
+
+    return build
 
 
-def _embed(ctx: PipelineContext) -> Any:
-    from runtimes.pipelines.embed import EmbedPipeline
-
-    return EmbedPipeline(ctx)
-
-
-def _text_classify(ctx: PipelineContext) -> Any:
-    from runtimes.pipelines.classify import TextClassifyPipeline
-
-    return TextClassifyPipeline(ctx)
-
-
-def _image_classify(ctx: PipelineContext) -> Any:
-    from runtimes.pipelines.classify import ImageClassifyPipeline
-
-    return ImageClassifyPipeline(ctx)
+def _pipelines() -> Registry[PipelineSpec]:
+    """A view of the task records (``edgekit.tasks.TASKS``): the facts live there, one record per task."""
+    registry: Registry[PipelineSpec] = Registry("task")
+    for task in TASKS:
+        factory = _factory(task.pipeline) if task.pipeline else None
+        spec = PipelineSpec(
+            task=task.name, methods=task.methods, factory=factory, description=task.pipeline_description
+        )
+        registry.add(task.name, spec)
+    return registry
 
 
-def _audio_classify(ctx: PipelineContext) -> Any:
-    from runtimes.pipelines.classify import AudioClassifyPipeline
-
-    return AudioClassifyPipeline(ctx)
-
-
-def _generate(ctx: PipelineContext) -> Any:
-    from runtimes.pipelines.generate import GeneratePipeline
-
-    return GeneratePipeline(ctx)
-
-
-for _spec in (
-    PipelineSpec(
-        task="feature-extraction",
-        methods=("embed",),
-        factory=_embed,
-        description="tokenize, batch with dynamic padding, pool, L2-normalize",
-    ),
-    PipelineSpec(
-        task="text-classification",
-        methods=("classify",),
-        factory=_text_classify,
-        description="tokenize, softmax, top-k labels",
-    ),
-    PipelineSpec(
-        task="image-classification",
-        methods=("classify",),
-        factory=_image_classify,
-        description="decode, resize, crop, normalize, top-k labels",
-    ),
-    PipelineSpec(
-        task="audio-classification",
-        methods=("classify",),
-        factory=_audio_classify,
-        description="read WAV or array, resample, normalize, top-k labels",
-    ),
-    PipelineSpec(
-        task="text-generation",
-        methods=("generate", "stream"),
-        factory=_generate,
-        description="prefill + KV-cache decode loop, sampling, streaming text",
-    ),
-    PipelineSpec(task="tensor", methods=(), description="named arrays in, named arrays out"),
-):
-    PIPELINES.add(_spec.task, _spec)
-del _spec
+PIPELINES: Registry[PipelineSpec] = _pipelines()

@@ -487,15 +487,7 @@ class GeneratePipeline:
         emit: bool,
         cancel: CancelEvent | None = None,
     ) -> Iterator[str]:
-        sampler = Sampler(
-            vocab_size=self.vocab_size or 1,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            repetition_penalty=config.repetition_penalty,
-            seed=config.seed,
-        )
-        sampler.observe(prompt_ids)
+        sampler = self._sampler(config, prompt_ids)
         eos = frozenset() if config.ignore_eos else self.eos
         max_new = min(config.max_tokens, self.max_context - len(prompt_ids))
         # Per-token text is needed only to stream or to find stop sequences; otherwise decode once at the end.
@@ -548,22 +540,42 @@ class GeneratePipeline:
                     yield tail
             text = "".join(parts)
         else:
-            text_ids = [t for t in generated if t not in eos]
-            before = self.decode(context)
-            whole = self.decode(context + text_ids)
-            text = whole[len(before) :] if whole.startswith(before) else self.decode(text_ids)
-        decode_steps = max(0, len(generated) - 1)
+            text = self._decode_once(context, [t for t in generated if t not in eos])
         box["result"] = GenerationResult(
             text=text,
             finish_reason=finish,
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(generated)),
             token_ids=tuple(generated),
             prompt_truncated=truncated,
-            timings={
-                "prefill_seconds": round(first_at - start, 6),
-                "decode_seconds": round(end - first_at, 6),
-                "decode_tokens_per_second": round(decode_steps / (end - first_at), 2)
-                if decode_steps and end > first_at
-                else 0.0,
-            },
+            timings=_timings(start, first_at, end, len(generated)),
         )
+
+    def _sampler(self, config: GenerationConfig, prompt_ids: list[int]) -> Sampler:
+        sampler = Sampler(
+            vocab_size=self.vocab_size or 1,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            repetition_penalty=config.repetition_penalty,
+            seed=config.seed,
+        )
+        sampler.observe(prompt_ids)  # the repetition penalty counts the prompt's tokens too
+        return sampler
+
+    def _decode_once(self, context: list[int], text_ids: list[int]) -> str:
+        """The generated text in one decode, with the prompt's tail as context so the first word's spacing holds."""
+        before = self.decode(context)
+        whole = self.decode(context + text_ids)
+        return whole[len(before) :] if whole.startswith(before) else self.decode(text_ids)
+
+
+def _timings(start: float, first_at: float, end: float, generated: int) -> dict[str, float]:
+    """Prefill (until the first token) and decode times; the decode rate counts the steps after the first token."""
+    decode_steps = max(0, generated - 1)
+    return {
+        "prefill_seconds": round(first_at - start, 6),
+        "decode_seconds": round(end - first_at, 6),
+        "decode_tokens_per_second": round(decode_steps / (end - first_at), 2)
+        if decode_steps and end > first_at
+        else 0.0,
+    }

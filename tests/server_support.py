@@ -2,7 +2,7 @@
 
 Stand-ins are used where a test needs a generation that is slow or blocked on purpose (queue full,
 timeouts, disconnects, shutdown); everything else runs the real runtime on packages built in code.
-Import with ``from test_server_support import *``.
+Imported by name (``from server_support import FakeLM, wait_for``); not a test module.
 """
 
 from __future__ import annotations
