@@ -49,6 +49,8 @@ class TickingProgress(Progress):
         super().__init__(enabled=enabled)
         self.interval = interval
         self._stop: threading.Event | None = None
+        self._lock = threading.Lock()  # a tick never lands after stop() returned
+        self._drawn = False
 
     def log(self, message: str) -> None:
         self.stop()
@@ -62,23 +64,29 @@ class TickingProgress(Progress):
         return super().bar(total, desc)
 
     def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-            self._stop = None
+        with self._lock:
+            if self._stop is not None:
+                self._stop.set()
+                self._stop = None
+            if self._drawn:  # clear the in-place elapsed time before the next line
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self._drawn = False
 
     def _tick(self, stop: threading.Event, start: float) -> None:
         tty = getattr(self.stream, "isatty", lambda: False)()
         period = 1.0 if tty else self.interval
         while not stop.wait(period):
-            elapsed = time.perf_counter() - start
-            if tty:
-                self.stream.write(f"\r[edgekit]   {elapsed:.0f} s")
-            else:
-                self.stream.write(f"[edgekit]   still working ({elapsed:.0f} s)\n")
-            self.stream.flush()
-        if tty:
-            self.stream.write("\r\033[K")  # clear the elapsed-time line before the next stage's line
-            self.stream.flush()
+            with self._lock:
+                if stop.is_set():
+                    break
+                elapsed = time.perf_counter() - start
+                if tty:
+                    self.stream.write(f"\r[edgekit]   {elapsed:.0f} s")
+                    self._drawn = True
+                else:
+                    self.stream.write(f"[edgekit]   still working ({elapsed:.0f} s)\n")
+                self.stream.flush()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
