@@ -116,6 +116,11 @@ def _build_demo(final: Path) -> None:
         timeout=1800,
     )
     assert proc.returncode == 0, f"make demo failed:\n{proc.stdout}\n{proc.stderr}"
+    # Quiet: stderr holds only the demo's progress and edgekit's own lines, nothing from third-party code.
+    foreign = [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith(("[demo ", "    ", "[edgekit] "))]
+    assert not foreign, f"make demo printed lines edgekit did not write: {foreign[:5]}"
+    for heading in ("all-MiniLM-L6-v2 (", "demo LM: a ", "digits CNN on ", "colour classifier (cls"):
+        assert heading in proc.stdout, proc.stdout
     os.replace(partial, final)
 
 
@@ -143,6 +148,38 @@ def _env(work: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def test_demo_lm_adds_as_measured(workdir: Path) -> None:
+    """The trainer's batched teacher-forced exact match equals real greedy decoding (PyTorch and the fp32 package),
+    on held-out problems the model never trained on."""
+    import random
+
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    import runtimes
+    from exporters.demo_models import EOS_ID, _addition_batch, _exact_match, addition_pairs, addition_prompt
+
+    src = workdir / "out" / "sources" / "tiny-llama"
+    model = LlamaForCausalLM.from_pretrained(src).eval()
+    tok = AutoTokenizer.from_pretrained(src)
+    _, held = addition_pairs()
+    problems = random.Random(5).sample(held, 60)
+    batched = _exact_match(model, *_addition_batch(problems))
+    right = 0
+    for a, b in problems:
+        ids = tok(addition_prompt(a, b), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=EOS_ID, pad_token_id=0)
+        right += tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True) == str(a + b)
+    assert batched == right / len(problems)
+    assert batched >= 0.9  # trained to 95% on another held-out sample
+    pkg = runtimes.load(workdir / "out" / "llm-fp32")
+    onnx_right = sum(
+        pkg.generate(addition_prompt(a, b), max_tokens=5, temperature=0).text == str(a + b) for a, b in problems
+    )
+    assert abs(onnx_right - right) <= 2  # fp32 ONNX vs PyTorch: an argmax tie may flip a problem or two
 
 
 # ----------------------------------------------------------------------------------------- servers

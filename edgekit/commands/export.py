@@ -35,7 +35,7 @@ EXPORT_EXAMPLES = """examples:
 """
 
 QUANTIZE_EXAMPLES = """examples:
-  edgekit quantize out/llm-fp32 --recipe int8-dynamic -o out/llm-int8   # a package keeps its task and files
+  edgekit quantize out/minilm-fp32 --recipe int4 -o out/minilm-int4   # a package keeps its task and files
   edgekit quantize out/cnn.onnx --recipe int8-static --calibration out/calib.npz -o out/cnn-qdq
 """
 
