@@ -348,3 +348,4 @@ def test_readme_block(block: Block, session: Session) -> None:
         timeout=BLOCK_TIMEOUT_S,
     )
     assert proc.returncode == 0, f"README bash block at line {block.line}:\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, f"README bash block at line {block.line} printed a traceback:\n{proc.stderr}"
