@@ -26,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m edgekit.demo
+	@$(PY) -m edgekit.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

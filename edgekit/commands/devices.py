@@ -7,8 +7,16 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command
 
+EXAMPLES = """examples:
+  edgekit devices                      # every bundled profile, plus host
+  edgekit devices show raspberry-pi-5  # cores, ISA, peak throughput, memory budget, EPs, sources
+  edgekit devices --device-dir my-devices --json
+"""
+
 
 def _add(p: argparse.ArgumentParser) -> None:
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     p.add_argument(
         "action", nargs="?", choices=["list", "show"], default="list", help="list every profile (default) or show one"
     )

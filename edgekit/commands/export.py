@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,72 @@ TASK_NAMES = [
     "tensor",
 ]
 RECIPE_NAMES = ["fp32", "fp16", "int8-dynamic", "int8-static", "int4"]
+
+EXPORT_EXAMPLES = """examples:
+  edgekit export out/sources/all-MiniLM-L6-v2 --recipe int8-dynamic -o out/minilm-int8 --max-accuracy-drop 0.02
+  edgekit export out/sources/tiny-llama --recipe int4 --option block_size=32 -o out/llm-int4
+  edgekit export out/cnn.onnx --recipe int8-static --calibration out/calib.npz -o out/cnn-qdq
+  edgekit export out/digits_cnn.py:make_model --weights out/cnn.pt --input-shape x=1x1x8x8 -o out/cnn-fp32
+
+--task auto (the default) reads config.json's architectures: *ForCausalLM -> text-generation,
+*ForSequenceClassification -> text-classification (audio-classification over an audio feature extractor),
+*ForImageClassification -> image-classification, *ForAudioClassification -> audio-classification,
+*Model with sentence-transformers files -> feature-extraction; an .onnx file or file.py:factory -> tensor.
+"""
+
+QUANTIZE_EXAMPLES = """examples:
+  edgekit quantize out/minilm-fp32 --recipe int4 -o out/minilm-int4   # a package keeps its task and files
+  edgekit quantize out/cnn.onnx --recipe int8-static --calibration out/calib.npz -o out/cnn-qdq
+"""
+
+
+class TickingProgress(Progress):
+    """Progress that keeps talking through a long silent stage (optimum's conversion, ORT's quantizer): after a
+    stage line ending in "…" it shows the elapsed time, redrawn in place on a terminal, else one line every
+    ``interval`` seconds, until the next line or bar. Call :meth:`stop` when the work ends."""
+
+    def __init__(self, *, enabled: bool = True, interval: float = 15.0) -> None:
+        super().__init__(enabled=enabled)
+        self.interval = interval
+        self._stop: threading.Event | None = None
+        self._lock = threading.Lock()  # a tick never lands after stop() returned
+        self._drawn = False
+
+    def log(self, message: str) -> None:
+        self.stop()
+        super().log(message)
+        if self.enabled and message.endswith(("…", "...")):
+            self._stop = threading.Event()
+            threading.Thread(target=self._tick, args=(self._stop, time.perf_counter()), daemon=True).start()
+
+    def bar(self, total: int, desc: str) -> Any:
+        self.stop()
+        return super().bar(total, desc)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stop is not None:
+                self._stop.set()
+                self._stop = None
+            if self._drawn:  # clear the in-place elapsed time before the next line
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self._drawn = False
+
+    def _tick(self, stop: threading.Event, start: float) -> None:
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        period = 1.0 if tty else self.interval
+        while not stop.wait(period):
+            with self._lock:
+                if stop.is_set():
+                    break
+                elapsed = time.perf_counter() - start
+                if tty:
+                    self.stream.write(f"\r[edgekit]   {elapsed:.0f} s")
+                    self._drawn = True
+                else:
+                    self.stream.write(f"[edgekit]   still working ({elapsed:.0f} s)\n")
+                self.stream.flush()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -49,8 +117,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
+    p.epilog = EXPORT_EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     p.add_argument("source", help="HF model dir, model.onnx, a package dir, or file.py:factory (with --weights)")
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
+    p.add_argument(
+        "--task",
+        default="auto",
+        help=f"auto (default: from config.json's architectures, see below) or one of: {', '.join(TASK_NAMES)}",
+    )
     p.add_argument("--weights", help="state-dict file for a file.py:factory source")
     p.add_argument(
         "--input-shape",
@@ -63,12 +137,14 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quantize(p: argparse.ArgumentParser) -> None:
+    p.epilog = QUANTIZE_EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("model", help="an .onnx file or an fp32 package directory")
     p.add_argument("--task", help="task for a bare .onnx (default: the package's, or tensor)")
     _common(p)
 
 
-def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _kwargs(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from edgekit import limits
 
     limits.check("validation_samples", args.validation_samples, option="--validation-samples")
@@ -81,7 +157,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_accuracy_drop": args.max_accuracy_drop,
         "ort_format": args.format == "ort",
         "force": args.force,
-        "progress": Progress(enabled=not args.quiet),
+        "progress": progress,
     }
 
 
@@ -146,21 +222,35 @@ def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
             f"the source {args.source} does not exist",
             hint="pass a HF model directory, an .onnx file, or file.py:factory --weights W",
         )
-    result = exporters.export(
-        source,
-        output=args.output,
-        task=args.task,
-        recipe=args.recipe,
-        with_kv_cache=not args.no_kv_cache,
-        **_kwargs(args),
-    )
+    if args.task == "auto":
+        from edgekit.task_detect import detect_task
+
+        args.task = detect_task(args.source)
+    progress = TickingProgress(enabled=not args.quiet)
+    try:
+        result = exporters.export(
+            source,
+            output=args.output,
+            task=args.task,
+            recipe=args.recipe,
+            with_kv_cache=not args.no_kv_cache,
+            **_kwargs(args, progress),
+        )
+    finally:
+        progress.stop()
     return result.to_dict(), _render(result)
 
 
 def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
     import exporters
 
-    result = exporters.quantize(args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args))
+    progress = TickingProgress(enabled=not args.quiet)
+    try:
+        result = exporters.quantize(
+            args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args, progress)
+        )
+    finally:
+        progress.stop()
     return result.to_dict(), _render(result)
 
 

@@ -7,8 +7,15 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command
 
+EXAMPLES = """examples:
+  edgekit inspect out/minilm-int8          # task, IO, ops, weights by dtype, recipe, accuracy
+  edgekit inspect out/cnn.onnx --json
+"""
+
 
 def _add(p: argparse.ArgumentParser) -> None:
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     p.add_argument("path", help="a package directory or an .onnx file")
 
 

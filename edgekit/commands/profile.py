@@ -7,8 +7,15 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command
 
+EXAMPLES = """examples:
+  edgekit profile out/minilm-fp32 out/minilm-int8 --device host --device raspberry-pi-5 --html profile.html
+  edgekit profile out/llm-int4 --device pixel-8 --max-latency-ms 20 --max-memory-mb 300   # exit 3 if exceeded
+"""
+
 
 def _add(p: argparse.ArgumentParser) -> None:
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     p.add_argument("packages", nargs="+", metavar="PKG", help="package directories (or .onnx files) to profile")
     p.add_argument(
         "--device",

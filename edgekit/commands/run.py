@@ -7,8 +7,17 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command
 
+EXAMPLES = """examples:
+  edgekit run out/llm-int4 --prompt "07+45=" --max-tokens 8 --stream
+  edgekit run out/minilm-int8 --text "hello" --text "world" --json
+  edgekit run out/cls --image out/cat.png --top-k 3 --device raspberry-pi-5
+  edgekit run out/cnn.onnx --input out/inputs.npz --output out/outputs.npz
+"""
+
 
 def _add(p: argparse.ArgumentParser) -> None:
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines as written
     from runtimes.cli_run import add_run_arguments
 
     add_run_arguments(p)
