@@ -924,18 +924,6 @@ def render_error_table() -> str:
     ]
     for cls in error_classes():
         lines.append(f"| `{cls.code}` | {cls.exit_code} | {cls.http_status} | {_meaning(cls)} | {cls.default_hint} |")
-    import edgekit.client  # noqa: F401 - registers the HTTP API's error classes (stdlib only)
-
-    lines += [
-        "",
-        "The HTTP API adds these (`edgekit.client`, raised by `Client` and answered by `edgekit serve`):",
-        "",
-        "| code | HTTP | class | family |",
-        "|---|---|---|---|",
-    ]
-    for cls in (c for c in error_classes(("edgekit.client",)) if not c.__name__.startswith("_")):
-        family = next(c for c in cls.__mro__[1:] if c.__module__ == __name__)
-        lines.append(f"| `{cls.code}` | {cls.http_status} | `{cls.__name__}` | `{family.code}` |")
     lines += [
         "",
         "Exceptions of other libraries are translated at the boundary, first matching row wins:",
