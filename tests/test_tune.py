@@ -20,6 +20,7 @@ from onnx_builders import mlp_classifier
 
 from edgekit.cli import main
 from edgekit.errors import BudgetExceededError, MissingDependencyError, OutputExistsError, UnknownNameError, UsageError
+from edgekit.progress import QUIET
 from exporters.recipes import Int4Config, Int8DynamicConfig
 from exporters.tuning.measure import DeviceFigures
 from exporters.tuning.pareto import Budgets, choose, pareto_front
@@ -355,3 +356,32 @@ def test_ray_trials_match_the_local_ones(tuned, mlp: Path, tmp_path: Path) -> No
         assert (Path(t.package_dir) / "edgekit.json").is_file()
     assert sorted((cache / "measure").glob("*.json")) != [] and result.config["executor"] == "ray"
     assert [p.picked for p in result.picks] == [p.picked for p in tuned.picks]
+
+
+def test_a_package_the_profiler_cannot_run_loses_only_its_own_figures(tmp_path: Path, monkeypatch) -> None:
+    from edgekit.errors import PackageError
+    from exporters.tuning import measure
+
+    def fake_profiler(*args, **kwargs):
+        def run(packages: list[str]) -> dict:
+            if "bad" in packages:
+                raise PackageError("cannot load bad", hint="re-export it")
+            device = {"device": "pixel-8", "estimate": {"phases": [{"phase": "forward", "latency_ms": 2.0}], "memory_mb": 5.0},
+                      "app_memory_budget_mb": 100.0, "fits": True, "measured": None}  # fmt: skip
+            return {"result": {"variants": [{"devices": [device]} for _ in packages]}}
+
+        return run
+
+    monkeypatch.setattr(measure, "_profiler", fake_profiler)
+    figures, failed = measure.measure_packages(
+        {"t1": ("good", "a" * 64), "t2": ("bad", "b" * 64)},
+        devices=["pixel-8"], runs=5, input_shapes=None, cache_dir=tmp_path, device_dirs=None, progress=QUIET,
+    )  # fmt: skip
+    assert failed == {"t2": "invalid_package: cannot load bad"}
+    assert [f.latency_ms for f in figures["t1"]] == [2.0] and figures["t1"][0].basis == "estimated"
+    assert "t2" not in figures
+    with pytest.raises(PackageError):  # every package failing is the user's error, not a per-variant loss
+        measure.measure_packages(
+            {"t2": ("bad", "c" * 64), "t3": ("bad", "d" * 64)},
+            devices=["pixel-8"], runs=5, input_shapes=None, cache_dir=tmp_path, device_dirs=None, progress=QUIET,
+        )  # fmt: skip

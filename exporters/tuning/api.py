@@ -229,8 +229,8 @@ def tune(
         )
         for spec, (skipped, specs) in zip(base_specs, plans, strict=True)
     )
-    figures = _measure(source_results, device_names, runs, input_shapes, cache_root, device_dirs, prog)
-    picks = _choose_and_write(source_results, device_names, figures, budgets, out, prog)
+    figures, unmeasured = _measure(source_results, device_names, runs, input_shapes, cache_root, device_dirs, prog)
+    picks = _choose_and_write(source_results, device_names, figures, unmeasured, budgets, out, prog)
     config = {
         "sources": [str(p) for p in paths],
         "task": task,
@@ -351,15 +351,15 @@ def _measure(
     cache_root: Path,
     device_dirs: Sequence[str] | None,
     prog: Progress,
-) -> dict[str, dict[str, Any]]:
-    """``{trial key: {device: DeviceFigures}}`` for every trial with a package."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``{trial key: {device: DeviceFigures}}`` for every trial with a package, and measurement errors."""
     packages = {
         t.key: (t.package_dir, t.model_sha256)
         for s in sources
         for t in s.trials
         if t.status == "ok" and t.package_dir and t.model_sha256
     }
-    figures = measure_packages(
+    figures, failed = measure_packages(
         packages,
         devices=devices,
         runs=runs,
@@ -368,13 +368,14 @@ def _measure(
         device_dirs=device_dirs,
         progress=prog,
     )
-    return {k: {f.device: f for f in v} for k, v in figures.items()}
+    return {k: {f.device: f for f in v} for k, v in figures.items()}, failed
 
 
 def _choose_and_write(
     sources: Sequence[SourceResult],
     devices: Sequence[str],
     figures: Mapping[str, Mapping[str, Any]],
+    unmeasured: Mapping[str, str],
     budgets: Budgets,
     out: Path,
     prog: Progress,
@@ -387,7 +388,7 @@ def _choose_and_write(
     for s in sources:
         for device in devices:
             per_device = {k: f[device] for k, f in figures.items() if device in f}
-            pick = choose(s.name, device, s.trials, per_device, budgets)
+            pick = choose(s.name, device, s.trials, per_device, budgets, unmeasured=unmeasured)
             if pick.picked is not None:
                 trial = next(t for t in s.trials if t.variant.name == pick.picked)
                 dest = out / device if len(sources) == 1 else out / s.name / device

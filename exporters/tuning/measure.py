@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.errors import EdgekitError
 from edgekit.progress import Progress
 
 PRIMARY_PHASES = ("decode", "forward")
@@ -72,10 +73,9 @@ def measure_packages(
     cache_dir: Path,
     device_dirs: Sequence[str] | None,
     progress: Progress,
-) -> dict[str, list[DeviceFigures]]:
-    """Figures per device for each ``{trial key: (package dir, model sha256)}``; cached, deduplicated."""
-    import edgekit
-
+) -> tuple[dict[str, list[DeviceFigures]], dict[str, str]]:
+    """Figures per device for each ``{trial key: (package dir, model sha256)}`` (cached, deduplicated), and
+    the error of each package that could not be measured."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, list[DeviceFigures]] = {}
     todo: dict[str, str] = {}  # measure key -> package dir
@@ -86,27 +86,63 @@ def measure_packages(
             out[trial] = [DeviceFigures.from_dict(d) for d in json.loads(path.read_text())]
         else:
             todo.setdefault(keys[trial], pkg)
+    errors: dict[str, str] = {}
     if todo:
         progress.log(f"measuring {len(todo)} package(s) on this host, one at a time")
+        profile = _profiler(devices, runs, input_shapes, device_dirs, progress)
+        try:
+            _store(cache_dir, todo, profile(list(todo.values())))
+        except EdgekitError as first:
+            if len(todo) == 1:
+                raise
+            # One package the profiler cannot run would lose all the others' figures: measure them one by one.
+            for mkey, pkg in todo.items():
+                try:
+                    _store(cache_dir, {mkey: pkg}, profile([pkg]))
+                except EdgekitError as exc:
+                    errors[mkey] = f"{exc.code}: {exc.message}"
+            if len(errors) == len(todo):
+                raise first from None  # not one package's problem (unbound input dims, say): the user's to fix
+    failed = {}
+    for trial in packages:
+        if keys[trial] in errors:
+            failed[trial] = errors[keys[trial]]
+        elif trial not in out:
+            out[trial] = [
+                DeviceFigures.from_dict(d) for d in json.loads((cache_dir / f"{keys[trial]}.json").read_text())
+            ]
+    return out, failed
+
+
+def _profiler(
+    devices: Sequence[str],
+    runs: int,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    device_dirs: Sequence[str] | None,
+    progress: Progress,
+) -> Callable[[list[str]], dict[str, Any]]:
+    import edgekit
+
+    def run(packages: list[str]) -> dict[str, Any]:
         report = edgekit.profile(
-            list(todo.values()),
+            packages,
             devices=list(devices),
             runs=runs,
             input_shapes=input_shapes,
             progress=progress,
             device_dirs=device_dirs,
-        ).to_dict()
-        for mkey, variant in zip(todo, report["result"]["variants"], strict=True):
-            figures = [_figures(d) for d in variant["devices"]]
-            tmp = cache_dir / f".{mkey}.tmp"
-            tmp.write_text(json.dumps([f.to_dict() for f in figures]))
-            os.replace(tmp, cache_dir / f"{mkey}.json")
-    for trial in packages:
-        if trial not in out:
-            out[trial] = [
-                DeviceFigures.from_dict(d) for d in json.loads((cache_dir / f"{keys[trial]}.json").read_text())
-            ]
-    return out
+        )
+        return report.to_dict()
+
+    return run
+
+
+def _store(cache_dir: Path, todo: Mapping[str, str], report: Mapping[str, Any]) -> None:
+    for mkey, variant in zip(todo, report["result"]["variants"], strict=True):
+        figures = [_figures(d) for d in variant["devices"]]
+        tmp = cache_dir / f".{mkey}.tmp"
+        tmp.write_text(json.dumps([f.to_dict() for f in figures]))
+        os.replace(tmp, cache_dir / f"{mkey}.json")
 
 
 def _primary(phases: Sequence[str]) -> str:

@@ -112,6 +112,8 @@ def choose(
     trials: Sequence[TrialResult],
     figures: Mapping[str, DeviceFigures],
     budgets: Budgets,
+    *,
+    unmeasured: Mapping[str, str] | None = None,
 ) -> DevicePick:
     """The pick for ``device`` among ``trials`` (fp32 first), with every variant's reasons."""
     base = trials[0]
@@ -119,8 +121,11 @@ def choose(
     reasons: dict[str, list[str]] = {}
     for t in trials:
         f = figures.get(t.key)
-        if t.status != "ok" or f is None:
+        if t.status != "ok":
             reasons[t.key] = [f"export failed: {(t.error or {}).get('message', 'no package')}"]
+            continue
+        if f is None:
+            reasons[t.key] = [f"not measured: {(unmeasured or {}).get(t.key, 'no figures for this device')}"]
             continue
         r = _budget_reasons(t, f, budgets)
         if t is not base and base_fig is not None and f.latency_ms >= base_fig.latency_ms:

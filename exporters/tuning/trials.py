@@ -194,11 +194,22 @@ def _error_dict(exc: Exception) -> dict[str, Any]:
     return {"code": "trial_crashed", "message": f"{type(exc).__name__}: {str(exc)[:500]}", "hint": None}
 
 
+def _quiet_worker() -> None:
+    """In a worker process only: the libraries' warnings would interleave with the driver's progress lines."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
 def _local_job(spec: TrialSpec, dest: str) -> dict[str, Any]:
+    _quiet_worker()
     return run_trial(spec, Path(dest))
 
 
 def _ray_job(spec: TrialSpec) -> tuple[dict[str, Any], bytes | None]:
+    _quiet_worker()
     with tempfile.TemporaryDirectory(prefix="edgekit-trial-") as tmp:
         record = run_trial(spec, Path(tmp))
         if record["status"] != "ok":
@@ -240,6 +251,10 @@ class TrialCache:
         os.replace(tmp, d / TRIAL_FILE)
         return self._result(spec, record, cached=False)
 
+    def crashed(self, spec: TrialSpec, why: str) -> TrialResult:
+        record = {"key": spec.key, "status": "failed", "error": {"code": "trial_crashed", "message": why, "hint": None}}
+        return self._result(spec, record, cached=False)
+
     def _result(self, spec: TrialSpec, r: dict[str, Any], *, cached: bool) -> TrialResult:
         ok = r.get("status") == "ok"
         return TrialResult(
@@ -269,6 +284,7 @@ OnDone = Callable[[TrialResult], None]
 def run_local(specs: Sequence[TrialSpec], cache: TrialCache, *, workers: int, on_done: OnDone) -> list[TrialResult]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     if not specs:
         return []
@@ -277,12 +293,21 @@ def run_local(specs: Sequence[TrialSpec], cache: TrialCache, *, workers: int, on
         cache.dir(s).mkdir(parents=True)
     results: dict[str, TrialResult] = {}
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(specs))), mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(specs))), mp_context=ctx)
+    try:
         futures = {pool.submit(_local_job, s, str(cache.dir(s))): s for s in specs}
         for fut in as_completed(futures):
             spec = futures[fut]
-            results[spec.key] = cache.store(spec, fut.result())
+            try:
+                results[spec.key] = cache.store(spec, fut.result())
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): not cached, so the next tune tries the trial again.
+                results[spec.key] = cache.crashed(spec, "the worker process died (killed or out of memory)")
             on_done(results[spec.key])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: do not wait for the queued trials
+        raise
+    pool.shutdown()
     return [results[s.key] for s in specs]
 
 
@@ -297,9 +322,12 @@ def run_ray(
         return []
     started = not ray.is_initialized()
     if started:
-        # The driver's import path goes to the workers, so they import this checkout's edgekit and exporters.
-        path = os.pathsep.join(p for p in __import__("sys").path if p)
-        ray.init(address=address or None, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
+        import sys
+
+        # A local instance's workers get the driver's import path, so they import the same edgekit; a cluster's
+        # nodes have their own install (the driver's paths mean nothing there).
+        env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+        ray.init(address=address or None, runtime_env=env, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1)(_ray_job)
         refs = {task.remote(s): s for s in specs}
