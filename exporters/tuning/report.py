@@ -156,12 +156,19 @@ def _scatter(pick: Mapping[str, Any]) -> str:
 
 
 def _legend(recipes: Sequence[str]) -> str:
+    x0 = _W - 150
     out = []
-    for i, r in enumerate(recipes + ["picked (ringed)", "Pareto front (dashed)"]):
+    for i, r in enumerate(recipes):
         yy = 24 + 14 * i
-        colour = RECIPE_COLOURS.get(r, _OTHER_COLOUR if i < len(recipes) else "#fff")
-        out.append(f'<circle cx="{_W - 150}" cy="{yy - 4}" r="4" fill="{colour}" stroke="#000" stroke-width="0.5"/>')
-        out.append(f'<text x="{_W - 140}" y="{yy}" font-size="10">{html.escape(r)}</text>')
+        colour = RECIPE_COLOURS.get(r, _OTHER_COLOUR)
+        out.append(f'<circle cx="{x0}" cy="{yy - 4}" r="4" fill="{colour}"/>')
+        out.append(f'<text x="{x0 + 10}" y="{yy}" font-size="10">{html.escape(r)}</text>')
+    yy = 24 + 14 * len(recipes)
+    out.append(f'<circle cx="{x0}" cy="{yy - 4}" r="6" fill="none" stroke="#000" stroke-width="2"/>')
+    out.append(f'<text x="{x0 + 10}" y="{yy}" font-size="10">picked</text>')
+    yy += 14
+    out.append(f'<line x1="{x0 - 6}" y1="{yy - 4}" x2="{x0 + 6}" y2="{yy - 4}" stroke="#999" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{x0 + 10}" y="{yy}" font-size="10">Pareto front</text>')
     return "".join(out)
 
 
@@ -170,7 +177,7 @@ def _memory_bars(pick: Mapping[str, Any]) -> str:
     if not pts:
         return ""
     top = max(c["memory_mb"] for c in pts) or 1.0
-    row, width, left = 16, 300, 230
+    row, width, left = 16, 220, 220
     h = row * len(pts) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{h}" role="img">']
     for i, c in enumerate(pts):
@@ -178,7 +185,7 @@ def _memory_bars(pick: Mapping[str, Any]) -> str:
         w = width * c["memory_mb"] / top
         colour = RECIPE_COLOURS.get(c["recipe"], _OTHER_COLOUR)
         parts.append(
-            f'<text x="{left - 6}" y="{yy + 11}" font-size="10" text-anchor="end">{html.escape(c["variant"][:40])}</text>'
+            f'<text x="{left - 6}" y="{yy + 11}" font-size="10" text-anchor="end">{html.escape(c["variant"][:44])}</text>'
         )
         parts.append(f'<rect x="{left}" y="{yy}" width="{w:.1f}" height="{row - 4}" fill="{colour}"/>')
         parts.append(f'<text x="{left + w + 4:.1f}" y="{yy + 11}" font-size="10">{c["memory_mb"]:.1f}</text>')
