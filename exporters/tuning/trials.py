@@ -336,8 +336,12 @@ def run_ray(
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             spec = refs[done[0]]
-            record, blob = ray.get(done[0])
-            results[spec.key] = _store_unpacked(cache, spec, record, blob)
+            try:
+                record, blob = ray.get(done[0])
+            except ray.exceptions.RayError as exc:  # the task's worker or node died: not cached, tried again next time
+                results[spec.key] = cache.crashed(spec, f"the Ray task failed: {type(exc).__name__}")
+            else:
+                results[spec.key] = _store_unpacked(cache, spec, record, blob)
             on_done(results[spec.key])
         return [results[s.key] for s in specs]
     finally:
