@@ -6,7 +6,7 @@ depends on: the source's bytes, the task, the recipe's resolved config, the accu
 validation and calibration data, and the edgekit and ONNX Runtime versions; so a repeated or interrupted tune
 finds the finished trials in the cache and runs only the rest.
 
-Cache layout, one directory per key: ``<key>/package/`` (the exported package) and ``<key>/trial.json``
+Cache layout, one directory per key: ``<key>/<source>-<variant>/`` (the exported package) and ``<key>/trial.json``
 (written last, atomically: a trial without it did not finish).
 
 Local trials run in a ``spawn`` process pool (forking a parent that has torch's thread pools loaded can
@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -36,7 +37,6 @@ from edgekit.hashing import sha256_tree
 from exporters.tuning.variants import Variant
 
 TRIAL_FILE = "trial.json"
-PACKAGE_DIR = "package"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +58,11 @@ class TrialSpec:
     variant: Variant
     settings: ExportSettings
     max_accuracy_drop: float | None  # used only by mixed variants (the sensitivity search's target)
+
+    @property
+    def package_name(self) -> str:
+        """The trial's package directory: named for the variant, which is what the profiler's progress shows."""
+        return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", f"{self.source_name}-{self.variant.name}")[:120]
 
     @property
     def key(self) -> str:
@@ -147,7 +152,7 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
         "with_kv_cache": spec.settings.with_kv_cache,
         "max_accuracy_drop": spec.max_accuracy_drop if spec.variant.mixed else None,
     }
-    out = dest / PACKAGE_DIR
+    out = dest / spec.package_name
     record: dict[str, Any] = {"key": spec.key, "status": "failed"}
     try:
         result = exporters.export(
@@ -216,7 +221,7 @@ def _ray_job(spec: TrialSpec) -> tuple[dict[str, Any], bytes | None]:
             return record, None
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(Path(tmp) / PACKAGE_DIR, arcname=PACKAGE_DIR)
+            tar.add(Path(tmp) / spec.package_name, arcname=spec.package_name)
         return record, buf.getvalue()
 
 
@@ -240,7 +245,7 @@ class TrialCache:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None  # a damaged record is a trial to run again
-        if record.get("status") == "ok" and not (d / PACKAGE_DIR / "edgekit.json").is_file():
+        if record.get("status") == "ok" and not (d / spec.package_name / "edgekit.json").is_file():
             return None
         return self._result(spec, record, cached=True)
 
@@ -262,7 +267,7 @@ class TrialCache:
             source_name=spec.source_name,
             variant=spec.variant,
             status="ok" if ok else "failed",
-            package_dir=str(self.dir(spec) / PACKAGE_DIR) if ok else None,
+            package_dir=str(self.dir(spec) / spec.package_name) if ok else None,
             accuracy_drop=r.get("accuracy_drop"),
             primary_metric=r.get("primary_metric"),
             metrics=dict(r.get("metrics") or {}),
