@@ -92,15 +92,15 @@ def measure_packages(
         profile = _profiler(devices, runs, input_shapes, device_dirs, progress)
         try:
             _store(cache_dir, todo, profile(list(todo.values())))
-        except EdgekitError as first:
+        except Exception as first:  # the profiler's own bugs too: one package must not sink the others
             if len(todo) == 1:
                 raise
             # One package the profiler cannot run would lose all the others' figures: measure them one by one.
             for mkey, pkg in todo.items():
                 try:
                     _store(cache_dir, {mkey: pkg}, profile([pkg]))
-                except EdgekitError as exc:
-                    errors[mkey] = f"{exc.code}: {exc.message}"
+                except Exception as exc:
+                    errors[mkey] = _describe(exc)
             if len(errors) == len(todo):
                 raise first from None  # not one package's problem (unbound input dims, say): the user's to fix
     failed = {}
@@ -112,6 +112,12 @@ def measure_packages(
                 DeviceFigures.from_dict(d) for d in json.loads((cache_dir / f"{keys[trial]}.json").read_text())
             ]
     return out, failed
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, EdgekitError):
+        return f"{exc.code}: {exc.message}"
+    return f"the profiler failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
 
 
 def _profiler(
