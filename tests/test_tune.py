@@ -359,13 +359,12 @@ def test_ray_trials_match_the_local_ones(tuned, mlp: Path, tmp_path: Path) -> No
 
 
 def test_a_package_the_profiler_cannot_run_loses_only_its_own_figures(tmp_path: Path, monkeypatch) -> None:
-    from edgekit.errors import PackageError
     from exporters.tuning import measure
 
     def fake_profiler(*args, **kwargs):
         def run(packages: list[str]) -> dict:
             if "bad" in packages:
-                raise PackageError("cannot load bad", hint="re-export it")
+                raise ValueError("invalid model with missing inputs")  # the profiler's bug, not ours
             device = {"device": "pixel-8", "estimate": {"phases": [{"phase": "forward", "latency_ms": 2.0}], "memory_mb": 5.0},
                       "app_memory_budget_mb": 100.0, "fits": True, "measured": None}  # fmt: skip
             return {"result": {"variants": [{"devices": [device]} for _ in packages]}}
@@ -377,11 +376,21 @@ def test_a_package_the_profiler_cannot_run_loses_only_its_own_figures(tmp_path: 
         {"t1": ("good", "a" * 64), "t2": ("bad", "b" * 64)},
         devices=["pixel-8"], runs=5, input_shapes=None, cache_dir=tmp_path, device_dirs=None, progress=QUIET,
     )  # fmt: skip
-    assert failed == {"t2": "invalid_package: cannot load bad"}
+    assert failed == {"t2": "the profiler failed (ValueError: invalid model with missing inputs)"}
     assert [f.latency_ms for f in figures["t1"]] == [2.0] and figures["t1"][0].basis == "estimated"
     assert "t2" not in figures
-    with pytest.raises(PackageError):  # every package failing is the user's error, not a per-variant loss
+    # Not cached: a later tune tries it again. A usage error (unbound input dims) is the user's, and raised.
+    assert list(tmp_path.glob("*.json")) == [tmp_path / f"{measure._key('a' * 64, ['pixel-8'], 5, None)}.json"]
+    monkeypatch.setattr(measure, "_profiler", lambda *a, **k: _raise(UsageError("dims not bound: x (batch)")))
+    with pytest.raises(UsageError):
         measure.measure_packages(
-            {"t2": ("bad", "c" * 64), "t3": ("bad", "d" * 64)},
+            {"t3": ("other", "c" * 64), "t4": ("more", "d" * 64)},
             devices=["pixel-8"], runs=5, input_shapes=None, cache_dir=tmp_path, device_dirs=None, progress=QUIET,
         )  # fmt: skip
+
+
+def _raise(exc: Exception):
+    def run(packages: list[str]) -> dict:
+        raise exc
+
+    return run

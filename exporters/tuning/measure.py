@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, UsageError
 from edgekit.progress import Progress
 
 PRIMARY_PHASES = ("decode", "forward")
@@ -92,17 +92,13 @@ def measure_packages(
         profile = _profiler(devices, runs, input_shapes, device_dirs, progress)
         try:
             _store(cache_dir, todo, profile(list(todo.values())))
-        except Exception as first:  # the profiler's own bugs too: one package must not sink the others
+        except UsageError:
+            raise  # the user's to fix (unbound input dims, say), whatever the package
+        except Exception as exc:  # the profiler's own failures too: one package must not sink the others
             if len(todo) == 1:
-                raise
-            # One package the profiler cannot run would lose all the others' figures: measure them one by one.
-            for mkey, pkg in todo.items():
-                try:
-                    _store(cache_dir, {mkey: pkg}, profile([pkg]))
-                except Exception as exc:
-                    errors[mkey] = _describe(exc)
-            if len(errors) == len(todo):
-                raise first from None  # not one package's problem (unbound input dims, say): the user's to fix
+                errors.update(dict.fromkeys(todo, _describe(exc)))
+            else:
+                errors.update(_one_by_one(cache_dir, todo, profile))
     failed = {}
     for trial in packages:
         if keys[trial] in errors:
@@ -112,6 +108,19 @@ def measure_packages(
                 DeviceFigures.from_dict(d) for d in json.loads((cache_dir / f"{keys[trial]}.json").read_text())
             ]
     return out, failed
+
+
+def _one_by_one(cache_dir: Path, todo: Mapping[str, str], profile: Callable[[list[str]], Any]) -> dict[str, str]:
+    """Measure each package alone, so the ones that work keep their figures; the errors of the others."""
+    errors = {}
+    for mkey, pkg in todo.items():
+        try:
+            _store(cache_dir, {mkey: pkg}, profile([pkg]))
+        except UsageError:
+            raise
+        except Exception as exc:
+            errors[mkey] = _describe(exc)
+    return errors
 
 
 def _describe(exc: Exception) -> str:
