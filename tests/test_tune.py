@@ -251,6 +251,10 @@ def test_budgets_nothing_meets_give_fp32_and_exit_3(tuned, mlp: Path, tmp_path: 
     assert main(args) == 3
     captured = capsys.readouterr()
     report = json.loads(captured.out)
+    import jsonschema
+
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    assert report["result"]["config"]["max_latency_ms"] == 1e-6
     assert report["status"] == "failed" and report["result"]["trials_run"] == 0
     for pick in report["result"]["picks"]:
         assert pick["picked"] == "fp32" and not pick["within_budget"]

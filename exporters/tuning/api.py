@@ -28,7 +28,16 @@ from edgekit.progress import Progress
 from exporters.tuning import report as tune_report
 from exporters.tuning.measure import measure_packages
 from exporters.tuning.pareto import Budgets, DevicePick, choose
-from exporters.tuning.trials import ExportSettings, TrialCache, TrialResult, TrialSpec, run_local, run_ray
+from exporters.tuning.trials import (
+    ExportSettings,
+    TrialCache,
+    TrialResult,
+    TrialSpec,
+    run_local,
+    run_ray,
+    start_ray,
+    stop_ray,
+)
 from exporters.tuning.variants import ModelFacts, Skipped, Variant, enumerate_variants, select
 
 REPORT_JSON = "tune.json"
@@ -75,6 +84,7 @@ class TuneResult:
 
     def result_dict(self) -> dict[str, Any]:
         return {
+            "config": dict(self.config),
             "output_dir": str(self.output_dir),
             "within_budget": self.within_budget,
             "sources": [s.to_dict() for s in self.sources],
@@ -214,10 +224,15 @@ def tune(
         )
         for p, n in zip(paths, names, strict=True)
     ]
-    baselines = runner.run(base_specs, total=len(base_specs))
-    plans = [_plan(b, s, budgets, settings, variants, max_trials) for b, s in zip(baselines, base_specs, strict=True)]
-    rest = [spec for _, specs in plans for spec in specs]
-    results = runner.run(rest, total=len(base_specs) + len(rest))
+    try:
+        baselines = runner.run(base_specs, total=len(base_specs))
+        plans = [
+            _plan(b, s, budgets, settings, variants, max_trials) for b, s in zip(baselines, base_specs, strict=True)
+        ]
+        rest = [spec for _, specs in plans for spec in specs]
+        results = runner.run(rest, total=len(base_specs) + len(rest))
+    finally:
+        runner.close()
     by_key = {r.key: r for r in baselines + results}
     source_results = tuple(
         SourceResult(
@@ -313,6 +328,12 @@ class _Runner:
     progress: Progress
     done: int = 0
     ran: int = 0
+    ray_started: bool = False
+
+    def close(self) -> None:
+        if self.ray_started:
+            stop_ray()
+            self.ray_started = False
 
     def run(self, specs: Sequence[TrialSpec], *, total: int) -> list[TrialResult]:
         found = {s.key: self.cache.load(s) for s in specs}
@@ -328,8 +349,10 @@ class _Runner:
             )
             self.progress.log(f"exporting {len(todo)} trial(s) on {where}")
         on_done = lambda r: self._report(r, total)  # noqa: E731
-        if self.executor == "ray":
-            new = run_ray(todo, self.cache, address=self.ray_address, on_done=on_done)
+        if self.executor == "ray" and todo:
+            # One Ray session for all of the tune's trials (connecting or starting one takes seconds).
+            self.ray_started = self.ray_started or start_ray(self.ray_address)
+            new = run_ray(todo, self.cache, on_done=on_done)
         else:
             new = run_local(todo, self.cache, workers=self.workers, on_done=on_done)
         self.ran += len(new)

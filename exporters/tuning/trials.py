@@ -316,42 +316,48 @@ def run_local(specs: Sequence[TrialSpec], cache: TrialCache, *, workers: int, on
     return [results[s.key] for s in specs]
 
 
-def run_ray(
-    specs: Sequence[TrialSpec], cache: TrialCache, *, address: str | None, on_done: OnDone
-) -> list[TrialResult]:
+def start_ray(address: str | None) -> bool:
+    """Connect to the cluster at ``address`` (None: start a local instance); True when this call started it."""
     try:
         import ray
     except ImportError:
         raise MissingDependencyError.for_extra("ray", "sweep") from None
-    if not specs:
-        return []
-    started = not ray.is_initialized()
-    if started:
-        import sys
+    if ray.is_initialized():
+        return False
+    import sys
 
-        # A local instance's workers get the driver's import path, so they import the same edgekit; a cluster's
-        # nodes have their own install (the driver's paths mean nothing there).
-        env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
-        ray.init(address=address or None, runtime_env=env, log_to_driver=False)
-    try:
-        task = ray.remote(num_cpus=1)(_ray_job)
-        refs = {task.remote(s): s for s in specs}
-        results: dict[str, TrialResult] = {}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            spec = refs[done[0]]
-            try:
-                record, blob = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # the task's worker or node died: not cached, tried again next time
-                results[spec.key] = cache.crashed(spec, f"the Ray task failed: {type(exc).__name__}")
-            else:
-                results[spec.key] = _store_unpacked(cache, spec, record, blob)
-            on_done(results[spec.key])
-        return [results[s.key] for s in specs]
-    finally:
-        if started:
-            ray.shutdown()
+    # A local instance's workers get the driver's import path, so they import the same edgekit; a cluster's
+    # nodes have their own install (the driver's paths mean nothing there).
+    env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+    ray.init(address=address or None, runtime_env=env, log_to_driver=False)
+    return True
+
+
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def run_ray(specs: Sequence[TrialSpec], cache: TrialCache, *, on_done: OnDone) -> list[TrialResult]:
+    """Run ``specs`` as Ray tasks on the cluster :func:`start_ray` connected to."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_ray_job)
+    refs = {task.remote(s): s for s in specs}
+    results: dict[str, TrialResult] = {}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        spec = refs[done[0]]
+        try:
+            record, blob = ray.get(done[0])
+        except ray.exceptions.RayError as exc:  # the task's worker or node died: not cached, tried again next time
+            results[spec.key] = cache.crashed(spec, f"the Ray task failed: {type(exc).__name__}")
+        else:
+            results[spec.key] = _store_unpacked(cache, spec, record, blob)
+        on_done(results[spec.key])
+    return [results[s.key] for s in specs]
 
 
 def _store_unpacked(cache: TrialCache, spec: TrialSpec, record: dict[str, Any], blob: bytes | None) -> TrialResult:
