@@ -171,18 +171,9 @@ def tune(
     ``max_trials`` caps the variants per source. Trial results are cached in ``cache_dir`` (default
     ``output/.trials``), so a repeated or interrupted tune resumes.
     """
-    from edgekit.devices import get_device
-
     t0 = time.perf_counter()
     prog = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
-    paths = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
-    if not paths:
-        raise UsageError("give at least one source to tune", param="sources")
-    for p in paths:
-        if not p.exists():
-            raise SourceNotFoundError(
-                f"the source {p} does not exist", hint="pass a HF model dir, .onnx file or package"
-            )
+    paths = _check_sources(sources)
     budgets = Budgets(
         max_accuracy_drop=_check_budget("max_accuracy_drop", max_accuracy_drop, fraction=True),
         max_latency_ms=_check_budget("max_latency_ms", max_latency_ms),
@@ -190,11 +181,7 @@ def tune(
     )
     if executor not in ("local", "ray"):
         raise UsageError(f"executor must be 'local' or 'ray', got {executor!r}", param="executor")
-    device_names = list(dict.fromkeys(devices))
-    if not device_names:
-        raise UsageError("give at least one device", hint="e.g. --device host --device pixel-8", param="devices")
-    for d in device_names:
-        get_device(d, extra_dirs=device_dirs)  # an unknown name fails before any export
+    device_names = _check_devices(devices, device_dirs)
     out = _prepare_output(output, force)
     cache_root = Path(cache_dir) if cache_dir else out / CACHE_DIR
     settings = ExportSettings(
@@ -211,39 +198,7 @@ def tune(
         workers=workers or os.cpu_count() or 1,
         progress=prog,
     )
-    names = _source_names(paths)
-    prog.log(f"hashing {len(paths)} source(s)")
-    base_specs = [
-        TrialSpec(
-            source=str(p),
-            source_name=n,
-            source_sha256=sha256_tree(p),
-            variant=_baseline(),
-            settings=settings,
-            max_accuracy_drop=budgets.max_accuracy_drop,
-        )
-        for p, n in zip(paths, names, strict=True)
-    ]
-    try:
-        baselines = runner.run(base_specs, total=len(base_specs))
-        plans = [
-            _plan(b, s, budgets, settings, variants, max_trials) for b, s in zip(baselines, base_specs, strict=True)
-        ]
-        rest = [spec for _, specs in plans for spec in specs]
-        results = runner.run(rest, total=len(base_specs) + len(rest))
-    finally:
-        runner.close()
-    by_key = {r.key: r for r in baselines + results}
-    source_results = tuple(
-        SourceResult(
-            name=spec.source_name,
-            path=spec.source,
-            sha256=spec.source_sha256,
-            trials=(by_key[spec.key], *(by_key[s.key] for s in specs)),
-            skipped=tuple(skipped),
-        )
-        for spec, (skipped, specs) in zip(base_specs, plans, strict=True)
-    )
+    source_results = _run_trials(paths, settings, budgets, runner, variants, max_trials)
     figures, unmeasured = _measure(source_results, device_names, runs, input_shapes, cache_root, device_dirs, prog)
     picks = _choose_and_write(source_results, device_names, figures, unmeasured, budgets, out, prog)
     config = {
@@ -268,6 +223,72 @@ def tune(
     )
     tune_report.write(result, out / REPORT_JSON, out / REPORT_HTML)
     return result
+
+
+def _check_sources(sources: str | Path | Sequence[str | Path]) -> list[Path]:
+    paths = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
+    if not paths:
+        raise UsageError("give at least one source to tune", param="sources")
+    for p in paths:
+        if not p.exists():
+            raise SourceNotFoundError(
+                f"the source {p} does not exist", hint="pass a HF model dir, .onnx file or package"
+            )
+    return paths
+
+
+def _check_devices(devices: Sequence[str], device_dirs: Sequence[str] | None) -> list[str]:
+    from edgekit.devices import get_device
+
+    names = list(dict.fromkeys(devices))
+    if not names:
+        raise UsageError("give at least one device", hint="e.g. --device host --device pixel-8", param="devices")
+    for d in names:
+        get_device(d, extra_dirs=device_dirs)  # an unknown name fails before any export
+    return names
+
+
+def _run_trials(
+    paths: Sequence[Path],
+    settings: ExportSettings,
+    budgets: Budgets,
+    runner: _Runner,
+    variants: Sequence[str] | None,
+    max_trials: int | None,
+) -> tuple[SourceResult, ...]:
+    """The fp32 baselines first (what they show decides the families), then every other trial at once."""
+    runner.progress.log(f"hashing {len(paths)} source(s)")
+    base_specs = [
+        TrialSpec(
+            source=str(p),
+            source_name=n,
+            source_sha256=sha256_tree(p),
+            variant=_baseline(),
+            settings=settings,
+            max_accuracy_drop=budgets.max_accuracy_drop,
+        )
+        for p, n in zip(paths, _source_names(paths), strict=True)
+    ]
+    try:
+        baselines = runner.run(base_specs, total=len(base_specs))
+        plans = [
+            _plan(b, s, budgets, settings, variants, max_trials) for b, s in zip(baselines, base_specs, strict=True)
+        ]
+        rest = [spec for _, specs in plans for spec in specs]
+        results = runner.run(rest, total=len(base_specs) + len(rest))
+    finally:
+        runner.close()
+    by_key = {r.key: r for r in baselines + results}
+    return tuple(
+        SourceResult(
+            name=spec.source_name,
+            path=spec.source,
+            sha256=spec.source_sha256,
+            trials=(by_key[spec.key], *(by_key[s.key] for s in specs)),
+            skipped=tuple(skipped),
+        )
+        for spec, (skipped, specs) in zip(base_specs, plans, strict=True)
+    )
 
 
 def _baseline() -> Variant:
