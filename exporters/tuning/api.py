@@ -202,16 +202,9 @@ def tune(
     figures, unmeasured = _measure(source_results, device_names, runs, input_shapes, cache_root, device_dirs, prog)
     picks = _choose_and_write(source_results, device_names, figures, unmeasured, budgets, out, prog)
     config = {
-        "sources": [str(p) for p in paths],
-        "task": task,
-        "devices": device_names,
-        **budgets.to_dict(),
-        "variants": list(variants) if variants else None,
-        "max_trials": max_trials,
-        "runs": runs,
-        "executor": executor,
-        "ray_address": ray_address,
-        "cache_dir": str(cache_root),
+        **{"sources": [str(p) for p in paths], "task": task, "devices": device_names, **budgets.to_dict()},
+        **{"variants": list(variants) if variants else None, "max_trials": max_trials, "runs": runs},
+        **{"executor": executor, "ray_address": ray_address, "cache_dir": str(cache_root)},
     }
     result = TuneResult(
         config=config,
