@@ -11,7 +11,6 @@ data, int4 needs MatMuls, the mixed-precision search needs an accuracy budget.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,7 +185,3 @@ def select(variants: Sequence[Variant], patterns: Sequence[str] | None, max_tria
 
 def _matches(v: Variant, pattern: str) -> bool:
     return fnmatch.fnmatchcase(v.name, pattern) or v.recipe == pattern or v.name == pattern
-
-
-def replace_config(v: Variant, **changes: Any) -> Variant:
-    return dataclasses.replace(v, config=dataclasses.replace(v.config, **changes))
