@@ -39,7 +39,7 @@ COMMANDS: Registry[Command] = Registry("command")
 
 def _load_commands() -> None:
     # Each module registers its commands; their heavy imports stay inside the run functions.
-    from edgekit.commands import devices, export, inspect, profile, run, serve  # noqa: F401
+    from edgekit.commands import devices, export, inspect, profile, run, serve, tune  # noqa: F401
 
 
 class _VersionAction(argparse.Action):
