@@ -101,17 +101,24 @@ class Int8StaticConfig:
     percentile: float = 99.999
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
-    weight_type: Literal["int8", "uint8"] = "int8"
+    # uint8 (asymmetric per channel) weights run MLAS's u8u8 kernel, which widens to 16 bits before multiplying
+    # and cannot saturate on any x86 CPU; the fused kernels then match the unfused QDQ graph exactly. Measured
+    # worst-sample cosine (tiny MobileNetV2, fused kernels, AVX2): uint8 0.77, int8 0.60, int8 7-bit 0.57.
+    weight_type: Literal["int8", "uint8"] = "uint8"
     max_calibration_samples: int = 128
     nodes_to_exclude: tuple[str, ...] = ()
     # Only the multiply-accumulate ops get int8 (where int8 pays). Elementwise / normalization ops stay float:
     # ORT 1.32's fused QLinearMul collapsed a tiny EfficientNet's output to exactly 0 (SiLU and squeeze-excite
     # Muls), and DeiT's quantized Softmax / LayerNorm / GELU cost its worst-sample cosine 0.82 -> 0.99.
     op_types: tuple[str, ...] = STATIC_OP_TYPES
-    # 7-bit weights: without VNNI, MLAS's u8s8 kernel (vpmaddubsw) sums uint8 x int8 pairs in int16 and
-    # saturates with 8-bit weights (MobileNetV2 worst cosine 0.54 with the fused kernels vs 0.94 unfused). The
-    # package runs on CPUs the exporter never sees, so this is not chosen from the build host's flags.
-    reduce_range: bool = True
+    # 7-bit weights (None: for int8 weights only). Without VNNI, MLAS's u8s8 kernel (vpmaddubsw) sums uint8 x
+    # int8 pairs in int16 and saturates with 8-bit int8 weights (tiny MobileNetV2, worst cosine 0.54 fused vs
+    # 0.94 unfused). The package runs on CPUs the exporter never sees: not chosen from the build host's flags.
+    reduce_range: bool | None = None
+
+    @property
+    def weights_7bit(self) -> bool:
+        return self.weight_type == "int8" if self.reduce_range is None else self.reduce_range
 
     def __post_init__(self) -> None:
         require(0 < self.percentile <= 100, "int8-static", "percentile", "must be in (0, 100]")
@@ -443,7 +450,7 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             weight_type=qtype[cfg.weight_type],
             calibrate_method=method,
             op_types_to_quantize=list(cfg.op_types),
-            reduce_range=cfg.reduce_range,
+            reduce_range=cfg.weights_7bit,
             nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes],
             extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
         ),
@@ -457,7 +464,8 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
         "index_nodes_kept_float": index_nodes,
         "op_types_quantized": list(cfg.op_types),
         "why_other_ops_float": "elementwise and normalization ops lose most accuracy in int8 for least speed",
-        "reduce_range": cfg.reduce_range,
+        "weight_type": cfg.weight_type,
+        "reduce_range": cfg.weights_7bit,
     }
 
 
