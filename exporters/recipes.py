@@ -123,6 +123,15 @@ class Int8StaticConfig:
     def __post_init__(self) -> None:
         require(0 < self.percentile <= 100, "int8-static", "percentile", "must be in (0, 100]")
         require(bool(self.op_types), "int8-static", "op_types", "must name at least one op type")
+        known = static_op_types()
+        unknown = [t for t in self.op_types if t not in known]
+        require(
+            not unknown,
+            "int8-static",
+            "op_types",
+            f"names op types static int8 cannot quantize: {', '.join(map(repr, unknown))};"
+            f" it quantizes {', '.join(sorted(known))}",
+        )
         limits.check("max_calibration_samples", self.max_calibration_samples, option="max_calibration_samples")
 
 
@@ -146,6 +155,13 @@ def dynamic_op_types() -> frozenset[str]:
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
     return frozenset(IntegerOpsRegistry) | {"Gemm"}
+
+
+def static_op_types() -> frozenset[str]:
+    """Op types ``quantize_static`` can wrap in QuantizeLinear / DequantizeLinear pairs."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
 
 
 # The steps whose options name ops or nodes: checked against the graph they are about to rewrite.
