@@ -135,9 +135,10 @@ def test_only_conv_and_gemm_are_quantized_the_silu_and_gate_stay_float(exported,
 def test_fused_kernels_match_the_qdq_graph_and_fp32(exported, wtype: str) -> None:
     """ORT's fused int8 kernels vs the same QDQ graph run unfused (dequantize -> float op -> quantize).
 
-    They differ only where a requantization rounds the other way (one output step, ~1/255 of the logits'
-    range); a saturating kernel or a collapsing fused op is off by far more. The fp32 cosine floor leaves
-    5x the measured loss (worst sample 0.998, AVX2) for other CPUs.
+    Both are the same integer arithmetic, so they differ only where a requantization rounds the other way
+    (a step of an intermediate activation). Measured on AVX2 without VNNI: 0.0 of the logits' span for uint8
+    and 7-bit int8 weights, 0.028 for 8-bit int8 weights (the u8s8 kernel's int16 pair sums saturating), which
+    the 0.01 bound refuses. The fp32 cosine floor leaves 10x the measured loss (worst 0.9990) for other CPUs.
     """
     qpath = _model_file(exported[wtype])
     fused, plain, ref = _session(qpath, fused=True), _session(qpath, fused=False), _session(exported["src"], fused=True)
@@ -145,7 +146,7 @@ def test_fused_kernels_match_the_qdq_graph_and_fp32(exported, wtype: str) -> Non
         r = ref.run(None, {"x": x})[0]
         f, p = fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0]
         span = float(r.max() - r.min())
-        assert float(np.max(np.abs(f - p))) <= 0.03 * span, (f, p)
+        assert float(np.max(np.abs(f - p))) <= 0.01 * span, (f, p)
         assert _cosine(f, r) >= 0.99, (f, r)
 
 
