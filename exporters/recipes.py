@@ -92,18 +92,46 @@ class Int8DynamicConfig:
         require(self.smoothing_samples >= 1, "int8-dynamic", "smoothing_samples", "must be >= 1")
 
 
+STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Int8StaticConfig:
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = 99.999
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
-    weight_type: Literal["int8", "uint8"] = "int8"
+    # uint8 (asymmetric per channel) weights run MLAS's u8u8 kernel, which widens to 16 bits before multiplying
+    # and cannot saturate on any x86 CPU; the fused kernels then match the unfused QDQ graph exactly. Measured
+    # worst-sample cosine (tiny MobileNetV2, fused kernels, AVX2): uint8 0.77, int8 0.60, int8 7-bit 0.57.
+    weight_type: Literal["int8", "uint8"] = "uint8"
     max_calibration_samples: int = 128
     nodes_to_exclude: tuple[str, ...] = ()
+    # Only the multiply-accumulate ops get int8 (where int8 pays). Elementwise / normalization ops stay float:
+    # ORT 1.32's fused QLinearMul collapsed a tiny EfficientNet's output to exactly 0 (SiLU and squeeze-excite
+    # Muls), and DeiT's quantized Softmax / LayerNorm / GELU cost its worst-sample cosine 0.82 -> 0.99.
+    op_types: tuple[str, ...] = STATIC_OP_TYPES
+    # 7-bit weights (None: for int8 weights only). Without VNNI, MLAS's u8s8 kernel (vpmaddubsw) sums uint8 x
+    # int8 pairs in int16 and saturates with 8-bit int8 weights (tiny MobileNetV2, worst cosine 0.54 fused vs
+    # 0.94 unfused). The package runs on CPUs the exporter never sees: not chosen from the build host's flags.
+    reduce_range: bool | None = None
+
+    @property
+    def weights_7bit(self) -> bool:
+        return self.weight_type == "int8" if self.reduce_range is None else self.reduce_range
 
     def __post_init__(self) -> None:
         require(0 < self.percentile <= 100, "int8-static", "percentile", "must be in (0, 100]")
+        require(bool(self.op_types), "int8-static", "op_types", "must name at least one op type")
+        known = static_op_types()
+        unknown = [t for t in self.op_types if t not in known]
+        require(
+            not unknown,
+            "int8-static",
+            "op_types",
+            f"names op types static int8 cannot quantize: {', '.join(map(repr, unknown))};"
+            f" it quantizes {', '.join(sorted(known))}",
+        )
         limits.check("max_calibration_samples", self.max_calibration_samples, option="max_calibration_samples")
 
 
@@ -127,6 +155,13 @@ def dynamic_op_types() -> frozenset[str]:
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
     return frozenset(IntegerOpsRegistry) | {"Gemm"}
+
+
+def static_op_types() -> frozenset[str]:
+    """Op types ``quantize_static`` can wrap in QuantizeLinear / DequantizeLinear pairs."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
 
 
 # The steps whose options name ops or nodes: checked against the graph they are about to rewrite.
@@ -430,6 +465,8 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             activation_type=qtype[cfg.activation_type],
             weight_type=qtype[cfg.weight_type],
             calibrate_method=method,
+            op_types_to_quantize=list(cfg.op_types),
+            reduce_range=cfg.weights_7bit,
             nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes],
             extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
         ),
@@ -441,6 +478,10 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
         "method": cfg.method,
         "nodes_kept_float": list(cfg.nodes_to_exclude),
         "index_nodes_kept_float": index_nodes,
+        "op_types_quantized": list(cfg.op_types),
+        "why_other_ops_float": "elementwise and normalization ops lose most accuracy in int8 for least speed",
+        "weight_type": cfg.weight_type,
+        "reduce_range": cfg.weights_7bit,
     }
 
 
