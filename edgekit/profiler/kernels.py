@@ -12,7 +12,8 @@ held-out error is each estimate's error band (:mod:`edgekit.profiler.validation`
 Kinds of work, from :meth:`NodeCost.conv_class` and the node kind:
 
 - ``conv_dense``: convolutions with a long reduction (C x k x k >= 64): im2col + GEMM tiles, near GEMM rate;
-- ``conv_small``: a stem (3x3x3 = 27 MACs per output): GEMM tiles mostly empty;
+- ``conv_small``: a stem (3x3x3 = 27 MACs per output): im2col GEMM tiles mostly empty (a 1x1 convolution with
+  a short reduction is a plain GEMM and counts as ``conv_dense``);
 - ``conv_grouped``: grouped convolutions (ShuffleNet v1, ResNeXt): one small GEMM per group;
 - ``conv_depthwise``: one channel per group (MobileNet, EfficientNet): no reuse across channels, bound by
   loads, a few per cent of the FMA peak;
