@@ -101,6 +101,12 @@ class Row:
         }
         self.peak_first = {p: v[0] for p, v in per_core.items()}
         self.peak_rest = {p: sum(v[1 : self.threads]) for p, v in per_core.items()}
+        if row["runtime"].startswith("ncnn"):
+            # ncnn splits each layer evenly over its OpenMP threads (static schedule): on big.LITTLE cores
+            # the layer ends when the slowest core's share does, so every thread runs at the slowest rate.
+            slowest = {p: min(v[: self.threads]) for p, v in per_core.items()}
+            self.peak_first = slowest
+            self.peak_rest = {p: slowest[p] * (self.threads - 1) for p in per_core}
         fast = max(self.profile.cpu_clusters, key=lambda c: (c.max_ghz * c.fp32_flops_per_cycle, c.max_ghz))
         in_order = fast.core_type.split(" ")[0] in ("Cortex-A53", "Cortex-A55", "Cortex-A510", "Cortex-A520")
         self.per_ghz = (2.0 if in_order else 1.0) / fast.max_ghz

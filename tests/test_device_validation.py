@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from edgekit.devices import get_device
 from edgekit.profiler import kernels, validation
@@ -163,16 +164,22 @@ def test_every_estimate_carries_its_band(tmp_path: Path) -> None:
     assert band["isa_class"] == "arm-neon"
     assert band["validated"] and band["class_rows"] > 0 and band["device_rows"] > 0
     assert band["label"].startswith("±") and "published arm-neon rows" in band["label"]
-    # no published i8mm CPU rows: the Pixel 8 says so
+    # the Pixel 8 has no rows of its own but its class (i8mm) has: the table-only band, no per-device factor
     pixel = estimate_latency("forward", _analysis(MOBILE_BLOCK), device_rates(get_device("pixel-8"), None, None))
-    assert pixel.error_band is not None and not pixel.error_band.validated
-    assert pixel.to_dict()["error_band"]["label"].startswith("not validated")
+    assert pixel.error_band is not None and pixel.error_band.validated
+    assert pixel.error_band.device_rows == 0 and pixel.error_band.device_factor == 1.0
+    bands = tomllib.loads(validation.BANDS_FILE.read_text(encoding="utf-8"))["class"]["arm-i8mm"]
+    assert pixel.error_band.band_pct == bands["band_pct_unadapted"]
+    # no published x86 AVX2 CPU rows: the N100 says so
+    n100 = estimate_latency("forward", _analysis(MOBILE_BLOCK), device_rates(get_device("intel-n100"), None, None))
+    assert n100.error_band is not None and not n100.error_band.validated
+    assert n100.to_dict()["error_band"]["label"].startswith("not validated")
 
 
 def test_published_table_rows_are_complete_and_sourced() -> None:
     rows = validation.published_rows()
     assert len(rows) >= 40
-    assert len({r["device"] for r in rows}) >= 7
+    assert len({r["device"] for r in rows}) >= 8 and len({r["device"] for r in rows if validation.scored(r)}) >= 8
     for r in rows:
         get_device(r["device"])  # every row names a bundled profile
         assert r["source_url"].startswith("https://") and r["quote"], r
@@ -200,8 +207,8 @@ def test_band_label_for_a_table_without_rows(tmp_path: Path) -> None:
     with empty.open("w", newline="") as f:
         csv.writer(f).writerow(["device", "compute_unit", "precision"])
     assert validation.published_rows(empty) == ()
-    band = dataclasses.replace(validation.error_band("pixel-8", "arm-i8mm"))
-    assert band.label() == "not validated (no published arm-i8mm rows)"
+    band = dataclasses.replace(validation.error_band("intel-n100", "x86-avx2"))
+    assert band.label() == "not validated (no published x86-avx2 rows)"
 
 
 def test_host_estimate_without_calibration_is_a_clear_error() -> None:
