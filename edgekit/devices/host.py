@@ -581,11 +581,11 @@ def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str]
         )
         for cluster, ghz in core_ghz
     )
-    # Azure's EP sends the model to a remote endpoint; it says nothing about this machine.
+    # A remote EP (Azure) sends the model to an endpoint; it says nothing about this machine.
     providers = tuple(
         ExecutionProviderEntry(name=name, constraints=KNOWN_PROVIDERS.get(name).typical_constraints)
         for name in ort.get_available_providers()
-        if name in KNOWN_PROVIDERS and name != "AzureExecutionProvider"
+        if name in KNOWN_PROVIDERS and not KNOWN_PROVIDERS.get(name).remote
     )
     memory_gb = round(memory.total_mb / 1024, 3)
     run = (
