@@ -461,7 +461,7 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -479,7 +479,36 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds for all timing; fewer rounds (>= 5) on a slow host (default 150, --quick 30)",
     )
     ap.add_argument("--sentences", type=int, help="sentences for the cosine check (default 120, --quick 100)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _peer_metrics(p: Any, a: dict[str, Any], texts: list[str], lat: dict[str, Any], fp32_bytes: int) -> dict[str, Any]:
+    """One peer's size, cosine agreement and latency per batch, each against the reference peers."""
+    metrics: dict[str, Any] = {
+        "bytes": p.package_bytes or p.model_bytes,
+        "model_bytes": p.model_bytes,
+        "package_bytes": p.package_bytes,
+        "bytes_vs_onnx_fp32": (p.package_bytes or p.model_bytes) / fp32_bytes,
+        "cosine_mean": a["cosine_mean"],
+        "cosine_min": a["cosine_min"],
+        "worst_sentence": texts[a["worst_index"]],
+        "latency": {},
+    }
+    for label, t in lat.items():
+        q1, q3 = t[p.name].iqr_ms
+        metrics["latency"][label] = {
+            "median_ms": t[p.name].median_ms,
+            "iqr_ms": [q1, q3],
+            "calls_per_block": t[p.name].calls_per_block,
+            "vs_onnx_fp32": ratio(t[p.name], t[ONNX_FP32]),
+            "vs_pytorch": ratio(t[p.name], t[PYTORCH]),
+            "vs_optimum_vnni": ratio(t[p.name], t[OPT_VNNI]),
+        }
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rounds = args.rounds or (8 if args.quick else 40)
@@ -520,26 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     out_peers, targets = [], []
     for p in peers:
         a = acc[p.name]
-        metrics: dict[str, Any] = {
-            "bytes": p.package_bytes or p.model_bytes,
-            "model_bytes": p.model_bytes,
-            "package_bytes": p.package_bytes,
-            "bytes_vs_onnx_fp32": (p.package_bytes or p.model_bytes) / fp32_bytes,
-            "cosine_mean": a["cosine_mean"],
-            "cosine_min": a["cosine_min"],
-            "worst_sentence": texts[a["worst_index"]],
-            "latency": {},
-        }
-        for label, t in lat.items():
-            q1, q3 = t[p.name].iqr_ms
-            metrics["latency"][label] = {
-                "median_ms": t[p.name].median_ms,
-                "iqr_ms": [q1, q3],
-                "calls_per_block": t[p.name].calls_per_block,
-                "vs_onnx_fp32": ratio(t[p.name], t[ONNX_FP32]),
-                "vs_pytorch": ratio(t[p.name], t[PYTORCH]),
-                "vs_optimum_vnni": ratio(t[p.name], t[OPT_VNNI]),
-            }
+        metrics = _peer_metrics(p, a, texts, lat, fp32_bytes)
         out_peers.append({"name": p.name, "description": p.description, "metrics": metrics, "notes": p.notes})
         if p.is_edgekit_int8:
             targets += check_targets(p, fp32_bytes, a, lat)

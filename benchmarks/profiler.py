@@ -264,81 +264,56 @@ def _pairs(report: dict[str, Any], label: str, load: float | None) -> list[dict[
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 light models and fewer runs (a smoke run)")
-    parser.add_argument("--json", help="write the results as JSON to this file")
-    parser.add_argument("--work", help="keep the exported packages in this directory (reused when present)")
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=60.0,
-        help="seconds to wait, before each pair, for other jobs to leave the cores (default 60)",
-    )
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    from edgekit.profiler import profile
-
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekit-bench-profiler-"))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    print("building packages ...", file=sys.stderr)
+def _bench_targets(work: Path, *, quick: bool) -> list[tuple[str, Path, int]]:
+    """(label, model or package path, timed runs) for every pair the benchmark measures."""
     targets: list[tuple[str, Path, int]] = []
-    runs = 30 if args.quick else 100
+    runs = 30 if quick else 100
     for label, path in _minilm_packages(work).items():
         targets.append((label, path, runs))
     targets.append(("tiny-llama", _tiny_lm_package(work), runs))
     targets.append(("digits-cnn", _digits_package(work), runs))
-    light = QUICK_LIGHT if args.quick else LIGHT_MODELS
+    light = QUICK_LIGHT if quick else LIGHT_MODELS
     for name in light:
         slow = RUNS_SLOW.get(name, 40)
-        targets.append(
-            (f"light_{name}", _light_dir() / f"light_{name}.onnx", max(5, slow // 2) if args.quick else slow)
-        )
+        targets.append((f"light_{name}", _light_dir() / f"light_{name}.onnx", max(5, slow // 2) if quick else slow))
 
     from benchmarks._cnn import export_cnn
 
-    for name in QUICK_CNN if args.quick else CNN_MODELS:
+    for name in QUICK_CNN if quick else CNN_MODELS:
         n = CNN_MODELS[name]
-        targets.append((f"cnn_{name}", export_cnn(name, work / "cnn"), max(5, n // 2) if args.quick else n))
+        targets.append((f"cnn_{name}", export_cnn(name, work / "cnn"), max(5, n // 2) if quick else n))
+    return targets
 
-    rows: list[dict[str, Any]] = []
-    for label, path, n in targets:
-        print(f"profiling {label} ({n} runs) ...", file=sys.stderr)
-        cores = os.cpu_count() or 1
-        for attempt in (1, 2):
-            waited = wait_for_quiet(args.max_wait, cores)
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-            if waited >= 1:
-                print(f"  waited {waited:.0f} s for the host to quieten (load {load:.1f})", file=sys.stderr)
-            with RunnableSampler() as sampler:
-                report = profile([str(path)], devices=["host"], runs=n, progress=False).to_dict()
-            busy = sampler.median is not None and sampler.median > cores + 1
-            # A pair measured while other jobs held the cores is measured once more (never for its result):
-            # the retry is decided by the host's runnable threads, before the error is looked at.
-            if not busy or attempt == 2:
-                break
-            print(
-                f"  {label}: other jobs held the cores (median {sampler.median:g} runnable); measuring again",
-                file=sys.stderr,
-            )
-        pair_rows = _pairs(report, label, load)
-        for r in pair_rows:
-            r["runnable_median"] = sampler.median
-        rows.extend(pair_rows)
 
-    print("timing one package on three devices with 100 runs ...", file=sys.stderr)
-    tick = time.perf_counter()
-    three = profile([str(work / "minilm-int8-dynamic")], devices=THREE_DEVICES, runs=100, progress=False)
-    three_s = time.perf_counter() - tick
+def _measure_pair(profile: Any, label: str, path: Path, n: int, max_wait: float) -> list[dict[str, Any]]:
+    """One model's estimate-vs-measurement rows, measured once more if other jobs held the cores."""
+    print(f"profiling {label} ({n} runs) ...", file=sys.stderr)
+    cores = os.cpu_count() or 1
+    for attempt in (1, 2):
+        waited = wait_for_quiet(max_wait, cores)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        if waited >= 1:
+            print(f"  waited {waited:.0f} s for the host to quieten (load {load:.1f})", file=sys.stderr)
+        with RunnableSampler() as sampler:
+            report = profile([str(path)], devices=["host"], runs=n, progress=False).to_dict()
+        busy = sampler.median is not None and sampler.median > cores + 1
+        # A pair measured while other jobs held the cores is measured once more (never for its result):
+        # the retry is decided by the host's runnable threads, before the error is looked at.
+        if not busy or attempt == 2:
+            break
+        print(
+            f"  {label}: other jobs held the cores (median {sampler.median:g} runnable); measuring again",
+            file=sys.stderr,
+        )
+    pair_rows = _pairs(report, label, load)
+    for r in pair_rows:
+        r["runnable_median"] = sampler.median
+    return pair_rows
 
-    lat_ok = sum(abs(r["latency_error"]) <= TOLERANCE for r in rows)
-    lat_10 = sum(abs(r["latency_error"]) <= 0.10 for r in rows)  # issue 13's target: +-10 % for >= 80 %
-    mem_rows = {r["pair"].split(" ")[0]: r for r in rows}  # one memory figure per model (phases share it)
-    mem_ok = sum(abs(r["memory_error"]) <= TOLERANCE for r in mem_rows.values())
-    table = markdown_table(
+
+def _pairs_table(rows: list[dict[str, Any]]) -> str:
+    """The estimate-vs-measurement rows as a markdown table."""
+    return markdown_table(
         [
             "pair",
             "measured p50 ms",
@@ -365,6 +340,44 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 light models and fewer runs (a smoke run)")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--work", help="keep the exported packages in this directory (reused when present)")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait, before each pair, for other jobs to leave the cores (default 60)",
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from edgekit.profiler import profile
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekit-bench-profiler-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print("building packages ...", file=sys.stderr)
+    targets = _bench_targets(work, quick=args.quick)
+    rows: list[dict[str, Any]] = []
+    for label, path, n in targets:
+        rows.extend(_measure_pair(profile, label, path, n, args.max_wait))
+
+    print("timing one package on three devices with 100 runs ...", file=sys.stderr)
+    tick = time.perf_counter()
+    three = profile([str(work / "minilm-int8-dynamic")], devices=THREE_DEVICES, runs=100, progress=False)
+    three_s = time.perf_counter() - tick
+
+    lat_ok = sum(abs(r["latency_error"]) <= TOLERANCE for r in rows)
+    lat_10 = sum(abs(r["latency_error"]) <= 0.10 for r in rows)  # issue 13's target: +-10 % for >= 80 %
+    mem_rows = {r["pair"].split(" ")[0]: r for r in rows}  # one memory figure per model (phases share it)
+    mem_ok = sum(abs(r["memory_error"]) <= TOLERANCE for r in mem_rows.values())
+    table = _pairs_table(rows)
     lat_share, mem_share = lat_ok / len(rows), mem_ok / len(mem_rows)
     checks = {
         "latency_within_25pct_share": (lat_share, lat_share >= SHARE_TARGET and len(rows) >= MIN_PAIRS),

@@ -590,6 +590,81 @@ def measure_bandwidth(threads: int, mib: int = 256, repeats: int = 5) -> dict[st
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _diagnostic_peers(
+    size: str,
+    precision: str,
+    hf: Path,
+    work: Path,
+    args: argparse.Namespace,
+    prompt: Any,
+    best_pkg: Path,
+    fusion_recipes: dict[str, str],
+) -> list[Peer]:
+    """The edgekit variants that explain a gap: spinning off, one thread, int4 at accuracy_level None."""
+    base = EDGEKIT_FUSED if fusion_recipes else EDGEKIT
+    peers = [
+        edgekit_peer(
+            DIAG_NOSPIN,
+            best_pkg,
+            args.threads,
+            prompt,
+            f"{base}, ORT intra-op spinning off",
+            spinning_off=True,
+            diagnostic=True,
+        ),
+        edgekit_peer(DIAG_T1, best_pkg, 1, prompt, f"{base}, 1 intra-op thread", diagnostic=True),
+    ]
+    if precision == "int4":
+        recipe = fusion_recipes.get("int4", "int4")
+        apkg, _ = export_edgekit(hf, work, recipe, {"accuracy_level": None}, f"{size}-int4-acc0")
+        peers.append(
+            edgekit_peer(DIAG_ACC0, apkg, args.threads, prompt, f"{base}, int4 accuracy_level None", diagnostic=True)
+        )
+    return peers
+
+
+def _peer_rows(peers: list[Peer], timings: dict[str, Any], tokens: dict[str, Any], ref: Any) -> list[dict[str, Any]]:
+    """One row per peer: decode tokens/s (median, IQR, per round) and whether its tokens match PyTorch's."""
+    rows = []
+    for p in peers:
+        t = timings[p.name]
+        q = statistics.quantiles([1 / x for x in t.rounds], n=4) if len(t.rounds) > 1 else [tok_s(t)] * 3
+        rows.append(
+            {
+                "peer": p.name,
+                "description": p.description,
+                "diagnostic": p.diagnostic,
+                "decode_tokens_per_second": tok_s(t),
+                "decode_tokens_per_second_iqr": [q[0], q[2]],
+                "rounds_tokens_per_second": [1 / x for x in t.rounds],
+                "tokens_match_pytorch": None if ref is None else tokens[p.name] == ref,
+                "first_mismatch_vs_pytorch": None if ref is None else first_mismatch(tokens[p.name], ref),
+                "notes": p.notes,
+            }
+        )
+    return rows
+
+
+def _targets(size: str, precision: str, ratios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (edgekit variant, peer) speed ratio against its minimum in TARGETS."""
+    targets = []
+    for ek, against in ratios.items():
+        for peer, minimum in TARGETS[size].items():
+            value = against.get(peer)
+            targets.append(
+                {
+                    "size": size,
+                    "precision": precision,
+                    "edgekit": ek,
+                    "peer": peer,
+                    "min_ratio": minimum,
+                    "ratio": value,
+                    "pass": None if value is None else value >= minimum,
+                }
+            )
+    return targets
+
+
 def run_group(
     size: str, precision: str, hf: Path, work: Path, args: argparse.Namespace, genai: tuple[Any, Path] | None
 ) -> dict[str, Any]:
@@ -629,69 +704,19 @@ def run_group(
         peers.append(genai_peer(worker, gdir, f"{size}-{precision}", prompt, ginfo))
         notes["genai_model"] = ginfo
     if args.diagnostics:
-        base = EDGEKIT_FUSED if fusion_recipes else EDGEKIT
-        peers.append(
-            edgekit_peer(
-                DIAG_NOSPIN,
-                best_pkg,
-                args.threads,
-                prompt,
-                f"{base}, ORT intra-op spinning off",
-                spinning_off=True,
-                diagnostic=True,
-            )
-        )
-        peers.append(edgekit_peer(DIAG_T1, best_pkg, 1, prompt, f"{base}, 1 intra-op thread", diagnostic=True))
-        if precision == "int4":
-            recipe = fusion_recipes.get("int4", "int4")
-            apkg, _ = export_edgekit(hf, work, recipe, {"accuracy_level": None}, f"{size}-int4-acc0")
-            peers.append(
-                edgekit_peer(
-                    DIAG_ACC0, apkg, args.threads, prompt, f"{base}, int4 accuracy_level None", diagnostic=True
-                )
-            )
+        peers += _diagnostic_peers(size, precision, hf, work, args, prompt, best_pkg, fusion_recipes)
     rounds = args.rounds or {"tiny": 5 if args.quick else 12, "32m": 3 if args.quick else 6}[size]
     log(f"{size}/{precision}: {len(peers)} peers, {rounds} interleaved rounds…")
     torch.set_num_threads(args.threads)
     timings, tokens = time_peers(peers, rounds)
     ref = tokens.get(PYTORCH)
-    rows = []
-    for p in peers:
-        t = timings[p.name]
-        q = statistics.quantiles([1 / x for x in t.rounds], n=4) if len(t.rounds) > 1 else [tok_s(t)] * 3
-        rows.append(
-            {
-                "peer": p.name,
-                "description": p.description,
-                "diagnostic": p.diagnostic,
-                "decode_tokens_per_second": tok_s(t),
-                "decode_tokens_per_second_iqr": [q[0], q[2]],
-                "rounds_tokens_per_second": [1 / x for x in t.rounds],
-                "tokens_match_pytorch": None if ref is None else tokens[p.name] == ref,
-                "first_mismatch_vs_pytorch": None if ref is None else first_mismatch(tokens[p.name], ref),
-                "notes": p.notes,
-            }
-        )
+    rows = _peer_rows(peers, timings, tokens, ref)
     ratios = {
         ek: {p.name: speedup(timings[ek], timings[p.name]) for p in peers if p.name != ek}
         for ek in (EDGEKIT, EDGEKIT_FUSED)
         if ek in timings
     }
-    targets = []
-    for ek, against in ratios.items():
-        for peer, minimum in TARGETS[size].items():
-            value = against.get(peer)
-            targets.append(
-                {
-                    "size": size,
-                    "precision": precision,
-                    "edgekit": ek,
-                    "peer": peer,
-                    "min_ratio": minimum,
-                    "ratio": value,
-                    "pass": None if value is None else value >= minimum,
-                }
-            )
+    targets = _targets(size, precision, ratios)
     del peers
     gc.collect()
     return {
@@ -821,7 +846,7 @@ def _bandwidth_note(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -835,6 +860,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-genai", dest="genai", action="store_false", help="skip onnxruntime-genai (no venv)")
     ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", help="skip the edgekit variants")
     ap.add_argument("--genai-venv", default=str(GENAI_VENV), help="the onnxruntime-genai venv (created if missing)")
+    return ap
+
+
+def _start_genai(args: argparse.Namespace, errors: list[str]) -> tuple[Any, Path] | None:
+    """The onnxruntime-genai worker and its venv's Python, or None (the reason joins ``errors``)."""
+    if not args.genai:
+        return None
+    try:
+        py = ensure_genai_venv(Path(args.genai_venv))
+        return GenaiWorker(py), py
+    except Exception as exc:
+        errors.append(f"onnxruntime-genai unavailable: {exc}")
+        log(errors[-1])
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if s]
     precisions = [p for p in args.precisions.split(",") if p]
@@ -855,14 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (work / ".gitignore").exists():
         (work / ".gitignore").write_text("*\n")
     errors: list[str] = []
-    genai: tuple[Any, Path] | None = None
-    if args.genai:
-        try:
-            py = ensure_genai_venv(Path(args.genai_venv))
-            genai = (GenaiWorker(py), py)
-        except Exception as exc:
-            errors.append(f"onnxruntime-genai unavailable: {exc}")
-            log(errors[-1])
+    genai = _start_genai(args, errors)
     groups = []
     try:
         for size in sizes:

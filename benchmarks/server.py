@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,31 @@ def _process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _overhead_rows(
+    lengths: list[int], timings: Mapping[str, Any], cpu: Mapping[str, float], calls: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """One row per generation length: wall and CPU time per call in process and over HTTP, and the overheads."""
+
+    def per_call(key: str) -> float | None:
+        return round(cpu[key] / calls[key] * 1e3, 2) if calls.get(key) else None
+
+    rows = []
+    for n in lengths:
+        local_cpu, http_cpu = per_call(f"local{n}"), per_call(f"http{n}")
+        rows.append(
+            {
+                "max_tokens": n,
+                "in_process_ms": round(timings[f"local{n}"].median_ms, 2),
+                "http_ms": round(timings[f"http{n}"].median_ms, 2),
+                "overhead_fraction": round(ratio(timings[f"http{n}"], timings[f"local{n}"]) - 1, 4),
+                "in_process_cpu_ms": local_cpu,
+                "server_cpu_ms": http_cpu,
+                "cpu_overhead_fraction": round(http_cpu / local_cpu - 1, 4) if local_cpu and http_cpu else None,
+            }
+        )
+    return rows
+
+
 def overhead(
     url: str, lm_pkg: Path, *, server_pid: int, threads: int, lengths: list[int], rounds: int
 ) -> dict[str, Any]:
@@ -315,23 +341,7 @@ def overhead(
     conn.close()
     _unpin(pinned)
 
-    def per_call(key: str) -> float | None:
-        return round(cpu[key] / calls[key] * 1e3, 2) if calls.get(key) else None
-
-    rows = []
-    for n in lengths:
-        local_cpu, http_cpu = per_call(f"local{n}"), per_call(f"http{n}")
-        rows.append(
-            {
-                "max_tokens": n,
-                "in_process_ms": round(timings[f"local{n}"].median_ms, 2),
-                "http_ms": round(timings[f"http{n}"].median_ms, 2),
-                "overhead_fraction": round(ratio(timings[f"http{n}"], timings[f"local{n}"]) - 1, 4),
-                "in_process_cpu_ms": local_cpu,
-                "server_cpu_ms": http_cpu,
-                "cpu_overhead_fraction": round(http_cpu / local_cpu - 1, 4) if local_cpu and http_cpu else None,
-            }
-        )
+    rows = _overhead_rows(lengths, timings, cpu, calls)
     checked = rows[-1]
     return {
         "threads": threads,

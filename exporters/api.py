@@ -181,22 +181,7 @@ def export(
             log=prog.log,
         )
         model_path, steps = recipe_spec.run(converted.onnx_path, config, rctx)
-        ref_runner, out_names = make_runner(converted.onnx_path)
-
-        def evaluate(path: Path) -> dict[str, Any]:
-            runner, _ = make_runner(path)
-            with prog.bar(len(samples), "validating") as update:
-                return validate(
-                    task_spec,
-                    ref_runner,
-                    runner,
-                    out_names,
-                    samples,
-                    labels=labels,
-                    label_names=converted.labels,
-                    progress=update,
-                )
-
+        evaluate = _evaluator(task_spec, converted, samples, labels, prog)
         model_path, config, report, float_nodes, sensitivity = _meet_accuracy(
             opts, task_spec, recipe_spec, rctx, model_path, config, evaluate, samples
         )
@@ -224,6 +209,29 @@ def export(
                 ort_format=opts.ort_format,
             )
     return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
+
+
+def _evaluator(
+    task_spec: TaskSpec, converted: Any, samples: Any, labels: Any, prog: Progress
+) -> Callable[[Path], dict[str, Any]]:
+    """Validation of a candidate model against the converted float reference (loaded now, once)."""
+    ref_runner, out_names = make_runner(converted.onnx_path)
+
+    def evaluate(path: Path) -> dict[str, Any]:
+        runner, _ = make_runner(path)
+        with prog.bar(len(samples), "validating") as update:
+            return validate(
+                task_spec,
+                ref_runner,
+                runner,
+                out_names,
+                samples,
+                labels=labels,
+                label_names=converted.labels,
+                progress=update,
+            )
+
+    return evaluate
 
 
 def _convert(source: Any, work: Path, opts: ExportOptions, task_spec: TaskSpec) -> tuple[Any, list[Any], Path]:

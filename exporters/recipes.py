@@ -24,6 +24,7 @@ from typing import Any, Literal
 from edgekit import limits
 from edgekit.config import require, to_dict
 from edgekit.errors import CalibrationError, ConfigError, CorruptModelError, UnsupportedModelError
+from edgekit.recipe_names import RECIPE_DESCRIPTIONS
 from edgekit.registry import Registry
 from exporters import graph, index_subgraph
 from exporters.decoder_fusions import step_decoder_fusions
@@ -540,7 +541,7 @@ RECIPES.add(
     "fp32",
     Recipe(
         name="fp32",
-        description="graph-optimized float32",
+        description=RECIPE_DESCRIPTIONS["fp32"],
         config_cls=Fp32Config,
         steps=(("decoder_fusions", step_decoder_fusions), ("optimize", step_fusions)),
     ),
@@ -549,7 +550,7 @@ RECIPES.add(
     "fp16",
     Recipe(
         name="fp16",
-        description="float16 weights and compute (GPU/NPU targets)",
+        description=RECIPE_DESCRIPTIONS["fp16"],
         config_cls=Fp16Config,
         steps=(("optimize", step_fusions), ("fp16", step_fp16)),
     ),
@@ -558,7 +559,7 @@ RECIPES.add(
     "int8-dynamic",
     Recipe(
         name="int8-dynamic",
-        description="int8 weights (per-channel), activations quantized at run time",
+        description=RECIPE_DESCRIPTIONS["int8-dynamic"],
         config_cls=Int8DynamicConfig,
         steps=(("optimize", step_fusions), ("smooth", step_smooth), ("quantize", step_int8_dynamic)),
         supports_float_fallback=True,
@@ -568,7 +569,7 @@ RECIPES.add(
     "int8-static",
     Recipe(
         name="int8-static",
-        description="QDQ int8 weights and activations, calibrated (NPU-friendly)",
+        description=RECIPE_DESCRIPTIONS["int8-static"],
         config_cls=Int8StaticConfig,
         steps=(("preprocess", step_preprocess), ("quantize", step_int8_static)),
         supports_float_fallback=True,
@@ -579,13 +580,20 @@ RECIPES.add(
     "int4",
     Recipe(
         name="int4",
-        description="4-bit weight-only MatMulNBits (block-wise)",
+        description=RECIPE_DESCRIPTIONS["int4"],
         config_cls=Int4Config,
         # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
         # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
         steps=(("decoder_fusions", step_decoder_fusions), ("quantize", step_int4)),
     ),
 )
+
+# The CLI lists recipes from the core names without importing this module; a recipe added here only would be
+# missing from its help, one listed there only would fail at export.
+if RECIPES.names() != list(RECIPE_DESCRIPTIONS):
+    raise RuntimeError(
+        f"exporters.recipes {RECIPES.names()} and edgekit.recipe_names {list(RECIPE_DESCRIPTIONS)} differ"
+    )
 
 
 def resolved_options(cfg: Any) -> dict[str, Any]:

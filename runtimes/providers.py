@@ -2,9 +2,9 @@
 
 Each :class:`ExecutionProviderSpec` holds ONNX Runtime's provider name, the provider options ONNX Runtime
 documents for it (with the defaults edgekit passes), the session settings the EP wants (XNNPACK: ORT's own
-intra-op pool at 1 thread, spinning off), and the constraints a model must meet to run on it (the words of
-``edgekit.devices.EP_CONSTRAINTS``). Names are checked against ``edgekit.devices.KNOWN_PROVIDERS``, the one
-list of ORT provider names, so this module adds options, not a second list of names.
+intra-op pool at 1 thread, spinning off), and the constraints a model must meet to run on it. The EP's core facts (its name, constraints, whether it is
+remote, its coverage rule) live in one record, ``edgekit.devices.KNOWN_PROVIDERS``; this module adds options and
+session settings on top and reads those facts from there, not from a second list.
 
 Selection (:func:`plan_providers`): the device profile's ordered list when a device is named, then the
 caller's list, intersected with :func:`available_providers`, then CPU. Every provider asked for but not
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekit.devices import EP_CONSTRAINTS, KNOWN_PROVIDERS
+from edgekit.devices import KNOWN_PROVIDERS, ProviderInfo
 from edgekit.errors import ConfigError, UnknownNameError
 from edgekit.ort_policy import disabled_optimizers
 from edgekit.registry import Registry, resolve, unknown_message
@@ -33,8 +33,8 @@ from edgekit.registry import Registry, resolve, unknown_message
 logger = logging.getLogger("edgekit.runtimes")
 
 CPU = "CPUExecutionProvider"
-# Azure's EP calls a remote endpoint; it is never a place to run a local graph, so it is never picked.
-_NEVER_PICKED = frozenset({"AzureExecutionProvider"})
+# A remote EP (Azure) calls an endpoint; it is never a place to run a local graph, so it is never picked.
+_NEVER_PICKED = frozenset(info.name for info in KNOWN_PROVIDERS if info.remote)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,12 +62,24 @@ class ExecutionProviderSpec:
     # Whether ORT can save the optimized graph with this EP assigned (EPs that compile subgraphs into
     # their own format cannot be serialized back to ONNX).
     saves_optimized_graph: bool = False
-    requirements: tuple[str, ...] = ()  # EP_CONSTRAINTS words the model must satisfy
     note: str = ""
     docs: str = ""
-    # "module:attr" of the profiler's op-coverage rule for this EP (its supported ops and node limits), resolved
-    # only by the profiler, which sits above this layer; None: no rule, coverage is not estimated.
-    coverage_rule: str | None = None
+
+    @property
+    def info(self) -> ProviderInfo:
+        """The EP's core record: its constraints, remoteness and coverage rule."""
+        return KNOWN_PROVIDERS.get(self.name)
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """The EP_CONSTRAINTS words a model must satisfy (from the core record)."""
+        return self.info.typical_constraints
+
+    @property
+    def coverage_rule(self) -> str | None:
+        """The "module:attr" of the profiler's op-coverage rule (from the core record), resolved only by the
+        profiler, which sits above this layer; None: no rule, coverage is not estimated."""
+        return self.info.coverage_rule
 
     def coverage(self) -> Any:
         """The EP's ``edgekit.profiler.coverage.ProviderRule``, or None (imports the profiler's module now)."""
@@ -80,9 +92,6 @@ class ExecutionProviderSpec:
     def __post_init__(self) -> None:
         if self.name not in KNOWN_PROVIDERS:
             raise ValueError(unknown_message("execution provider", self.name, KNOWN_PROVIDERS.names()))
-        for word in self.requirements:
-            if word not in EP_CONSTRAINTS:
-                raise ValueError(unknown_message("constraint", word, list(EP_CONSTRAINTS)))
         names = [o.name for o in self.options]
         for extra in (self.threads_option, self.cache_option):
             if extra is not None and extra not in names:
@@ -156,7 +165,6 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="XnnpackExecutionProvider",
-        coverage_rule="edgekit.profiler.coverage:XNNPACK_RULE",
         alias="xnnpack",
         options=(
             ProviderOption(
@@ -167,7 +175,6 @@ _add(
         session_config={"session.intra_op.allow_spinning": "0"},
         session_threads=1,
         threads_option="intra_op_num_threads",
-        requirements=("supported_ops",),
         note="ORT's docs recommend ORT's intra-op pool at 1 thread with spinning off so the two pools do not contend",
         docs="https://onnxruntime.ai/docs/execution-providers/Xnnpack-ExecutionProvider.html",
     )
@@ -175,7 +182,6 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="NnapiExecutionProvider",
-        coverage_rule="edgekit.profiler.coverage:NNAPI_RULE",
         alias="nnapi",
         options=(
             ProviderOption(
@@ -203,7 +209,6 @@ _add(
                 choices=_BOOL,
             ),
         ),
-        requirements=("static_shapes", "supported_ops", "deprecated"),
         note=(
             "the flags are a bit set in the C/Java API (OrtSessionOptionsAppendExecutionProvider_Nnapi); an Android"
             " app passes them there. ONNX Runtime's Python binding creates NNAPI with flags 0"
@@ -214,7 +219,6 @@ _add(
 _add(
     ExecutionProviderSpec(
         name="CoreMLExecutionProvider",
-        coverage_rule="edgekit.profiler.coverage:COREML_RULE",
         alias="coreml",
         options=(
             ProviderOption(
@@ -252,14 +256,12 @@ _add(
             ),
         ),
         cache_option="ModelCacheDirectory",
-        requirements=("supported_ops", "float_only"),
         docs="https://onnxruntime.ai/docs/execution-providers/CoreML-ExecutionProvider.html",
     )
 )
 _add(
     ExecutionProviderSpec(
         name="QNNExecutionProvider",
-        coverage_rule="edgekit.profiler.coverage:QNN_RULE",
         alias="qnn",
         options=(
             ProviderOption(
@@ -300,7 +302,6 @@ _add(
             ProviderOption(name="profiling_level", meaning="QNN profiling", choices=("off", "basic", "detailed")),
             ProviderOption(name="device_id", meaning="which HTP device"),
         ),
-        requirements=("static_shapes", "qdq_only", "supported_ops"),
         note="the HTP runs QDQ-quantized (8/16-bit) graphs with static shapes; anything else falls to the CPU",
         docs="https://onnxruntime.ai/docs/execution-providers/QNN-ExecutionProvider.html",
     )
@@ -324,7 +325,6 @@ _add(
         ),
         threads_option="num_of_threads",
         cache_option="cache_dir",
-        requirements=("supported_ops",),
         docs="https://onnxruntime.ai/docs/execution-providers/OpenVINO-ExecutionProvider.html",
     )
 )

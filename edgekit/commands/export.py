@@ -10,17 +10,8 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command, parse_key_values
 from edgekit.progress import Progress
-
-# The registries live in exporters, which needs the export extra; the CLI lists the names without it.
-TASK_NAMES = [
-    "feature-extraction",
-    "text-classification",
-    "image-classification",
-    "audio-classification",
-    "text-generation",
-    "tensor",
-]
-RECIPE_NAMES = ["fp32", "fp16", "int8-dynamic", "int8-static", "int4"]
+from edgekit.recipe_names import recipe_names
+from edgekit.tasks import TASKS
 
 EXPORT_EXAMPLES = """examples:
   edgekit export out/sources/all-MiniLM-L6-v2 --recipe int8-dynamic -o out/minilm-int8 --max-accuracy-drop 0.02
@@ -90,7 +81,7 @@ class TickingProgress(Progress):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="fp32", help=f"one of: {', '.join(RECIPE_NAMES)}")
+    p.add_argument("--recipe", default="fp32", help=f"one of: {', '.join(recipe_names())}")
     p.add_argument("-o", "--output", required=True, help="package directory to write")
     p.add_argument(
         "--option",
@@ -123,7 +114,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         default="auto",
-        help=f"auto (default: from config.json's architectures, see below) or one of: {', '.join(TASK_NAMES)}",
+        help=f"auto (default: from config.json's architectures, see below) or one of: {', '.join(TASKS.names())}",
     )
     p.add_argument("--weights", help="state-dict file for a file.py:factory source")
     p.add_argument(

@@ -104,20 +104,47 @@ EP_CONSTRAINTS: Mapping[str, str] = {
 
 @dataclass(frozen=True, kw_only=True)
 class ProviderInfo:
-    """An ONNX Runtime execution provider edgekit knows by name, with the constraints it usually carries."""
+    """An ONNX Runtime execution provider edgekit knows by name: the one record of its facts that core code
+    needs. ``runtimes.providers`` builds its option records on these and repeats none of them."""
 
     name: str
-    typical_constraints: tuple[str, ...] = ()
+    typical_constraints: tuple[str, ...] = ()  # EP_CONSTRAINTS words a model must meet to run on it
+    # Runs the graph on a remote endpoint (Azure): never a place to run a local graph, says nothing of a device.
+    remote: bool = False
+    # "module:attr" of the profiler's op-coverage rule (supported ops, node limits); a plain string so core
+    # names it without importing the profiler, which sits above. None: coverage is not estimated.
+    coverage_rule: str | None = None
+
+    def __post_init__(self) -> None:
+        for word in self.typical_constraints:
+            if word not in EP_CONSTRAINTS:
+                raise ValueError(unknown_message("constraint", word, list(EP_CONSTRAINTS)))
 
 
 # The provider names ONNX Runtime itself knows (``onnxruntime.get_all_providers()`` in 1.32). ACL and ArmNN
 # are absent on purpose: ONNX Runtime removed both EPs (ArmNN in 1.25, PR #27447).
 KNOWN_PROVIDERS: Registry[ProviderInfo] = Registry("execution provider")
 for _info in (
-    ProviderInfo(name="QNNExecutionProvider", typical_constraints=("static_shapes", "qdq_only", "supported_ops")),
-    ProviderInfo(name="NnapiExecutionProvider", typical_constraints=("static_shapes", "supported_ops", "deprecated")),
-    ProviderInfo(name="CoreMLExecutionProvider", typical_constraints=("supported_ops", "float_only")),
-    ProviderInfo(name="XnnpackExecutionProvider", typical_constraints=("supported_ops",)),
+    ProviderInfo(
+        name="QNNExecutionProvider",
+        typical_constraints=("static_shapes", "qdq_only", "supported_ops"),
+        coverage_rule="edgekit.profiler.coverage:QNN_RULE",
+    ),
+    ProviderInfo(
+        name="NnapiExecutionProvider",
+        typical_constraints=("static_shapes", "supported_ops", "deprecated"),
+        coverage_rule="edgekit.profiler.coverage:NNAPI_RULE",
+    ),
+    ProviderInfo(
+        name="CoreMLExecutionProvider",
+        typical_constraints=("supported_ops", "float_only"),
+        coverage_rule="edgekit.profiler.coverage:COREML_RULE",
+    ),
+    ProviderInfo(
+        name="XnnpackExecutionProvider",
+        typical_constraints=("supported_ops",),
+        coverage_rule="edgekit.profiler.coverage:XNNPACK_RULE",
+    ),
     ProviderInfo(name="VSINPUExecutionProvider", typical_constraints=("supported_ops", "qdq_only")),
     ProviderInfo(name="RknpuExecutionProvider", typical_constraints=("supported_ops",)),
     ProviderInfo(name="TensorrtExecutionProvider", typical_constraints=("supported_ops",)),
@@ -131,7 +158,7 @@ for _info in (
     ProviderInfo(name="WebGpuExecutionProvider", typical_constraints=("supported_ops",)),
     ProviderInfo(name="WebNNExecutionProvider", typical_constraints=("supported_ops",)),
     ProviderInfo(name="JsExecutionProvider", typical_constraints=("supported_ops",)),
-    ProviderInfo(name="AzureExecutionProvider"),
+    ProviderInfo(name="AzureExecutionProvider", remote=True),
     ProviderInfo(name="CPUExecutionProvider"),
 ):
     KNOWN_PROVIDERS.add(_info.name, _info)

@@ -546,15 +546,10 @@ def calibrate(
     return result
 
 
-def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str] | None = None) -> DeviceProfile:
-    """This machine as a :class:`DeviceProfile`: detected facts, measured peaks (``measured:`` sources)."""
-    import onnxruntime as ort
-
-    cpu = detect_cpu()
-    memory = detect_memory()
-    calibration = calibrate(recalibrate=recalibrate, cache_dir=cache_dir, cpu=cpu, memory=memory)
-    unverified: list[str] = []
-
+def _host_clusters(
+    cpu: HostCpu, calibration: HostCalibration, fp16: float, unverified: list[str]
+) -> tuple[tuple[CpuCluster, ...], str]:
+    """The CPU clusters with per-cycle rates derived from the measured peaks, and the clock's source."""
     ghz_sources = cpu.frequency_source
     if any(cluster.max_ghz is None for cluster in cpu.clusters):
         # No clock anywhere: 1 GHz keeps the per-cycle rates defined; they are then ops per ns, not per cycle.
@@ -562,10 +557,6 @@ def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str]
         ghz_sources += "; clock unknown, 1.0 GHz placeholder"
     core_ghz = [(cluster, cluster.max_ghz or 1.0) for cluster in cpu.clusters]
     total_core_ghz = sum(cluster.cores * ghz for cluster, ghz in core_ghz)
-    fp16 = calibration.fp16_gflops
-    if fp16 is None:
-        unverified.append("peak_fp16_gflops")
-        fp16 = calibration.fp32_gflops
 
     def per_cycle(rate: float) -> float:
         return round(rate / total_core_ghz, 4)
@@ -581,18 +572,64 @@ def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str]
         )
         for cluster, ghz in core_ghz
     )
-    # Azure's EP sends the model to a remote endpoint; it says nothing about this machine.
-    providers = tuple(
+    return clusters, ghz_sources
+
+
+def _host_providers() -> tuple[ExecutionProviderEntry, ...]:
+    """The execution providers this onnxruntime build offers that run on this machine."""
+    import onnxruntime as ort
+
+    # A remote EP (Azure) sends the model to an endpoint; it says nothing about this machine.
+    return tuple(
         ExecutionProviderEntry(name=name, constraints=KNOWN_PROVIDERS.get(name).typical_constraints)
         for name in ort.get_available_providers()
-        if name in KNOWN_PROVIDERS and name != "AzureExecutionProvider"
+        if name in KNOWN_PROVIDERS and not KNOWN_PROVIDERS.get(name).remote
     )
-    memory_gb = round(memory.total_mb / 1024, 3)
+
+
+def _host_sources(cpu: HostCpu, memory: HostMemory, calibration: HostCalibration, ghz_sources: str) -> dict[str, str]:
+    """Where each figure of the host profile comes from (``detected:`` / ``measured:`` / ``derived:``)."""
     run = (
         f"ONNX Runtime {calibration.onnxruntime_version} CPU EP, {calibration.threads} threads, "
         f"{calibration.measured_at}"
     )
     gemm = f"{calibration.gemm_size}x{calibration.gemm_size}x{calibration.gemm_size}"
+    return {
+        "cpu_clusters": (
+            f"detected: {cpu.topology_source}; clock from {ghz_sources}; per-cycle rates derived: "
+            "measured rate / sum(cores x GHz), an effective rate for ONNX Runtime's kernels"
+        ),
+        "isa_features": "detected: /proc/cpuinfo flags/Features",
+        "peak_fp32_gflops": f"measured: median {gemm} fp32 MatMul, {run}",
+        "peak_fp16_gflops": (
+            f"measured: median {gemm} fp16 MatMul, {run}"
+            if calibration.fp16_gflops is not None
+            else "derived: the fp32 rate (this ONNX Runtime build has no fp16 MatMul kernel for this CPU)"
+        ),
+        "peak_int8_gops": f"measured: median {gemm} MatMulInteger uint8 x int8, {run}",
+        "memory_gb": f"detected: {memory.source} total",
+        "memory_bandwidth_gbps": (
+            f"measured: single-thread numpy copy of {calibration.copy_mib} MiB, (read + written bytes) / "
+            "median time; a lower bound on multi-channel DRAM bandwidth"
+        ),
+        "app_memory_budget_mb": f"detected: {memory.source} available memory at run time",
+        "execution_providers": "detected: onnxruntime.get_available_providers(), without the remote Azure EP",
+        "default_threads": "detected: physical cores in this process's CPU affinity, capped by a cgroup quota",
+    }
+
+
+def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str] | None = None) -> DeviceProfile:
+    """This machine as a :class:`DeviceProfile`: detected facts, measured peaks (``measured:`` sources)."""
+    cpu = detect_cpu()
+    memory = detect_memory()
+    calibration = calibrate(recalibrate=recalibrate, cache_dir=cache_dir, cpu=cpu, memory=memory)
+    unverified: list[str] = []
+    # No fp16 MatMul kernel measured: the fp32 rate stands in, flagged after the clusters' own flag.
+    fp16 = calibration.fp16_gflops if calibration.fp16_gflops is not None else calibration.fp32_gflops
+    clusters, ghz_sources = _host_clusters(cpu, calibration, fp16, unverified)
+    if calibration.fp16_gflops is None:
+        unverified.append("peak_fp16_gflops")
+    memory_gb = round(memory.total_mb / 1024, 3)
     return DeviceProfile(
         name="host",
         display_name=f"This host ({cpu.model}, {cpu.cores} cores)",
@@ -606,29 +643,8 @@ def host_profile(*, recalibrate: bool = False, cache_dir: str | os.PathLike[str]
         memory_gb=memory_gb,
         memory_bandwidth_gbps=calibration.memory_bandwidth_gbps,
         app_memory_budget_mb=min(memory.available_mb, math.floor(memory_gb * 1024)),
-        execution_providers=providers,
+        execution_providers=_host_providers(),
         default_threads=cpu.threads,
-        sources={
-            "cpu_clusters": (
-                f"detected: {cpu.topology_source}; clock from {ghz_sources}; per-cycle rates derived: "
-                "measured rate / sum(cores x GHz), an effective rate for ONNX Runtime's kernels"
-            ),
-            "isa_features": "detected: /proc/cpuinfo flags/Features",
-            "peak_fp32_gflops": f"measured: median {gemm} fp32 MatMul, {run}",
-            "peak_fp16_gflops": (
-                f"measured: median {gemm} fp16 MatMul, {run}"
-                if calibration.fp16_gflops is not None
-                else "derived: the fp32 rate (this ONNX Runtime build has no fp16 MatMul kernel for this CPU)"
-            ),
-            "peak_int8_gops": f"measured: median {gemm} MatMulInteger uint8 x int8, {run}",
-            "memory_gb": f"detected: {memory.source} total",
-            "memory_bandwidth_gbps": (
-                f"measured: single-thread numpy copy of {calibration.copy_mib} MiB, (read + written bytes) / "
-                "median time; a lower bound on multi-channel DRAM bandwidth"
-            ),
-            "app_memory_budget_mb": f"detected: {memory.source} available memory at run time",
-            "execution_providers": "detected: onnxruntime.get_available_providers(), without the remote Azure EP",
-            "default_threads": "detected: physical cores in this process's CPU affinity, capped by a cgroup quota",
-        },
+        sources=_host_sources(cpu, memory, calibration, ghz_sources),
         unverified=tuple(unverified),
     )

@@ -205,6 +205,44 @@ def _stored_summary(analysis: Any) -> dict[str, Any]:
     return analysis.to_dict(top_k=10)
 
 
+def _opening_line(count: int, profiles: Sequence[DeviceProfile], host: DeviceProfile) -> str:
+    if any(d is host for d in profiles):
+        return f"profiling {count} model(s) on {', '.join(d.name for d in profiles)}"
+    return "detecting and calibrating the host"
+
+
+def _run_config(
+    packages: Sequence[str | Path],
+    profiles: Sequence[DeviceProfile],
+    host: DeviceProfile,
+    *,
+    runs: int,
+    warmup_runs: int,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    max_latency_ms: float | None,
+    max_memory_mb: float | None,
+    threads: int | None,
+    providers: list[str],
+    prompt_tokens: int | None,
+    new_tokens: int | None,
+) -> dict[str, Any]:
+    """The report's ``config``: the run's settings with every default resolved."""
+    return {
+        "packages": [str(p) for p in packages],
+        "devices": [d.name for d in profiles],
+        "runs": runs,
+        "warmup_runs": warmup_runs,
+        "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+        "max_latency_ms": max_latency_ms,
+        "max_memory_mb": max_memory_mb,
+        # By default the host profile's threads (its physical cores, cgroup quota applied).
+        "threads": threads or max(1, min(host.default_threads, os.cpu_count() or 1)),
+        "providers": providers,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+    }
+
+
 def profile(
     packages: str | Path | Sequence[str | Path],
     devices: Sequence[str] = ("host",),
@@ -250,26 +288,21 @@ def profile(
     _check_generation_options(targets, input_shapes, prompt_tokens, new_tokens)
     conditions = measure.host_conditions()
     host = _host_profile(profiles)
-    on = ", ".join(d.name for d in profiles)
-    bar.log(
-        f"profiling {len(targets)} model(s) on {on}"
-        if any(d is host for d in profiles)
-        else "detecting and calibrating the host"
+    bar.log(_opening_line(len(targets), profiles, host))
+    config = _run_config(
+        packages,
+        profiles,
+        host,
+        runs=runs,
+        warmup_runs=warm,
+        input_shapes=input_shapes,
+        max_latency_ms=latency_budget,
+        max_memory_mb=memory_budget,
+        threads=threads,
+        providers=measure_providers,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
     )
-    config = {
-        "packages": [str(p) for p in packages],
-        "devices": [d.name for d in profiles],
-        "runs": runs,
-        "warmup_runs": warm,
-        "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
-        "max_latency_ms": latency_budget,
-        "max_memory_mb": memory_budget,
-        # By default the host profile's threads (its physical cores, cgroup quota applied).
-        "threads": threads or max(1, min(host.default_threads, os.cpu_count() or 1)),
-        "providers": measure_providers,
-        "prompt_tokens": prompt_tokens,
-        "new_tokens": new_tokens,
-    }
     variants, memory_cal = _measure_all(
         targets,
         config,

@@ -47,7 +47,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -551,6 +551,85 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _fixed_costs(t: Mapping[str, float], by: Mapping[str, SuiteCase]) -> tuple[float, float, float]:
+    """Per-node dispatch, the fixed cost of a run and of binding one graph input or output, in seconds."""
+    n_chain = max(1, len(by["nodes"].analysis.nodes))
+    n_run = max(1, len(by["run"].analysis.nodes))
+    node_s = _positive((t["nodes"] - t["run"]) / 1e3 / max(1, n_chain - n_run), 1e-7)
+    run_s = _positive(t["run"] / 1e3 - n_run * node_s, 1e-6)
+    # binding one more graph input or output: the io case has 16 of them, the run case 2
+    io_case = by["io"].analysis
+    io_count = len(io_case.input_shapes) + io_case.output_count
+    io_s = _positive((t["io"] - t["run"]) / 1e3 - (len(io_case.nodes) - n_run) * node_s, 0.0) / max(1, io_count - 2)
+    return node_s, max(run_s - 2 * io_s, 1e-6), io_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Solver:
+    """The case timings and the factors solved so far; each method solves one more from them."""
+
+    by: Mapping[str, SuiteCase]
+    t: Mapping[str, float]  # seconds per case are t[name] / 1e3
+    threads: int
+    node_s: float
+    run_s: float
+    io_s: float
+    bw: float = 0.0
+    par_s: float = 0.0
+
+    def nodes(self, name: str) -> tuple[NodeCost, ...]:
+        return self.by[name].analysis.nodes
+
+    def streamed(self) -> _Solver:
+        """Threaded elementwise: T = run + n * (c_par + bytes / bw) at two sizes -> bw, c_par."""
+        small, large = self.nodes("stream_small"), self.nodes("stream_large")
+        b_small = sum(n.bytes_moved for n in small) / max(1, len(small))
+        b_large = sum(n.bytes_moved for n in large) / max(1, len(large))
+        per_small = (self.t["stream_small"] / 1e3 - self.run_s) / max(1, len(small))
+        per_large = (self.t["stream_large"] / 1e3 - self.run_s) / max(1, len(large))
+        bw = _positive((b_large - b_small) / max(per_large - per_small, 1e-9), 1e8)
+        par_s = max(self.node_s, per_small - b_small / bw) if self.threads > 1 else self.node_s
+        par_s = min(par_s, 50 * self.node_s + 20e-6)  # a preempted sample can not make every node cost a time slice
+        return replace(self, bw=bw, par_s=par_s)
+
+    def overhead(self, ns: Sequence[NodeCost]) -> float:
+        return sum(self.par_s if is_parallel(n, self.threads) else self.node_s for n in ns)
+
+    def rate(self, name: str, kinds: set[str], precision: str | None = None) -> float:
+        ns = self.nodes(name)
+        target = [n for n in ns if n.kind in kinds]
+        others = [n for n in ns if n.kind not in kinds]
+        flops = sum((n.flops.get(precision, 0) if precision else n.total_flops) for n in target)
+        # the non-target nodes (the quantizer of the int8 case, Relu...) are memory-bound by the model so far
+        rest = sum(n.bytes_moved / self.bw for n in others)
+        remainder = self.t[name] / 1e3 - self.run_s - self.overhead(ns) - rest
+        floor = flops / (self.t[name] / 1e3)  # the rate if nothing else took time: a hard lower bound
+        ceiling = floor * 4  # overheads cannot explain more than three quarters of a compute case
+        return min(_positive(flops / max(remainder, 1e-9), floor), ceiling) / 1e9
+
+    def call_cost(self, name: str, kind: str, seconds_per_flop: Any) -> float:
+        """A kernel's fixed cost per call beyond plain dispatch, from a case of tiny ones (0 if noise hides it)."""
+        ns = self.nodes(name)
+        target = [n for n in ns if n.kind == kind]
+        rest = sum(n.bytes_moved / self.bw for n in ns if n.kind != kind)
+        work = sum(seconds_per_flop(n) for n in target)
+        left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - work
+        return max(0.0, left / max(1, len(target)))
+
+    def dram_bandwidth(self) -> float:
+        """Bytes per second of weights streamed from DRAM (the weights_dram case), the rest at cache bandwidth."""
+        dram = self.nodes("weights_dram")
+        weight_bytes = sum(n.weight_bytes for n in dram)
+        dram_s = (
+            self.t["weights_dram"] / 1e3
+            - self.run_s
+            - 2 * self.io_s
+            - self.overhead(dram)
+            - sum((n.bytes_moved - n.weight_bytes) / self.bw for n in dram)
+        )
+        return _positive(weight_bytes / max(dram_s, 1e-9), 1e8)
+
+
 def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], threads: int) -> HostEfficiency:
     """Solve the factors one case at a time, each from the cases before it (see the module table).
 
@@ -558,91 +637,35 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
     """
     by = {c.name: c for c in cases}
     t = {k: _quantile(v, CASE_QUANTILE) for k, v in samples_ms.items() if v}
-
-    def nodes(name: str) -> tuple[NodeCost, ...]:
-        return by[name].analysis.nodes
-
-    # per-node dispatch and the fixed cost of a run
-    n_chain = max(1, len(nodes("nodes")))
-    n_run = max(1, len(nodes("run")))
-    node_s = _positive((t["nodes"] - t["run"]) / 1e3 / max(1, n_chain - n_run), 1e-7)
-    run_s = _positive(t["run"] / 1e3 - n_run * node_s, 1e-6)
-    # binding one more graph input or output: the io case has 16 of them, the run case 2
-    io_case = by["io"].analysis
-    io_count = len(io_case.input_shapes) + io_case.output_count
-    io_s = _positive((t["io"] - t["run"]) / 1e3 - (len(nodes("io")) - n_run) * node_s, 0.0) / max(1, io_count - 2)
-    run_s = max(run_s - 2 * io_s, 1e-6)
-
-    # threaded elementwise: T = run + n * (c_par + bytes / bw) at two sizes -> bw, c_par
-    small, large = nodes("stream_small"), nodes("stream_large")
-    b_small = sum(n.bytes_moved for n in small) / max(1, len(small))
-    b_large = sum(n.bytes_moved for n in large) / max(1, len(large))
-    per_small = (t["stream_small"] / 1e3 - run_s) / max(1, len(small))
-    per_large = (t["stream_large"] / 1e3 - run_s) / max(1, len(large))
-    bw = _positive((b_large - b_small) / max(per_large - per_small, 1e-9), 1e8)
-    par_s = max(node_s, per_small - b_small / bw) if threads > 1 else node_s
-    par_s = min(par_s, 50 * node_s + 20e-6)  # a preempted sample can not make every node cost a time slice
-
-    def overhead(ns: Sequence[NodeCost]) -> float:
-        return sum(par_s if is_parallel(n, threads) else node_s for n in ns)
-
-    def rate(name: str, kinds: set[str], precision: str | None = None) -> float:
-        ns = nodes(name)
-        target = [n for n in ns if n.kind in kinds]
-        others = [n for n in ns if n.kind not in kinds]
-        flops = sum((n.flops.get(precision, 0) if precision else n.total_flops) for n in target)
-        # the non-target nodes (the quantizer of the int8 case, Relu...) are memory-bound by the model so far
-        rest = sum(n.bytes_moved / bw for n in others)
-        remainder = t[name] / 1e3 - run_s - overhead(ns) - rest
-        floor = flops / (t[name] / 1e3)  # the rate if nothing else took time: a hard lower bound
-        ceiling = floor * 4  # overheads cannot explain more than three quarters of a compute case
-        return min(_positive(flops / max(remainder, 1e-9), floor), ceiling) / 1e9
-
-    conv_inf, conv_half = _conv_curve(nodes("conv_fp32"), nodes("conv_wide"), t, run_s, overhead, bw)
-    gemm32 = rate("gemm_fp32", {"gemm"}, "fp32")
-
-    def call_cost(name: str, kind: str, seconds_per_flop: Any) -> float:
-        """A kernel's fixed cost per call beyond plain dispatch, from a case of tiny ones (0 if noise hides it)."""
-        ns = nodes(name)
-        target = [n for n in ns if n.kind == kind]
-        rest = sum(n.bytes_moved / bw for n in ns if n.kind != kind)
-        work = sum(seconds_per_flop(n) for n in target)
-        left = t[name] / 1e3 - run_s - 2 * io_s - overhead(ns) - rest - work
-        return max(0.0, left / max(1, len(target)))
+    node_s, run_s, io_s = _fixed_costs(t, by)
+    sv = _Solver(by=by, t=t, threads=threads, node_s=node_s, run_s=run_s, io_s=io_s).streamed()
+    conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.bw)
+    gemm32 = sv.rate("gemm_fp32", {"gemm"}, "fp32")
 
     def conv_seconds(n: NodeCost) -> float:
         r = n.reduction or 1.0
         return n.total_flops / (conv_inf * 1e9) * (1 + conv_half / r)
 
-    conv_call = call_cost("conv_tiny", "conv", conv_seconds)
-    dram = nodes("weights_dram")
-    weight_bytes = sum(n.weight_bytes for n in dram)
-    dram_s = (
-        t["weights_dram"] / 1e3
-        - run_s
-        - 2 * io_s
-        - overhead(dram)
-        - sum((n.bytes_moved - n.weight_bytes) / bw for n in dram)
-    )
-    dram_bw = _positive(weight_bytes / max(dram_s, 1e-9), 1e8)
-    gemm_call = call_cost("gemm_tiny", "gemm", lambda n: n.total_flops / (gemm32 * 1e9))
+    conv_call = sv.call_cost("conv_tiny", "conv", conv_seconds)
+    dram_bw = sv.dram_bandwidth()
+    gemm_call = sv.call_cost("gemm_tiny", "gemm", lambda n: n.total_flops / (gemm32 * 1e9))
     att_rate, att_call = _attention_fit(
-        by["attention_prefill"].analysis, by["attention_decode"].analysis, t, run_s, io_s, overhead, bw, gemm32
+        by["attention_prefill"].analysis, by["attention_decode"].analysis, t, run_s, io_s, sv.overhead, sv.bw, gemm32
     )
     return HostEfficiency(
         run_overhead_ms=run_s * 1e3,
         io_overhead_us=io_s * 1e6,
         node_overhead_us=node_s * 1e6,
-        parallel_node_overhead_us=par_s * 1e6,
-        bandwidth_gbps=bw / 1e9,
+        parallel_node_overhead_us=sv.par_s * 1e6,
+        bandwidth_gbps=sv.bw / 1e9,
         dram_bandwidth_gbps=dram_bw / 1e9,
         cache_bytes=last_level_cache_bytes(),
-        vector_gflops=rate("vector", {"elementwise", "other", "normalization"}),
-        lrn_gflops=rate("lrn", {"lrn"}),
-        normalization_gflops=rate("normalization", {"normalization"}),
-        depthwise_gflops=rate("conv_depthwise", {"conv"}, "fp32") if "conv_depthwise" in t else 0.0,
-        gemm_gflops={"fp32": gemm32, "int8": rate("gemm_int8", {"gemm"}, "int8")},
-        conv_gflops={"fp32": rate("conv_fp32", {"conv"}, "fp32")},
+        vector_gflops=sv.rate("vector", {"elementwise", "other", "normalization"}),
+        lrn_gflops=sv.rate("lrn", {"lrn"}),
+        normalization_gflops=sv.rate("normalization", {"normalization"}),
+        depthwise_gflops=sv.rate("conv_depthwise", {"conv"}, "fp32") if "conv_depthwise" in t else 0.0,
+        gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {"gemm"}, "int8")},
+        conv_gflops={"fp32": sv.rate("conv_fp32", {"conv"}, "fp32")},
         conv_peak_gflops=conv_inf,
         conv_half_reduction=conv_half,
         attention_gflops=att_rate,

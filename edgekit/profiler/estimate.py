@@ -26,8 +26,9 @@ listed as ``unverified`` that the estimate uses is named in the estimate, which 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from edgekit.devices import DeviceKind, DeviceProfile
@@ -37,6 +38,7 @@ from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_p
 from edgekit.profiler.static import NodeCost, StaticAnalysis
 
 __all__ = [
+    "KIND_RATES",
     "DeviceRates",
     "PhaseEstimate",
     "device_rates",
@@ -253,6 +255,38 @@ def _table_rates(
     )
 
 
+def _by_precision(table: Mapping[str, float], precision: str) -> float:
+    return table.get(precision, table["fp32"])
+
+
+def _conv_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
+    rate = _by_precision(rates.conv_gflops, precision)
+    if rates.conv_half_reduction > 0 and node.reduction > 0:
+        # the fitted curve, scaled from its fp32 peak to this precision's
+        rate *= node.reduction / (node.reduction + rates.conv_half_reduction)
+    return rate
+
+
+def _vector_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
+    return rates.vector_gflops
+
+
+# Node kind (static.OP_COSTS' ``kind``) -> its GFLOP/s on a device, where no per-work-kind rate
+# (``DeviceRates.work_gflops``) applies; a kind not listed runs at the vector rate. A new kind is one entry.
+KIND_RATES: Mapping[str, Callable[[DeviceRates, NodeCost, str], float]] = MappingProxyType(
+    {
+        "gemm": lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
+        "attention": lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
+        "attention_core": lambda rates, node, precision: _by_precision(rates.attention_gflops, precision),
+        "conv": _conv_rate,
+        "lrn": lambda rates, node, precision: rates.lrn_gflops,
+        "normalization": lambda rates, node, precision: rates.normalization_gflops,
+    }
+)
+# Projected attention is GEMMs: it pays the GEMM's per-call cost (the other kinds are their own key).
+_CALL_COST_KIND: Mapping[str, str] = MappingProxyType({"attention": "gemm"})
+
+
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
     if node.kind == "view":
         return 0.0, "overhead"
@@ -261,21 +295,8 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     for precision, flops in node.flops.items():
         if work is not None and node.kind != "attention_core":
             rate = work.get(precision, work["fp32"])
-        elif node.kind in ("gemm", "attention"):
-            rate = rates.gemm_gflops.get(precision, rates.gemm_gflops["fp32"])
-        elif node.kind == "attention_core":
-            rate = rates.attention_gflops.get(precision, rates.attention_gflops["fp32"])
-        elif node.kind == "conv":
-            rate = rates.conv_gflops.get(precision, rates.conv_gflops["fp32"])
-            if rates.conv_half_reduction > 0 and node.reduction > 0:
-                # the fitted curve, scaled from its fp32 peak to this precision's
-                rate *= node.reduction / (node.reduction + rates.conv_half_reduction)
-        elif node.kind == "lrn":
-            rate = rates.lrn_gflops
-        elif node.kind == "normalization":
-            rate = rates.normalization_gflops
         else:
-            rate = rates.vector_gflops
+            rate = KIND_RATES.get(node.kind, _vector_rate)(rates, node, precision)
         compute += flops / (rate * 1e9)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
         memory = (node.bytes_moved - node.weight_bytes) / (rates.bandwidth_gbps * 1e9) + node.weight_bytes / (
@@ -296,7 +317,7 @@ def estimate_latency(phase: str, analysis: StaticAnalysis, rates: DeviceRates) -
     for node in analysis.nodes:
         t, bound = _node_time_s(node, rates, streamed=streamed)
         dispatch = rates.parallel_node_overhead_us if is_parallel(node, rates.threads) else rates.node_overhead_us
-        dispatch += rates.call_overhead_us.get("gemm" if node.kind == "attention" else node.kind, 0.0)
+        dispatch += rates.call_overhead_us.get(_CALL_COST_KIND.get(node.kind, node.kind), 0.0)
         dispatch /= 1e6
         overhead += dispatch
         if bound == "compute":

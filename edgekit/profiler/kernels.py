@@ -45,7 +45,6 @@ __all__ = [
     "work_kind",
 ]
 
-WORK_KINDS = ("conv_dense", "conv_small", "conv_grouped", "conv_depthwise", "gemm", "vector")
 ISA_CLASSES = ("arm-neon", "arm-dotprod", "arm-i8mm", "x86-avx2", "x86-avx512")
 
 
@@ -105,6 +104,9 @@ _PRIORS: Mapping[str, tuple[str, tuple[tuple[float, float], ...]]] = {
     ),
 }
 
+# The kinds of work, in table order: the keys of the priors, the one table that defines them.
+WORK_KINDS = tuple(_PRIORS)
+
 # One factor per kind of work (and one for int8), fitted by benchmarks/devices.py on the published table
 # (all rows the estimator models; the held-out, leave-one-model-out error is the error band). 1.0 = the prior.
 FITTED_SCALE: Mapping[str, float] = {
@@ -146,6 +148,8 @@ def _register_table(scale: Mapping[str, float]) -> None:
             )
 
 
+if set(FITTED_SCALE) != {*WORK_KINDS, "int8"}:  # a kind added to one table only: fail at import, not mid-estimate
+    raise RuntimeError(f"kernels: FITTED_SCALE {sorted(FITTED_SCALE)} does not cover the kinds {WORK_KINDS} + int8")
 _register_table(FITTED_SCALE)
 
 

@@ -542,20 +542,10 @@ def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The timed runs, each followed by one pass over the calibration suite.
-
-    This host is shared with other work whose load changes from second to second. Interleaving gives the
-    suite and the model the same machine state, so the calibrated estimate and the measurement agree on
-    what "this host" was.
-    """
+def _calibration_sessions(ort: Any, job: Mapping[str, Any], threads: int) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(name, session, feeds) per calibration case, each run twice so its first timed pass is warm."""
     import numpy as np
-    import onnxruntime as ort
 
-    threads = int(job["threads"])
-    feeds = _load_feeds(job)
-    runs, warmup = int(job["runs"]), int(job["warmup"])
-    ort.set_global_thread_pool_sizes(threads, 1)
     suite = []
     for case in job.get("calibration", []):
         cf = dict(np.load(case["feeds_file"], allow_pickle=False))
@@ -565,6 +555,37 @@ def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
         for _ in range(2):
             cs.run(None, cf)
         suite.append((case["name"], cs, cf))
+    return suite
+
+
+def _add_op_profiles(
+    ort: Any, job: Mapping[str, Any], threads: int, feeds: Mapping[str, Any], phases_out: list[dict[str, Any]]
+) -> None:
+    """Each phase's top ops and nodes, in its own session: profiling slows every node down."""
+    prefix = str(Path(job["work_dir"]) / "ort_profile")
+    for p in phases_out:
+        prof = _model_session(ort, job, _session_options(ort, threads, profile_prefix=prefix, shared_pool=True))
+        prof.run(None, feeds[p["name"]])
+        p["top_ops"], p["top_nodes"] = _op_profile(
+            prof, feeds[p["name"]], int(job["op_profile_runs"]), int(job.get("top_k", 8))
+        )
+        del prof
+
+
+def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The timed runs, each followed by one pass over the calibration suite.
+
+    This host is shared with other work whose load changes from second to second. Interleaving gives the
+    suite and the model the same machine state, so the calibrated estimate and the measurement agree on
+    what "this host" was.
+    """
+    import onnxruntime as ort
+
+    threads = int(job["threads"])
+    feeds = _load_feeds(job)
+    runs, warmup = int(job["runs"]), int(job["warmup"])
+    ort.set_global_thread_pool_sizes(threads, 1)
+    suite = _calibration_sessions(ort, job, threads)
     cal: dict[str, list[float]] = {name: [] for name, _, _ in suite}
 
     def suite_pass() -> None:
@@ -612,15 +633,8 @@ def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
     while suite and min(len(v) for v in cal.values()) < int(job.get("min_calibration_samples", 15)):
         suite_pass()
 
-    if job.get("op_profile_runs", 0) > 0:  # in its own session: profiling slows every node down
-        prefix = str(Path(job["work_dir"]) / "ort_profile")
-        for p in phases_out:
-            prof = _model_session(ort, job, _session_options(ort, threads, profile_prefix=prefix, shared_pool=True))
-            prof.run(None, feeds[p["name"]])
-            p["top_ops"], p["top_nodes"] = _op_profile(
-                prof, feeds[p["name"]], int(job["op_profile_runs"]), int(job.get("top_k", 8))
-            )
-            del prof
+    if job.get("op_profile_runs", 0) > 0:
+        _add_op_profiles(ort, job, threads, feeds, phases_out)
     return {
         "threads": threads,
         "phases": phases_out,

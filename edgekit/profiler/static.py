@@ -871,29 +871,9 @@ def _topological(nodes: Sequence[Any], available: set[str]) -> list[Any]:
     return ordered
 
 
-def analyze_model(
-    model: Any,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    *,
-    feeds: Mapping[str, Any] | None = None,
-    probe: bool = True,
-) -> StaticAnalysis:
-    """Analyse a loaded ``ModelProto`` at ``input_shapes`` (every dynamic dim must end up bound)."""
-    specs = graph_input_specs(model)
-    if feeds is not None and not input_shapes:
-        input_shapes = {k: tuple(v.shape) for k, v in feeds.items() if k in specs}
-    shapes, names = unbound_dims(specs, dict(input_shapes or {}))
-    light = _light_copy(model, shapes)
-    values = _infer(light)
-    for name, shape in shapes.items():
-        values[name] = (specs[name][0], shape)
-
-    graph = model.graph
-    const: set[str] = {i.name for i in graph.initializer}
-    init_by_name = {i.name: i for i in graph.initializer}
-    ordered = _topological(list(graph.node), set(specs) | const)
-
-    # Nodes with only constant inputs are folded at session creation (ONNX Runtime's constant folding).
+def _fold_constants(ordered: Sequence[Any], const: set[str]) -> list[Any]:
+    """The nodes with only constant inputs, which ONNX Runtime folds at session creation; their outputs join
+    ``const``."""
     folded: list[Any] = []
     for node in ordered:
         ins = [i for i in node.input if i]
@@ -904,27 +884,56 @@ def analyze_model(
         ):
             folded.append(node)
             const.update(node.output)
-    folded_ids = {id(n) for n in folded}
-    live_nodes = [n for n in ordered if id(n) not in folded_ids]
+    return folded
 
+
+def _probe_missing_shapes(
+    model: Any,
+    ordered: Sequence[Any],
+    values: dict[str, Any],
+    *,
+    probe: bool,
+    feeds: Mapping[str, Any] | None,
+    specs: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> str:
+    """Fill the shapes ONNX's inference left unknown by running the model once; returns the shape source."""
     missing = [o for n in ordered for o in n.output if o and (o not in values or values[o][1] is None)]
-    shape_source = "onnx"
-    if missing and probe:
-        try:
-            values.update(_probe(model, missing, feeds or _zero_feeds(specs, shapes)))
-            shape_source = "onnx+onnxruntime-probe"
-        except Exception:  # the probe is best effort (models over 2 GB, ops ORT lacks): costs stay unknown
-            shape_source = "onnx (probe failed)"
+    if not (missing and probe):
+        return "onnx"
+    try:
+        values.update(_probe(model, missing, feeds or _zero_feeds(specs, shapes)))
+    except Exception:  # the probe is best effort (models over 2 GB, ops ORT lacks): costs stay unknown
+        return "onnx (probe failed)"
+    return "onnx+onnxruntime-probe"
 
+
+def _tensor_lookup(values: Mapping[str, Any], const: set[str]) -> Callable[[str], Tensor | None]:
     def tensor(name: str) -> Tensor | None:
         if not name:
             return None
         dtype, shape = values.get(name, ("float32", None))
         return Tensor(name, dtype, shape, constant=name in const)
 
-    # Weights: initializers plus the outputs of folded nodes that live nodes read.
+    return tensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Weights:
+    by_dtype: dict[str, int]
+    by_use: dict[str, int]
+    params: int
+
+
+def _weights(
+    live_nodes: Sequence[Any],
+    folded_outputs: set[str],
+    const: set[str],
+    init_by_name: Mapping[str, Any],
+    tensor: Callable[[str], Tensor | None],
+) -> _Weights:
+    """Weights: initializers plus the outputs of folded nodes that live nodes read, by dtype and by use."""
     used_consts = {i for n in live_nodes for i in n.input if i in const}
-    folded_outputs = {o for n in folded for o in n.output}
     conv_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind == "conv" for i in n.input}
     gemm_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind in _GEMM_KINDS for i in n.input}
     by_dtype: Counter[str] = Counter()
@@ -949,66 +958,95 @@ def analyze_model(
             use = "quantized_gemm"
         by_use[use] += nbytes
         params += onnx_graph.parameter_count(dtype, numel, roles.get(name))
+    return _Weights(by_dtype=dict(by_dtype), by_use=dict(by_use), params=int(params))
 
-    costs: list[NodeCost] = []
-    unknown = 0
-    for node in live_nodes:
-        entry = op_cost(node.domain, node.op_type)
-        ins = tuple(tensor(i) for i in node.input)
-        outs = tuple(tensor(o) or Tensor(o, "float32", None) for o in node.output if o)
-        known = all(t.shape is not None for t in outs) and all(t is None or t.shape is not None for t in ins)
-        unknown += not known
-        view = NodeView(node.op_type, node.domain, ins, outs, _attrs(node))
-        flops, macs = entry.cost(view) if known else ({}, 0)
-        if entry.view:
-            read = written = weight = 0
-        else:
-            out_bytes = outs[0].nbytes if outs and outs[0].shape is not None else 0
 
-            def read_bytes(i: int, t: Tensor, out_bytes: int = out_bytes, tables: tuple = entry.tables) -> int:
-                return min(t.nbytes, out_bytes) if i in tables else t.nbytes
+def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) -> NodeCost:
+    """One live node's work and traffic (``index`` names an unnamed node)."""
+    entry = op_cost(node.domain, node.op_type)
+    ins = tuple(tensor(i) for i in node.input)
+    outs = tuple(tensor(o) or Tensor(o, "float32", None) for o in node.output if o)
+    known = all(t.shape is not None for t in outs) and all(t is None or t.shape is not None for t in ins)
+    view = NodeView(node.op_type, node.domain, ins, outs, _attrs(node))
+    flops, macs = entry.cost(view) if known else ({}, 0)
+    if entry.view:
+        read = written = weight = 0
+    else:
+        out_bytes = outs[0].nbytes if outs and outs[0].shape is not None else 0
 
-            read = sum(read_bytes(i, t) for i, t in enumerate(ins) if t is not None and t.shape is not None)
-            weight = sum(
-                read_bytes(i, t) for i, t in enumerate(ins) if t is not None and t.constant and t.shape is not None
-            )
-            written = sum(t.nbytes for t in outs if t.shape is not None)
-        costs.append(
-            NodeCost(
-                name=node.name or f"{node.op_type}_{len(costs)}",
-                op_type=node.op_type,
-                domain=node.domain,
-                kind=entry.kind,
-                flops={k: int(v) for k, v in flops.items() if v},
-                macs=int(macs),
-                bytes_read=int(read),
-                bytes_written=int(written),
-                weight_bytes=int(weight),
-                shape_known=known,
-                output_elements=outs[0].numel if outs and outs[0].shape is not None else 0,
-                groups=int(view.attrs.get("group", 1) or 1) if entry.kind == "conv" else 1,
-                channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == "conv" else 0,
-                kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == "conv" else 0,
-                unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
-            )
+        def read_bytes(i: int, t: Tensor, out_bytes: int = out_bytes, tables: tuple = entry.tables) -> int:
+            return min(t.nbytes, out_bytes) if i in tables else t.nbytes
+
+        read = sum(read_bytes(i, t) for i, t in enumerate(ins) if t is not None and t.shape is not None)
+        weight = sum(
+            read_bytes(i, t) for i, t in enumerate(ins) if t is not None and t.constant and t.shape is not None
         )
+        written = sum(t.nbytes for t in outs if t.shape is not None)
+    return NodeCost(
+        name=node.name or f"{node.op_type}_{index}",
+        op_type=node.op_type,
+        domain=node.domain,
+        kind=entry.kind,
+        flops={k: int(v) for k, v in flops.items() if v},
+        macs=int(macs),
+        bytes_read=int(read),
+        bytes_written=int(written),
+        weight_bytes=int(weight),
+        shape_known=known,
+        output_elements=outs[0].numel if outs and outs[0].shape is not None else 0,
+        groups=int(view.attrs.get("group", 1) or 1) if entry.kind == "conv" else 1,
+        channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == "conv" else 0,
+        kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == "conv" else 0,
+        unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
+    )
+
+
+def analyze_model(
+    model: Any,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    feeds: Mapping[str, Any] | None = None,
+    probe: bool = True,
+) -> StaticAnalysis:
+    """Analyse a loaded ``ModelProto`` at ``input_shapes`` (every dynamic dim must end up bound)."""
+    specs = graph_input_specs(model)
+    if feeds is not None and not input_shapes:
+        input_shapes = {k: tuple(v.shape) for k, v in feeds.items() if k in specs}
+    shapes, names = unbound_dims(specs, dict(input_shapes or {}))
+    light = _light_copy(model, shapes)
+    values = _infer(light)
+    for name, shape in shapes.items():
+        values[name] = (specs[name][0], shape)
+
+    graph = model.graph
+    const: set[str] = {i.name for i in graph.initializer}
+    init_by_name = {i.name: i for i in graph.initializer}
+    ordered = _topological(list(graph.node), set(specs) | const)
+    folded = _fold_constants(ordered, const)
+    folded_ids = {id(n) for n in folded}
+    live_nodes = [n for n in ordered if id(n) not in folded_ids]
+    shape_source = _probe_missing_shapes(model, ordered, values, probe=probe, feeds=feeds, specs=specs, shapes=shapes)
+    tensor = _tensor_lookup(values, const)
+    folded_outputs = {o for n in folded for o in n.output}
+    weights = _weights(live_nodes, folded_outputs, const, init_by_name, tensor)
+    costs = tuple(_node_cost(node, index, tensor) for index, node in enumerate(live_nodes))
 
     peak, peak_node = _peak_activations(live_nodes, specs, graph, const, tensor)
     return StaticAnalysis(
         input_shapes=shapes,
         bound_dims=names,
-        parameter_count=int(params),
-        weight_bytes_by_dtype=dict(by_dtype),
+        parameter_count=weights.params,
+        weight_bytes_by_dtype=weights.by_dtype,
         folded_nodes=len(folded),
         op_histogram=dict(Counter(n.op_type for n in graph.node).most_common()),
-        nodes=tuple(costs),
+        nodes=costs,
         peak_activation_bytes=peak,
         peak_at_node=peak_node,
         shape_source=shape_source,
-        unknown_shape_nodes=unknown,
+        unknown_shape_nodes=sum(not c.shape_known for c in costs),
         node_count=len(graph.node),
         output_count=len(graph.output),
-        weight_bytes_by_use=dict(by_use),
+        weight_bytes_by_use=weights.by_use,
         value_shapes={k: v[1] for k, v in values.items()},
         folded_outputs=frozenset(folded_outputs),
         dynamic_inputs=frozenset(k for k, (_, dims) in specs.items() if any(not isinstance(d, int) for d in dims)),

@@ -1,0 +1,64 @@
+"""The estimator's per-kind rate table: each node kind is timed at its own rate (and the rest at the vector rate)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.profiler.estimate import KIND_RATES, DeviceRates, _node_time_s
+from edgekit.profiler.static import NodeCost
+
+# Distinct powers of two per rate, so a node timed at the wrong one is off by at least 2x.
+RATES = DeviceRates(
+    device="test",
+    threads=1,
+    gemm_gflops={"fp32": 2.0, "int8": 4.0},
+    conv_gflops={"fp32": 8.0},
+    vector_gflops=16.0,
+    normalization_gflops=32.0,
+    lrn_gflops=64.0,
+    bandwidth_gbps=1e9,  # memory never bounds these nodes
+    dram_bandwidth_gbps=1e9,
+    cache_bytes=1 << 20,
+    conv_half_reduction=0.0,
+    attention_gflops={"fp32": 128.0},
+    call_overhead_us={},
+    node_overhead_us=0.0,
+    parallel_node_overhead_us=0.0,
+    run_overhead_ms=0.0,
+    io_overhead_us=0.0,
+    basis="test",
+)
+
+
+def _node(kind: str, precision: str = "fp32") -> NodeCost:
+    return NodeCost(
+        name=kind, op_type="X", domain="", kind=kind, flops={precision: 10**9}, macs=0, bytes_read=4,
+        bytes_written=4, weight_bytes=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "precision", "gflops"),
+    [
+        ("gemm", "fp32", 2.0),
+        ("gemm", "int8", 4.0),
+        ("gemm", "fp16", 2.0),  # no fp16 rate: the fp32 one
+        ("attention", "fp32", 2.0),
+        ("attention_core", "fp32", 128.0),
+        ("conv", "fp32", 8.0),
+        ("normalization", "fp32", 32.0),
+        ("lrn", "fp32", 64.0),
+        ("elementwise", "fp32", 16.0),
+        ("other", "fp32", 16.0),
+    ],
+)
+def test_each_kind_runs_at_its_rate(kind: str, precision: str, gflops: float) -> None:
+    seconds, bound = _node_time_s(_node(kind, precision), RATES)
+    assert bound == "compute"
+    assert seconds == pytest.approx(1.0 / gflops, rel=1e-12)
+
+
+def test_the_table_names_only_kinds_the_op_table_produces() -> None:
+    from edgekit.profiler.static import OP_COSTS
+
+    assert set(KIND_RATES) <= {entry.kind for entry in OP_COSTS} | {"attention"}
