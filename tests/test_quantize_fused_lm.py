@@ -110,7 +110,7 @@ def test_profiler_decode_consumes_the_prompt_and_rates_agree(lm_packages):
 
     prompt = 24
     rep = profile([lm_packages["fp32"], lm_packages["int4"]], runs=30, progress=False, prompt_tokens=prompt)
-    rates = {}
+    rates, e2e = {}, {}
     for v in rep.to_dict()["result"]["variants"]:
         phases = {p["name"]: p for p in v["phases"]}
         shapes = phases["decode"]["input_shapes"]
@@ -123,4 +123,10 @@ def test_profiler_decode_consumes_the_prompt_and_rates_agree(lm_packages):
         measured = {p["name"]: p for p in v["measurement"]["phases"]}
         assert measured["decode"]["items_per_run"] == 1
         rates[v["recipe"]] = measured["decode"]["throughput_per_s"]
+        # The end-to-end figure (runtimes' generate loop) after an untimed first call, whose one-time costs
+        # made whichever package came first look several times slower.
+        gen = v["measurement"]["generation"]
+        assert gen["prompt_tokens"] >= 1 and gen["new_tokens"] >= 2, gen
+        e2e[v["recipe"]] = gen["decode_tokens_per_s"]
     assert 0.2 <= rates["int4"] / rates["fp32"] <= 5, rates
+    assert 0.2 <= e2e["int4"] / e2e["fp32"] <= 5, e2e
