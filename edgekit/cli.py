@@ -121,6 +121,8 @@ def _main(argv: list[str]) -> int:
     status = 0
     if isinstance(result, dict) and result.get("_exit_code"):
         status = int(result.pop("_exit_code"))
+    if isinstance(result, dict) and "_config" in result:  # values only the command resolved (export's task)
+        config.update(result.pop("_config"))
     if args.json:
         report = make_report(cmd.name, config=config, result=result)
         if status:

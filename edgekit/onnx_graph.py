@@ -71,8 +71,7 @@ def load_model(path: str | Path, *, load_weights: bool = True, check: bool = Tru
         ) from None
     if check:
         try:
-            # The path form handles models over 2 GB and checks external data references.
-            onnx.checker.check_model(str(p) if load_weights else model)
+            _check(onnx, p, model, load_weights=load_weights)
         except Exception as exc:  # the checker raises ValidationError and, for external data, OSError
             raise CorruptModelError(
                 f"{p} fails the ONNX checker: {str(exc).strip().splitlines()[0]}",
@@ -81,6 +80,36 @@ def load_model(path: str | Path, *, load_weights: bool = True, check: bool = Tru
     if not model.graph.node:
         raise CorruptModelError(f"{p} has an empty graph", hint="export the model again")
     return model
+
+
+# Ops ONNX Runtime registers in the *ONNX* domain although ONNX has no such schema: ORT's transformer fusions
+# (decoder fusion of Llama-family models) emit them there, and onnx's checker rejects them as unknown ops.
+_ORT_ONNX_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+_ORT_DOMAIN = "com.microsoft"
+
+
+def _check(onnx: Any, path: Path, model: Any, *, load_weights: bool) -> None:
+    """Run onnx's checker; ORT-only ops of the ONNX domain are checked as contrib ops (whose schemas it skips)."""
+    moved = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in _ORT_ONNX_DOMAIN_OPS]
+    if not moved:
+        # The path form handles models over 2 GB and checks external data references.
+        onnx.checker.check_model(str(path) if load_weights else model)
+        return
+    # Re-label those nodes for the check only (in place, undone below) so the rest of the graph is still
+    # checked in full, instead of skipping the checker for every fused graph.
+    domains = [n.domain for n in moved]
+    added = not any(o.domain == _ORT_DOMAIN for o in model.opset_import)
+    if added:
+        model.opset_import.append(onnx.helper.make_opsetid(_ORT_DOMAIN, 1))
+    try:
+        for n in moved:
+            n.domain = _ORT_DOMAIN
+        onnx.checker.check_model(model)
+    finally:
+        for n, d in zip(moved, domains, strict=True):
+            n.domain = d
+        if added:
+            model.opset_import.pop()
 
 
 def elem_dtype(elem_type: int) -> str:

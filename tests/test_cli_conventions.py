@@ -123,3 +123,17 @@ def test_quiet_progress_prints_nothing() -> None:
     time.sleep(0.2)
     prog.stop()
     assert stream.getvalue() == ""
+
+
+def test_export_json_config_records_the_detected_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekit.cli import main
+    from tests.onnx_builders import mlp_classifier
+
+    src = mlp_classifier(tmp_path / "mlp.onnx")
+    assert main(["export", str(src), "--json", "-q", "-o", str(tmp_path / "pkg")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # What ran, next to what was asked: a bare .onnx graph is detected as a tensor model.
+    assert report["config"]["task"] == "tensor"
+    assert report["config"]["task_requested"] == "auto"
+    assert report["result"]["task"] == "tensor"
+    assert "_config" not in report["result"]

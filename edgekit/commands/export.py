@@ -213,23 +213,26 @@ def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
             f"the source {args.source} does not exist",
             hint="pass a HF model directory, an .onnx file, or file.py:factory --weights W",
         )
-    if args.task == "auto":
+    task = args.task
+    if task == "auto":
         from edgekit.task_detect import detect_task
 
-        args.task = detect_task(args.source)
+        task = detect_task(args.source)
     progress = TickingProgress(enabled=not args.quiet)
     try:
         result = exporters.export(
             source,
             output=args.output,
-            task=args.task,
+            task=task,
             recipe=args.recipe,
             with_kv_cache=not args.no_kv_cache,
             **_kwargs(args, progress),
         )
     finally:
         progress.stop()
-    return result.to_dict(), _render(result)
+    # The report's config records what ran (the detected task) next to what was asked for ("auto").
+    out = {**result.to_dict(), "_config": {"task": task, "task_requested": args.task}}
+    return out, _render(result)
 
 
 def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
