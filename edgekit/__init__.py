@@ -13,7 +13,7 @@ from typing import Any
 from edgekit._version import __version__
 from edgekit.errors import EdgekitError, edgekit_boundary
 
-__all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize"]
+__all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize", "tune"]
 
 
 @edgekit_boundary
@@ -51,3 +51,13 @@ def profile(packages: Any, *args: Any, **kwargs: Any) -> Any:
 
     with third_party_quiet():
         return _profile(packages, *args, **kwargs)
+
+
+@edgekit_boundary
+def tune(sources: Any, **kwargs: Any) -> Any:
+    """The best package per device under budgets (see ``edgekit.tuning.tune``): export trials, then profile them."""
+    from edgekit.quiet import third_party_quiet
+    from edgekit.tuning import tune as _tune
+
+    with third_party_quiet():
+        return _tune(sources, **kwargs)

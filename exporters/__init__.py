@@ -4,7 +4,6 @@ from edgekit.tasks import TASKS
 from exporters.api import ExportOptions, ExportResult, export, export_torch, quantize
 from exporters.recipes import RECIPES
 from exporters.sources import TorchSource, torch_source_from_spec
-from exporters.tuning import tune
 
 __all__ = [
     "RECIPES",
@@ -16,5 +15,4 @@ __all__ = [
     "export_torch",
     "quantize",
     "torch_source_from_spec",
-    "tune",
 ]

@@ -21,12 +21,12 @@ from onnx_builders import mlp_classifier
 from edgekit.cli import main
 from edgekit.errors import BudgetExceededError, MissingDependencyError, OutputExistsError, UnknownNameError, UsageError
 from edgekit.progress import QUIET
+from edgekit.tuning.measure import DeviceFigures
+from edgekit.tuning.pareto import Budgets, choose, pareto_front
+from edgekit.tuning.report import SCHEMA_PATH
+from edgekit.tuning.trials import TrialResult
+from edgekit.tuning.variants import FAMILIES, ModelFacts, Variant, enumerate_variants, select
 from exporters.recipes import Int4Config, Int8DynamicConfig
-from exporters.tuning.measure import DeviceFigures
-from exporters.tuning.pareto import Budgets, choose, pareto_front
-from exporters.tuning.report import SCHEMA_PATH
-from exporters.tuning.trials import TrialResult
-from exporters.tuning.variants import FAMILIES, ModelFacts, Variant, enumerate_variants, select
 
 VARIANTS = ["int8-dynamic,smoothing=false,weight_type=int8", "int4,block_size=128"]
 DEVICES = ["host", "pixel-8"]
@@ -41,7 +41,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tuned(mlp: Path, tmp_path_factory: pytest.TempPathFactory):
-    from exporters import tune
+    from edgekit.tuning import tune
 
     out = tmp_path_factory.mktemp("tune") / "out"
     result = tune(mlp, output=out, devices=DEVICES, variants=VARIANTS, max_accuracy_drop=BUDGET, **COMMON)
@@ -203,7 +203,7 @@ def test_the_report_is_valid_json_with_svg_plots(tuned) -> None:
 
 @pytest.mark.slow
 def test_a_repeated_tune_exports_and_measures_nothing(tuned, mlp: Path) -> None:
-    from exporters import tune
+    from edgekit.tuning import tune
 
     cache = tuned.output_dir / ".trials"
     before = _trial_mtimes(cache)
@@ -218,7 +218,7 @@ def test_a_repeated_tune_exports_and_measures_nothing(tuned, mlp: Path) -> None:
 
 @pytest.mark.slow
 def test_an_interrupted_trial_is_the_only_one_run_again(tuned, mlp: Path, tmp_path: Path) -> None:
-    from exporters import tune
+    from edgekit.tuning import tune
 
     cache = tmp_path / "cache"
     shutil.copytree(tuned.output_dir / ".trials", cache)
@@ -265,7 +265,7 @@ def test_budgets_nothing_meets_give_fp32_and_exit_3(tuned, mlp: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_several_sources_give_one_report(tuned, mlp: Path, tmp_path: Path) -> None:
-    from exporters import tune
+    from edgekit.tuning import tune
 
     other = mlp_classifier(tmp_path / "mlp-wide.onnx", hidden=128, seed=1)
     cache = tuned.output_dir / ".trials"
@@ -286,7 +286,7 @@ def test_several_sources_give_one_report(tuned, mlp: Path, tmp_path: Path) -> No
 
 
 def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
-    from exporters import tune
+    from edgekit.tuning import tune
 
     with pytest.raises(UnknownNameError) as err:
         tune(mlp, output=tmp_path / "a", devices=["pixel8"], **COMMON)
@@ -304,7 +304,7 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
 
 
 def test_ray_without_the_extra_names_it(mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporters import tune
+    from edgekit.tuning import tune
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(MissingDependencyError) as err:
@@ -314,7 +314,7 @@ def test_ray_without_the_extra_names_it(mlp: Path, tmp_path: Path, monkeypatch: 
 
 def test_a_failed_baseline_is_the_error_of_the_source(tmp_path: Path) -> None:
     from edgekit.errors import CorruptModelError
-    from exporters import tune
+    from edgekit.tuning import tune
 
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx model" * 10)
@@ -324,8 +324,8 @@ def test_a_failed_baseline_is_the_error_of_the_source(tmp_path: Path) -> None:
 
 
 def test_budget_error_names_the_first_device_over_budget() -> None:
-    from exporters.tuning.api import TuneResult
-    from exporters.tuning.pareto import DevicePick
+    from edgekit.tuning.api import TuneResult
+    from edgekit.tuning.pareto import DevicePick
 
     over = DevicePick(
         source="m", device="pixel-8", picked="fp32", within_budget=False, reason="r", package_dir=None, candidates=()
@@ -342,7 +342,7 @@ def test_budget_error_names_the_first_device_over_budget() -> None:
 def test_ray_trials_match_the_local_ones(tuned, mlp: Path, tmp_path: Path) -> None:
     import ray  # the sweep extra is part of the test install
 
-    from exporters import tune
+    from edgekit.tuning import tune
 
     cache = tmp_path / "cache"
     # Same models => the measurement cache (keyed by the model's sha256) answers, and the picks must agree.
@@ -363,7 +363,7 @@ def test_ray_trials_match_the_local_ones(tuned, mlp: Path, tmp_path: Path) -> No
 
 
 def test_a_package_the_profiler_cannot_run_loses_only_its_own_figures(tmp_path: Path, monkeypatch) -> None:
-    from exporters.tuning import measure
+    from edgekit.tuning import measure
 
     def fake_profiler(*args, **kwargs):
         def run(packages: list[str]) -> dict:

@@ -48,11 +48,11 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
     import sys
 
-    import exporters
     from edgekit.commands.export import parse_shapes
     from edgekit.progress import Progress
+    from edgekit.tuning import tune
 
-    result = exporters.tune(
+    result = tune(
         args.sources,
         task=args.task,
         output=args.output,

@@ -1,6 +1,6 @@
-"""``exporters.tune(...)``: the best package per device under accuracy, latency and memory budgets.
+"""``edgekit.tuning.tune(...)``: the best package per device under accuracy, latency and memory budgets.
 
-    >>> from exporters import tune
+    >>> from edgekit.tuning import tune
     >>> result = tune("minilm/", task="feature-extraction", devices=["host", "pixel-8"],
     ...               output="tuned/", max_accuracy_drop=0.01)                        # doctest: +SKIP
     >>> print(result.render_table())                                                 # doctest: +SKIP
@@ -25,10 +25,10 @@ from typing import Any, Literal
 from edgekit.errors import EdgekitError, OutputExistsError, SourceNotFoundError, UsageError
 from edgekit.hashing import sha256_tree
 from edgekit.progress import Progress
-from exporters.tuning import report as tune_report
-from exporters.tuning.measure import measure_packages
-from exporters.tuning.pareto import Budgets, DevicePick, choose
-from exporters.tuning.trials import (
+from edgekit.tuning import report as tune_report
+from edgekit.tuning.measure import measure_packages
+from edgekit.tuning.pareto import Budgets, DevicePick, choose
+from edgekit.tuning.trials import (
     ExportSettings,
     TrialCache,
     TrialResult,
@@ -38,7 +38,7 @@ from exporters.tuning.trials import (
     start_ray,
     stop_ray,
 )
-from exporters.tuning.variants import ModelFacts, Skipped, Variant, enumerate_variants, select
+from edgekit.tuning.variants import ModelFacts, Skipped, Variant, enumerate_variants, select
 
 REPORT_JSON = "tune.json"
 REPORT_HTML = "tune.html"

@@ -17,8 +17,8 @@ from edgekit.errors import BudgetExceededError, EdgekitError
 from edgekit.report import clean, dumps, make_report
 
 if TYPE_CHECKING:
-    from exporters.tuning.api import TuneResult
-    from exporters.tuning.trials import TrialResult
+    from edgekit.tuning.api import TuneResult
+    from edgekit.tuning.trials import TrialResult
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "edgekit" / "schemas" / "tune_report.schema.json"
 # One colour per recipe, so the legend reads the same on every device's plot.

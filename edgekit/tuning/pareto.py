@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters.tuning.measure import DeviceFigures
-from exporters.tuning.trials import TrialResult
+from edgekit.tuning.measure import DeviceFigures
+from edgekit.tuning.trials import TrialResult
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,7 @@ from typing import Any
 from edgekit.config import to_dict
 from edgekit.errors import MissingDependencyError
 from edgekit.hashing import sha256_tree
-from exporters.tuning.variants import Variant
+from edgekit.tuning.variants import Variant
 
 TRIAL_FILE = "trial.json"
 
