@@ -4,4 +4,5 @@ import sys
 
 from edgekit.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # spawn workers (edgekit tune) import this module again
+    sys.exit(main())

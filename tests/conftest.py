@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "EDGEKIT_CACHE_DIR" not in os.environ:
+    # The suite's graph, package and calibration caches go to a session directory, not the user's ~/.cache.
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="edgekit-test-cache-")
+    os.environ["EDGEKIT_CACHE_DIR"] = _SESSION_CACHE
+    atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "edgekit" / "schemas" / "manifest.schema.json"
 

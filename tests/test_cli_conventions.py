@@ -90,7 +90,10 @@ def test_export_task_defaults_to_auto() -> None:
 
 
 def test_every_command_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in COMMANDS:
+    from edgekit.cli import build_parser
+
+    build_parser()  # registers every verb (the command modules load lazily)
+    for cmd in list(COMMANDS):
         with pytest.raises(SystemExit):
             main([cmd.name, "--help"])
         text = capsys.readouterr().out

@@ -135,7 +135,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(cached, work / "out", symlinks=True)
     shim = work / "bin" / "edgekit"
     shim.parent.mkdir()
-    shim.write_text(f"#!{sys.executable}\nimport sys\nfrom edgekit.cli import main\nsys.exit(main())\n")
+    # Guarded like the console script pip writes: `edgekit tune` starts spawn workers, which import __main__.
+    shim.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom edgekit.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    )
     shim.chmod(0o755)
     return work
 

@@ -7,8 +7,16 @@ from typing import Any
 
 from edgekit.cli import COMMANDS, Command
 
+TUNE_EXAMPLES = """examples:
+  edgekit tune out/cnn.onnx --task tensor --input-shape x=1x1x8x8 --device host --device pixel-8 -o out/tuned
+  edgekit tune out/sources/all-MiniLM-L6-v2 --task feature-extraction --device pixel-8 --max-accuracy-drop 0.01 -o tuned
+  edgekit tune m1/ m2/ --task text-classification --device raspberry-pi-5 --max-latency-ms 20 --ray -o sweep
+"""
+
 
 def _add(p: argparse.ArgumentParser) -> None:
+    p.epilog = TUNE_EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="HF model dirs, .onnx files or fp32 packages")
     p.add_argument("--task", required=True, help="the task every source is exported for")
     p.add_argument(
