@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit import limits
 from edgekit.config import from_dict
 from edgekit.errors import AccuracyError, ConfigError, edgekit_boundary
 from edgekit.fsutil import atomic_dir, check_output, cleanup_on_signals
@@ -85,8 +86,7 @@ class ExportOptions:
                 hint="it is a fraction: 0.01 allows a 1-point drop in the task's primary metric",
                 param="max_accuracy_drop",
             )
-        if self.validation_samples < 1:
-            raise ConfigError("validation_samples must be >= 1", param="validation_samples")
+        limits.check("validation_samples", self.validation_samples)  # the same bound as the CLI's
 
 
 # ------------------------------------------------------------------------------- package as a source

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import limits
 from edgekit.errors import PackageError, UsageError, edgekit_boundary
 from edgekit.manifest import MODEL_NAME, Manifest
 from runtimes.pipelines import PIPELINES, PipelineContext, PipelineSpec
@@ -192,6 +193,7 @@ def load(
         device_name=profile.name if profile else None,
         requested=providers,
     )
+    limits.check("threads", threads)  # the same bound as the CLI's --threads
     # A profile's thread count is for its device; on a smaller machine (a test host) it is capped to its cores.
     n_threads = threads or (min(profile.default_threads, physical_cores()) if profile else physical_cores())
     if low_memory is None:

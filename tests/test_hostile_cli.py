@@ -716,7 +716,7 @@ API_CASES: list[tuple[str, Callable[[Callable[[str], Path], Path], Any], str, st
     (
         "export-samples-0",
         lambda fx, t: _api_export(t, fx, validation_samples=0),
-        "invalid_config",
+        "out_of_bounds",
         "validation_samples",
     ),
     ("export-task", lambda fx, t: _api_export(t, fx, recipe="int4", task_="x"), "invalid_config", "task_"),
