@@ -33,7 +33,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/export.py
-	@for b in runtime profiler server; do \
+	@for b in runtime profiler server devices; do \
 		if [ -f benchmarks/$$b.py ]; then $(PY) benchmarks/$$b.py || exit 1; fi; \
 	done
 
