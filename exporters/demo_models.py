@@ -42,7 +42,7 @@ def _no_log(_: str) -> None:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """One thread: on a small shared host it trains these tiny models several times faster than two."""
     import torch
 
@@ -57,7 +57,7 @@ def _torch_threads(n: int) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------- byte tokenizer
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map, the alphabet of tokenizers' ByteLevel."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
@@ -73,7 +73,7 @@ def build_byte_tokenizer() -> Any:
     """A byte-level BPE ``tokenizers.Tokenizer`` without merges: one token per byte, ``<s>`` prepended."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    b2u = _bytes_to_unicode()
+    b2u = bytes_to_unicode()
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     vocab.update({b2u[b]: BYTE_OFFSET + b for b in range(256)})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -236,7 +236,7 @@ def build_demo_lm(out_dir: str | Path, *, spec: DemoLMSpec | None = None, log: L
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_byte_tokenizer(out, max_length=spec.max_positions)
-    with _torch_threads(1):
+    with torch_threads(1):
         torch.manual_seed(spec.seed)
         model = LlamaForCausalLM(_lm_config(spec))
         model.generation_config = GenerationConfig(
@@ -330,7 +330,7 @@ def train_digits_cnn(
 
     x_tr, y_tr = synthetic_digits(2000, seed=seed)
     x_te, y_te = synthetic_digits(500, seed=seed + 1)
-    with _torch_threads(1):
+    with torch_threads(1):
         torch.manual_seed(seed)
         model = make_model().train()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -422,7 +422,7 @@ def build_colour_classifier(out_dir: str | Path, *, spec: ColourSpec | None = No
     x_te, y_te = colour_images(300, size=spec.image_size, seed=spec.seed + 1)
     xt, yt, xe = pixels(x_tr), torch.from_numpy(y_tr), pixels(x_te)
     t0 = time.perf_counter()
-    with _torch_threads(1):
+    with torch_threads(1):
         torch.manual_seed(spec.seed)
         model = _colour_model(spec)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

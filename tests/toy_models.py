@@ -55,6 +55,9 @@ import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import nn
 
+# One byte alphabet and one training-thread policy for the product's demo models and the tests' toy models.
+from exporters.demo_models import bytes_to_unicode, torch_threads
+
 if __package__:  # imported as tests.toy_models
     from .digits_cnn_factory import DigitsConvNet, make_model
 else:  # imported as toy_models, with tests/ on sys.path (pytest's default rootdir import)
@@ -78,18 +81,6 @@ Arch = Literal["llama", "gpt2"]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map, the alphabet of tokenizers' ByteLevel."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
 # Printable ASCII in rough order of frequency in English text; merges pair up its prefix first.
 _MERGE_ALPHABET = "etaoinshrdlcumwfgypbvkjxqz ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,'\"-:;!?()/&%$#@*+=<>[]{}_|\\^`~"
 MAX_BYTE_BPE_VOCAB = BYTE_VOCAB_SIZE + len(_MERGE_ALPHABET) ** 2
@@ -97,7 +88,7 @@ MAX_BYTE_BPE_VOCAB = BYTE_VOCAB_SIZE + len(_MERGE_ALPHABET) ** 2
 
 def _pair_merges(count: int) -> list[tuple[str, str]]:
     """``count`` byte-pair merges over ``_MERGE_ALPHABET``, every pair of its first k characters before the next."""
-    b2u = _bytes_to_unicode()
+    b2u = bytes_to_unicode()
     chars = [b2u[ord(c)] for c in _MERGE_ALPHABET]
     pairs: list[tuple[str, str]] = []
     for k in range(len(chars)):
@@ -110,7 +101,7 @@ def build_byte_tokenizer(vocab_size: int = BYTE_VOCAB_SIZE) -> Tokenizer:
     """A byte-level BPE ``Tokenizer``: 3 specials, 256 byte tokens and ``vocab_size - 259`` pair merges."""
     if not BYTE_VOCAB_SIZE <= vocab_size <= MAX_BYTE_BPE_VOCAB:
         raise ValueError(f"vocab_size must be in [{BYTE_VOCAB_SIZE}, {MAX_BYTE_BPE_VOCAB}], got {vocab_size}")
-    b2u = _bytes_to_unicode()
+    b2u = bytes_to_unicode()
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     vocab.update({b2u[b]: BYTE_OFFSET + b for b in range(256)})
     merges = _pair_merges(vocab_size - BYTE_VOCAB_SIZE)
@@ -299,17 +290,6 @@ def _cached_build(kind: str, config: dict[str, Any], build: Callable[[Path], obj
     return final
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Training on this shared 2-core host: 1 thread measured ~10x faster than 2 under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -487,7 +467,7 @@ def build_tiny_causal_lm(
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
     problems = addition_problems(spec.eval_problems, seed=spec.seed)
 
-    with _torch_threads(spec.threads):
+    with torch_threads(spec.threads):
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(_tiny_lm_config(spec))
         model.generation_config = GenerationConfig(
@@ -715,7 +695,7 @@ def train_digits_cnn(
     n_dev = int(len(x_all) * DIGITS_DEV_SHARE)
     x_tr, y_tr = x_all[n_dev:], y_all[n_dev:]
     x_dev, y_dev = torch.from_numpy(x_all[:n_dev]), torch.from_numpy(y_all[:n_dev])
-    with _torch_threads(threads):
+    with torch_threads(threads):
         torch.manual_seed(seed)
         model = make_model().train()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
