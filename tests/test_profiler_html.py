@@ -195,8 +195,8 @@ def test_summary_rows_equal_the_json(report: dict[str, Any], page: Node) -> None
 def test_every_plot_has_axis_labels_with_units_and_a_legend(page: Node, report: dict[str, Any]) -> None:
     plots = [s for s in page.iter("svg") if "plot" in s.classes]
     assert plots == page.iter("svg"), "every svg on the page is a plot held to these rules"
-    # two heatmaps and the memory chart, then per variant a histogram per phase and the per-op bars
-    assert len(plots) == 3 + 2 * len(report["result"]["variants"])
+    # two heatmaps, the error bands and the memory chart, then per variant a histogram per phase and the op bars
+    assert len(plots) == 4 + 2 * len(report["result"]["variants"])
     for svg in plots:
         name = svg.attrs["aria-label"]
         labels = [t.text() for t in svg.iter("text", "axis-label")]
@@ -394,3 +394,54 @@ def test_measured_nodes_are_traced_to_the_stored_graph() -> None:
     assert sources == ["tile", "relu2"] and how == "fused by ONNX Runtime from 2 stored node(s)"
     assert stored_sources("relu2/SomeFusion", runtime, stored) == (["relu2"], "renamed by ONNX Runtime")
     assert stored_sources("ReorderInput_7", runtime, stored)[0] == []
+
+
+@slow
+def test_every_device_estimate_is_drawn_with_its_error_band(page: Node, report: dict[str, Any]) -> None:
+    """The band plot has one row per estimate; a validated one draws its band from est x (1 -+ band)."""
+    bands = page.by_id("bands")
+    estimates = [e for v in report["result"]["variants"] for d in v["devices"] for e in d["estimate"]["phases"]]
+    labels = [t.text() for t in bands.iter("text", "band-label")]
+    assert len(labels) == len(estimates) == len(bands.iter("circle", "estimate"))
+    validated = [e for e in estimates if (e.get("error_band") or {}).get("validated")]
+    assert validated and len(bands.iter("rect", "error-band")) == len(validated)
+    for e in validated:
+        b = e["error_band"]
+        want = f"est {_ms_text(e['latency_ms'])} ms ±{b['band_pct']:.0f} %, validated on {b['class_rows']} published"
+        assert any(t.startswith(want) for t in labels), (want, labels)
+    assert any("compare with the measurement" in t for t in labels)  # the host: no band, said so
+
+
+def _ms_text(v: float) -> str:
+    from edgekit.profiler.html import _ms
+
+    return _ms(v)
+
+
+def test_band_plot_draws_bars_and_says_not_validated() -> None:
+    from edgekit.profiler.html import estimate_bands_svg
+
+    def est(ms: float, band: dict[str, Any] | None) -> dict[str, Any]:
+        return {"phase": "forward", "latency_ms": ms, "error_band": band}
+
+    ok = {"validated": True, "band_pct": 25.0, "class_rows": 12, "label": "±25 %, validated on 12 published rows"}
+    no = {"validated": False, "band_pct": None, "class_rows": 0, "label": "not validated (no published x86 rows)"}
+    variants = [
+        {
+            "label": "m",
+            "devices": [
+                {"device": "pi", "estimate": {"phases": [est(30.0, ok)]}},
+                {"device": "n100", "estimate": {"phases": [est(8.0, no)]}},
+            ],
+        }
+    ]
+    svg = parse(estimate_bands_svg(variants)).by_id("bands")
+    labels = [t.text() for t in svg.iter("text", "band-label")]
+    assert labels == [
+        "est 30.00 ms ±25 %, validated on 12 published rows",
+        "est 8.00 ms, not validated (no published x86 rows)",
+    ]
+    (bar,) = svg.iter("rect", "error-band")
+    assert "±25 %" in bar.text()
+    assert any("(ms, log scale)" in t.text() for t in svg.iter("text", "axis-label"))
+    assert svg.iter("g", "legend") and len(svg.iter("text", "tick")) >= 2

@@ -473,6 +473,74 @@ def latency_panels(variants: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def band_label(est: Mapping[str, Any]) -> str:
+    """``est 30 ms ±25 %, validated on 12 published arm-dotprod rows (4 on this device)``; the host's own
+    estimate is checked against the measurement beside it, a device without published rows says so."""
+    band = est.get("error_band")
+    head = f"est {_ms(est.get('latency_ms'))} ms"
+    if not band:
+        return head + " (host: compare with the measurement)"
+    return f"{head} {band['label']}" if band.get("validated") else f"{head}, {band['label']}"
+
+
+def _band_rows(variants: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    multi_v, rows = len(variants) > 1, []
+    for v in variants:
+        for d in v["devices"]:
+            for e in d["estimate"]["phases"]:
+                if e.get("latency_ms"):
+                    name = " ".join(x for x in (v["label"] if multi_v else "", d["device"], e["phase"]) if x)
+                    rows.append((name, e))
+    return rows
+
+
+def estimate_bands_svg(variants: Sequence[Mapping[str, Any]]) -> str:
+    """Each device estimate as a point with its error band (the held-out validation's 80th percentile) drawn
+    as a shaded bar with whiskers, on one log axis in ms; estimates without a band are marked as such."""
+    rows = _band_rows(variants)
+    if not rows:
+        return ""
+    spans = []
+    for _, e in rows:
+        b = e.get("error_band") or {}
+        f = b["band_pct"] / 100 if b.get("validated") else 0.0
+        spans.append((e["latency_ms"] * (1 - min(f, 0.9)), e["latency_ms"] * (1 + f)))
+    lo, hi = min(a for a, _ in spans) / 1.3, max(b for _, b in spans) * 1.3
+    left = 16 + 6.5 * max(len(n) for n, _ in rows)
+    plot_w, row_h, top = 360.0, 24, 44
+    width = left + plot_w + 470
+    y0 = top + row_h * len(rows)
+    x = _Axis(lo, hi, left, left + plot_w, log=True)
+    body = [_text(10, 16, "Device estimates with their error bands", weight="bold", size=12)]
+    for i, ((name, e), (a, b)) in enumerate(zip(rows, spans, strict=True)):
+        cy = top + i * row_h + row_h / 2
+        band = e.get("error_band") or {}
+        body.append(_text(left - 8, cy + 4, name, anchor="end"))
+        if band.get("validated"):
+            tip = band_label(e)
+            body.append(_rect(x(a), cy - 6, x(b) - x(a), 12, "#f6c99f", tip, ' class="error-band"'))
+            body += [_line(x(a), cy - 6, x(a), cy + 6, "#a63603"), _line(x(b), cy - 6, x(b), cy + 6, "#a63603")]
+            body.append(_line(x(a), cy, x(b), cy, "#a63603", ' class="error-bar"'))
+        fill = _ESTIMATED_BAR if band.get("validated") else "#999"
+        body.append(f'<circle cx="{x(e["latency_ms"]):.1f}" cy="{cy:.1f}" r="4" fill="{fill}" class="estimate"/>')
+        body.append(_text(left + plot_w + 10, cy + 4, band_label(e), size=10, fill="#444", cls="band-label"))
+    body += _x_axis(x, lo, hi, True, y0 + 4, "estimated latency (ms, log scale)", plot_w)
+    legend_y = y0 + 52
+    body.append(
+        _legend(
+            [
+                f'<circle cx="{left + 6}" cy="{legend_y - 4}" r="4" fill="{_ESTIMATED_BAR}"/>',
+                _text(left + 16, legend_y, "estimate (ms)", size=10),
+                _rect(left + 110, legend_y - 10, 24, 12, "#f6c99f", extra=' stroke="#a63603"'),
+                _text(left + 140, legend_y, "error band: 80 % of held-out published rows fall within it", size=10),
+                f'<circle cx="{left + 446}" cy="{legend_y - 4}" r="4" fill="#999"/>',
+                _text(left + 456, legend_y, "no band (host, or not validated)", size=10),
+            ]
+        )
+    )
+    return _svg(width, legend_y + 16, body, "device estimates with error bands", cls="plot bands", id_="bands")
+
+
 def _memory_rows(variants: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[tuple[str, str, float, bool]], float]]:
     """Per device: (device header, [(variant, basis, MB, fits)], budget MB)."""
     groups = []
@@ -748,6 +816,7 @@ def _estimate_rows(v: Mapping[str, Any]) -> list[list[str]]:
                     d["device"],
                     e["phase"],
                     _ms(e["latency_ms"]),
+                    _band_cell(e),
                     _ms(meas["p50_ms"]) if meas else "-",
                     f"{err:+.0%}" if err is not None else "-",
                     _ms(e.get("compute_bound_ms")),
@@ -757,6 +826,13 @@ def _estimate_rows(v: Mapping[str, Any]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def _band_cell(e: Mapping[str, Any]) -> str:
+    band = e.get("error_band")
+    if not band:
+        return "- (measured here)"
+    return f"±{band['band_pct']:.0f} % ({band['class_rows']} published rows)" if band.get("validated") else "not validated"
 
 
 def _coverage_rows(v: Mapping[str, Any]) -> list[list[str]]:
@@ -814,7 +890,7 @@ def _variant_section(v: Mapping[str, Any]) -> str:
         parts.append(f"<h3>Top nodes by time ({_e(p['name'])}) and the execution provider each device would use</h3>")
         parts.append(node_table(v, p["name"]))
     parts.append("<h3>Estimates</h3>")
-    headers = ["device", "phase", "estimate ms", "measured p50 ms", "error", "compute-bound ms", "memory-bound ms"]
+    headers = ["device", "phase", "estimate ms", "error band", "measured p50 ms", "error", "compute-bound ms", "memory-bound ms"]
     parts.append(_table([*headers, "overhead ms", "inherits unverified"], _estimate_rows(v)))
     parts.append("<h3>Execution-provider coverage</h3>")
     parts.append(
@@ -906,6 +982,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "variant). Fits: the estimated peak memory within the device's app budget.</p>",
         "<h2>Latency</h2>",
         latency_panels(variants),
+        estimate_bands_svg(variants),
         "<h2>Memory</h2>",
         memory_svg(variants),
         *(_variant_section(v) for v in variants),
