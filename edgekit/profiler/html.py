@@ -832,7 +832,9 @@ def _band_cell(e: Mapping[str, Any]) -> str:
     band = e.get("error_band")
     if not band:
         return "- (measured here)"
-    return f"±{band['band_pct']:.0f} % ({band['class_rows']} published rows)" if band.get("validated") else "not validated"
+    return (
+        f"±{band['band_pct']:.0f} % ({band['class_rows']} published rows)" if band.get("validated") else "not validated"
+    )
 
 
 def _coverage_rows(v: Mapping[str, Any]) -> list[list[str]]:
@@ -890,7 +892,16 @@ def _variant_section(v: Mapping[str, Any]) -> str:
         parts.append(f"<h3>Top nodes by time ({_e(p['name'])}) and the execution provider each device would use</h3>")
         parts.append(node_table(v, p["name"]))
     parts.append("<h3>Estimates</h3>")
-    headers = ["device", "phase", "estimate ms", "error band", "measured p50 ms", "error", "compute-bound ms", "memory-bound ms"]
+    headers = [
+        "device",
+        "phase",
+        "estimate ms",
+        "error band",
+        "measured p50 ms",
+        "error",
+        "compute-bound ms",
+        "memory-bound ms",
+    ]
     parts.append(_table([*headers, "overhead ms", "inherits unverified"], _estimate_rows(v)))
     parts.append("<h3>Execution-provider coverage</h3>")
     parts.append(
