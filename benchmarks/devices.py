@@ -33,10 +33,12 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks._cnn import export_cnn, quantize_qdq
+from edgekit.profiler.kernels import WORK_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "cnn"
-PARAMS = ["conv_dense", "conv_small", "conv_grouped", "conv_depthwise", "gemm", "vector", "int8", "ncnn_winograd"]
+# The kinds of work of the kernel table (edgekit.profiler.kernels.WorkKind), then int8 and ncnn's Winograd gain.
+PARAMS = [str(w) for w in WORK_KINDS] + ["int8", "ncnn_winograd"]
 GLOBALS = ["thread_efficiency", "bandwidth_efficiency", "node_overhead_us_ghz"]
 RIDGE = 0.02  # pull of each log-scale towards the prior: keeps a scale with few rows near its reasoned value
 # The same pull on the globals. Without it the dispatch cost is learnt from one family alone: ShuffleNet is

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.profiler.static import NodeCost, StaticAnalysis, analyze, runtime_graph
+from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, analyze, runtime_graph
 
 __all__ = [
     "HostEfficiency",
@@ -119,7 +119,7 @@ class HostEfficiency:
     depthwise_gflops: float = 0.0
     # Fixed cost per call of a convolution or GEMM kernel beyond plain dispatch (packing, layout, threading
     # setup): what makes a tiny conv cost tens of microseconds whatever its FLOPs.
-    call_overhead_us: Mapping[str, float] = field(default_factory=dict)
+    call_overhead_us: Mapping[NodeKind, float] = field(default_factory=dict)
     threads: int
     timings_ms: Mapping[str, float]
 
@@ -141,7 +141,7 @@ class HostEfficiency:
             "attention_gflops": self.attention_gflops,
             "normalization_gflops": self.normalization_gflops,
             "depthwise_gflops": self.depthwise_gflops,
-            "call_overhead_us": dict(self.call_overhead_us),
+            "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
             "threads": self.threads,
             "suite_timings_ms": dict(self.timings_ms),
             "suite_version": SUITE_VERSION,
@@ -595,7 +595,7 @@ class _Solver:
     def overhead(self, ns: Sequence[NodeCost]) -> float:
         return sum(self.par_s if is_parallel(n, self.threads) else self.node_s for n in ns)
 
-    def rate(self, name: str, kinds: set[str], precision: str | None = None) -> float:
+    def rate(self, name: str, kinds: set[NodeKind], precision: str | None = None) -> float:
         ns = self.nodes(name)
         target = [n for n in ns if n.kind in kinds]
         others = [n for n in ns if n.kind not in kinds]
@@ -607,7 +607,7 @@ class _Solver:
         ceiling = floor * 4  # overheads cannot explain more than three quarters of a compute case
         return min(_positive(flops / max(remainder, 1e-9), floor), ceiling) / 1e9
 
-    def call_cost(self, name: str, kind: str, seconds_per_flop: Any) -> float:
+    def call_cost(self, name: str, kind: NodeKind, seconds_per_flop: Any) -> float:
         """A kernel's fixed cost per call beyond plain dispatch, from a case of tiny ones (0 if noise hides it)."""
         ns = self.nodes(name)
         target = [n for n in ns if n.kind == kind]
@@ -640,15 +640,15 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
     node_s, run_s, io_s = _fixed_costs(t, by)
     sv = _Solver(by=by, t=t, threads=threads, node_s=node_s, run_s=run_s, io_s=io_s).streamed()
     conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.bw)
-    gemm32 = sv.rate("gemm_fp32", {"gemm"}, "fp32")
+    gemm32 = sv.rate("gemm_fp32", {NodeKind.GEMM}, "fp32")
 
     def conv_seconds(n: NodeCost) -> float:
         r = n.reduction or 1.0
         return n.total_flops / (conv_inf * 1e9) * (1 + conv_half / r)
 
-    conv_call = sv.call_cost("conv_tiny", "conv", conv_seconds)
+    conv_call = sv.call_cost("conv_tiny", NodeKind.CONV, conv_seconds)
     dram_bw = sv.dram_bandwidth()
-    gemm_call = sv.call_cost("gemm_tiny", "gemm", lambda n: n.total_flops / (gemm32 * 1e9))
+    gemm_call = sv.call_cost("gemm_tiny", NodeKind.GEMM, lambda n: n.total_flops / (gemm32 * 1e9))
     att_rate, att_call = _attention_fit(
         by["attention_prefill"].analysis, by["attention_decode"].analysis, t, run_s, io_s, sv.overhead, sv.bw, gemm32
     )
@@ -660,16 +660,20 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
         bandwidth_gbps=sv.bw / 1e9,
         dram_bandwidth_gbps=dram_bw / 1e9,
         cache_bytes=last_level_cache_bytes(),
-        vector_gflops=sv.rate("vector", {"elementwise", "other", "normalization"}),
-        lrn_gflops=sv.rate("lrn", {"lrn"}),
-        normalization_gflops=sv.rate("normalization", {"normalization"}),
-        depthwise_gflops=sv.rate("conv_depthwise", {"conv"}, "fp32") if "conv_depthwise" in t else 0.0,
-        gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {"gemm"}, "int8")},
-        conv_gflops={"fp32": sv.rate("conv_fp32", {"conv"}, "fp32")},
+        vector_gflops=sv.rate("vector", {NodeKind.ELEMENTWISE, NodeKind.OTHER, NodeKind.NORMALIZATION}),
+        lrn_gflops=sv.rate("lrn", {NodeKind.LRN}),
+        normalization_gflops=sv.rate("normalization", {NodeKind.NORMALIZATION}),
+        depthwise_gflops=sv.rate("conv_depthwise", {NodeKind.CONV}, "fp32") if "conv_depthwise" in t else 0.0,
+        gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
+        conv_gflops={"fp32": sv.rate("conv_fp32", {NodeKind.CONV}, "fp32")},
         conv_peak_gflops=conv_inf,
         conv_half_reduction=conv_half,
         attention_gflops=att_rate,
-        call_overhead_us={"conv": conv_call * 1e6, "gemm": gemm_call * 1e6, "attention_core": att_call * 1e6},
+        call_overhead_us={
+            NodeKind.CONV: conv_call * 1e6,
+            NodeKind.GEMM: gemm_call * 1e6,
+            NodeKind.ATTENTION_CORE: att_call * 1e6,
+        },
         threads=threads,
         timings_ms=dict(t),
     )
@@ -695,8 +699,8 @@ def _conv_curve(
     """
 
     def sums(ns: Sequence[NodeCost], name: str) -> tuple[float, float, float]:
-        convs = [n for n in ns if n.kind == "conv" and n.reduction > 0]
-        rest = sum(n.bytes_moved / bw for n in ns if n.kind != "conv")
+        convs = [n for n in ns if n.kind == NodeKind.CONV and n.reduction > 0]
+        rest = sum(n.bytes_moved / bw for n in ns if n.kind != NodeKind.CONV)
         time_s = t[name] / 1e3 - run_s - overhead(ns) - rest
         return sum(n.total_flops for n in convs), sum(n.total_flops / n.reduction for n in convs), time_s
 
@@ -726,8 +730,8 @@ def _attention_fit(
     """
 
     def sums(a: StaticAnalysis, name: str) -> tuple[int, float, float]:
-        att = [n for n in a.nodes if n.kind == "attention_core"]
-        rest = sum(n.bytes_moved / bw for n in a.nodes if n.kind != "attention_core")
+        att = [n for n in a.nodes if n.kind == NodeKind.ATTENTION_CORE]
+        rest = sum(n.bytes_moved / bw for n in a.nodes if n.kind != NodeKind.ATTENTION_CORE)
         io = (len(a.input_shapes) + a.output_count) * io_s
         return len(att), sum(n.total_flops for n in att), t[name] / 1e3 - run_s - io - overhead(a.nodes) - rest
 

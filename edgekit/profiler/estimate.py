@@ -35,7 +35,8 @@ from edgekit.devices import DeviceKind, DeviceProfile
 from edgekit.errors import CalibrationError
 from edgekit.profiler import kernels, validation
 from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_parallel
-from edgekit.profiler.static import NodeCost, StaticAnalysis
+from edgekit.profiler.kernels import WorkKind
+from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis
 
 __all__ = [
     "KIND_RATES",
@@ -75,7 +76,7 @@ class DeviceRates:
     cache_bytes: int
     conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
     attention_gflops: Mapping[str, float]  # attention on projected Q/K/V, by precision
-    call_overhead_us: Mapping[str, float]  # fixed cost per call beyond dispatch, by kind (conv, gemm, attention_core)
+    call_overhead_us: Mapping[NodeKind, float]  # fixed cost per call beyond dispatch (conv, gemm, attention_core)
     node_overhead_us: float
     parallel_node_overhead_us: float
     run_overhead_ms: float
@@ -84,7 +85,7 @@ class DeviceRates:
     assumptions: tuple[str, ...] = ()
     # kind of work (kernels.WORK_KINDS) -> precision -> GFLOP/s; where a kind is listed it wins over the
     # per-node-kind rates above (devices: every kind; host: depthwise convolutions, calibrated apart)
-    work_gflops: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    work_gflops: Mapping[WorkKind, Mapping[str, float]] = field(default_factory=dict)
     isa_class: str = ""
     error_band: validation.ErrorBand | None = None
 
@@ -92,7 +93,7 @@ class DeviceRates:
         return {
             "threads": self.threads,
             "isa_class": self.isa_class or None,
-            "work_gflops": {k: dict(v) for k, v in self.work_gflops.items()},
+            "work_gflops": {str(k): dict(v) for k, v in self.work_gflops.items()},
             "error_band": self.error_band.to_dict() if self.error_band else None,
             "gemm_gflops": dict(self.gemm_gflops),
             "conv_gflops": dict(self.conv_gflops),
@@ -101,7 +102,7 @@ class DeviceRates:
             "lrn_gflops": self.lrn_gflops,
             "conv_half_reduction": self.conv_half_reduction,
             "attention_gflops": dict(self.attention_gflops),
-            "call_overhead_us": dict(self.call_overhead_us),
+            "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
             "bandwidth_gbps": self.bandwidth_gbps,
             "dram_bandwidth_gbps": self.dram_bandwidth_gbps,
             "cache_bytes": self.cache_bytes,
@@ -184,7 +185,7 @@ def device_rates(
 def _host_work(host: HostEfficiency) -> dict[str, dict[str, float]]:
     """Depthwise convolutions on the host at their own calibrated rate (the dense-conv curve overstates them)."""
     dw = getattr(host, "depthwise_gflops", 0.0)
-    return {"conv_depthwise": {"fp32": dw, "fp16": dw, "int8": dw}} if dw > 0 else {}
+    return {WorkKind.CONV_DEPTHWISE: {"fp32": dw, "fp16": dw, "int8": dw}} if dw > 0 else {}
 
 
 def _scaled_peak(profile: DeviceProfile, precision: str, threads: int, thread_efficiency: float) -> float:
@@ -225,13 +226,13 @@ def _table_rates(
     return DeviceRates(
         device=profile.name,
         threads=threads,
-        gemm_gflops={k: v for k, v in work["gemm"].items()},
-        conv_gflops={k: v for k, v in work["conv_dense"].items()},
-        vector_gflops=work["vector"]["fp32"],
-        normalization_gflops=work["vector"]["fp32"],
-        lrn_gflops=work["vector"]["fp32"],
+        gemm_gflops=dict(work[WorkKind.GEMM]),
+        conv_gflops=dict(work[WorkKind.CONV_DENSE]),
+        vector_gflops=work[WorkKind.VECTOR]["fp32"],
+        normalization_gflops=work[WorkKind.VECTOR]["fp32"],
+        lrn_gflops=work[WorkKind.VECTOR]["fp32"],
         conv_half_reduction=0.0,
-        attention_gflops={k: v for k, v in work["gemm"].items()},
+        attention_gflops=dict(work[WorkKind.GEMM]),
         call_overhead_us={},
         bandwidth_gbps=bandwidth,
         dram_bandwidth_gbps=bandwidth,
@@ -273,27 +274,27 @@ def _vector_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
 
 # Node kind (static.OP_COSTS' ``kind``) -> its GFLOP/s on a device, where no per-work-kind rate
 # (``DeviceRates.work_gflops``) applies; a kind not listed runs at the vector rate. A new kind is one entry.
-KIND_RATES: Mapping[str, Callable[[DeviceRates, NodeCost, str], float]] = MappingProxyType(
+KIND_RATES: Mapping[NodeKind, Callable[[DeviceRates, NodeCost, str], float]] = MappingProxyType(
     {
-        "gemm": lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
-        "attention": lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
-        "attention_core": lambda rates, node, precision: _by_precision(rates.attention_gflops, precision),
-        "conv": _conv_rate,
-        "lrn": lambda rates, node, precision: rates.lrn_gflops,
-        "normalization": lambda rates, node, precision: rates.normalization_gflops,
+        NodeKind.GEMM: lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
+        NodeKind.ATTENTION: lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
+        NodeKind.ATTENTION_CORE: lambda rates, node, precision: _by_precision(rates.attention_gflops, precision),
+        NodeKind.CONV: _conv_rate,
+        NodeKind.LRN: lambda rates, node, precision: rates.lrn_gflops,
+        NodeKind.NORMALIZATION: lambda rates, node, precision: rates.normalization_gflops,
     }
 )
 # Projected attention is GEMMs: it pays the GEMM's per-call cost (the other kinds are their own key).
-_CALL_COST_KIND: Mapping[str, str] = MappingProxyType({"attention": "gemm"})
+_CALL_COST_KIND: Mapping[NodeKind, NodeKind] = MappingProxyType({NodeKind.ATTENTION: NodeKind.GEMM})
 
 
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
-    if node.kind == "view":
+    if node.kind == NodeKind.VIEW:
         return 0.0, "overhead"
     compute = 0.0
     work = rates.work_gflops.get(kernels.work_kind(node)) if rates.work_gflops else None
     for precision, flops in node.flops.items():
-        if work is not None and node.kind != "attention_core":
+        if work is not None and node.kind != NodeKind.ATTENTION_CORE:
             rate = work.get(precision, work["fp32"])
         else:
             rate = KIND_RATES.get(node.kind, _vector_rate)(rates, node, precision)

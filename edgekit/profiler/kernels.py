@@ -29,8 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from edgekit.profiler.static import NodeKind
 from edgekit.registry import Registry
 
 __all__ = [
@@ -40,10 +42,29 @@ __all__ = [
     "WORK_KINDS",
     "DeviceModel",
     "KernelEfficiency",
+    "WorkKind",
     "efficiency",
     "isa_class",
     "work_kind",
 ]
+
+
+class WorkKind(str, Enum):
+    """A row of the kernel-efficiency table: what a node's compute is, as far as a CPU kernel's speed goes.
+    A str enum: the JSON (``work_gflops``) keeps the plain names."""
+
+    CONV_DENSE = "conv_dense"
+    CONV_SMALL = "conv_small"
+    CONV_GROUPED = "conv_grouped"
+    CONV_DEPTHWISE = "conv_depthwise"
+    GEMM = "gemm"
+    VECTOR = "vector"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
 
 ISA_CLASSES = ("arm-neon", "arm-dotprod", "arm-i8mm", "x86-avx2", "x86-avx512")
 
@@ -51,13 +72,13 @@ ISA_CLASSES = ("arm-neon", "arm-dotprod", "arm-i8mm", "x86-avx2", "x86-avx512")
 @dataclass(frozen=True, kw_only=True)
 class KernelEfficiency:
     isa: str
-    work: str
+    work: WorkKind
     fp32: float  # share of the fp32 peak of the cores in use
     int8: float  # share of the int8 peak (SDOT / SMMLA / VNNI figure of the profile)
     why: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"isa": self.isa, "work": self.work, "fp32": self.fp32, "int8": self.int8, "why": self.why}
+        return {"isa": self.isa, "work": str(self.work), "fp32": self.fp32, "int8": self.int8, "why": self.why}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,36 +97,38 @@ KERNEL_EFFICIENCY: Registry[KernelEfficiency] = Registry("kernel efficiency")
 
 # Shares before the fit, and the reason for each, per kind of work (arm-neon, arm-dotprod, arm-i8mm, x86-avx2,
 # x86-avx512) as (fp32, int8) pairs. In-order A53-class cores and Armv8.0 int8 (no dot product) get less.
-_PRIORS: Mapping[str, tuple[str, tuple[tuple[float, float], ...]]] = {
-    "conv_dense": (
+_PRIORS: Mapping[WorkKind, tuple[str, tuple[tuple[float, float], ...]]] = {
+    WorkKind.CONV_DENSE: (
         "im2col + packed GEMM: MLAS/ncnn reach 60-80% of the FMA peak on long reductions",
         ((0.55, 0.35), (0.70, 0.45), (0.70, 0.40), (0.75, 0.55), (0.75, 0.55)),
     ),
-    "conv_small": (
+    WorkKind.CONV_SMALL: (
         "reduction 27 (RGB stem): most of each GEMM tile is padding",
         ((0.20, 0.12), (0.25, 0.15), (0.25, 0.15), (0.25, 0.15), (0.20, 0.12)),
     ),
-    "conv_grouped": (
+    WorkKind.CONV_GROUPED: (
         "one small GEMM per group: short reductions, poor register reuse",
         ((0.20, 0.12), (0.25, 0.15), (0.25, 0.15), (0.25, 0.15), (0.20, 0.12)),
     ),
-    "conv_depthwise": (
+    WorkKind.CONV_DEPTHWISE: (
         "9 MACs per output and no reuse across channels: bound by loads, not FMAs",
         ((0.06, 0.04), (0.06, 0.04), (0.05, 0.03), (0.06, 0.04), (0.04, 0.03)),
     ),
-    "gemm": (
+    WorkKind.GEMM: (
         "packed SGEMM / QGEMM: the classifier head is a GEMV at batch 1, so well below the GEMM peak",
         ((0.30, 0.20), (0.35, 0.25), (0.35, 0.25), (0.40, 0.30), (0.40, 0.30)),
     ),
-    "vector": (
+    WorkKind.VECTOR: (
         "elementwise and pooling; the FLOP-heavy ones (Sigmoid, Swish, Erf) are FMA polynomials in MLAS, about a "
         "quarter of the FMA peak; the light ones (Add, Relu) are bandwidth-bound whatever this figure",
         ((0.20, 0.20), (0.25, 0.25), (0.25, 0.25), (0.25, 0.25), (0.25, 0.25)),
     ),
 }
 
-# The kinds of work, in table order: the keys of the priors, the one table that defines them.
-WORK_KINDS = tuple(_PRIORS)
+# The kinds of work, in table order (the fit's arrays index them so).
+WORK_KINDS: tuple[WorkKind, ...] = tuple(WorkKind)
+if set(_PRIORS) != set(WORK_KINDS):  # a kind without its prior: fail at import, not mid-estimate
+    raise RuntimeError(f"kernels: _PRIORS {sorted(_PRIORS)} does not cover the kinds {WORK_KINDS}")
 
 # One factor per kind of work (and one for int8), fitted by benchmarks/devices.py on the published table
 # (all rows the estimator models; the held-out, leave-one-model-out error is the error band). 1.0 = the prior.
@@ -164,8 +187,8 @@ def prior_table() -> dict[str, tuple[float, float]]:
     }
 
 
-def efficiency(isa: str, work: str) -> KernelEfficiency:
-    return KERNEL_EFFICIENCY.get(f"{isa}:{work}")
+def efficiency(isa: str, work: WorkKind | str) -> KernelEfficiency:
+    return KERNEL_EFFICIENCY.get(f"{isa}:{WorkKind(work)}")
 
 
 # ISA features -> class, strongest first: a profile's class is the first whose feature it lists.
@@ -189,15 +212,19 @@ def isa_class(isa_features: tuple[str, ...] | list[str]) -> str:
     return "arm-neon"
 
 
-def work_kind(node: Any) -> str:
+# Node kinds whose compute is a GEMM on every CPU kernel; the rest (elementwise, normalization...) is vector.
+_GEMM_NODES = frozenset({NodeKind.GEMM, NodeKind.ATTENTION, NodeKind.ATTENTION_CORE})
+
+
+def work_kind(node: Any) -> WorkKind:
     """The row of the table a node's compute falls in."""
-    if node.kind == "conv":
+    if node.kind == NodeKind.CONV:
         # A pointwise (1x1) convolution with a short reduction (MobileNet's 16-32-channel projections) is a
         # plain GEMM with a short K over full M x N tiles, no im2col: it runs near the dense rate, unlike a
         # 3x3 stem whose im2col tiles are mostly padding.
         if node.conv_class == "small" and node.kernel_elems == 1:
-            return "conv_dense"
-        return "conv_" + node.conv_class
-    if node.kind in ("gemm", "attention", "attention_core"):
-        return "gemm"
-    return "vector"
+            return WorkKind.CONV_DENSE
+        return WorkKind("conv_" + node.conv_class)
+    if node.kind in _GEMM_NODES:
+        return WorkKind.GEMM
+    return WorkKind.VECTOR

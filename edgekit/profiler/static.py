@@ -25,6 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from edgekit.registry import Registry
 __all__ = [
     "OP_COSTS",
     "NodeCost",
+    "NodeKind",
     "OpCost",
     "StaticAnalysis",
     "analyze",
@@ -64,6 +66,28 @@ def _onnx() -> Any:
 # ---------------------------------------------------------------------------------------------- records
 
 
+class NodeKind(str, Enum):
+    """The roofline class of a node, as ``OP_COSTS`` assigns it: which rate of ``estimate.KIND_RATES`` and
+    which calibration case time it, and (through ``kernels.work_kind``) which row of the device table. A str
+    enum, so the JSON keeps the plain names and comparisons with a name still hold."""
+
+    GEMM = "gemm"
+    CONV = "conv"
+    ATTENTION = "attention"  # fused with its QKV projection
+    ATTENTION_CORE = "attention_core"  # on projected Q/K/V
+    ELEMENTWISE = "elementwise"
+    NORMALIZATION = "normalization"
+    LRN = "lrn"
+    DATA = "data"
+    VIEW = "view"
+    OTHER = "other"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__  # f"{kind}" is the name on every Python version
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeCost:
     """One node at the bound shapes. ``flops`` is keyed by the precision doing the arithmetic."""
@@ -71,9 +95,7 @@ class NodeCost:
     name: str
     op_type: str
     domain: str
-    # "gemm" | "conv" | "attention" (fused with its QKV projection) | "attention_core" (on projected Q/K/V)
-    # | "elementwise" | "normalization" | "lrn" | "data" | "view" | "other"
-    kind: str
+    kind: NodeKind
     flops: Mapping[str, int]
     macs: int
     bytes_read: int
@@ -88,6 +110,9 @@ class NodeCost:
     kernel_elems: int = 0  # kh x kw of a convolution (0 when unknown): 3x3 stride-1 ones may run as Winograd
     unit_stride: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
+
     @property
     def reduction(self) -> float:
         """Multiply-adds per output element (C/group x kernel for a convolution, K for a GEMM)."""
@@ -96,7 +121,7 @@ class NodeCost:
     @property
     def conv_class(self) -> str:
         """``depthwise`` / ``grouped`` / ``small`` (reduction under ``SMALL_REDUCTION``) / ``dense``; "" if not a conv."""
-        if self.kind != "conv":
+        if self.kind != NodeKind.CONV:
             return ""
         if self.groups > 1 and self.channels_per_group == 1:
             return "depthwise"
@@ -117,7 +142,7 @@ class NodeCost:
             "name": self.name,
             "op_type": self.op_type,
             "domain": self.domain or "ai.onnx",
-            "kind": self.kind,
+            "kind": str(self.kind),
             "flops": self.total_flops,
             "flops_by_precision": dict(self.flops),
             "macs": self.macs,
@@ -257,7 +282,7 @@ Cost = tuple[dict[str, int], int]  # (flops by precision, macs)
 class OpCost:
     """How to count one op: its kind (which roofline class it falls in) and a cost function."""
 
-    kind: str
+    kind: NodeKind
     cost: Callable[[NodeView], Cost]
     view: bool = False  # output aliases the input buffer: no bytes move, no new memory
     # Inputs that are lookup tables (Gather's data, embedding tables): only the rows looked up are read,
@@ -417,30 +442,33 @@ def _register(names: Sequence[str], entry: OpCost) -> None:
 
 
 _MS = "com.microsoft"
-_register(["MatMul"], OpCost(kind="gemm", cost=_matmul()))
-_register(["Gemm", f"{_MS}:FusedGemm"], OpCost(kind="gemm", cost=_gemm))
-_register([f"{_MS}:FusedMatMul"], OpCost(kind="gemm", cost=_matmul()))
+_register(["MatMul"], OpCost(kind=NodeKind.GEMM, cost=_matmul()))
+_register(["Gemm", f"{_MS}:FusedGemm"], OpCost(kind=NodeKind.GEMM, cost=_gemm))
+_register([f"{_MS}:FusedMatMul"], OpCost(kind=NodeKind.GEMM, cost=_matmul()))
 _register(
     ["MatMulInteger", "QLinearMatMul", f"{_MS}:MatMulIntegerToFloat", f"{_MS}:DynamicQuantizeMatMul"],
-    OpCost(kind="gemm", cost=_matmul("int8")),
+    OpCost(kind=NodeKind.GEMM, cost=_matmul("int8")),
 )
-_register([f"{_MS}:MatMulNBits"], OpCost(kind="gemm", cost=_matmul_nbits))
-_register(["Conv", f"{_MS}:FusedConv", f"{_MS}:NhwcConv", f"{_MS}:NhwcFusedConv"], OpCost(kind="conv", cost=_conv(1)))
-_register(["ConvInteger"], OpCost(kind="conv", cost=_conv(1, "int8")))
-_register(["QLinearConv", f"{_MS}:QLinearConv"], OpCost(kind="conv", cost=_conv(3, "int8")))
-_register(["ConvTranspose"], OpCost(kind="conv", cost=_conv_transpose))
-_register([f"{_MS}:Attention"], OpCost(kind="attention", cost=_attention(None)))
-_register([f"{_MS}:QAttention"], OpCost(kind="attention", cost=_attention("int8")))
+_register([f"{_MS}:MatMulNBits"], OpCost(kind=NodeKind.GEMM, cost=_matmul_nbits))
 _register(
-    [f"{_MS}:MultiHeadAttention", f"{_MS}:GroupQueryAttention", "Attention"], OpCost(kind="attention_core", cost=_mha)
+    ["Conv", f"{_MS}:FusedConv", f"{_MS}:NhwcConv", f"{_MS}:NhwcFusedConv"], OpCost(kind=NodeKind.CONV, cost=_conv(1))
 )
-_register(["MaxPool", "AveragePool", "LpPool"], OpCost(kind="elementwise", cost=_pool))
-_register(["GlobalAveragePool", "GlobalMaxPool"], OpCost(kind="elementwise", cost=_global_pool))
+_register(["ConvInteger"], OpCost(kind=NodeKind.CONV, cost=_conv(1, "int8")))
+_register(["QLinearConv", f"{_MS}:QLinearConv"], OpCost(kind=NodeKind.CONV, cost=_conv(3, "int8")))
+_register(["ConvTranspose"], OpCost(kind=NodeKind.CONV, cost=_conv_transpose))
+_register([f"{_MS}:Attention"], OpCost(kind=NodeKind.ATTENTION, cost=_attention(None)))
+_register([f"{_MS}:QAttention"], OpCost(kind=NodeKind.ATTENTION, cost=_attention("int8")))
+_register(
+    [f"{_MS}:MultiHeadAttention", f"{_MS}:GroupQueryAttention", "Attention"],
+    OpCost(kind=NodeKind.ATTENTION_CORE, cost=_mha),
+)
+_register(["MaxPool", "AveragePool", "LpPool"], OpCost(kind=NodeKind.ELEMENTWISE, cost=_pool))
+_register(["GlobalAveragePool", "GlobalMaxPool"], OpCost(kind=NodeKind.ELEMENTWISE, cost=_global_pool))
 _register(
     ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceSumSquare", "ArgMax"],
-    OpCost(kind="elementwise", cost=_reduce),
+    OpCost(kind=NodeKind.ELEMENTWISE, cost=_reduce),
 )
-_register(["LRN"], OpCost(kind="lrn", cost=_lrn))
+_register(["LRN"], OpCost(kind=NodeKind.LRN, cost=_lrn))
 # Normalizations: mean, variance, scale and shift per element, about 8 FLOPs.
 _register(
     [
@@ -453,19 +481,19 @@ _register(
         f"{_MS}:SkipSimplifiedLayerNormalization",
         f"{_MS}:LayerNormalization",
     ],
-    OpCost(kind="normalization", cost=_elementwise(8)),
+    OpCost(kind=NodeKind.NORMALIZATION, cost=_elementwise(8)),
 )
 # input ids, segment ids, then the word, position and segment embedding tables
 _register(
     [f"{_MS}:EmbedLayerNormalization", f"{_MS}:QEmbedLayerNormalization"],
-    OpCost(kind="normalization", cost=_elementwise(8), tables=(2, 3, 4)),
+    OpCost(kind=NodeKind.NORMALIZATION, cost=_elementwise(8), tables=(2, 3, 4)),
 )
-_register(["BatchNormalization"], OpCost(kind="elementwise", cost=_elementwise(2)))
-_register(["Softmax", "LogSoftmax"], OpCost(kind="elementwise", cost=_elementwise(5)))
+_register(["BatchNormalization"], OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(2)))
+_register(["Softmax", "LogSoftmax"], OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(5)))
 # Transcendental activations: a polynomial of roughly this many FLOPs per element in MLAS.
 _register(
     ["Gelu", f"{_MS}:Gelu", f"{_MS}:BiasGelu", f"{_MS}:FastGelu", f"{_MS}:QuickGelu", "Erf", "Tanh", "Mish"],
-    OpCost(kind="elementwise", cost=_elementwise(10)),
+    OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(10)),
 )
 _register(
     [
@@ -482,7 +510,7 @@ _register(
         f"{_MS}:RotaryEmbedding",
         "RotaryEmbedding",
     ],
-    OpCost(kind="elementwise", cost=_elementwise(4)),
+    OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(4)),
 )
 _register(
     [
@@ -525,7 +553,7 @@ _register(
         f"{_MS}:BiasAdd",
         f"{_MS}:BiasSplitGelu",
     ],
-    OpCost(kind="elementwise", cost=_elementwise(1)),
+    OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(1)),
 )
 _register(
     [
@@ -536,7 +564,7 @@ _register(
         f"{_MS}:DequantizeLinear",
         f"{_MS}:DynamicQuantizeLSTM",
     ],
-    OpCost(kind="elementwise", cost=_elementwise(3)),
+    OpCost(kind=NodeKind.ELEMENTWISE, cost=_elementwise(3)),
 )
 # Data movement: no arithmetic, but every byte is read and written.
 _register(
@@ -567,20 +595,20 @@ _register(
         f"{_MS}:ReorderOutput",
         f"{_MS}:Trilu",
     ],
-    OpCost(kind="data", cost=_no_flops),
+    OpCost(kind=NodeKind.DATA, cost=_no_flops),
 )
 _register(
     ["Gather", "GatherElements", "GatherND", f"{_MS}:GatherBlockQuantized"],
-    OpCost(kind="data", cost=_no_flops, tables=(0,)),
+    OpCost(kind=NodeKind.DATA, cost=_no_flops, tables=(0,)),
 )
 # Views: ONNX Runtime hands the input buffer on; only the dispatch costs time.
 _register(
     ["Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Constant"],
-    OpCost(kind="view", cost=_no_flops, view=True),
+    OpCost(kind=NodeKind.VIEW, cost=_no_flops, view=True),
 )
 
-_UNKNOWN_OP = OpCost(kind="other", cost=_elementwise(1))
-_GEMM_KINDS = ("gemm", "attention", "attention_core")
+_UNKNOWN_OP = OpCost(kind=NodeKind.OTHER, cost=_elementwise(1))
+_GEMM_KINDS = (NodeKind.GEMM, NodeKind.ATTENTION, NodeKind.ATTENTION_CORE)
 # A dense convolution with fewer multiply-adds per output than this (a stem's 3x3x3 = 27) cannot fill MLAS's
 # GEMM tiles: it runs well below the dense rate.
 SMALL_REDUCTION = 64
@@ -934,7 +962,7 @@ def _weights(
 ) -> _Weights:
     """Weights: initializers plus the outputs of folded nodes that live nodes read, by dtype and by use."""
     used_consts = {i for n in live_nodes for i in n.input if i in const}
-    conv_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind == "conv" for i in n.input}
+    conv_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind == NodeKind.CONV for i in n.input}
     gemm_inputs = {i for n in live_nodes if op_cost(n.domain, n.op_type).kind in _GEMM_KINDS for i in n.input}
     by_dtype: Counter[str] = Counter()
     by_use: Counter[str] = Counter()
@@ -994,9 +1022,9 @@ def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) ->
         weight_bytes=int(weight),
         shape_known=known,
         output_elements=outs[0].numel if outs and outs[0].shape is not None else 0,
-        groups=int(view.attrs.get("group", 1) or 1) if entry.kind == "conv" else 1,
-        channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == "conv" else 0,
-        kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == "conv" else 0,
+        groups=int(view.attrs.get("group", 1) or 1) if entry.kind == NodeKind.CONV else 1,
+        channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == NodeKind.CONV else 0,
+        kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == NodeKind.CONV else 0,
         unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
     )
 
