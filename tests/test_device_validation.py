@@ -253,3 +253,28 @@ def test_pool_window_larger_than_its_input_counts_only_the_input(tmp_path: Path)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     (pool,) = analyze(path, probe=False).nodes
     assert pool.total_flops == 8 * 49
+
+
+def test_two_runs_of_a_package_device_estimate_agree_whatever_the_host(image_package: Path, tmp_path: Path) -> None:
+    """issue 13: two runs of the same device estimate within 5 % (here: exactly equal). One real package,
+    analysed as ONNX Runtime runs it, estimated for every bundled non-host device twice, with the host's
+    calibration recomputed between the runs as a quiet host and as one at a third of the rates with every
+    per-node cost tripled (what a loaded machine measures)."""
+    from edgekit.devices import list_devices
+    from edgekit.profiler.static import analyze, runtime_graph
+
+    model = next(image_package.glob("*.onnx"))
+    analysis = analyze(runtime_graph(model, tmp_path / "runtime.onnx"), {"pixel_values": (1, 3, 8, 8)})
+    host = get_device("host")
+    devices = [p for p in list_devices() if p.name != "host"]
+    assert len(devices) >= 8
+    for profile in devices:
+        first = estimate_latency("forward", analysis, device_rates(profile, _host(1.0), host))
+        second = estimate_latency("forward", analysis, device_rates(profile, _host(1 / 3), host))
+        assert first.latency_ms > 0, profile.name
+        assert abs(second.latency_ms / first.latency_ms - 1) <= 0.05, profile.name
+        assert second.to_dict() == first.to_dict(), profile.name  # the very same figures, band included
+    # the host's own estimate does follow its (recomputed) calibration
+    quiet = estimate_latency("forward", analysis, device_rates(host, _host(1.0), host)).latency_ms
+    loaded = estimate_latency("forward", analysis, device_rates(host, _host(1 / 3), host)).latency_ms
+    assert loaded > 2 * quiet
