@@ -689,7 +689,10 @@ def _device_cells(d: Mapping[str, Any], phases: Sequence[str]) -> list[str]:
             )
         else:
             value = e["latency_ms"] if e else None
-            cells.append(_cell(f"{_ms(value)} est.", field=f"p50_ms:{ph}", value=value, cls="est", device=d["device"]))
+            tip = band_label(e) if e else ""
+            cells.append(
+                _cell(f"{_ms(value)} est.", field=f"p50_ms:{ph}", value=value, cls="est", device=d["device"], title=tip)
+            )
     mem = measured.get("memory_mb")
     if mem is not None:
         cells.append(_cell(_num(mem), field="memory_mb", value=mem, cls="meas", device=d["device"]))
