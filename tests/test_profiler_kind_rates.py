@@ -62,3 +62,25 @@ def test_the_table_names_only_kinds_the_op_table_produces() -> None:
     from edgekit.profiler.static import OP_COSTS
 
     assert set(KIND_RATES) <= {entry.kind for entry in OP_COSTS} | {"attention"}
+
+
+def test_kinds_are_one_enum_each_and_the_json_keeps_their_names() -> None:
+    """issue 12: node kinds (OP_COSTS) and work kinds (the kernel table) are closed sets, not loose strings."""
+    import json
+
+    from edgekit.devices import get_device
+    from edgekit.profiler import kernels
+    from edgekit.profiler.estimate import device_rates
+    from edgekit.profiler.static import OP_COSTS, NodeKind
+
+    assert all(isinstance(entry.kind, NodeKind) for entry in OP_COSTS)
+    assert all(isinstance(k, NodeKind) for k in KIND_RATES)
+    node = _node("conv")  # a name is turned into the member
+    assert node.kind is NodeKind.CONV and f"{node.kind}" == "conv"
+    assert json.loads(json.dumps(node.to_dict()))["kind"] == "conv"
+    assert tuple(kernels.WorkKind) == kernels.WORK_KINDS
+    assert kernels.work_kind(node) is kernels.WorkKind.CONV_DENSE
+    rates = json.loads(json.dumps(device_rates(get_device("raspberry-pi-5"), None, None).to_dict()))
+    assert sorted(rates["work_gflops"]) == sorted(w.value for w in kernels.WorkKind)
+    with pytest.raises(ValueError):
+        _node("convolution")
