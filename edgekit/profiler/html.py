@@ -6,7 +6,8 @@ are SVG elements with ``<title>`` tooltips.
 
 Reading order: what was measured where and when (CPU, date, load average, a banner when the host was busy),
 the summary table (per variant: size, x fp32, accuracy drop, and per device p50 latency, peak memory, fits),
-latency heatmaps, memory against each device's budget, then one section per variant (load times, latency
+latency heatmaps, every device estimate with its error band (held-out validation on published measurements),
+memory against each device's budget, then one section per variant (load times, latency
 histograms, time per op type, the top nodes with the provider each device would give them, estimates and
 provider coverage).
 
