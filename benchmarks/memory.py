@@ -155,7 +155,9 @@ def _embed_texts() -> list[str]:
 def _embed_shapes(pkg: Path, model: Any) -> dict[str, tuple[int, ...]]:
     from tokenizers import Tokenizer
 
-    encodings = Tokenizer.from_file(str(pkg / "tokenizer.json")).encode_batch(_embed_texts())
+    tokenizer = Tokenizer.from_file(str(pkg / "tokenizer.json"))
+    tokenizer.no_padding()  # the embed pipeline pads each batch to its longest text, not the file's fixed 128
+    encodings = tokenizer.encode_batch(_embed_texts())
     length = max(len(e.ids) for e in encodings)
     return {i.name: (8, length) for i in model.graph.input}
 
