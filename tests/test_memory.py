@@ -116,3 +116,34 @@ def test_load_and_inference_peak_stay_within_the_budget(mlp, tmp_path: Path) -> 
     assert hit["load_bytes"] >= 0.9 * budget.weight_bytes, hit
     # a cold load (cache written) keeps no second copy either once the session is built
     assert first["load_bytes"] <= limit, first
+    # what makes it so: the cache entry keeps the weights in a data file beside the graph, which ORT maps
+    (entry,) = (tmp_path / "cache" / "graphs").iterdir()
+    assert entry.name.endswith("-xw-" + entry.name.rsplit("-", 1)[-1])
+    assert (entry / "mlp.onnx.data").stat().st_size >= budget.weight_bytes
+
+
+class _Options:
+    """Records what the memory policy sets on an ``ort.SessionOptions``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+        self.enable_cpu_mem_arena = True
+        self.enable_mem_pattern = True
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        self.entries[key] = value
+
+
+def test_memory_policy_sets_entries_and_low_memory_overrides_it() -> None:
+    from edgekit.ort_policy import MemoryPolicy, apply_memory_policy, cache_key_suffix, cached_graph_entries
+
+    policy = MemoryPolicy(config_entries={"session.disable_prepacking": "1"}, arena=True, mem_pattern=True)
+    opts = _Options()
+    apply_memory_policy(opts, low_memory=True, policy=policy)
+    assert opts.entries == {"session.disable_prepacking": "1"}
+    assert (opts.enable_cpu_mem_arena, opts.enable_mem_pattern) == (False, False)
+    off = MemoryPolicy(external_cache_weights=False)
+    assert cached_graph_entries("model.onnx", force=False, policy=off) == {} and cache_key_suffix(off) == ""
+    # protobuf's 2 GB limit needs the external file whatever the policy
+    forced = cached_graph_entries("model.onnx", force=True, policy=off)
+    assert forced["session.optimized_model_external_initializers_file_name"] == "model.onnx.data"
