@@ -147,3 +147,14 @@ def test_memory_policy_sets_entries_and_low_memory_overrides_it() -> None:
     # protobuf's 2 GB limit needs the external file whatever the policy
     forced = cached_graph_entries("model.onnx", force=True, policy=off)
     assert forced["session.optimized_model_external_initializers_file_name"] == "model.onnx.data"
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_library_code_counts_shared_library_mappings_only() -> None:
+    import onnxruntime  # noqa: F401  (a large shared library, mapped and partly resident)
+
+    from edgekit.memory_budget import _is_shared_library, library_code_bytes
+
+    assert library_code_bytes() > 1_000_000
+    assert _is_shared_library("/x/libonnxruntime.so.1.32.0") and _is_shared_library("/x/_core.cpython-311-x86_64.so")
+    assert not _is_shared_library("/cache/graphs/k/model.onnx.data") and not _is_shared_library("[heap]")
