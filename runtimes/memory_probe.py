@@ -1,0 +1,121 @@
+"""Resident memory of one package, loaded and run through edgekit's own runtime in a fresh process.
+
+``python -m runtimes.memory_probe JOB.json`` prints one JSON line. The process does nothing else, so no
+memory freed by an earlier model can hide an allocation, and no peer's pages are counted. Phases:
+
+1. baseline: numpy, onnxruntime, tokenizers and edgekit's runtime (its pipelines too) imported, the host
+   detected and ONNX Runtime's environment created (a 4x4 MatMul session, then run): libraries and the
+   runtime itself, which a second model in the same app would not pay again; not the model's cost;
+2. load: ``runtimes.load(package)`` (checksums, session, pipeline): resident after it and its transient peak;
+3. inference: the job's call (``embed`` texts, ``generate`` token ids, ``run`` arrays from an ``.npz``)
+   ``repeats`` times, the peak after resetting it post-load (:func:`edgekit.memory_budget.reset_peak`).
+
+Figures are bytes above the baseline. Library code paged in on a kernel's first use (``*.so`` mappings, which
+never shrink) is counted in them and also reported on its own (:func:`edgekit.memory_budget.library_code_bytes`). The job may name ``ort_config`` entries and ``session`` flags to try
+(benchmarks/memory.py measures each candidate setting); by default the session is exactly what
+``runtimes.load`` builds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgekit.memory_budget import library_code_bytes, read_process_memory, reset_peak
+
+__all__ = ["measure", "tiny_model_bytes"]
+
+
+def tiny_model_bytes() -> bytes:
+    """A 4x4 MatMul model, serialized by hand (no onnx import): it brings ONNX Runtime's environment up."""
+    import numpy as np
+
+    from edgekit.devices.host import matmul_model_bytes
+
+    return matmul_model_bytes("MatMul", "float32", np.eye(4, dtype=np.float32), "float32")
+
+
+def _call(model: Any, job: Mapping[str, Any]) -> Any:
+    kind = job["call"]
+    if kind == "embed":
+        return model.embed(list(job["texts"]))
+    if kind == "generate":
+        return model.generate(list(job["prompt_ids"]), max_tokens=int(job["new_tokens"]), ignore_eos=True)
+    import numpy as np
+
+    with np.load(job["feeds"], allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files}
+    return model.run(feeds)
+
+
+def _override(job: Mapping[str, Any]) -> None:
+    """Apply a candidate memory policy (edgekit.ort_policy) for this process only."""
+    from edgekit import ort_policy
+
+    if "ort_config" in job or "session" in job:
+        ort_policy.MEMORY_POLICY = ort_policy.MemoryPolicy(
+            config_entries=dict(job.get("ort_config", {})), **dict(job.get("session", {}))
+        )
+
+
+def measure(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Baseline, load and inference memory of ``job['package']`` (see the module docstring)."""
+    import numpy as np
+    import onnxruntime as ort
+    import tokenizers  # noqa: F401  (a library the pipelines use: part of the baseline, not the model)
+
+    import runtimes
+    import runtimes.pipelines.classify
+    import runtimes.pipelines.embed
+    import runtimes.pipelines.generate
+    from runtimes.session import host_fingerprint, physical_cores
+
+    _override(job)
+    physical_cores(), host_fingerprint()  # host detection, cached for the process: not the model's cost
+    tiny = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
+    tiny.run(None, {"A": np.ones((4, 4), np.float32)})
+    base, base_code = read_process_memory(), library_code_bytes()
+    peak_reset = reset_peak()
+    tick = time.perf_counter()
+    model = runtimes.load(job["package"], threads=int(job.get("threads", 1)), cache_dir=job.get("cache_dir"))
+    load_s = time.perf_counter() - tick
+    loaded, loaded_code = read_process_memory(), library_code_bytes()
+    reset_peak()
+    times = []
+    for _ in range(int(job.get("repeats", 2))):
+        tick = time.perf_counter()
+        _call(model, job)
+        times.append(time.perf_counter() - tick)
+    ran, ran_code = read_process_memory(), library_code_bytes()
+
+    def above(value: int | None) -> int | None:
+        return None if value is None or base.rss is None else value - base.rss
+
+    return {
+        "baseline_bytes": base.rss,
+        "load_bytes": above(loaded.rss),
+        "load_peak_bytes": above(loaded.peak) if peak_reset else None,
+        "inference_peak_bytes": above(ran.peak if peak_reset else ran.rss),
+        "peak_reset": peak_reset,
+        # library code paged in (never released): included in the figures above, reported to be read apart
+        "load_library_code_bytes": None if base_code is None or loaded_code is None else loaded_code - base_code,
+        "library_code_bytes": None if base_code is None or ran_code is None else ran_code - base_code,
+        "load_seconds": load_s,
+        "call_seconds": times,
+        "cache": model.session.cache.status,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(args[0]).read_text())
+    sys.stdout.write(json.dumps({"event": "result", **measure(job)}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
