@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -62,7 +63,7 @@ def test_minilm_int8_padded_batch_matches_sentences_alone(minilm_int8_pkg):
     """The shipped int8 graph runs per-token work on real tokens only (exporters/unpad.py): a padded batch
     gives each sentence's embedding as when it runs alone, and zeros at the pad rows."""
     sess = ort.InferenceSession(str(minilm_int8_pkg / "model.onnx"), providers=["CPUExecutionProvider"])
-    ops = {n.op_type for n in __import__("onnx").load(str(minilm_int8_pkg / "model.onnx")).graph.node}
+    ops = {n.op_type for n in onnx.load(str(minilm_int8_pkg / "model.onnx")).graph.node}
     assert {"NonZero", "ScatterND", "QAttention"} <= ops
     enc = TextEncoder(minilm_int8_pkg / "tokenizer.json", max_length=256)
     names = [i.name for i in sess.get_inputs()]
