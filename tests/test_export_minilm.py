@@ -75,5 +75,6 @@ def test_minilm_int8_padded_batch_matches_sentences_alone(minilm_int8_pkg):
     alone = _package_embeddings(minilm_int8_pkg, texts)
     pooled = np.stack([hidden[i][mask[i]].mean(0) for i in range(len(texts))])
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    # not identical: the dynamic activation scales span the whole batch
-    assert np.sum(pooled * alone, axis=1).min() >= 0.995
+    # close, not identical: each run's dynamic activation scales span its whole batch (0.992-0.998 here); the
+    # accuracy target's floor, so a broken packing (rows mixed up: cosine ~0.5) cannot pass
+    assert np.sum(pooled * alone, axis=1).min() >= 0.98
