@@ -183,15 +183,8 @@ def _after(tensor: str, region: _Region, packed_outputs: list[str], rename: dict
 
 def step_unpad(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
     """The recipe step: reads ``remove_padding`` (bool, default True) from the recipe config."""
-    import shutil
-
-    if not getattr(cfg, "remove_padding", True):
-        shutil.copyfile(src, dst)
-        return False, {"reason": "remove_padding is off"}
-    model = graph.load_model(src)
-    details = remove_padding(model)
-    if "reason" in details:
-        shutil.copyfile(src, dst)
-        return False, details
+    model = graph.load_model(src, check=False)
+    # written back through save_model either way, so a graph with external weights keeps them
+    details = remove_padding(model) if getattr(cfg, "remove_padding", True) else {"reason": "remove_padding is off"}
     graph.save_model(model, dst)
-    return True, details
+    return "reason" not in details, details

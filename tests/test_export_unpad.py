@@ -71,3 +71,18 @@ def test_a_node_that_mixes_rows_stops_the_rewrite(minilm_fp32_pkg: Path) -> None
     model.graph.node.append(helper.make_node("Transpose", [ln.output[0]], ["mixed"], name="mix", perm=[1, 0, 2]))
     found = find_region(model)
     assert isinstance(found, str) and "'mix' does not work row by row" in found
+
+
+def test_the_step_writes_the_graph_unchanged_when_off_or_unsuitable(minilm_fp32_pkg: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from exporters.unpad import step_unpad
+
+    src = minilm_fp32_pkg / "model.onnx"
+    changed, details = step_unpad(src, tmp_path / "off.onnx", SimpleNamespace(remove_padding=False), None)
+    assert not changed and details == {"reason": "remove_padding is off"}
+    assert [n.op_type for n in onnx.load(str(tmp_path / "off.onnx")).graph.node] == [
+        n.op_type for n in onnx.load(str(src)).graph.node
+    ]
+    changed, details = step_unpad(src, tmp_path / "on.onnx", SimpleNamespace(), None)
+    assert changed and details["attention_nodes"] == 6
