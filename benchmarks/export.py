@@ -348,6 +348,39 @@ def gemm_ceiling(
     return out
 
 
+# ORT op types by the work they do, for the profile table.
+OP_GROUPS = {
+    "GEMM": ("MatMul", "FusedMatMul", "Gemm", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"),
+    "attention": ("Attention", "QAttention", "Softmax", "Transpose", "Where"),
+    "quantize": ("DynamicQuantizeLinear",),
+    "norm": ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "QEmbedLayerNormalization"),
+    "GELU": ("BiasGelu", "Gelu", "FastGelu", "Erf"),
+    "elementwise": ("Add", "Mul", "Div", "Sub", "Sqrt", "Pow", "Cast"),
+}
+PROFILED = (ONNX_FP32, EK_FP32, EK_INT8)
+
+
+def profile(
+    work: Path, batches: dict[str, dict[str, np.ndarray]], threads: int, runs: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """ORT's own per-op-type kernel time (``enable_profiling``) for fp32 ONNX, edgekit fp32 and int8, per batch."""
+    from benchmarks._ort_profile import op_type_totals
+    from edgekit.ort_policy import disabled_optimizers
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for label, feeds in batches.items():
+        out[label] = {}
+        for name in PROFILED:
+            model = work / name / "model.onnx"
+            off = disabled_optimizers() if name.startswith("edgekit") else []
+            r = op_type_totals(model, feeds, threads, runs, disabled=off)
+            grouped = {g: round(sum(r["ops_ms"].get(op, 0.0) for op in ops), 4) for g, ops in OP_GROUPS.items()}
+            known = {op for ops in OP_GROUPS.values() for op in ops}
+            grouped["shape/index"] = round(sum(v for op, v in r["ops_ms"].items() if op not in known), 4)
+            out[label][name] = {**r, "groups_ms": grouped}
+    return out
+
+
 def check_targets(
     peer: Peer, fp32_bytes: int, acc: dict[str, float], lat: dict[str, dict[str, Timing]]
 ) -> list[dict[str, Any]]:
@@ -450,6 +483,7 @@ def render(result: dict[str, Any]) -> str:
             " CPU. An int8 model's latency ratio to the fp32 ONNX export cannot drop below this unless its other"
             " work shrinks too."
         )
+    parts += _render_profile(result.get("profile") or {})
     env = result["environment"]
     parts.append("")
     parts.append(
@@ -459,6 +493,27 @@ def render(result: dict[str, Any]) -> str:
         f" sizes vs {round(result['onnx_fp32_bytes'] / 1e6, 2)} MB fp32 ONNX."
     )
     return "\n".join(parts)
+
+
+def _render_profile(prof: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    if not prof:
+        return []
+    groups = [*OP_GROUPS, "shape/index"]
+    rows = []
+    for label, peers in prof.items():
+        base = peers[ONNX_FP32]["run_ms"]
+        for name, r in peers.items():
+            rows.append(
+                [label, name, round(r["run_ms"], 2), round(r["run_ms"] / base, 2), sum(r["nodes"].values())]
+                + [round(r["groups_ms"][g], 2) for g in groups]
+            )
+    return [
+        "",
+        markdown_table(["batch", "peer", "run ms", "× fp32 ONNX", "nodes run", *[f"{g} ms" for g in groups]], rows),
+        "",
+        "ORT profile (`enable_profiling`): kernel time per run by op group, median run; profiling adds a per-node"
+        " cost, so the many-node fp32 ONNX graph is slowed most and the ratios here are not the latency ratios.",
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -544,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         lat = latency(peers, batches, rounds, block, budget)
         log("GEMM ceiling: int8 vs fp32 projection GEMMs at the same token counts…")
         ceiling = gemm_ceiling(work, batches, args.threads, rounds, block, budget / 5)
+        log("ORT profile: per-op-type kernel time…")
+        prof = profile(work, batches, args.threads, runs=10 if args.quick else 30)
 
     fp32_bytes = next(p.model_bytes for p in peers if p.name == ONNX_FP32)
     out_peers, targets = [], []
@@ -578,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_fp32_bytes": fp32_bytes,
         "peers": out_peers,
         "gemm_ceiling": ceiling,
+        "profile": prof,
         "targets": targets,
         "seconds": round(time.perf_counter() - t_start, 1),
     }

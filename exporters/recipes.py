@@ -30,6 +30,7 @@ from exporters import graph, index_subgraph
 from exporters.decoder_fusions import step_decoder_fusions
 from exporters.ort_guard import guarded
 from exporters.smoothing import step_smooth
+from exporters.unpad import step_unpad
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
 FUSION_FAMILIES = {
@@ -76,6 +77,9 @@ class Int8DynamicConfig:
     smoothing: bool = True
     smoothing_alpha: float | None = None  # None: searched per layer
     smoothing_samples: int = 32
+    # Per-token work on the real tokens only (exporters/unpad.py): padded batches skip the pad rows' GEMMs;
+    # pad rows of the outputs become zeros.
+    remove_padding: bool = True
 
     def __post_init__(self) -> None:
         require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
@@ -561,7 +565,12 @@ RECIPES.add(
         name="int8-dynamic",
         description=RECIPE_DESCRIPTIONS["int8-dynamic"],
         config_cls=Int8DynamicConfig,
-        steps=(("optimize", step_fusions), ("smooth", step_smooth), ("quantize", step_int8_dynamic)),
+        steps=(
+            ("optimize", step_fusions),
+            ("unpad", step_unpad),
+            ("smooth", step_smooth),
+            ("quantize", step_int8_dynamic),
+        ),
         supports_float_fallback=True,
     ),
 )

@@ -1,0 +1,88 @@
+"""Padding removal (exporters/unpad.py): real-token rows unchanged, pad rows zero, unsuitable graphs left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.ort_policy import disabled_optimizers
+from exporters.unpad import find_region, remove_padding
+from runtimes.preprocess import TextEncoder
+from runtimes.samples import sentences
+
+pytestmark = pytest.mark.slow
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers()
+    )
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+
+def test_unpadded_minilm_keeps_real_rows_and_zeroes_pad_rows(minilm_fp32_pkg: Path) -> None:
+    model = onnx.load(str(minilm_fp32_pkg / "model.onnx"))
+    before = _run(model, feeds := _padded_batch(minilm_fp32_pkg))
+    details = remove_padding(model)
+    assert details == {"packed_tensors": 67, "attention_nodes": 6, "hidden": 384}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("ScatterND") == 6 and ops.count("NonZero") == 1  # 5 Attention inputs + the output
+    onnx.checker.check_model(model)
+    after = _run(model, feeds)
+    mask = feeds["attention_mask"].astype(bool)
+    assert (~mask).sum() > 20  # the batch really is padded
+    np.testing.assert_allclose(after[mask], before[mask], atol=1e-4)
+    assert not after[~mask].any()
+    # an unpadded batch (every mask 1) runs the same graph: identical to the original too
+    one = {k: v[:1, : int(mask[0].sum())] for k, v in feeds.items()}
+    np.testing.assert_allclose(_run(model, one), _run(onnx.load(str(minilm_fp32_pkg / "model.onnx")), one), atol=1e-4)
+
+
+def _padded_batch(pkg: Path) -> dict[str, np.ndarray]:
+    enc = TextEncoder(pkg / "tokenizer.json", max_length=256)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return enc.encode_batch(sentences(120)[6:14]).feeds(names)
+
+
+def test_a_graph_without_fused_embeddings_is_left_alone() -> None:
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [w],
+    )
+    model = helper.make_model(g)
+    assert "EmbedLayerNormalization" in remove_padding(model)["reason"]
+    assert [n.op_type for n in model.graph.node] == ["MatMul"]
+
+
+def test_a_node_that_mixes_rows_stops_the_rewrite(minilm_fp32_pkg: Path) -> None:
+    model = onnx.load(str(minilm_fp32_pkg / "model.onnx"), load_external_data=False)
+    ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    # a Transpose of the hidden state mixes tokens: packing it would change the function
+    model.graph.node.append(helper.make_node("Transpose", [ln.output[0]], ["mixed"], name="mix", perm=[1, 0, 2]))
+    found = find_region(model)
+    assert isinstance(found, str) and "'mix' does not work row by row" in found
+
+
+def test_the_step_writes_the_graph_unchanged_when_off_or_unsuitable(minilm_fp32_pkg: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from exporters.unpad import step_unpad
+
+    src = minilm_fp32_pkg / "model.onnx"
+    changed, details = step_unpad(src, tmp_path / "off.onnx", SimpleNamespace(remove_padding=False), None)
+    assert not changed and details == {"reason": "remove_padding is off"}
+    assert [n.op_type for n in onnx.load(str(tmp_path / "off.onnx")).graph.node] == [
+        n.op_type for n in onnx.load(str(src)).graph.node
+    ]
+    changed, details = step_unpad(src, tmp_path / "on.onnx", SimpleNamespace(), None)
+    assert changed and details["attention_nodes"] == 6
