@@ -240,6 +240,32 @@ def test_an_interrupted_trial_is_the_only_one_run_again(tuned, mlp: Path, tmp_pa
     assert (tmp_path / "out" / "host" / "edgekit.json").is_file()
 
 
+def test_trials_share_one_conversion_and_export_the_same_bytes(mlp: Path, tmp_path: Path, monkeypatch) -> None:
+    import exporters
+    from edgekit.hashing import sha256_tree
+    from edgekit.tuning import conversion
+    from exporters import sources
+
+    calls: list[str] = []
+    real = sources.convert_source
+    monkeypatch.setattr(sources, "convert_source", lambda s, *a: calls.append(str(s)) or real(s, *a))
+    conversion.register()
+    shared = conversion.SharedConversion(path=str(mlp), sha256=sha256_tree(mlp), store=str(tmp_path / "store"))
+    common = {"task": "tensor", "progress": False}
+    plain = exporters.export(mlp, output=tmp_path / "plain", recipe="int8-dynamic", **common).manifest
+    got = [exporters.export(shared, output=tmp_path / r, recipe=r, **common).manifest for r in ("fp32", "int8-dynamic")]
+    assert calls == [str(mlp)], "the second trial copies the stored conversion"
+    assert len(list((tmp_path / "store").iterdir())) == 1
+    sha = [next(f.sha256 for f in m.files if f.path == "model.onnx") for m in (plain, got[1])]
+    assert sha[0] == sha[1], "the same int8 model from the shared conversion"
+    assert (got[1].name, got[1].source.path, got[1].source.sha256) == (
+        plain.name,
+        plain.source.path,
+        plain.source.sha256,
+    )
+    assert got[1].accuracy["metrics"] == plain.accuracy["metrics"]
+
+
 @pytest.mark.slow
 def test_budgets_nothing_meets_give_fp32_and_exit_3(tuned, mlp: Path, tmp_path: Path, capsys) -> None:
     args = ["tune", str(mlp), "--task", "tensor", "--input-shape", "x=1x16", "--runs", "5", "-q", "--json"]

@@ -43,6 +43,7 @@ from edgekit.tuning.variants import ModelFacts, Skipped, Variant, enumerate_vari
 REPORT_JSON = "tune.json"
 REPORT_HTML = "tune.html"
 CACHE_DIR = ".trials"
+CONVERTED_DIR = "converted"  # each source's fp32 conversion, shared by its trials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +260,7 @@ def _run_trials(
             variant=_baseline(),
             settings=settings,
             max_accuracy_drop=budgets.max_accuracy_drop,
+            conversion_store=str(runner.cache.root.parent / CONVERTED_DIR),
         )
         for p, n in zip(paths, _source_names(paths), strict=True)
     ]
@@ -316,6 +318,7 @@ def _plan(
             variant=v,
             settings=settings,
             max_accuracy_drop=budgets.max_accuracy_drop,
+            conversion_store=spec.conversion_store,
         )
         for v in chosen[1:]
     ]
@@ -354,7 +357,9 @@ class _Runner:
         cached = [r for r in found.values() if r is not None]
         for r in cached:
             self._report(r, total)
-        todo = [s for s in specs if found[s.key] is None]
+        # The accuracy searches (many re-quantizations and validations each) go first, so the pool does
+        # not end on one long trial while the other workers idle.
+        todo = sorted((s for s in specs if found[s.key] is None), key=lambda s: not s.variant.mixed)
         if todo:
             where = (
                 f"Ray ({self.ray_address or 'local instance'})"

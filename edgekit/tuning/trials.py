@@ -58,6 +58,9 @@ class TrialSpec:
     variant: Variant
     settings: ExportSettings
     max_accuracy_drop: float | None  # used only by mixed variants (the sensitivity search's target)
+    # Where the source's fp32 conversion is shared between trials (see edgekit.tuning.conversion); not part
+    # of the key: it changes how long a trial takes, not what it produces.
+    conversion_store: str | None = None
 
     @property
     def package_name(self) -> str:
@@ -156,7 +159,7 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
     record: dict[str, Any] = {"key": spec.key, "status": "failed"}
     try:
         result = exporters.export(
-            spec.source,
+            _shared_source(spec),
             output=out,
             task=spec.settings.task,
             recipe=spec.variant.recipe,
@@ -182,6 +185,18 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
         )
     record["export_seconds"] = time.perf_counter() - t0
     return record
+
+
+def _shared_source(spec: TrialSpec) -> Any:
+    """The source with its conversion shared, when the store's parent (the tune's cache) is on this node; a
+    Ray node without the driver's filesystem converts on its own."""
+    store = spec.conversion_store
+    if store is None or not Path(store).parent.is_dir():
+        return spec.source
+    from edgekit.tuning import conversion
+
+    conversion.register()
+    return conversion.SharedConversion(path=spec.source, sha256=spec.source_sha256, store=store)
 
 
 def _op_types(path: Path) -> set[str]:
