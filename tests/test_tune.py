@@ -132,6 +132,32 @@ def test_choose_applies_budgets_the_fp32_bar_and_the_front() -> None:
     assert front == {trials[i].variant.name for i in (0, 1, 2, 4)}
 
 
+def test_latencies_within_the_tie_fraction_pick_the_smaller_model_whatever_the_noise() -> None:
+    from dataclasses import replace
+
+    from exporters.recipes import Fp32Config
+
+    trials = [
+        replace(_trial("a", "fp32", 0.0, Fp32Config()), model_bytes=400),
+        replace(_trial("b", "int8-dynamic", 0.004, Int8DynamicConfig(smoothing=False)), model_bytes=120),
+        replace(_trial("c", "int8-dynamic", 0.002, Int8DynamicConfig()), model_bytes=100),
+        replace(_trial("d", "int4", 0.003, Int4Config()), model_bytes=60),
+    ]
+    # Two runs of one tune on a noisy host: b and c swap places by 3 %; d is 8 % slower than the fastest.
+    runs = [{"a": 10.0, "b": 4.00, "c": 4.12, "d": 4.32}, {"a": 10.0, "b": 4.12, "c": 4.00, "d": 4.32}]
+    picks = [choose("m", "d", trials, {k: _fig(v) for k, v in r.items()}, Budgets()) for r in runs]
+    assert [p.picked for p in picks] == [trials[2].variant.name] * 2, "c: as fast as b within 5 %, and smaller"
+    why = {c.variant: c.reasons for c in picks[0].candidates}
+    assert why[trials[1].variant.name] == (
+        f"ties with {trials[2].variant.name} on d (4.000 ms vs 4.120 ms, within 5%), which is smaller (100 vs 120 bytes)",
+    )
+    assert why[trials[3].variant.name] == (f"slower than {trials[2].variant.name} on d (4.320 ms vs 4.120 ms)",)
+    strict = choose("m", "d", trials, {k: _fig(v) for k, v in runs[0].items()}, Budgets(), latency_tie=0.0)
+    assert strict.picked == trials[1].variant.name, "no tie fraction: the fastest measured wins"
+    wide = choose("m", "d", trials, {k: _fig(v) for k, v in runs[0].items()}, Budgets(), latency_tie=0.1)
+    assert wide.picked == trials[3].variant.name
+
+
 def test_nothing_within_budget_falls_back_to_fp32_with_the_reason() -> None:
     from exporters.recipes import Fp32Config
 
