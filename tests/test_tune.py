@@ -346,6 +346,8 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         tune(mlp, output=tmp_path / "b", max_accuracy_drop=1.5, **COMMON)
     assert err.value.code == "usage_error" and "max_accuracy_drop must be a fraction" in err.value.message
+    with pytest.raises(UsageError, match="latency_tie must be a fraction"):
+        tune(mlp, output=tmp_path / "b", latency_tie=-0.1, **COMMON)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
@@ -353,6 +355,22 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
         tune(mlp, output=taken, **COMMON)
     assert "is not a tune directory" in err.value.message
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_trials_tell_an_exporter_that_refuses_slower_packages_to_keep_them(monkeypatch) -> None:
+    from dataclasses import dataclass
+
+    import exporters.api
+    from edgekit.tuning import trials
+
+    @dataclass
+    class WithGuarantee:
+        task: str
+        on_slower: str = "refuse"
+
+    assert trials._keep_slower_exports() in ({}, {"on_slower": "warn"})
+    monkeypatch.setattr(exporters.api, "ExportOptions", WithGuarantee)
+    assert trials._keep_slower_exports() == {"on_slower": "warn"}, "tune measures and reports slower variants itself"
 
 
 def test_ray_without_the_extra_names_it(mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
