@@ -6,8 +6,8 @@ stores the converted graph and its metadata under the tune's cache, and the othe
 work directory. The exporter sees a :class:`SharedConversion` source: one entry in the exporter's ``SOURCES``
 registry, so the recipe, validation and package writing run exactly as for the original path.
 
-The stored conversion is keyed by the source's sha256, the conversion options and the converting libraries'
-versions. Writers race benignly: each converts into a private directory and renames it into place; the
+The stored conversion is keyed by the source's sha256 and path, the conversion options and the converting
+libraries' versions. Writers race benignly: each converts into a private directory and renames it into place; the
 loser's copy is dropped.
 """
 
@@ -53,7 +53,8 @@ def _key(src: SharedConversion, options: Any) -> str:
         "labels": options.labels,
         "image_settings": repr(options.image_settings),
     }
-    payload = [src.sha256, opts, library_versions()]
+    # The path too: the manifest records the source's path, and two copies of one model in a sweep keep theirs.
+    payload = [src.sha256, str(Path(src.path).resolve()), opts, library_versions()]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -72,20 +73,16 @@ def _convert(src: SharedConversion, work: Path, options: Any) -> Any:
     return converted
 
 
-def _top(converted: Any, work: Path) -> str:
-    """The first path part under ``work`` that holds the graph (``optimum/`` for HF, ``fp32.onnx`` for ONNX)."""
-    return Path(converted.onnx_path).relative_to(work).parts[0]
-
-
 def _save(converted: Any, work: Path, entry: Path) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        top = _top(converted, work)
-        src = work / top
-        dst = tmp / GRAPH_DIR / top
-        dst.parent.mkdir()
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
+        # Everything the conversion wrote (the graph, an external-data file beside it, optimum's folder):
+        # the work dir holds nothing else yet.
+        (tmp / GRAPH_DIR).mkdir()
+        for item in work.iterdir():
+            dst = tmp / GRAPH_DIR / item.name
+            shutil.copytree(item, dst) if item.is_dir() else shutil.copy2(item, dst)
         # Paths are stored relative to a placeholder work dir, rebased on load.
         meta = _with_paths(converted, work, Path("/WORK"))
         (tmp / META_FILE).write_bytes(pickle.dumps(meta))
@@ -95,6 +92,7 @@ def _save(converted: Any, work: Path, entry: Path) -> None:
 
 
 def _load(entry: Path, work: Path) -> Any:
+    # The store is this tune's own cache, written by _save above (never data from elsewhere).
     meta = pickle.loads((entry / META_FILE).read_bytes())
     for item in (entry / GRAPH_DIR).iterdir():
         dst = work / item.name
