@@ -132,6 +132,32 @@ def test_choose_applies_budgets_the_fp32_bar_and_the_front() -> None:
     assert front == {trials[i].variant.name for i in (0, 1, 2, 4)}
 
 
+def test_latencies_within_the_tie_fraction_pick_the_smaller_model_whatever_the_noise() -> None:
+    from dataclasses import replace
+
+    from exporters.recipes import Fp32Config
+
+    trials = [
+        replace(_trial("a", "fp32", 0.0, Fp32Config()), model_bytes=400),
+        replace(_trial("b", "int8-dynamic", 0.004, Int8DynamicConfig(smoothing=False)), model_bytes=120),
+        replace(_trial("c", "int8-dynamic", 0.002, Int8DynamicConfig()), model_bytes=100),
+        replace(_trial("d", "int4", 0.003, Int4Config()), model_bytes=60),
+    ]
+    # Two runs of one tune on a noisy host: b and c swap places by 3 %; d is 8 % slower than the fastest.
+    runs = [{"a": 10.0, "b": 4.00, "c": 4.12, "d": 4.32}, {"a": 10.0, "b": 4.12, "c": 4.00, "d": 4.32}]
+    picks = [choose("m", "d", trials, {k: _fig(v) for k, v in r.items()}, Budgets()) for r in runs]
+    assert [p.picked for p in picks] == [trials[2].variant.name] * 2, "c: as fast as b within 5 %, and smaller"
+    why = {c.variant: c.reasons for c in picks[0].candidates}
+    assert why[trials[1].variant.name] == (
+        f"ties with {trials[2].variant.name} on d (4.000 ms vs 4.120 ms, within 5%), which is smaller (100 vs 120 bytes)",
+    )
+    assert why[trials[3].variant.name] == (f"slower than {trials[2].variant.name} on d (4.320 ms vs 4.120 ms)",)
+    strict = choose("m", "d", trials, {k: _fig(v) for k, v in runs[0].items()}, Budgets(), latency_tie=0.0)
+    assert strict.picked == trials[1].variant.name, "no tie fraction: the fastest measured wins"
+    wide = choose("m", "d", trials, {k: _fig(v) for k, v in runs[0].items()}, Budgets(), latency_tie=0.1)
+    assert wide.picked == trials[3].variant.name
+
+
 def test_nothing_within_budget_falls_back_to_fp32_with_the_reason() -> None:
     from exporters.recipes import Fp32Config
 
@@ -240,6 +266,32 @@ def test_an_interrupted_trial_is_the_only_one_run_again(tuned, mlp: Path, tmp_pa
     assert (tmp_path / "out" / "host" / "edgekit.json").is_file()
 
 
+def test_trials_share_one_conversion_and_export_the_same_bytes(mlp: Path, tmp_path: Path, monkeypatch) -> None:
+    import exporters
+    from edgekit.hashing import sha256_tree
+    from edgekit.tuning import conversion
+    from exporters import sources
+
+    calls: list[str] = []
+    real = sources.convert_source
+    monkeypatch.setattr(sources, "convert_source", lambda s, *a: calls.append(str(s)) or real(s, *a))
+    conversion.register()
+    shared = conversion.SharedConversion(path=str(mlp), sha256=sha256_tree(mlp), store=str(tmp_path / "store"))
+    common = {"task": "tensor", "progress": False}
+    plain = exporters.export(mlp, output=tmp_path / "plain", recipe="int8-dynamic", **common).manifest
+    got = [exporters.export(shared, output=tmp_path / r, recipe=r, **common).manifest for r in ("fp32", "int8-dynamic")]
+    assert calls == [str(mlp)], "the second trial copies the stored conversion"
+    assert len(list((tmp_path / "store").iterdir())) == 1
+    sha = [next(f.sha256 for f in m.files if f.path == "model.onnx") for m in (plain, got[1])]
+    assert sha[0] == sha[1], "the same int8 model from the shared conversion"
+    assert (got[1].name, got[1].source.path, got[1].source.sha256) == (
+        plain.name,
+        plain.source.path,
+        plain.source.sha256,
+    )
+    assert got[1].accuracy["metrics"] == plain.accuracy["metrics"]
+
+
 @pytest.mark.slow
 def test_budgets_nothing_meets_give_fp32_and_exit_3(tuned, mlp: Path, tmp_path: Path, capsys) -> None:
     args = ["tune", str(mlp), "--task", "tensor", "--input-shape", "x=1x16", "--runs", "5", "-q", "--json"]
@@ -294,6 +346,8 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         tune(mlp, output=tmp_path / "b", max_accuracy_drop=1.5, **COMMON)
     assert err.value.code == "usage_error" and "max_accuracy_drop must be a fraction" in err.value.message
+    with pytest.raises(UsageError, match="latency_tie must be a fraction"):
+        tune(mlp, output=tmp_path / "b", latency_tie=-0.1, **COMMON)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
@@ -301,6 +355,22 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
         tune(mlp, output=taken, **COMMON)
     assert "is not a tune directory" in err.value.message
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_trials_tell_an_exporter_that_refuses_slower_packages_to_keep_them(monkeypatch) -> None:
+    from dataclasses import dataclass
+
+    import exporters.api
+    from edgekit.tuning import trials
+
+    @dataclass
+    class WithGuarantee:
+        task: str
+        on_slower: str = "refuse"
+
+    assert trials._keep_slower_exports() in ({}, {"on_slower": "warn"})
+    monkeypatch.setattr(exporters.api, "ExportOptions", WithGuarantee)
+    assert trials._keep_slower_exports() == {"on_slower": "warn"}, "tune measures and reports slower variants itself"
 
 
 def test_ray_without_the_extra_names_it(mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,14 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-latency-ms", type=float, metavar="Y", help="per device: host measured p50, else estimated")
     p.add_argument("--max-memory-mb", type=float, metavar="Z", help="peak memory per device")
     p.add_argument(
+        "--latency-tie",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="latencies within this fraction of the fastest tie; the smaller model, then the more accurate,"
+        " wins (default 0.05: host timing noise)",
+    )
+    p.add_argument(
         "--variants",
         action="append",
         metavar="PATTERN",
@@ -68,6 +76,7 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         max_accuracy_drop=args.max_accuracy_drop,
         max_latency_ms=args.max_latency_ms,
         max_memory_mb=args.max_memory_mb,
+        latency_tie=args.latency_tie,
         variants=args.variants,
         max_trials=args.max_trials,
         runs=args.runs,

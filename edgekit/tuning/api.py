@@ -27,7 +27,7 @@ from edgekit.hashing import sha256_tree
 from edgekit.progress import Progress
 from edgekit.tuning import report as tune_report
 from edgekit.tuning.measure import measure_packages
-from edgekit.tuning.pareto import Budgets, DevicePick, choose
+from edgekit.tuning.pareto import LATENCY_TIE, Budgets, DevicePick, choose
 from edgekit.tuning.trials import (
     ExportSettings,
     TrialCache,
@@ -43,6 +43,7 @@ from edgekit.tuning.variants import ModelFacts, Skipped, Variant, enumerate_vari
 REPORT_JSON = "tune.json"
 REPORT_HTML = "tune.html"
 CACHE_DIR = ".trials"
+CONVERTED_DIR = "converted"  # each source's fp32 conversion, shared by its trials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +150,7 @@ def tune(
     max_accuracy_drop: float | None = None,
     max_latency_ms: float | None = None,
     max_memory_mb: float | None = None,
+    latency_tie: float = LATENCY_TIE,
     variants: Sequence[str] | None = None,
     max_trials: int | None = None,
     runs: int = 50,
@@ -168,7 +170,8 @@ def tune(
     """Tune each source for each device; see the module docstring. Budgets apply to every device.
 
     ``variants`` keeps the variants whose recipe or name matches a shell pattern (fp32 is always kept);
-    ``max_trials`` caps the variants per source. Trial results are cached in ``cache_dir`` (default
+    ``max_trials`` caps the variants per source. Latencies within ``latency_tie`` of the fastest are ties
+    (broken by model size, then accuracy drop: see :mod:`edgekit.tuning.pareto`). Trial results are cached in ``cache_dir`` (default
     ``output/.trials``), so a repeated or interrupted tune resumes.
     """
     t0 = time.perf_counter()
@@ -179,6 +182,7 @@ def tune(
         max_latency_ms=_check_budget("max_latency_ms", max_latency_ms),
         max_memory_mb=_check_budget("max_memory_mb", max_memory_mb),
     )
+    tie = _check_budget("latency_tie", latency_tie, fraction=True) or 0.0
     if executor not in ("local", "ray"):
         raise UsageError(f"executor must be 'local' or 'ray', got {executor!r}", param="executor")
     device_names = _check_devices(devices, device_dirs)
@@ -200,9 +204,10 @@ def tune(
     )
     source_results = _run_trials(paths, settings, budgets, runner, variants, max_trials)
     figures, unmeasured = _measure(source_results, device_names, runs, input_shapes, cache_root, device_dirs, prog)
-    picks = _choose_and_write(source_results, device_names, figures, unmeasured, budgets, out, prog)
+    picks = _choose_and_write(source_results, device_names, figures, unmeasured, budgets, tie, out, prog)
     config = {
         **{"sources": [str(p) for p in paths], "task": task, "devices": device_names, **budgets.to_dict()},
+        "latency_tie": tie,
         **{"variants": list(variants) if variants else None, "max_trials": max_trials, "runs": runs},
         **{"executor": executor, "ray_address": ray_address, "cache_dir": str(cache_root)},
     }
@@ -259,6 +264,7 @@ def _run_trials(
             variant=_baseline(),
             settings=settings,
             max_accuracy_drop=budgets.max_accuracy_drop,
+            conversion_store=str(runner.cache.root.parent / CONVERTED_DIR),
         )
         for p, n in zip(paths, _source_names(paths), strict=True)
     ]
@@ -316,6 +322,7 @@ def _plan(
             variant=v,
             settings=settings,
             max_accuracy_drop=budgets.max_accuracy_drop,
+            conversion_store=spec.conversion_store,
         )
         for v in chosen[1:]
     ]
@@ -354,7 +361,9 @@ class _Runner:
         cached = [r for r in found.values() if r is not None]
         for r in cached:
             self._report(r, total)
-        todo = [s for s in specs if found[s.key] is None]
+        # The accuracy searches (many re-quantizations and validations each) go first, so the pool does
+        # not end on one long trial while the other workers idle.
+        todo = sorted((s for s in specs if found[s.key] is None), key=lambda s: not s.variant.mixed)
         if todo:
             where = (
                 f"Ray ({self.ray_address or 'local instance'})"
@@ -414,6 +423,7 @@ def _choose_and_write(
     figures: Mapping[str, Mapping[str, Any]],
     unmeasured: Mapping[str, str],
     budgets: Budgets,
+    latency_tie: float,
     out: Path,
     prog: Progress,
 ) -> list[DevicePick]:
@@ -425,7 +435,7 @@ def _choose_and_write(
     for s in sources:
         for device in devices:
             per_device = {k: f[device] for k, f in figures.items() if device in f}
-            pick = choose(s.name, device, s.trials, per_device, budgets, unmeasured=unmeasured)
+            pick = choose(s.name, device, s.trials, per_device, budgets, unmeasured=unmeasured, latency_tie=latency_tie)
             if pick.picked is not None:
                 trial = next(t for t in s.trials if t.variant.name == pick.picked)
                 dest = out / device if len(sources) == 1 else out / s.name / device

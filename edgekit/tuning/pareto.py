@@ -3,8 +3,10 @@
 For one model on one device every variant gets a list of reasons it cannot be picked: its export failed, its
 accuracy drop is over the budget, its latency or peak memory is over the budget, it does not fit in the memory
 the device gives one app, or it is not faster than fp32 there (a quantized model that is not faster buys
-nothing). Of the variants with no reason the fastest wins (ties: less memory, then less accuracy drop); the
-others lost to it. When no variant is left, fp32 is the fallback, marked as over budget with its own reasons.
+nothing). Of the variants with no reason the fastest wins; the others lost to it. Variants within
+``LATENCY_TIE`` (5 %) of the fastest are ties (a measurement's noise on a shared host), broken by what the
+export fixed: the smaller model, then the smaller accuracy drop, then enumeration order; so repeated tunes,
+local or on Ray, agree. When no variant is left, fp32 is the fallback, marked as over budget with its own reasons.
 
 The Pareto front is over (latency, accuracy drop): a variant is on it when no other is at least as good in
 both and better in one.
@@ -18,6 +20,11 @@ from typing import Any
 
 from edgekit.tuning.measure import DeviceFigures
 from edgekit.tuning.trials import TrialResult
+
+# Latencies within this fraction of the fastest are ties: host measurements (and the device estimates scaled
+# from them) move by a few percent between runs on a busy machine, so without it two runs of the same tune
+# could pick different variants that are equally fast.
+LATENCY_TIE = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +121,7 @@ def choose(
     budgets: Budgets,
     *,
     unmeasured: Mapping[str, str] | None = None,
+    latency_tie: float = LATENCY_TIE,
 ) -> DevicePick:
     """The pick for ``device`` among ``trials`` (fp32 first), with every variant's reasons."""
     base = trials[0]
@@ -135,16 +143,19 @@ def choose(
     front = pareto_front({t.key: (figures[t.key].latency_ms, t.accuracy_drop or 0.0) for t in ok})
     eligible = [t for t in ok if not reasons[t.key]]
     if eligible:
-        best = min(
-            eligible, key=lambda t: (figures[t.key].latency_ms, figures[t.key].memory_mb or 0.0, t.accuracy_drop or 0.0)
-        )
+        best, ties = _fastest(eligible, figures, latency_tie)
         within, why = True, _why_best(best, base, figures, device, len(eligible))
         for t in eligible:
-            if t is not best:
+            if t is best:
+                continue
+            a, b = figures[t.key].latency_ms, figures[best.key].latency_ms
+            if t.key in ties:
                 reasons[t.key].append(
-                    f"slower than {best.variant.name} on {device} "
-                    f"({figures[t.key].latency_ms:.3f} ms vs {figures[best.key].latency_ms:.3f} ms)"
+                    f"ties with {best.variant.name} on {device} ({a:.3f} ms vs {b:.3f} ms, within "
+                    f"{latency_tie:.0%}), which is {_tie_edge(best, t)}"
                 )
+            else:
+                reasons[t.key].append(f"slower than {best.variant.name} on {device} ({a:.3f} ms vs {b:.3f} ms)")
     elif base.status == "ok" and base_fig is not None:
         best, within = base, False
         why = f"no variant meets the budgets on {device}; fp32 is the fallback: " + "; ".join(reasons[base.key])
@@ -160,6 +171,26 @@ def choose(
         package_dir=None,
         candidates=candidates,
     )
+
+
+def _fastest(
+    eligible: Sequence[TrialResult], figures: Mapping[str, DeviceFigures], latency_tie: float
+) -> tuple[TrialResult, set[str]]:
+    """The pick and the variants it tied with: of those within ``latency_tie`` of the fastest, the smallest
+    model, then the smallest accuracy drop, then the first enumerated (all fixed by the export, not the clock)."""
+    fastest = min(figures[t.key].latency_ms for t in eligible)
+    ties = [t for t in eligible if figures[t.key].latency_ms <= fastest * (1 + latency_tie)]
+    order = {t.key: i for i, t in enumerate(eligible)}
+    best = min(ties, key=lambda t: (t.model_bytes or 0, t.accuracy_drop or 0.0, order[t.key]))
+    return best, {t.key for t in ties}
+
+
+def _tie_edge(best: TrialResult, other: TrialResult) -> str:
+    if (best.model_bytes or 0) < (other.model_bytes or 0):
+        return f"smaller ({best.model_bytes} vs {other.model_bytes} bytes)"
+    if (best.accuracy_drop or 0.0) < (other.accuracy_drop or 0.0):
+        return f"more accurate (drop {best.accuracy_drop or 0.0:.4f} vs {other.accuracy_drop or 0.0:.4f})"
+    return "as small and as accurate, and enumerated first"
 
 
 def _why_best(best: TrialResult, base: TrialResult, figures: Mapping[str, DeviceFigures], device: str, n: int) -> str:

@@ -58,6 +58,9 @@ class TrialSpec:
     variant: Variant
     settings: ExportSettings
     max_accuracy_drop: float | None  # used only by mixed variants (the sensitivity search's target)
+    # Where the source's fp32 conversion is shared between trials (see edgekit.tuning.conversion); not part
+    # of the key: it changes how long a trial takes, not what it produces.
+    conversion_store: str | None = None
 
     @property
     def package_name(self) -> str:
@@ -97,6 +100,7 @@ class TrialResult:
     op_types: tuple[str, ...] = ()
     float_nodes: tuple[str, ...] = ()
     export_seconds: float = 0.0
+    export_cpu_seconds: float = 0.0  # the trial process's CPU time: comparable across loads, unlike the wall
     error: dict[str, Any] | None = None
     cached: bool = False
 
@@ -114,6 +118,7 @@ class TrialResult:
             "model_sha256": self.model_sha256,
             "float_nodes": list(self.float_nodes),
             "export_seconds": round(self.export_seconds, 3),
+            "export_cpu_seconds": round(self.export_cpu_seconds, 3),
             "error": self.error,
             "cached": self.cached,
         }
@@ -143,7 +148,7 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
     """Export ``spec`` into ``dest/package`` and return the trial's record (a failure is a record too)."""
     import exporters
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     kwargs: dict[str, Any] = {
         "recipe_options": to_dict(spec.variant.config),
         "validation_samples": spec.settings.validation_samples,
@@ -151,12 +156,13 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
         "validation_data": spec.settings.validation_data,
         "with_kv_cache": spec.settings.with_kv_cache,
         "max_accuracy_drop": spec.max_accuracy_drop if spec.variant.mixed else None,
+        **_keep_slower_exports(),
     }
     out = dest / spec.package_name
     record: dict[str, Any] = {"key": spec.key, "status": "failed"}
     try:
         result = exporters.export(
-            spec.source,
+            _shared_source(spec),
             output=out,
             task=spec.settings.task,
             recipe=spec.variant.recipe,
@@ -181,7 +187,30 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
             float_nodes=list(m.recipe.float_nodes),
         )
     record["export_seconds"] = time.perf_counter() - t0
+    record["export_cpu_seconds"] = time.process_time() - c0
     return record
+
+
+def _keep_slower_exports() -> dict[str, Any]:
+    """An exporter that refuses a quantized package slower than fp32 (``on_slower``) is told to keep it: the
+    tune measures every variant itself and reports "not faster than fp32" as the reason it lost."""
+    from dataclasses import fields
+
+    from exporters.api import ExportOptions
+
+    return {"on_slower": "warn"} if "on_slower" in {f.name for f in fields(ExportOptions)} else {}
+
+
+def _shared_source(spec: TrialSpec) -> Any:
+    """The source with its conversion shared, when the store's parent (the tune's cache) is on this node; a
+    Ray node without the driver's filesystem converts on its own."""
+    store = spec.conversion_store
+    if store is None or not Path(store).parent.is_dir():
+        return spec.source
+    from edgekit.tuning import conversion
+
+    conversion.register()
+    return conversion.SharedConversion(path=spec.source, sha256=spec.source_sha256, store=store)
 
 
 def _op_types(path: Path) -> set[str]:
@@ -276,6 +305,7 @@ class TrialCache:
             op_types=tuple(r.get("op_types") or ()),
             float_nodes=tuple(r.get("float_nodes") or ()),
             export_seconds=float(r.get("export_seconds") or 0.0),
+            export_cpu_seconds=float(r.get("export_cpu_seconds") or 0.0),
             error=r.get("error"),
             cached=cached,
         )
