@@ -87,6 +87,29 @@ def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, 
     assert res.token_ids == reference
 
 
+def test_shared_loop_binds_decode_inputs_once_and_only_the_mask_per_step(
+    lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-place loop rewrites the token id, position and logits buffers in place: after the prefill
+    binds, each decode step rebinds only the growing attention mask, and the tokens are unchanged."""
+    reference = lm.generate("the", max_tokens=6, ignore_eos=True).token_ids
+    binds: list[str] = []
+    real_array = _Binding.bind_array
+
+    def bind_array(self: Any, name: str, array: Any) -> None:
+        binds.append(name)
+        real_array(self, name, array)
+
+    monkeypatch.setattr(_Binding, "bind_array", bind_array)
+    res = lm.generate("the", max_tokens=6, ignore_eos=True)
+    assert res.token_ids == reference
+    spec = lm.manifest.generation
+    # prefill: ids, mask, positions; then the one-element ids / positions buffers; then one mask per step (5)
+    assert binds.count(spec.input_ids_name) == 2
+    assert binds.count(spec.position_ids_name) == 2
+    assert binds.count(spec.attention_mask_name) == 1 + 5
+
+
 def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(lm: Any, gpt2_package: Path) -> None:
     import onnx
 
