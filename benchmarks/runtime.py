@@ -27,8 +27,14 @@ hidden 64, 2 layers, 4 heads, 2 KV heads, byte tokenizer) with its declared cont
 positions so 16 + 128 tokens fit (RoPE has no learned positions: the weights are unchanged); ``32m`` is
 ``toy_models.cached_random_llama()`` (8 layers, hidden 512, 8 heads, 4 KV heads, vocab 8192, random).
 
+Time to first token: from the call with the prompt's ids to the first generated token being known (the
+prompt's forward pass and the first pick; for genai ``append_tokens`` + the first ``generate_next_token``);
+prefill tokens/s = 16 / that time. Medians over the same rounds.
+
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
-and int4 with ``accuracy_level`` None instead of 4.
+the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
+has one), and int4 with ``accuracy_level`` None instead of 4. The 1-thread and default-threads rows are also
+compared with genai (which keeps ``--threads``) in their own table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
