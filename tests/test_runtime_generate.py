@@ -245,3 +245,20 @@ def test_sampler_filters() -> None:
     penalized = Sampler(vocab_size=4, repetition_penalty=10.0)
     penalized.observe([1])
     assert penalized(logits) == 3  # 3.0 / 10 < 2.9
+
+
+def test_greedy_fast_path_picks_what_the_float64_path_picks() -> None:
+    """Greedy without a penalty is one argmax on the row as given; ties keep the first index, NaN never wins,
+    +inf wins, float16 rows give the float32 answer."""
+    rng = np.random.default_rng(3)
+    rows = [rng.standard_normal(97).astype(np.float32) for _ in range(20)]
+    tie = np.zeros(97, dtype=np.float32)
+    tie[[40, 7, 90]] = 2.0
+    nan = rows[0].copy()
+    nan[[3, 50]] = np.nan
+    inf = rows[1].copy()
+    inf[[60, 80]] = np.inf
+    for row in [*rows, tie, nan, inf, rows[2].astype(np.float16)]:
+        expected = int(np.argmax(np.nan_to_num(row.astype(np.float64), nan=-np.inf, posinf=np.inf)))
+        assert Sampler(vocab_size=97)(row) == expected
+    assert Sampler(vocab_size=97)(tie) == 7 and Sampler(vocab_size=97)(inf) == 60
