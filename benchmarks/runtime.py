@@ -27,8 +27,14 @@ hidden 64, 2 layers, 4 heads, 2 KV heads, byte tokenizer) with its declared cont
 positions so 16 + 128 tokens fit (RoPE has no learned positions: the weights are unchanged); ``32m`` is
 ``toy_models.cached_random_llama()`` (8 layers, hidden 512, 8 heads, 4 KV heads, vocab 8192, random).
 
+Time to first token: from the call with the prompt's ids to the first generated token being known (the
+prompt's forward pass and the first pick; for genai ``append_tokens`` + the first ``generate_next_token``);
+prefill tokens/s = 16 / that time. Medians over the same rounds.
+
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
-and int4 with ``accuracy_level`` None instead of 4.
+the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
+has one), and int4 with ``accuracy_level`` None instead of 4. The 1-thread and default-threads rows are also
+compared with genai (which keeps ``--threads``) in their own table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
@@ -82,11 +88,14 @@ EDGEKIT, EDGEKIT_FUSED, OPTIMUM, PYTORCH, GENAI = (
     "onnxruntime-genai",
 )
 DIAG_NOSPIN, DIAG_T1, DIAG_ACC0 = "diag: spinning off", "diag: 1 thread", "diag: int4 accuracy_level None"
-# Minimum edgekit / peer decode-rate ratios, per size (issue 3, "Must show").
+DIAG_DEFAULT = "diag: runtime's default threads"
+# Minimum edgekit / peer decode-rate ratios, per size (issue 3's optimum / pytorch rows; issue 14: >= 1.0x genai).
 TARGETS: dict[str, dict[str, float]] = {
-    "tiny": {OPTIMUM: 3.0, PYTORCH: 5.0, GENAI: 0.5},
-    "32m": {OPTIMUM: 1.2, GENAI: 0.8},
+    "tiny": {OPTIMUM: 3.0, PYTORCH: 5.0, GENAI: 1.0},
+    "32m": {OPTIMUM: 1.2, GENAI: 1.0},
 }
+# Edgekit thread policies also compared with genai (at its fixed threads): informational rows beside the targets.
+POLICY_ROWS = (DIAG_T1, DIAG_DEFAULT)
 SIZE_LABEL = {"tiny": "tiny Llama (2 layers, hidden 64)", "32m": "Llama ~32M (8 layers, hidden 512)"}
 
 
@@ -399,7 +408,8 @@ class GenaiWorker:
 class Peer:
     name: str
     description: str
-    run: Callable[[], tuple[list[int], float]]  # -> (128 token ids, decode seconds for 127 steps)
+    # -> (128 token ids, decode seconds for 127 steps, prefill seconds: prompt in, first token known)
+    run: Callable[[], tuple[list[int], float, float]]
     diagnostic: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -429,16 +439,16 @@ def _spinning_off() -> Iterator[None]:
         rs.provider_spec = real
 
 
-def edgekit_peer(name: str, pkg: Path, threads: int, prompt: list[int], description: str, **kw: Any) -> Peer:
+def edgekit_peer(name: str, pkg: Path, threads: int | None, prompt: list[int], description: str, **kw: Any) -> Peer:
     import runtimes
 
     spin_off = kw.pop("spinning_off", False)
     with _spinning_off() if spin_off else contextlib.nullcontext():
         model = runtimes.load(pkg, threads=threads, cache_dir=str(pkg.parent / "ort-cache"))
 
-    def run() -> tuple[list[int], float]:
+    def run() -> tuple[list[int], float, float]:
         r = model.generate(prompt, max_tokens=NEW_TOKENS, temperature=0, ignore_eos=True)
-        return list(r.token_ids), float(r.timings["decode_seconds"])
+        return list(r.token_ids), float(r.timings["decode_seconds"]), float(r.timings["prefill_seconds"])
 
     return Peer(name, description, run, **kw)
 
@@ -468,8 +478,9 @@ def hf_generate_peer(name: str, model: Any, prompt: list[int], pad_id: int, desc
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = pad_id
 
-    def run() -> tuple[list[int], float]:
+    def run() -> tuple[list[int], float, float]:
         stamp = _Stamp()
+        t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(
                 ids,
@@ -479,7 +490,7 @@ def hf_generate_peer(name: str, model: Any, prompt: list[int], pad_id: int, desc
                 num_beams=1,
                 stopping_criteria=StoppingCriteriaList([stamp]),
             )
-        return out[0, len(prompt) :].tolist(), stamp.times[-1] - stamp.times[0]
+        return out[0, len(prompt) :].tolist(), stamp.times[-1] - stamp.times[0], stamp.times[0] - t0
 
     return Peer(name, description, run, **kw)
 
@@ -508,9 +519,9 @@ def pytorch_peer(hf: Path, prompt: list[int], pad_id: int) -> Peer:
 def genai_peer(worker: GenaiWorker, model_dir: Path, key: str, prompt: list[int], info: dict[str, Any]) -> Peer:
     worker.ask(cmd="load", name=key, model=str(model_dir))
 
-    def run() -> tuple[list[int], float]:
+    def run() -> tuple[list[int], float, float]:
         r = worker.ask(cmd="run", name=key, prompt=prompt, max_tokens=NEW_TOKENS)
-        return list(r["tokens"]), float(r["decode_seconds"])
+        return list(r["tokens"]), float(r["decode_seconds"]), float(r["prefill_seconds"])
 
     desc = f"onnxruntime-genai generator; model from its builder ({info.get('command', '').split(' -o ')[0]} ...)"
     return Peer(GENAI, desc, run, notes={"matmulnbits": info.get("matmulnbits"), "nodes": info.get("nodes")})
@@ -538,21 +549,24 @@ def matmul_weight_bytes(model_path: Path) -> int:
 # -------------------------------------------------------------------------------------------- timing
 
 
-def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[str, list[int]]]:
-    """One warm-up run each, then ``rounds`` rounds (rotating order); seconds per decode token per round."""
+def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[str, list[int]], dict[str, Timing]]:
+    """One warm-up run each, then ``rounds`` rounds (rotating order): seconds per decode token per round, the
+    tokens, and each round's prefill seconds (time to first token)."""
     steps = NEW_TOKENS - 1
     tokens: dict[str, list[int]] = {}
     for p in peers:
-        tokens[p.name], _ = p.run()
+        tokens[p.name] = p.run()[0]
     timings = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
+    prefill = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
     for r in range(rounds):
         k = r % len(peers)
         for p in peers[k:] + peers[:k]:
-            toks, seconds = p.run()
+            toks, seconds, first = p.run()
             if len(toks) != NEW_TOKENS:
                 raise RuntimeError(f"{p.name} produced {len(toks)} tokens, not {NEW_TOKENS}")
             timings[p.name].rounds.append(seconds / steps)
-    return timings, tokens
+            prefill[p.name].rounds.append(first)
+    return timings, tokens, prefill
 
 
 def tok_s(t: Timing) -> float:
@@ -613,6 +627,14 @@ def _diagnostic_peers(
             diagnostic=True,
         ),
         edgekit_peer(DIAG_T1, best_pkg, 1, prompt, f"{base}, 1 intra-op thread", diagnostic=True),
+        edgekit_peer(
+            DIAG_DEFAULT,
+            best_pkg,
+            None,
+            prompt,
+            f"{base}, the runtime's default threads (no threads=)",
+            diagnostic=True,
+        ),
     ]
     if precision == "int4":
         recipe = fusion_recipes.get("int4", "int4")
@@ -623,11 +645,15 @@ def _diagnostic_peers(
     return peers
 
 
-def _peer_rows(peers: list[Peer], timings: dict[str, Any], tokens: dict[str, Any], ref: Any) -> list[dict[str, Any]]:
-    """One row per peer: decode tokens/s (median, IQR, per round) and whether its tokens match PyTorch's."""
+def _peer_rows(
+    peers: list[Peer], timings: dict[str, Any], tokens: dict[str, Any], ref: Any, prefill: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One row per peer: decode tokens/s (median, IQR, per round), time to first token and prefill tokens/s
+    (medians), and whether its tokens match PyTorch's."""
     rows = []
     for p in peers:
         t = timings[p.name]
+        ttft = statistics.median(prefill[p.name].rounds)
         q = statistics.quantiles([1 / x for x in t.rounds], n=4) if len(t.rounds) > 1 else [tok_s(t)] * 3
         rows.append(
             {
@@ -637,6 +663,8 @@ def _peer_rows(peers: list[Peer], timings: dict[str, Any], tokens: dict[str, Any
                 "decode_tokens_per_second": tok_s(t),
                 "decode_tokens_per_second_iqr": [q[0], q[2]],
                 "rounds_tokens_per_second": [1 / x for x in t.rounds],
+                "time_to_first_token_ms": 1000 * ttft,
+                "prefill_tokens_per_second": PROMPT_TOKENS / ttft,
                 "tokens_match_pytorch": None if ref is None else tokens[p.name] == ref,
                 "first_mismatch_vs_pytorch": None if ref is None else first_mismatch(tokens[p.name], ref),
                 "notes": p.notes,
@@ -708,15 +736,18 @@ def run_group(
     rounds = args.rounds or {"tiny": 5 if args.quick else 12, "32m": 3 if args.quick else 6}[size]
     log(f"{size}/{precision}: {len(peers)} peers, {rounds} interleaved rounds…")
     torch.set_num_threads(args.threads)
-    timings, tokens = time_peers(peers, rounds)
+    timings, tokens, prefill = time_peers(peers, rounds)
     ref = tokens.get(PYTORCH)
-    rows = _peer_rows(peers, timings, tokens, ref)
+    rows = _peer_rows(peers, timings, tokens, ref, prefill)
     ratios = {
         ek: {p.name: speedup(timings[ek], timings[p.name]) for p in peers if p.name != ek}
         for ek in (EDGEKIT, EDGEKIT_FUSED)
         if ek in timings
     }
     targets = _targets(size, precision, ratios)
+    # Thread policies vs genai, and time to first token vs genai (edgekit's prefill time ÷ genai's, inverted).
+    policy = {ek: speedup(timings[ek], timings[GENAI]) for ek in POLICY_ROWS if ek in timings and GENAI in timings}
+    ttft_ratio = speedup(prefill[EDGEKIT], prefill[GENAI]) if GENAI in prefill else None
     del peers
     gc.collect()
     return {
@@ -728,6 +759,8 @@ def run_group(
         "peers": rows,
         "ratios": ratios,
         "targets": targets,
+        "policy_vs_genai": policy,
+        "prefill_speedup_vs_genai": ttft_ratio,
         "notes": notes,
     }
 
@@ -763,6 +796,7 @@ def render(result: dict[str, Any]) -> str:
                 [t["size"], t["precision"], t["edgekit"], f"vs {t['peer']}", f"≥ {t['min_ratio']}×", value, verdict]
             )
     out.append(markdown_table(["model", "precision", "edgekit", "peer", "target", "measured", "result"], trows))
+    out += _policy_and_prefill(groups)
     diag = [(g, r) for g in groups for r in g["peers"] if r["diagnostic"]]
     if diag:
         out += ["", "Diagnostics (edgekit variants timed in the same rounds; not targets)", ""]
@@ -806,6 +840,46 @@ def render(result: dict[str, Any]) -> str:
     if bw:
         out += ["", _bandwidth_note(result)]
     return "\n".join(out)
+
+
+def _policy_and_prefill(groups: list[dict[str, Any]]) -> list[str]:
+    """Edgekit's thread policies against genai (at its fixed threads), and time to first token / prefill rate."""
+    out: list[str] = []
+    prows = []
+    for g in groups:
+        for ek, value in (g.get("policy_vs_genai") or {}).items():
+            desc = next(r["description"] for r in g["peers"] if r["peer"] == ek)
+            prows.append([g["size"], g["precision"], desc, f"{value:.2f}×"])
+    if prows:
+        out += [
+            "",
+            f"Thread policies: edgekit variant ÷ {GENAI} (genai keeps its threads; decode, median of per-round ratios)",
+            "",
+        ]
+        out.append(markdown_table(["model", "precision", "edgekit", "vs genai"], prows))
+    frows = []
+    for g in groups:
+        by = {r["peer"]: r for r in g["peers"]}
+        for name in (EDGEKIT, GENAI, OPTIMUM, PYTORCH):
+            if name in by:
+                r = by[name]
+                vs = g.get("prefill_speedup_vs_genai") if name == EDGEKIT else None
+                frows.append(
+                    [
+                        g["size"],
+                        g["precision"],
+                        name,
+                        r["time_to_first_token_ms"],
+                        r["prefill_tokens_per_second"],
+                        None if vs is None else f"{vs:.2f}×",
+                    ]
+                )
+    if frows:
+        out += ["", f"Time to first token ({PROMPT_TOKENS}-token prompt; median over rounds)", ""]
+        out.append(
+            markdown_table(["model", "precision", "peer", "TTFT ms", "prefill tok/s", "edgekit vs genai"], frows)
+        )
+    return out
 
 
 def _bandwidth_note(result: dict[str, Any]) -> str:

@@ -49,10 +49,15 @@ window shorter than the context becomes ``local_window_size``, self-checked on a
 window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
 where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
 ``position_ids`` input (its export computes positions in the graph; the rotary nodes read those). Tried
-and left unfused: gemma2 (its optimum export drops the attention logit softcapping and alternates
-sliding-window and full layers: a fusion would faithfully copy a graph that already differs from
-transformers), phi3 (packed ``qkv_proj``; ORT's rotary fusion does not match it) and stablelm (partial
-rotary; not matched either).
+and left unfused (probed on the suite's toy exports, onnxruntime 1.32): gemma2 (the matcher accepts its
+graph as is, but optimum's export drops the attention logit softcapping — GroupQueryAttention's ``softcap``
+could restore it, which the fused-vs-source self-check would then flag — and alternates sliding-window and
+full layers, which needs a per-layer ``local_window_size``); phi3 and stablelm (ORT's transformer optimizer
+does fuse their RotaryEmbedding, but the query reaching Q.K^T is ``Mul(Concat(RotaryEmbedding(Slice(q)),
+Slice(q)))`` — transformers' rotary/pass-through split, empty pass-through for phi3's full rotary, a quarter
+of the head for stablelm's ``partial_rotary_factor`` 0.25 — and phi3's q/k/v are Slices of one packed
+``qkv_proj``: the matcher knows neither; stablelm would need the rotary-nodes variant with
+``rotary_embedding_dim``, as fused rotary in GroupQueryAttention rotates whole heads).
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers

@@ -87,6 +87,29 @@ def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, 
     assert res.token_ids == reference
 
 
+def test_shared_loop_binds_decode_inputs_once_and_only_the_mask_per_step(
+    lm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-place loop rewrites the token id, position and logits buffers in place: after the prefill
+    binds, each decode step rebinds only the growing attention mask, and the tokens are unchanged."""
+    reference = lm.generate("the", max_tokens=6, ignore_eos=True).token_ids
+    binds: list[str] = []
+    real_array = _Binding.bind_array
+
+    def bind_array(self: Any, name: str, array: Any) -> None:
+        binds.append(name)
+        real_array(self, name, array)
+
+    monkeypatch.setattr(_Binding, "bind_array", bind_array)
+    res = lm.generate("the", max_tokens=6, ignore_eos=True)
+    assert res.token_ids == reference
+    spec = lm.manifest.generation
+    # prefill: ids, mask, positions; then the one-element ids / positions buffers; then one mask per step (5)
+    assert binds.count(spec.input_ids_name) == 2
+    assert binds.count(spec.position_ids_name) == 2
+    assert binds.count(spec.attention_mask_name) == 1 + 5
+
+
 def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(lm: Any, gpt2_package: Path) -> None:
     import onnx
 
@@ -222,3 +245,20 @@ def test_sampler_filters() -> None:
     penalized = Sampler(vocab_size=4, repetition_penalty=10.0)
     penalized.observe([1])
     assert penalized(logits) == 3  # 3.0 / 10 < 2.9
+
+
+def test_greedy_fast_path_picks_what_the_float64_path_picks() -> None:
+    """Greedy without a penalty is one argmax on the row as given; ties keep the first index, NaN never wins,
+    +inf wins, float16 rows give the float32 answer."""
+    rng = np.random.default_rng(3)
+    rows = [rng.standard_normal(97).astype(np.float32) for _ in range(20)]
+    tie = np.zeros(97, dtype=np.float32)
+    tie[[40, 7, 90]] = 2.0
+    nan = rows[0].copy()
+    nan[[3, 50]] = np.nan
+    inf = rows[1].copy()
+    inf[[60, 80]] = np.inf
+    for row in [*rows, tie, nan, inf, rows[2].astype(np.float16)]:
+        expected = int(np.argmax(np.nan_to_num(row.astype(np.float64), nan=-np.inf, posinf=np.inf)))
+        assert Sampler(vocab_size=97)(row) == expected
+    assert Sampler(vocab_size=97)(tie) == 7 and Sampler(vocab_size=97)(inf) == 60

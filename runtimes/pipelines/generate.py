@@ -264,6 +264,18 @@ class _Binding:
         """An ``onnxruntime.OrtValue`` in the form this binding's calls take (the pybind object on the fast path)."""
         return value._ortvalue if self.fast else value
 
+    def execute(self) -> None:
+        """Run without wrapping the outputs (their buffers were bound by the caller)."""
+        try:
+            if self.fast:
+                self._raw_sess.run_with_iobinding(self._raw_io, None)
+            else:
+                self._session.run_with_iobinding(self._io)
+        except Exception as exc:
+            raise RuntimeBackendError(
+                f"ONNX Runtime failed during generation: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+
     def run(self) -> Any:
         try:
             if self.fast:
@@ -396,28 +408,18 @@ class GeneratePipeline:
         token's keys and values in place and reads the valid length from the attention mask, so nothing is
         copied or reallocated per token. Otherwise each step's presents are bound as the next step's pasts.
         """
+        if shared:
+            yield from self._tokens_shared(prompt_ids, sampler, max_new)
+            return
         io = _Binding(self.session.session)
         n = len(prompt_ids)
         total = n + max_new
         mask = np.ones((1, total), dtype=np.int64)  # slices of one buffer: no per-step allocation
         positions = np.arange(total, dtype=np.int64)[None, :]
-        buffers: list[Any] = []  # referenced here for the generator's lifetime: ORT writes into them
-        if shared:
-            import onnxruntime as ort
-
-            shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
-            buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
-            for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
-                io.bind_value(past, io.native(buffer))
-                io.bind_output_value(present, io.native(buffer))
-            fresh_outputs = [self.logits_name]
-            logits_at = len(self.present_names)  # outputs come in binding order: the presents, then the logits
-        else:
-            empty = np.zeros((1, *self.kv_shape_tail), dtype=self.kv_dtype)
-            for name in self.past_names:
-                io.bind_array(name, empty)
-            fresh_outputs = [self.logits_name, *self.present_names]
-            logits_at = 0
+        empty = np.zeros((1, *self.kv_shape_tail), dtype=self.kv_dtype)
+        for name in self.past_names:
+            io.bind_array(name, empty)
+        fresh_outputs = [self.logits_name, *self.present_names]
 
         def run(ids: np.ndarray, start: int) -> Any:
             end = start + ids.shape[1]
@@ -427,22 +429,69 @@ class GeneratePipeline:
             if self.pos_name:
                 io.bind_array(self.pos_name, positions[:, start:end])
             for name in fresh_outputs:
-                io.bind_output(name)  # copying loop: the old presents are bound as inputs by now
+                io.bind_output(name)  # the old presents are bound as inputs by now
             return io.run()
 
         outs = run(np.asarray([prompt_ids], dtype=np.int64), 0)
         step_ids = np.zeros((1, 1), dtype=np.int64)
         for i in range(max_new):
-            token = sampler(outs[logits_at].numpy()[0, -1])
+            token = sampler(outs[0].numpy()[0, -1])
             yield token
             if i == max_new - 1:
                 return
             step_ids[0, 0] = token
-            if not shared:  # this step's presents become the next step's pasts, as ORT values
-                for j, name in enumerate(self.past_names, start=1):
-                    io.bind_value(name, outs[j])
+            for j, name in enumerate(self.past_names, start=1):  # this step's presents: the next pasts
+                io.bind_value(name, outs[j])
             outs = run(step_ids, n)
             n += 1
+
+    def _tokens_shared(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
+        """The in-place KV loop (see :meth:`_tokens_kv`). Every decode-step tensor is preallocated and bound
+        once where its shape allows: the token id and position are one-element buffers rewritten in place, the
+        logits go into one (1, 1, vocab) buffer read as numpy, so a step is two binds (the mask grows) and a
+        run, with no output objects to wrap (on a tiny model the Python side is a third of the step)."""
+        import onnxruntime as ort
+
+        io = _Binding(self.session.session)
+        n = len(prompt_ids)
+        total = n + max_new
+        mask = np.ones((1, total), dtype=np.int64)  # slices of one buffer: no per-step allocation
+        positions = np.arange(total, dtype=np.int64)[None, :]
+        shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
+        buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
+        for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
+            io.bind_value(past, io.native(buffer))
+            io.bind_output_value(present, io.native(buffer))
+        io.bind_array(self.ids_name, np.asarray([prompt_ids], dtype=np.int64))
+        if self.mask_name:
+            io.bind_array(self.mask_name, mask[:, :n])
+        if self.pos_name:
+            io.bind_array(self.pos_name, positions[:, :n])
+        io.bind_output(self.logits_name)
+        prefill = io.run()[len(self.present_names)].numpy()  # outputs in binding order: presents, then logits
+        token = sampler(prefill[0, -1])
+        yield token
+        if max_new == 1:
+            return
+        # Decode-step buffers, bound once: ORT reads and writes them in place.
+        step_ids = np.zeros((1, 1), dtype=np.int64)
+        step_pos = np.zeros((1, 1), dtype=np.int64)
+        logits = np.zeros((1, 1, prefill.shape[-1]), dtype=prefill.dtype)
+        logits_value = ort.OrtValue.ortvalue_from_numpy(logits)
+        io.bind_array(self.ids_name, step_ids)
+        if self.pos_name:
+            io.bind_array(self.pos_name, step_pos)
+        io.bind_output_value(self.logits_name, io.native(logits_value))
+        row = logits[0, 0]
+        for _ in range(max_new - 1):
+            step_ids[0, 0] = token
+            step_pos[0, 0] = n
+            n += 1
+            if self.mask_name:
+                io.bind_array(self.mask_name, mask[:, :n])
+            io.execute()
+            token = sampler(row)
+            yield token
 
     def _tokens_full(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         seq = list(prompt_ids)

@@ -13,6 +13,7 @@ their raw logits, and a temperature below ``GREEDY_BELOW`` is greedy: its distri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -53,6 +54,13 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray) -> int:
         """Pick a token from a 1-D logits row (any float dtype); records it for the repetition penalty."""
+        if self.greedy and not self._penalized:
+            # The common case in one argmax on the row as it is: float64 is exact for any float dtype, so the
+            # first maximum is the same; argmax returns the first NaN when there is one, and then (and for
+            # +inf) the general path below decides.
+            token = int(np.argmax(logits))
+            if math.isfinite(logits[token]):
+                return token
         # float64 and NaN -> -inf: a penalty of 1e-30 overflows float32, and argmax would pick a NaN.
         raw = np.nan_to_num(logits.astype(np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
         logits = raw
