@@ -4,7 +4,7 @@ Builders
     byte_tokenizer_json / save_byte_tokenizer   byte-level BPE tokenizer, one token per byte
     build_tiny_causal_lm / cached_tiny_lm       Llama (GQA) or GPT-2 trained on 2-digit addition
     build_random_llama / cached_random_llama    untrained ~32M-parameter Llama for benchmarks
-    train_digits_cnn                            small CNN on sklearn's 8x8 digits
+    train_digits_cnn / trained_digits_cnn       small CNN on sklearn's 8x8 digits (the latter once per process)
     tiny_bert_classifier                        random BertForSequenceClassification + WordPiece tokenizer
     tiny_vit_image_classifier                   random ViTForImageClassification + ViTImageProcessor config
     tiny_wav2vec2_audio_classifier              random Wav2Vec2ForSequenceClassification + feature extractor
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -732,6 +733,15 @@ def train_digits_cnn(
         dev_accuracy=dev_acc,
         epochs=epochs,
     )
+
+
+@functools.cache
+def trained_digits_cnn(seed: int = 0) -> DigitsCNN:
+    """:func:`train_digits_cnn` at its defaults, trained once per process: several test modules use the same CNN.
+
+    Callers only read it (export, evaluate, save weights); :func:`train_digits_cnn` itself trains afresh.
+    """
+    return train_digits_cnn(seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
