@@ -254,6 +254,48 @@ def gpt2_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str,
     return export_lm_package(tmp_path_factory, lm_hf_dirs["gpt2"], True, "gpt2")
 
 
+@pytest.fixture(scope="session")
+def toy_llama_fp32_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained toy Llama (``toy_models.cached_tiny_lm``) exported fp32 (fused) once for the session.
+
+    tests/test_export_toy_models.py reads its manifest and quantizes the HF directory beside it; tests/
+    test_quantize_fused_lm.py quantizes this package with ``edgekit quantize``. Read-only: copy it to change it.
+    """
+    from exporters import export
+    from tests import toy_models
+
+    out = tmp_path_factory.mktemp("toy-llama") / "fp32"
+    src = toy_models.cached_tiny_lm("llama")
+    export(src, output=out, task="text-generation", recipe="fp32", progress=False, validation_samples=16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def memoized_optimum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """optimum's ``main_export`` once per (model dir, task, opset) in the requesting module.
+
+    The torch trace is most of a tiny model's export; the recipes of one model then start from the same fp32 ONNX
+    bytes the exporter would have produced, and every later step (recipe, validation, packaging) runs for real.
+    """
+    import optimum.exporters.onnx as optimum_onnx
+
+    real = optimum_onnx.main_export
+    root = tmp_path_factory.mktemp("optimum-cache")
+    done: dict[tuple[str, str, Any], Path] = {}
+
+    def memoized(model_name_or_path: str, output: Any, task: str = "auto", **kwargs: Any) -> None:
+        key = (str(model_name_or_path), task, kwargs.get("opset"))
+        if key not in done:
+            dst = root / f"{len(done)}"
+            real(model_name_or_path, output=dst, task=task, **kwargs)
+            done[key] = dst
+        shutil.copytree(done[key], output, dirs_exist_ok=True)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(optimum_onnx, "main_export", memoized)
+        yield
+
+
 @pytest.fixture()
 def fresh_copy(tmp_path: Path) -> Iterator[Any]:
     """Copy a package to a per-test directory (for tests that change files or the cache)."""

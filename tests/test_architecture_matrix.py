@@ -15,14 +15,13 @@ package with ``runtimes.load`` and compares what the runtime returns with transf
   well under the worst cosine measured (see ``COSINE_FLOOR``) and far above what a broken graph gives (~0).
 
 Cost: optimum's conversion (the torch trace) is most of an export; it is memoized per (model dir, task) for the
-session (``_memoized_optimum``), so each architecture is traced once and every recipe reuses the same ONNX bytes
+module (``memoized_optimum`` in tests/conftest.py), so each architecture is traced once and every recipe reuses the same ONNX bytes
 the exporter would have produced. Everything else (recipe steps, validation, packaging) runs for real per cell.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from exporters.architectures import ARCHITECTURES
 from tests import arch_zoo
 from tests.conftest import assert_valid_manifest
 
-pytestmark = pytest.mark.slow
+# optimum's conversion once per (model dir, task): conftest's memoized_optimum.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("memoized_optimum")]
 
 FP32_RELATIVE = 1e-3  # the issue's bound; PyTorch vs ORT differ by ~1e-5 on these sizes
 PREPROCESS_ATOL = 1e-5  # pixels and waveforms, normalized units: float32 rounding only
@@ -113,28 +113,6 @@ def test_readme_table_is_the_generated_one() -> None:
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _memoized_optimum(tmp_path_factory: pytest.TempPathFactory):
-    """optimum's ``main_export`` once per (model dir, task): recipes then start from the same fp32 ONNX."""
-    import optimum.exporters.onnx as optimum_onnx
-
-    real = optimum_onnx.main_export
-    root = tmp_path_factory.mktemp("optimum-cache")
-    done: dict[tuple[str, str, Any], Path] = {}
-
-    def memoized(model_name_or_path: str, output: Any, task: str = "auto", **kwargs: Any) -> None:
-        key = (str(model_name_or_path), task, kwargs.get("opset"))
-        if key not in done:
-            dst = root / f"{len(done)}"
-            real(model_name_or_path, output=dst, task=task, **kwargs)
-            done[key] = dst
-        shutil.copytree(done[key], output, dirs_exist_ok=True)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(optimum_onnx, "main_export", memoized)
-        yield
 
 
 @pytest.fixture(scope="module")

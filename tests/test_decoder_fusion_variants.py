@@ -143,11 +143,25 @@ def _ours(pkg: Path) -> list[int]:
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, memoized_optimum: None) -> Any:
+    """Each case's HF directory built once (head8-gqa serves four tests), traced by optimum once per task."""
+    root = tmp_path_factory.mktemp("hf")
+    dirs: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in dirs:
+            dirs[name] = _build(CASES[name], root / name)
+        return dirs[name]
+
+    return get
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
-def fp32_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def fp32_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, built: Any) -> dict[str, Any]:
     case = CASES[request.param]
     work = tmp_path_factory.mktemp(request.param)
-    hf = _build(case, work / "hf")
+    hf = built(request.param)
     return {"case": case, "hf": hf, "pkg": _export(hf, work / "fp32", "fp32")}
 
 
@@ -181,10 +195,10 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["int4", "int8-dynamic"])
 def test_head_size_8_exports_and_runs_with_the_readme_recipes(
-    recipe: str, tmp_path_factory: pytest.TempPathFactory
+    recipe: str, tmp_path_factory: pytest.TempPathFactory, built: Any
 ) -> None:
     work = tmp_path_factory.mktemp(f"h8-{recipe}")
-    hf = _build(CASES["head8-gqa"], work / "hf")
+    hf = built("head8-gqa")
     pkg = _export(hf, work / recipe, recipe)
     steps = json.loads((pkg / "edgekit.json").read_text())["recipe"]["steps"]
     if recipe == "int4":  # int4 fuses first, then quantizes the packed QKV MatMul
@@ -263,14 +277,14 @@ def test_preflight_names_each_refusing_rule(
 
 
 @pytest.fixture(scope="module")
-def head8_src(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def head8_src(tmp_path_factory: pytest.TempPathFactory, built: Any) -> dict[str, Any]:
     """optimum's graph of the head-size-8 model, as the recipe's first step sees it."""
     import shutil
 
     from optimum.exporters.onnx import main_export
 
     work = tmp_path_factory.mktemp("h8src")
-    hf = _build(CASES["head8-gqa"], work / "hf")
+    hf = built("head8-gqa")
     main_export(str(hf), output=work / "optimum", task="text-generation-with-past", do_validation=False)
     (work / "assets").mkdir()
     shutil.copy2(hf / "config.json", work / "assets" / "config.json")

@@ -20,7 +20,7 @@ import pytest
 from exporters import export, export_torch
 from tests.conftest import assert_valid_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("memoized_optimum")]  # one optimum trace per HF dir
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="module")
-def lm_packages(tiny_llama, tmp_path_factory):
+def lm_packages(tiny_llama, toy_llama_fp32_pkg, tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
-    out = {}
-    for recipe in ("fp32", "int8-dynamic", "int4"):
+    out = {"fp32": toy_llama_fp32_pkg}  # shared with tests/test_quantize_fused_lm.py (conftest)
+    for recipe in ("int8-dynamic", "int4"):
         opts = {"recipe_options": {"block_size": 16}} if recipe == "int4" else {}
         export(
             tiny_llama,
@@ -95,7 +95,7 @@ def _top1(pkg, x):
 def test_digits_cnn_int8_static_keeps_top1(tmp_path):
     from tests import toy_models
 
-    cnn = toy_models.train_digits_cnn(seed=0)
+    cnn = toy_models.trained_digits_cnn(seed=0)
     x_test, y_test = cnn.x_test.astype(np.float32), cnn.y_test
     cal = tmp_path / "cal.npz"
     np.savez(cal, pixels=cnn.x_train[:128].astype(np.float32))

@@ -46,27 +46,25 @@ def test_checker_still_rejects_unknown_onnx_domain_op(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lm_packages(tmp_path_factory):
-    """fp32 (fused) export of the trained toy Llama, then ``edgekit quantize`` of that package to int8 and int4."""
+def lm_packages(tmp_path_factory, toy_llama_fp32_pkg):
+    """fp32 (fused) export of the trained toy Llama (shared, conftest), then ``edgekit quantize`` of that package
+    to int8 and int4."""
     import onnx
 
     from edgekit.cli import main
-    from exporters import export
-    from tests import toy_models
 
     root = tmp_path_factory.mktemp("fused-lm")
-    src = toy_models.cached_tiny_lm("llama")
-    export(src, output=root / "fp32", task="text-generation", recipe="fp32", progress=False, validation_samples=8)
-    model = onnx.load(root / "fp32" / "model.onnx", load_external_data=False)
+    fp32 = toy_llama_fp32_pkg
+    model = onnx.load(fp32 / "model.onnx", load_external_data=False)
     ops = {(n.domain, n.op_type) for n in model.graph.node}
     assert ("", "SimplifiedLayerNormalization") in ops, "the fp32 export is no longer fused: this test tests nothing"
     assert ("com.microsoft", "GroupQueryAttention") in ops
     for recipe in ("int8-dynamic", "int4"):
         # block_size 16 as in tests/test_export_toy_models.py: the toy's rows are only 64 wide.
         opts = ["--option", "block_size=16"] if recipe == "int4" else []
-        argv = ["quantize", "-q", str(root / "fp32"), "-o", str(root / recipe), "--recipe", recipe, *opts]
+        argv = ["quantize", "-q", str(fp32), "-o", str(root / recipe), "--recipe", recipe, *opts]
         assert main(argv) == 0
-    return {r: root / r for r in ("fp32", "int8-dynamic", "int4")}
+    return {"fp32": fp32, **{r: root / r for r in ("int8-dynamic", "int4")}}
 
 
 @pytest.mark.slow

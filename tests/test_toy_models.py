@@ -49,7 +49,7 @@ def test_addition_problems_are_held_out_and_deterministic() -> None:
 
 
 def test_digits_cnn_trains_to_its_target_and_factory_reloads(tmp_path: Path) -> None:
-    result = tm.train_digits_cnn(seed=0)
+    result = tm.trained_digits_cnn(seed=0)  # the instance tests/test_export_toy_models.py exports
     assert result.dev_accuracy >= 0.97  # the stopping rule, whatever the CPU's rounding made of the trajectory
     assert result.test_accuracy > 0.90  # held out while training: generalizes with margin below the dev target
     assert result.x_test.dtype == np.float32 and result.x_test.shape[1:] == (1, 8, 8)
