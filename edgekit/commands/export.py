@@ -104,6 +104,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="onnx",
         help="ort also writes model.ort + required operators config for reduced mobile builds",
     )
+    p.add_argument(
+        "--allow-slower",
+        action="store_true",
+        help="keep a quantized package that measures slower than the export's fp32 graph on this host"
+        " (recorded in the manifest, with a warning); by default it is refused and nothing is written",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
@@ -148,8 +154,24 @@ def _kwargs(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "max_accuracy_drop": args.max_accuracy_drop,
         "ort_format": args.format == "ort",
         "force": args.force,
+        "on_slower": "warn" if args.allow_slower else "refuse",
         "progress": progress,
     }
+
+
+def _runtime_lines(runtime: Any) -> list[str]:
+    """The measured speed-up over fp32 and the thread policy, when the export recorded them."""
+    lines = []
+    speed = runtime.speedup if runtime else None
+    if speed is not None:
+        lines.append(
+            f"  speed-up vs fp32: {speed.speedup:.2f}x ({speed.verdict}; {speed.workload}, {speed.threads}"
+            f" thread(s), median of {speed.rounds} rounds on {speed.cpu})"
+        )
+    policy = runtime.session_policy if runtime else None
+    if policy is not None:
+        lines.append(f"  threads: {policy.intra_op_threads} ({policy.rule}: {policy.reason})")
+    return lines
 
 
 def _render(result: Any) -> str:
@@ -165,6 +187,7 @@ def _render(result: Any) -> str:
     ]
     if m.recipe.float_nodes:
         lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
+    lines += _runtime_lines(m.runtime)
     last = result.steps[-1] if result.steps else {}
     # The last step is what the recipe's name promises: an "int8" package that stayed float is said out loud.
     if last and not last.get("changed", True):

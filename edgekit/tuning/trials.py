@@ -151,6 +151,8 @@ def run_trial(spec: TrialSpec, dest: Path) -> dict[str, Any]:
         "validation_data": spec.settings.validation_data,
         "with_kv_cache": spec.settings.with_kv_cache,
         "max_accuracy_drop": spec.max_accuracy_drop if spec.variant.mixed else None,
+        # tune times every variant itself (fp32 among them) and ranks them by that; a second timing is waste
+        "on_slower": "off",
     }
     out = dest / spec.package_name
     record: dict[str, Any] = {"key": spec.key, "status": "failed"}

@@ -1,0 +1,252 @@
+"""Export-time timing: the package's typical call, its thread policy, and its speed-up over the fp32 graph.
+
+The decisions live in :mod:`edgekit.session_policy`; this module only times. Peers are always compared in
+interleaved rounds within one run (the order rotates each round), and every comparison is a per-round ratio,
+so a machine that slows down mid-measurement slows both sides of a round alike. Budget: a few calls per
+round sized from a warm-up, :data:`MIN_ROUNDS`-:data:`MAX_ROUNDS` rounds within :data:`BUDGET_S` seconds per
+comparison: a tiny model costs milliseconds, MiniLM well under a second.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import SlowerThanFp32Error, SlowerThanFp32Warning
+from edgekit.manifest import GenerationSpec, RuntimeInfo
+from edgekit.ort_policy import disabled_optimizers
+from edgekit.session_policy import ALL, CallWork, SessionPolicy, SpeedupRecord, choose_policy, speedup_verdict
+from exporters import graph
+from runtimes.samples import decode_step_feeds
+
+MIN_ROUNDS = 5
+MAX_ROUNDS = 21
+BUDGET_S = 0.6
+ROUND_TARGET_S = 0.004  # calls per round: enough to span a few milliseconds, so timer resolution is moot
+DECODE_PAST_TOKENS = 32
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """The call a package repeats in use, and how the record names it."""
+
+    feeds: dict[str, np.ndarray]
+    description: str
+
+
+def typical_call(kind: str, generation: GenerationSpec | None, samples: Sequence[Mapping[str, np.ndarray]]) -> Workload:
+    """A decode step for a KV-cache generator (what it runs per token), else the median-sized sample."""
+    if kind == "generation" and generation is not None and generation.with_kv_cache:
+        past = max(0, min(DECODE_PAST_TOKENS, generation.max_context_tokens - 1))
+        return Workload(
+            feeds=decode_step_feeds(generation, past=past),
+            description=f"decode step: 1 token over {past} cached tokens",
+        )
+    ordered = sorted(samples, key=lambda s: sum(int(np.asarray(v).size) for v in s.values()))
+    sample = ordered[len(ordered) // 2]
+    shapes = ", ".join(f"{k}{list(np.asarray(v).shape)}" for k, v in sample.items())
+    return Workload(feeds={k: np.asarray(v) for k, v in sample.items()}, description=f"median sample: {shapes}")
+
+
+_ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def timed_call(model_path: Path, feeds: Mapping[str, np.ndarray], *, threads: int, spinning: bool) -> Callable[[], Any]:
+    """A zero-argument call running ``model_path`` once on CPU, built as edgekit's runtime builds sessions."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    providers = ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(
+        str(model_path), so, providers=providers, disabled_optimizers=disabled_optimizers(providers)
+    )
+    # The fp16 recipe may change float I/O types: each session gets the feeds in its own dtypes.
+    own = {}
+    for spec in sess.get_inputs():
+        arr = feeds[spec.name]
+        target = _ORT_FLOATS.get(spec.type)
+        own[spec.name] = arr.astype(target) if target is not None and arr.dtype != target else arr
+    names = [o.name for o in sess.get_outputs()]
+    return lambda: sess.run(names, own)
+
+
+def interleaved(
+    calls: Sequence[Callable[[], Any]], *, budget_s: float = BUDGET_S, clock: Clock = time.perf_counter
+) -> list[list[float]]:
+    """Seconds per call of each of ``calls``, per round: ``result[round][i]``."""
+    reps = []
+    for call in calls:
+        call()  # first run: allocation, pool start-up
+        t0 = clock()
+        call()
+        reps.append(max(1, min(50, round(ROUND_TARGET_S / max(clock() - t0, 1e-6)))))
+    rounds: list[list[float]] = []
+    start = clock()
+    while len(rounds) < MAX_ROUNDS and (len(rounds) < MIN_ROUNDS or clock() - start < budget_s):
+        r = len(rounds)
+        row = [0.0] * len(calls)
+        for j in range(len(calls)):
+            i = (j + r) % len(calls)  # rotate who goes first
+            t0 = clock()
+            for _ in range(reps[i]):
+                calls[i]()
+            row[i] = (clock() - t0) / reps[i]
+        rounds.append(row)
+    return rounds
+
+
+def per_round_ratios(rounds: Sequence[Sequence[float]], num: int, den: int) -> list[float]:
+    return [row[num] / row[den] for row in rounds if row[den] > 0]
+
+
+def host_core_gflops(clock: Clock = time.perf_counter) -> float:
+    """This host's single-core fp32 MatMul rate on a 256-square product (a few milliseconds)."""
+    import onnxruntime as ort
+
+    from edgekit.devices.host import matmul_model_bytes
+
+    n = 256
+    weight = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(
+        matmul_model_bytes("MatMul", "float32", weight, "float32"), so, providers=["CPUExecutionProvider"]
+    )
+    name = sess.get_inputs()[0].name
+    x = np.ones((n, n), np.float32)
+    sess.run(None, {name: x})
+    times = []
+    for _ in range(5):
+        t0 = clock()
+        sess.run(None, {name: x})
+        times.append(clock() - t0)
+    return 2 * n**3 / max(statistics.median(times), 1e-9) / 1e9
+
+
+def measure_policy(
+    model_path: Path, workload: Workload, *, cores: int, cpu: str, clock: Clock = time.perf_counter
+) -> SessionPolicy:
+    """1 thread against ``cores`` threads (and spinning off against on, when all threads win)."""
+    one = timed_call(model_path, workload.feeds, threads=1, spinning=False)
+    rounds1 = interleaved([one], budget_s=0.0, clock=clock)
+    work = CallWork(
+        workload=workload.description,
+        nodes=_node_count(model_path),
+        host_core_ms=round(statistics.median(r[0] for r in rounds1) * 1e3, 4),
+        host_core_gflops=round(host_core_gflops(clock), 2),
+    )
+    if cores <= 1:
+        return choose_policy(one_vs_all=None, spin_off_vs_on=None, all_threads=cores, work=work, cpu=cpu)
+    many = timed_call(model_path, workload.feeds, threads=cores, spinning=True)
+    one_vs_all = per_round_ratios(interleaved([one, many], clock=clock), 0, 1)
+    spin: list[float] | None = None
+    if statistics.median(one_vs_all) > 1.0:
+        quiet = timed_call(model_path, workload.feeds, threads=cores, spinning=False)
+        spin = per_round_ratios(interleaved([quiet, many], clock=clock), 0, 1)
+    return choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu=cpu)
+
+
+def measure_speedup(
+    fp32_path: Path,
+    model_path: Path,
+    workload: Workload,
+    *,
+    threads: int,
+    spinning: bool,
+    cpu: str,
+    isa: Sequence[str],
+    on_slower: str,
+    clock: Clock = time.perf_counter,
+) -> SpeedupRecord:
+    """The package against the fp32 graph, both at the package's own thread policy."""
+    fp32 = timed_call(fp32_path, workload.feeds, threads=threads, spinning=spinning)
+    pkg = timed_call(model_path, workload.feeds, threads=threads, spinning=spinning)
+    ratios = per_round_ratios(interleaved([pkg, fp32], clock=clock), 0, 1)
+    median, verdict = speedup_verdict(ratios)
+    return SpeedupRecord(
+        speedup=round(1.0 / median, 4),
+        median_ratio=round(median, 4),
+        verdict=verdict,
+        rounds=len(ratios),
+        threads=threads,
+        workload=workload.description,
+        cpu=cpu,
+        isa=list(isa),
+        on_slower=on_slower,
+    )
+
+
+def policy_threads(policy: SessionPolicy, cores: int) -> int:
+    return cores if policy.intra_op_threads == ALL else int(policy.intra_op_threads)
+
+
+def _node_count(model_path: Path) -> int:
+    model = graph.load_model(model_path, load_weights=False, check=False)
+    return sum(1 for n in model.graph.node if n.op_type != "Constant")
+
+
+def runtime_checks(
+    *,
+    kind: str,
+    generation: GenerationSpec | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    model_path: Path,
+    fp32_path: Path | None,
+    on_slower: str,
+    recipe: str,
+    log: Callable[[str], None],
+) -> RuntimeInfo:
+    """The thread policy of ``model_path`` and, when ``fp32_path`` is given, its speed-up over that graph.
+
+    A slower package (verdict ``slower``) raises :class:`SlowerThanFp32Error` unless ``on_slower`` is
+    ``"warn"``; ``"off"`` skips the comparison."""
+    from edgekit.devices.host import detect_cpu
+    from runtimes.session import physical_cores
+
+    host = detect_cpu()
+    cores = physical_cores()
+    workload = typical_call(kind, generation, samples)
+    policy = measure_policy(model_path, workload, cores=cores, cpu=host.model)
+    log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
+    if fp32_path is None or on_slower == "off":
+        return RuntimeInfo(session_policy=policy)
+    record = measure_speedup(
+        fp32_path,
+        model_path,
+        workload,
+        threads=policy_threads(policy, cores),
+        spinning=policy.allow_spinning,
+        cpu=host.model,
+        isa=host.isa_features,
+        on_slower=on_slower,
+    )
+    log(f"speed-up over fp32: {record.speedup:.2f}x ({record.verdict}, {record.rounds} rounds)")
+    if record.verdict == "slower":
+        what = (
+            f"the {recipe} package runs {record.workload} in {record.median_ratio:.2f}x the time of the fp32 graph"
+            f" of this export on this host ({host.model}, {record.threads} thread(s); median of {record.rounds}"
+            f" interleaved rounds, tolerance {record.tolerance:.0%})"
+        )
+        if on_slower == "refuse":
+            raise SlowerThanFp32Error(
+                f"{what}; no package was written",
+                hint="pass on_slower='warn' (CLI: --allow-slower) to keep it anyway, or try another recipe",
+                param="on_slower",
+            )
+        log(f"warning: {what}; kept because on_slower='warn'")
+        warnings.warn(f"{what}; kept because on_slower='warn'", SlowerThanFp32Warning, stacklevel=3)
+    return RuntimeInfo(session_policy=policy, speedup=record)
