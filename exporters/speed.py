@@ -9,6 +9,7 @@ comparison: a tiny model costs milliseconds, MiniLM well under a second.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 import warnings
@@ -22,14 +23,22 @@ import numpy as np
 from edgekit.errors import SlowerThanFp32Error, SlowerThanFp32Warning
 from edgekit.manifest import GenerationSpec, RuntimeInfo
 from edgekit.ort_policy import disabled_optimizers
-from edgekit.session_policy import ALL, CallWork, SessionPolicy, SpeedupRecord, choose_policy, speedup_verdict
+from edgekit.session_policy import (
+    ALL,
+    THREADS_TOLERANCE,
+    CallWork,
+    SessionPolicy,
+    SpeedupRecord,
+    choose_policy,
+    speedup_verdict,
+)
 from exporters import graph
 from runtimes.samples import decode_step_feeds
 
 MIN_ROUNDS = 5
-MAX_ROUNDS = 21
-BUDGET_S = 0.6
-ROUND_TARGET_S = 0.004  # calls per round: enough to span a few milliseconds, so timer resolution is moot
+MAX_ROUNDS = 11
+BUDGET_S = 0.4
+ROUND_TARGET_S = 0.001  # calls per round: enough to span a millisecond, well above the timer resolution
 DECODE_PAST_TOKENS = 32
 
 Clock = Callable[[], float]
@@ -92,7 +101,7 @@ def interleaved(
         call()  # first run: allocation, pool start-up
         t0 = clock()
         call()
-        reps.append(max(1, min(50, round(ROUND_TARGET_S / max(clock() - t0, 1e-6)))))
+        reps.append(max(1, min(20, round(ROUND_TARGET_S / max(clock() - t0, 1e-6)))))
     rounds: list[list[float]] = []
     start = clock()
     while len(rounds) < MAX_ROUNDS and (len(rounds) < MIN_ROUNDS or clock() - start < budget_s):
@@ -112,8 +121,9 @@ def per_round_ratios(rounds: Sequence[Sequence[float]], num: int, den: int) -> l
     return [row[num] / row[den] for row in rounds if row[den] > 0]
 
 
-def host_core_gflops(clock: Clock = time.perf_counter) -> float:
-    """This host's single-core fp32 MatMul rate on a 256-square product (a few milliseconds)."""
+@functools.lru_cache(maxsize=1)
+def host_core_gflops() -> float:
+    """This host's single-core fp32 MatMul rate on a 256-square product (tens of ms, once per process)."""
     import onnxruntime as ort
 
     from edgekit.devices.host import matmul_model_bytes
@@ -131,38 +141,45 @@ def host_core_gflops(clock: Clock = time.perf_counter) -> float:
     sess.run(None, {name: x})
     times = []
     for _ in range(5):
-        t0 = clock()
+        t0 = time.perf_counter()
         sess.run(None, {name: x})
-        times.append(clock() - t0)
+        times.append(time.perf_counter() - t0)
     return 2 * n**3 / max(statistics.median(times), 1e-9) / 1e9
+
+
+Call = Callable[[], Any]
 
 
 def measure_policy(
     model_path: Path, workload: Workload, *, cores: int, cpu: str, clock: Clock = time.perf_counter
-) -> SessionPolicy:
-    """1 thread against ``cores`` threads (and spinning off against on, when all threads win)."""
+) -> tuple[SessionPolicy, Call]:
+    """1 thread against ``cores`` threads (and spinning off against on, when all threads win).
+
+    Returns the policy and the package's call built with it, for the speed-up comparison to reuse."""
     one = timed_call(model_path, workload.feeds, threads=1, spinning=False)
-    rounds1 = interleaved([one], budget_s=0.0, clock=clock)
+    many = timed_call(model_path, workload.feeds, threads=cores, spinning=True) if cores > 1 else None
+    rounds = interleaved([one, many] if many else [one], clock=clock)
     work = CallWork(
         workload=workload.description,
         nodes=_node_count(model_path),
-        host_core_ms=round(statistics.median(r[0] for r in rounds1) * 1e3, 4),
-        host_core_gflops=round(host_core_gflops(clock), 2),
+        host_core_ms=round(statistics.median(r[0] for r in rounds) * 1e3, 4),
+        host_core_gflops=round(host_core_gflops(), 2),
     )
-    if cores <= 1:
-        return choose_policy(one_vs_all=None, spin_off_vs_on=None, all_threads=cores, work=work, cpu=cpu)
-    many = timed_call(model_path, workload.feeds, threads=cores, spinning=True)
-    one_vs_all = per_round_ratios(interleaved([one, many], clock=clock), 0, 1)
+    one_vs_all = per_round_ratios(rounds, 0, 1) if many else None
     spin: list[float] | None = None
-    if statistics.median(one_vs_all) > 1.0:
+    quiet = None
+    if one_vs_all and statistics.median(one_vs_all) > 1.0 + THREADS_TOLERANCE:
         quiet = timed_call(model_path, workload.feeds, threads=cores, spinning=False)
-        spin = per_round_ratios(interleaved([quiet, many], clock=clock), 0, 1)
-    return choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu=cpu)
+        spin = per_round_ratios(interleaved([quiet, many], clock=clock), 0, 1)  # type: ignore[list-item]
+    policy = choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu=cpu)
+    if policy.intra_op_threads != ALL or many is None:
+        return policy, one
+    return policy, many if policy.allow_spinning or quiet is None else quiet
 
 
 def measure_speedup(
     fp32_path: Path,
-    model_path: Path,
+    package: Call,
     workload: Workload,
     *,
     threads: int,
@@ -172,10 +189,9 @@ def measure_speedup(
     on_slower: str,
     clock: Clock = time.perf_counter,
 ) -> SpeedupRecord:
-    """The package against the fp32 graph, both at the package's own thread policy."""
+    """The package (its call at its own thread policy) against the fp32 graph at the same threads."""
     fp32 = timed_call(fp32_path, workload.feeds, threads=threads, spinning=spinning)
-    pkg = timed_call(model_path, workload.feeds, threads=threads, spinning=spinning)
-    ratios = per_round_ratios(interleaved([pkg, fp32], clock=clock), 0, 1)
+    ratios = per_round_ratios(interleaved([package, fp32], clock=clock), 0, 1)
     median, verdict = speedup_verdict(ratios)
     return SpeedupRecord(
         speedup=round(1.0 / median, 4),
@@ -220,13 +236,13 @@ def runtime_checks(
     host = detect_cpu()
     cores = physical_cores()
     workload = typical_call(kind, generation, samples)
-    policy = measure_policy(model_path, workload, cores=cores, cpu=host.model)
+    policy, package = measure_policy(model_path, workload, cores=cores, cpu=host.model)
     log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
     if fp32_path is None or on_slower == "off":
         return RuntimeInfo(session_policy=policy)
     record = measure_speedup(
         fp32_path,
-        model_path,
+        package,
         workload,
         threads=policy_threads(policy, cores),
         spinning=policy.allow_spinning,
@@ -248,5 +264,5 @@ def runtime_checks(
                 param="on_slower",
             )
         log(f"warning: {what}; kept because on_slower='warn'")
-        warnings.warn(f"{what}; kept because on_slower='warn'", SlowerThanFp32Warning, stacklevel=3)
+        warnings.warn(f"{what}; kept because on_slower='warn'", SlowerThanFp32Warning, stacklevel=4)
     return RuntimeInfo(session_policy=policy, speedup=record)
