@@ -263,6 +263,6 @@ def runtime_checks(
                 hint="pass on_slower='warn' (CLI: --allow-slower) to keep it anyway, or try another recipe",
                 param="on_slower",
             )
-        log(f"warning: {what}; kept because on_slower='warn'")
-        warnings.warn(f"{what}; kept because on_slower='warn'", SlowerThanFp32Warning, stacklevel=4)
+        # one warning (the CLI shows it as its own log line); the progress log would say it twice
+        warnings.warn(f"{what}; kept because on_slower='warn' (--allow-slower)", SlowerThanFp32Warning, stacklevel=4)
     return RuntimeInfo(session_policy=policy, speedup=record)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +224,29 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
     return shapes or None
 
 
+@contextlib.contextmanager
+def _slower_warning_as_log() -> Iterator[None]:
+    """--allow-slower's warning as edgekit's own stderr line (``[edgekit] WARNING ...``), not Python's
+    ``file:line: Warning`` form; --json keeps stdout one document either way."""
+    import warnings
+
+    from edgekit.errors import SlowerThanFp32Warning
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, SlowerThanFp32Warning):
+            logging.getLogger("edgekit.export").warning(str(message))
+        else:
+            previous(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
     import exporters
 
@@ -243,14 +269,15 @@ def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
         task = detect_task(args.source)
     progress = TickingProgress(enabled=not args.quiet)
     try:
-        result = exporters.export(
-            source,
-            output=args.output,
-            task=task,
-            recipe=args.recipe,
-            with_kv_cache=not args.no_kv_cache,
-            **_kwargs(args, progress),
-        )
+        with _slower_warning_as_log():
+            result = exporters.export(
+                source,
+                output=args.output,
+                task=task,
+                recipe=args.recipe,
+                with_kv_cache=not args.no_kv_cache,
+                **_kwargs(args, progress),
+            )
     finally:
         progress.stop()
     # The report's config records what ran (the detected task) next to what was asked for ("auto").
@@ -263,9 +290,10 @@ def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
 
     progress = TickingProgress(enabled=not args.quiet)
     try:
-        result = exporters.quantize(
-            args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args, progress)
-        )
+        with _slower_warning_as_log():
+            result = exporters.quantize(
+                args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args, progress)
+            )
     finally:
         progress.stop()
     return result.to_dict(), _render(result)
