@@ -78,6 +78,7 @@ def test_recipe_options_and_quantize(mlp, tmp_path, capsys):
             str(tmp_path / "cal.npz"),
             "--option",
             "method=entropy",
+            "--allow-slower",
         ]
     )
     assert code == 0, capsys.readouterr().err
