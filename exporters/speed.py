@@ -264,5 +264,10 @@ def runtime_checks(
                 param="on_slower",
             )
         # one warning (the CLI shows it as its own log line); the progress log would say it twice
-        warnings.warn(f"{what}; kept because on_slower='warn' (--allow-slower)", SlowerThanFp32Warning, stacklevel=4)
+        warnings.warn(
+            f"{what}; kept because on_slower='warn' (--allow-slower)",
+            SlowerThanFp32Warning,
+            # export()'s line: edgekit's quiet scope drops warnings attributed to modules outside edgekit
+            stacklevel=2,
+        )
     return RuntimeInfo(session_policy=policy, speedup=record)

@@ -197,7 +197,7 @@ def test_python_api_is_quiet_too(tmp_path: Path, capsys: pytest.CaptureFixture[s
         calibration=tmp_path / "cal.npz",
         recipe_options={"method": "entropy"},
         progress=False,
-        on_slower="warn",
+        on_slower="off",  # "warn" would warn (on purpose) when the toy is slower than fp32 on this CPU
     )
     assert result.manifest.recipe.options["method"] == "entropy"
     captured = capsys.readouterr()
