@@ -52,14 +52,20 @@ class Workload:
     description: str
 
 
-def typical_call(kind: str, generation: GenerationSpec | None, samples: Sequence[Mapping[str, np.ndarray]]) -> Workload:
-    """A decode step for a KV-cache generator (what it runs per token), else the median-sized sample."""
+def typical_call(
+    kind: str,
+    generation: GenerationSpec | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    input_names: Sequence[str] = (),
+) -> Workload:
+    """A decode step for a KV-cache generator (what it runs per token), else the median-sized sample.
+
+    A graph with inputs the decode step does not fill (an architecture's extra input) is timed on its samples."""
     if kind == "generation" and generation is not None and generation.with_kv_cache:
         past = max(0, min(DECODE_PAST_TOKENS, generation.max_context_tokens - 1))
-        return Workload(
-            feeds=decode_step_feeds(generation, past=past),
-            description=f"decode step: 1 token over {past} cached tokens",
-        )
+        feeds = decode_step_feeds(generation, past=past)
+        if all(name in feeds for name in input_names):
+            return Workload(feeds=feeds, description=f"decode step: 1 token over {past} cached tokens")
     ordered = sorted(samples, key=lambda s: sum(int(np.asarray(v).size) for v in s.values()))
     sample = ordered[len(ordered) // 2]
     shapes = ", ".join(f"{k}{list(np.asarray(v).shape)}" for k, v in sample.items())
@@ -235,7 +241,8 @@ def runtime_checks(
 
     host = detect_cpu()
     cores = physical_cores()
-    workload = typical_call(kind, generation, samples)
+    inputs, _ = graph.io_specs(graph.load_model(model_path, load_weights=False, check=False))
+    workload = typical_call(kind, generation, samples, [spec.name for spec in inputs])
     policy, package = measure_policy(model_path, workload, cores=cores, cpu=host.model)
     log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
     if fp32_path is None or on_slower == "off":
