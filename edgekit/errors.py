@@ -24,6 +24,7 @@ know becomes :class:`InternalError`: a bug in edgekit, never a bare traceback.
     │   └── UnsupportedModelError  an architecture, op or task combination we cannot export
     ├── CalibrationError           calibration data that does not match the model
     ├── AccuracyError              quantization broke the accuracy budget
+    ├── SlowerThanFp32Error        a quantized package is not faster than its fp32 graph on this host
     ├── OutputExistsError          refusing to overwrite an output
     ├── PackageError               a model package is missing, corrupt or too new
     │   └── ChecksumError
@@ -213,6 +214,18 @@ class AccuracyError(EdgekitError):
     code = "accuracy_budget_exceeded"
     http_status = 422
     default_hint = "try a wider recipe or raise --max-accuracy-drop"
+
+
+class SlowerThanFp32Error(EdgekitError):
+    """A quantized package measured slower than the fp32 graph of its export on this host; nothing was written."""
+
+    code = "slower_than_fp32"
+    http_status = 422
+    default_hint = "pass on_slower='warn' (CLI: --allow-slower) to keep it anyway, or try another recipe"
+
+
+class SlowerThanFp32Warning(UserWarning):
+    """A quantized package kept, with on_slower='warn', although it measured slower than fp32."""
 
 
 class OutputExistsError(EdgekitError):

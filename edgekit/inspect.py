@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
             "generation": manifest.generation.__dict__ if manifest.generation else None,
             "labels": manifest.labels,
             "source": manifest.source.__dict__,
+            # the thread policy and speed-up over fp32 measured at export (edgekit.session_policy)
+            "runtime": dataclasses.asdict(manifest.runtime) if manifest.runtime else None,
         }
         model_path = p / MODEL_NAME
     elif p.suffix == ".onnx":
@@ -119,6 +122,20 @@ def _shape(dims: list[Any]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def _runtime_lines(runtime: dict[str, Any]) -> list[str]:
+    lines = []
+    speed = runtime.get("speedup")
+    if speed:
+        lines.append(
+            f"  speed-up         {speed['speedup']:.2f}x fp32 ({speed['verdict']}; {speed['workload']},"
+            f" {speed['threads']} thread(s), {speed['cpu']})"
+        )
+    policy = runtime.get("session_policy")
+    if policy:
+        lines.append(f"  threads          {policy['intra_op_threads']} ({policy['rule']}: {policy['reason']})")
+    return lines
+
+
 def render_inspect(info: dict[str, Any]) -> str:
     lines = [f"{info['kind']}: {info['path']}"]
     for key in ("name", "task", "opset", "nodes", "parameter_count", "model_bytes", "package_bytes"):
@@ -146,6 +163,7 @@ def render_inspect(info: dict[str, Any]) -> str:
     if info.get("accuracy"):
         acc = ", ".join(f"{k} {v:.4f}" for k, v in info["accuracy"].items() if isinstance(v, (int, float)))
         lines.append(f"  accuracy         {acc}")
+    lines += _runtime_lines(info.get("runtime") or {})
     if info.get("note"):
         lines.append(f"  note             {info['note']}")
     return "\n".join(lines)

@@ -17,8 +17,9 @@ from typing import Any
 
 from edgekit.errors import PackageError
 from edgekit.hashing import is_sha256
+from edgekit.session_policy import SessionPolicy, SpeedupRecord
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 MANIFEST_NAME = "edgekit.json"
 MODEL_NAME = "model.onnx"
 
@@ -93,6 +94,14 @@ class RecipeInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RuntimeInfo:
+    """How the package should run, measured at export (:mod:`edgekit.session_policy`)."""
+
+    session_policy: SessionPolicy | None = None
+    speedup: SpeedupRecord | None = None  # quantized recipes: against the export's own fp32 graph
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     task: str
     name: str
@@ -109,6 +118,7 @@ class Manifest:
     labels: list[str] | None = None
     generation: GenerationSpec | None = None
     accuracy: dict[str, Any] | None = None
+    runtime: RuntimeInfo | None = None
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from edgekit.fsutil import atomic_dir, check_output, cleanup_on_signals
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
 from edgekit.package import open_package, read_manifest
 from edgekit.progress import QUIET, Progress
+from edgekit.session_policy import ON_SLOWER
 from edgekit.tasks import TASKS, TaskSpec
 from exporters import graph
 from exporters.calibration import load_dataset
@@ -35,6 +36,7 @@ from exporters.sources import (
     TorchSource,
     convert_source,
 )
+from exporters.speed import runtime_checks
 from exporters.validate import make_runner, validate
 from runtimes.preprocess import ImageSettings
 from runtimes.samples import SampleContext, make_samples
@@ -78,8 +80,17 @@ class ExportOptions:
     labels: list[str] | None = None
     image_settings: ImageSettings | None = None
     opset: int | None = None
+    # A quantized package slower than its fp32 graph on this host: "refuse" (SlowerThanFp32Error), "warn"
+    # (keep it, record and warn) or "off" (do not compare). See edgekit.session_policy.
+    on_slower: str = "refuse"
 
     def __post_init__(self) -> None:
+        if self.on_slower not in ON_SLOWER:
+            raise ConfigError(
+                f"on_slower must be one of {', '.join(ON_SLOWER)}, got {self.on_slower!r}",
+                hint="'refuse' (default) refuses a quantized package slower than fp32; 'warn' keeps it",
+                param="on_slower",
+            )
         if self.max_accuracy_drop is not None and not (0 <= self.max_accuracy_drop < 1):
             raise ConfigError(
                 f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}",
@@ -189,6 +200,16 @@ def export(
         report["max_accuracy_drop"] = opts.max_accuracy_drop
         if sensitivity is not None:
             report["most_sensitive_nodes"] = sensitivity
+        runtime = runtime_checks(
+            kind=task_spec.kind,
+            generation=converted.generation,
+            samples=samples,
+            model_path=model_path,
+            fp32_path=_pre_quant_path(work, recipe_spec) if recipe_spec.speed_checked else None,
+            on_slower=opts.on_slower,
+            recipe=recipe_spec.name,
+            log=prog.log,
+        )
         recipe_info = RecipeInfo(
             name=recipe_spec.name,
             options=resolved_options(config),
@@ -207,6 +228,7 @@ def export(
                 recipe=recipe_info,
                 accuracy=report,
                 ort_format=opts.ort_format,
+                runtime=runtime,
             )
     return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
 

@@ -20,6 +20,7 @@ from edgekit.manifest import (
     GenerationSpec,
     Manifest,
     RecipeInfo,
+    RuntimeInfo,
     SourceInfo,
 )
 from exporters import graph
@@ -62,6 +63,7 @@ def write_package(
     recipe: RecipeInfo,
     accuracy: dict[str, Any] | None,
     ort_format: bool = False,
+    runtime: RuntimeInfo | None = None,
 ) -> Manifest:
     model = graph.load_model(model_path, check=False)
     graph.save_model(model, dest / MODEL_NAME)
@@ -88,6 +90,7 @@ def write_package(
         labels=converted.labels,
         generation=_generation(converted.generation, model),
         accuracy=accuracy,
+        runtime=runtime,
     )
     (dest / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2, default=_json_default) + "\n")
     return manifest

@@ -526,6 +526,8 @@ class Recipe:
     # Whether nodes can be kept in float (``nodes_to_exclude``), which the accuracy search needs.
     supports_float_fallback: bool = False
     needs_calibration: bool = False
+    # A quantizing recipe must beat the fp32 graph of its own export on the host (exporters.speed).
+    speed_checked: bool = False
 
     def run(self, src: Path, cfg: Any, ctx: RecipeContext) -> tuple[Path, list[StepResult]]:
         results = []
@@ -555,6 +557,7 @@ RECIPES.add(
     Recipe(
         name="fp16",
         description=RECIPE_DESCRIPTIONS["fp16"],
+        speed_checked=True,
         config_cls=Fp16Config,
         steps=(("optimize", step_fusions), ("fp16", step_fp16)),
     ),
@@ -564,6 +567,7 @@ RECIPES.add(
     Recipe(
         name="int8-dynamic",
         description=RECIPE_DESCRIPTIONS["int8-dynamic"],
+        speed_checked=True,
         config_cls=Int8DynamicConfig,
         steps=(
             ("optimize", step_fusions),
@@ -579,6 +583,7 @@ RECIPES.add(
     Recipe(
         name="int8-static",
         description=RECIPE_DESCRIPTIONS["int8-static"],
+        speed_checked=True,
         config_cls=Int8StaticConfig,
         steps=(("preprocess", step_preprocess), ("quantize", step_int8_static)),
         supports_float_fallback=True,
@@ -590,6 +595,7 @@ RECIPES.add(
     Recipe(
         name="int4",
         description=RECIPE_DESCRIPTIONS["int4"],
+        speed_checked=True,
         config_cls=Int4Config,
         # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
         # MatMulNBits cannot take; the device session optimizes the int4 graph instead.

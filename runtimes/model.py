@@ -8,6 +8,8 @@ share of the graph's nodes each took, and every fallback (``model.fallbacks``, a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 from edgekit import limits
 from edgekit.errors import PackageError, UsageError, edgekit_boundary
 from edgekit.manifest import MODEL_NAME, Manifest
+from edgekit.session_policy import AppliedPolicy, apply_policy
 from runtimes.pipelines import PIPELINES, PipelineContext, PipelineSpec
 from runtimes.providers import Fallback, plan_providers, report_fallbacks
 from runtimes.session import RuntimeSession, SessionConfig, build_session, model_digest, physical_cores
@@ -194,8 +197,10 @@ def load(
         requested=providers,
     )
     limits.check("threads", threads)  # the same bound as the CLI's --threads
-    # A profile's thread count is for its device; on a smaller machine (a test host) it is capped to its cores.
-    n_threads = threads or (min(profile.default_threads, physical_cores()) if profile else physical_cores())
+    applied = _thread_policy(manifest, threads, profile)
+    if config.allow_spinning is None and applied.allow_spinning is not None:
+        config = dataclasses.replace(config, allow_spinning=applied.allow_spinning)
+    n_threads = applied.threads
     if low_memory is None:
         budget = profile.app_memory_budget_mb * 2**20 if profile else None
         low_memory = bool(budget and model_path.stat().st_size * _LOW_MEMORY_FACTOR > budget)
@@ -210,6 +215,7 @@ def load(
         # the cache key is the model as it is on disk: verified sums are reused, anything else is hashed
         digest=model_digest(model_path, known) if _caches(config) else None,
     )
+    session.policy = applied.to_dict()
     report_fallbacks(session.fallbacks)
     model = Model(
         session=session,
@@ -221,6 +227,27 @@ def load(
     )
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def _thread_policy(manifest: Manifest | None, threads: int | None, profile: Any) -> AppliedPolicy:
+    """The caller's threads, else the package's session policy (edgekit.session_policy), else all cores.
+
+    A profile's thread count is for its device; on a smaller machine (a test host) it is capped to its cores."""
+    all_threads = min(profile.default_threads, physical_cores()) if profile else physical_cores()
+    policy = manifest.runtime.session_policy if manifest and manifest.runtime else None
+    # The host profile is this machine: the package's own measurement holds there when the CPUs match.
+    device = profile if profile is not None and profile.name != "host" else None
+    return apply_policy(policy, threads=threads, all_threads=all_threads, cpu=_host_cpu(), device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _host_cpu() -> str | None:
+    try:
+        from edgekit.devices.host import detect_cpu
+
+        return detect_cpu().model
+    except Exception:  # detection reads /proc and /sys; on an unusual OS the package's rule decides
+        return None
 
 
 def _device_profile(device: Any) -> Any:

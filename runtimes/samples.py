@@ -171,6 +171,23 @@ def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSp
     return feeds
 
 
+def decode_step_feeds(gen: GenerationSpec, *, past: int, token: int = 1) -> dict[str, np.ndarray]:
+    """One decode step: a single new token over ``past`` cached tokens (the call a generation loop repeats)."""
+    feeds: dict[str, np.ndarray] = {gen.input_ids_name: np.asarray([[token]], np.int64)}
+    if gen.attention_mask_name:
+        feeds[gen.attention_mask_name] = np.ones((1, past + 1), np.int64)
+    if gen.position_ids_name:
+        feeds[gen.position_ids_name] = np.asarray([[past]], np.int64)
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(gen.kv_dtype)
+    for layer in range(gen.num_layers):
+        for tmpl in (gen.past_key_template, gen.past_value_template):
+            assert tmpl is not None
+            shape = (1, gen.num_kv_heads, past, gen.head_size)
+            feeds[tmpl.format(layer=layer)] = (rng.standard_normal(shape) * 0.5).astype(dtype)
+    return feeds
+
+
 def image_samples(ctx: SampleContext, n: int) -> list[dict[str, np.ndarray]]:
     """Synthetic photos at odd sizes around the model's (smaller, larger, non-square), through the package's
     own resize / crop / normalize: the samples exercise the steps a real image goes through. A package without

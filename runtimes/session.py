@@ -99,6 +99,9 @@ class SessionConfig:
     low_memory: bool | None = None  # None: on when a named device's memory budget is tight for the model
     cache_optimized_graph: bool = True
     cache_dir: str | None = None  # where the optimized graph goes; None: the user cache dir's graphs/
+    # ORT ``session.intra_op.allow_spinning``; None: ORT's default (a provider's own setting wins either way).
+    # ``load`` sets it from the package's session policy (edgekit.session_policy).
+    allow_spinning: bool | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and (
@@ -188,6 +191,8 @@ class RuntimeSession:
     node_assignment: dict[str, int] = field(default_factory=dict)
     cache: CacheInfo = field(default_factory=lambda: CacheInfo("disabled"))
     load_seconds: float = 0.0
+    # How the threads were chosen (edgekit.session_policy.AppliedPolicy.to_dict()), set by ``load``.
+    policy: dict[str, Any] | None = None
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -264,6 +269,7 @@ class RuntimeSession:
             "node_assignment": self.node_report(),
             "fallbacks": [fb.to_dict() for fb in self.fallbacks],
             "threads": self.threads,
+            "session_policy": self.policy,
             "low_memory": self.low_memory,
             "graph_optimization": self.config.graph_optimization,
             "optimized_graph_cache": self.cache.to_dict(),
@@ -504,9 +510,11 @@ def _create(
     so.intra_op_num_threads = min(forced) if forced else threads
     so.inter_op_num_threads = 1
     apply_memory_policy(so, low_memory=low_memory)
-    for spec in specs:
-        for key, value in (spec.session_config if spec else {}).items():
-            so.add_session_config_entry(key, value)
+    entries = {k: v for spec in specs for k, v in (spec.session_config if spec else {}).items()}
+    if config.allow_spinning is not None:
+        entries.setdefault("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
+    for key, value in entries.items():
+        so.add_session_config_entry(key, value)
     with contextlib.suppress(Exception):  # older onnxruntime: no graph-assignment recording
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
 

@@ -57,7 +57,13 @@ def minilm_int8_pkg(tmp_path_factory, minilm_dir) -> Path:
 
     out = tmp_path_factory.mktemp("pkgs") / "minilm-int8"
     export(
-        minilm_dir, output=out, task="feature-extraction", recipe="int8-dynamic", progress=False, validation_samples=32
+        minilm_dir,
+        output=out,
+        task="feature-extraction",
+        recipe="int8-dynamic",
+        progress=False,
+        validation_samples=32,
+        on_slower="warn",
     )
     return out
 

@@ -387,7 +387,9 @@ def _export(case: arch_zoo.ZooCase, task: str, recipe: str, out: Path, data: Pat
     from edgekit.errors import EdgekitError
     from exporters import export
 
-    extra: dict[str, Any] = {"validation_samples": 4}
+    # Tiny models: a quantized one may be slower than fp32 on some CPUs; the matrix checks numerics, not speed
+    # (tests/test_speedup_guarantee.py does), so it skips the comparison.
+    extra: dict[str, Any] = {"validation_samples": 4, "on_slower": "off"}
     if recipe == "int8-static":
         extra["calibration"] = _calibration(case, task, data, out.parent)
         extra["recipe_options"] = {"max_calibration_samples": 8}

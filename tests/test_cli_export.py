@@ -19,7 +19,9 @@ def mlp(tmp_path):
 
 def test_export_json_and_inspect(mlp, tmp_path, capsys):
     out = tmp_path / "pkg"
-    code = main(["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(out), "--json"])
+    code = main(
+        ["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(out), "--json", "--allow-slower"]
+    )
     captured = capsys.readouterr()
     assert code == 0
     report = json.loads(captured.out)
@@ -76,6 +78,7 @@ def test_recipe_options_and_quantize(mlp, tmp_path, capsys):
             str(tmp_path / "cal.npz"),
             "--option",
             "method=entropy",
+            "--allow-slower",
         ]
     )
     assert code == 0, capsys.readouterr().err

@@ -118,7 +118,9 @@ def _build(case: Case, out: Path) -> Path:
 def _export(hf: Path, out: Path, recipe: str) -> Path:
     from exporters import export
 
-    result = export(hf, output=out, task="text-generation", recipe=recipe, progress=False, validation_samples=8)
+    result = export(
+        hf, output=out, task="text-generation", recipe=recipe, progress=False, validation_samples=8, on_slower="warn"
+    )
     return Path(result.package_dir)
 
 

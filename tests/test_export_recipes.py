@@ -37,7 +37,7 @@ def test_every_recipe_writes_a_valid_package(recipe, mlp, tmp_path):
     kwargs = {"calibration": _calibration(tmp_path)} if RECIPES.get(recipe).needs_calibration else {}
     if recipe == "int4":
         kwargs["recipe_options"] = {"block_size": 16}
-    result = export(mlp, output=out, task="tensor", recipe=recipe, progress=False, **kwargs)
+    result = export(mlp, output=out, task="tensor", recipe=recipe, progress=False, on_slower="warn", **kwargs)
     manifest = assert_valid_manifest(out)
     assert manifest["recipe"]["name"] == recipe
     # Files listed with sizes and sums that match what is on disk.
@@ -58,9 +58,15 @@ def test_every_recipe_writes_a_valid_package(recipe, mlp, tmp_path):
 
 def test_int8_packages_are_smaller_and_store_int_weights(mlp, tmp_path):
     fp32 = export(mlp, output=tmp_path / "a", task="tensor", recipe="fp32", progress=False)
-    q = export(mlp, output=tmp_path / "b", task="tensor", recipe="int8-dynamic", progress=False)
+    q = export(mlp, output=tmp_path / "b", task="tensor", recipe="int8-dynamic", progress=False, on_slower="warn")
     i4 = export(
-        mlp, output=tmp_path / "c", task="tensor", recipe="int4", recipe_options={"block_size": 16}, progress=False
+        mlp,
+        output=tmp_path / "c",
+        task="tensor",
+        recipe="int4",
+        recipe_options={"block_size": 16},
+        progress=False,
+        on_slower="warn",
     )
     assert set(q.manifest.weights.bytes_by_dtype) >= {"uint8"} or "int8" in q.manifest.weights.bytes_by_dtype
     assert "int4" in i4.manifest.weights.bytes_by_dtype
@@ -77,6 +83,7 @@ def test_int8_static_records_calibration_and_qdq(mlp, tmp_path):
         task="tensor",
         recipe="int8-static",
         progress=False,
+        on_slower="warn",
         calibration=_calibration(tmp_path),
         recipe_options={"method": "percentile", "percentile": 99.9},
     )
@@ -89,7 +96,15 @@ def test_int8_static_records_calibration_and_qdq(mlp, tmp_path):
 
 
 def test_ort_format_writes_model_ort_and_required_operators(mlp, tmp_path):
-    export(mlp, output=tmp_path / "o", task="tensor", recipe="int8-dynamic", ort_format=True, progress=False)
+    export(
+        mlp,
+        output=tmp_path / "o",
+        task="tensor",
+        recipe="int8-dynamic",
+        ort_format=True,
+        progress=False,
+        on_slower="warn",
+    )
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert "model.ort" in names
     config = next(p for p in (tmp_path / "o").iterdir() if p.name.startswith("required_operators"))
@@ -134,7 +149,12 @@ def test_quantize_a_package_keeps_its_task_and_assets(tiny_bert_classifier_dir, 
         validation_samples=8,
     )
     res = quantize(
-        tmp_path / "fp32", output=tmp_path / "int8", recipe="int8-dynamic", progress=False, validation_samples=8
+        tmp_path / "fp32",
+        output=tmp_path / "int8",
+        recipe="int8-dynamic",
+        progress=False,
+        validation_samples=8,
+        on_slower="warn",
     )
     m = assert_valid_manifest(tmp_path / "int8")
     assert m["task"] == "text-classification" and m["labels"] == ["negative", "positive"]

@@ -93,6 +93,7 @@ def test_smoothed_int8_model_is_closer_to_float_than_unsmoothed(tmp_path: Path) 
             recipe="int8-dynamic",
             recipe_options={"smoothing": smoothing, "weight_type": "uint8", "fusions": False},
             progress=False,
+            on_slower="warn",
         )
         errors[smoothing] = _rel_error(ref, _run(out / "model.onnx", x))
     assert errors[True] < 0.6 * errors[False], errors
@@ -132,6 +133,7 @@ def test_int8_pair_safe_export_stores_pair_safe_int8_weights(tmp_path: Path) -> 
         recipe="int8-dynamic",
         recipe_options={"weight_type": "int8-pair-safe"},
         progress=False,
+        on_slower="warn",
     )
     steps = {s["name"]: s for s in res.steps}
     assert steps["quantize"]["details"]["weight_type"] == "int8-pair-safe"
@@ -177,7 +179,13 @@ def test_pair_safe_scales_follow_a_transposed_gemm_weight(tmp_path: Path) -> Non
     out = tmp_path / "q"
     opts = {"weight_type": "int8-pair-safe", "fusions": False, "smoothing": False}
     export(
-        tmp_path / "gemm.onnx", output=out, task="tensor", recipe="int8-dynamic", recipe_options=opts, progress=False
+        tmp_path / "gemm.onnx",
+        output=out,
+        task="tensor",
+        recipe="int8-dynamic",
+        recipe_options=opts,
+        progress=False,
+        on_slower="warn",
     )
     (q,) = [a for a in _inits(out / "model.onnx").values() if a.dtype == np.int8 and a.ndim == 2]
     k_first = q if q.shape == (32, 24) else q.T  # pairs run along K

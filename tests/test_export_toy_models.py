@@ -42,6 +42,7 @@ def lm_packages(tiny_llama, toy_llama_fp32_pkg, tmp_path_factory):
             task="text-generation",
             recipe=recipe,
             progress=False,
+            on_slower="warn",
             validation_samples=16,
             **opts,
         )
@@ -119,6 +120,7 @@ def test_digits_cnn_int8_static_keeps_top1(tmp_path):
         validation_data=val,
         validation_samples=len(x_test),
         progress=False,
+        on_slower="warn",
         **io,
     )
     assert_valid_manifest(tmp_path / "int8")

@@ -243,9 +243,9 @@ def c(id: str, argv: str | tuple[str, ...], exit: int, code: str, message: str) 
 
 
 EXPORT = "export {mlp} --task tensor -o {out}"
-DYN = EXPORT + " --recipe int8-dynamic"
-STATIC = EXPORT + " --recipe int8-static"
-INT4 = EXPORT + " --recipe int4"
+DYN = EXPORT + " --recipe int8-dynamic --allow-slower"
+STATIC = EXPORT + " --recipe int8-static --allow-slower"
+INT4 = EXPORT + " --recipe int4 --allow-slower"
 RUN_T = "run {tensor}"
 RUN_P = "run {tensor} --prompt hi"  # generation options are checked before the package loads
 PROFILE = "profile {tensor} --runs 2"
@@ -754,7 +754,21 @@ def test_valid_utf8_bytes_prompt_generates(lm_package: Path) -> None:
 
 def test_a_step_that_changes_nothing_says_so(tensor_package: Path, tmp_path: Path, capsys: Any) -> None:
     # The tensor model (Mul, Cast, Unsqueeze, Add) has no op dynamic int8 quantizes.
-    assert main(["quantize", str(tensor_package), "--recipe", "int8-dynamic", "-o", str(tmp_path / "q"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(tensor_package),
+                "--recipe",
+                "int8-dynamic",
+                "-o",
+                str(tmp_path / "q"),
+                "-q",
+                "--allow-slower",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "note: step quantize changed nothing: no node of op types" in out
     manifest = json.loads((tmp_path / "q" / "edgekit.json").read_text())

@@ -329,7 +329,9 @@ def test_tampered_source_package_is_verified_first(
 def test_quantize_carries_only_listed_files(tmp_path: Path, pkg_a: Path) -> None:
     src = copy_package(pkg_a, tmp_path / "fp32")
     (src / "planted.json").write_text('{"not": "listed"}')
-    exporters.quantize(src, output=tmp_path / "int8", recipe="int8-dynamic", progress=False, validation_samples=2)
+    exporters.quantize(
+        src, output=tmp_path / "int8", recipe="int8-dynamic", progress=False, validation_samples=2, on_slower="warn"
+    )
     assert not (tmp_path / "int8" / "planted.json").exists()
     assert runtimes.load(tmp_path / "int8", threads=1).verified
 

@@ -407,10 +407,10 @@ MANIFEST_DOCS = {
     "array": (lambda t: "[1, 2]", "is not a JSON object (got an array)"),
     "string": (lambda t: '"edgekit"', "is not a JSON object (got a string)"),
     "deeply-nested": (lambda t: _nested(100_000), "nested too deeply"),
-    "newer-major": (lambda t: t.replace('"schema_version": "1.1"', '"schema_version": "2.0"'), "is newer than"),
-    "version-number": (lambda t: t.replace('"schema_version": "1.1"', '"schema_version": 1.1'), "schema_version 1.1"),
-    "version-garbage": (lambda t: t.replace('"schema_version": "1.1"', '"schema_version": "one"'), "MAJOR.MINOR"),
-    "version-missing": (lambda t: t.replace('"schema_version": "1.1",', ""), "has no schema_version"),
+    "newer-major": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": "2.0"'), "is newer than"),
+    "version-number": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": 1.1'), "schema_version 1.1"),
+    "version-garbage": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": "one"'), "MAJOR.MINOR"),
+    "version-missing": (lambda t: t.replace('"schema_version": "1.2",', ""), "has no schema_version"),
 }
 
 

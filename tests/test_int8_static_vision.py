@@ -102,6 +102,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             calibration=cal,
             recipe_options={"weight_type": wtype},
             progress=False,
+            on_slower="warn",
             validation_samples=4,
         )
     return out

@@ -57,7 +57,9 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_export_inspect_run_profile_reports(mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = tmp_path / "pkg"
-    report, err = _report(["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(pkg)], capsys)
+    report, err = _report(
+        ["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(pkg), "--allow-slower"], capsys
+    )
     assert report["kind"] == "export" and report["result"]["recipe"] == "int8-dynamic"
     assert third_party_lines(err) == []
 
@@ -80,7 +82,7 @@ def test_static_calibrators_print_nothing(
     method: str, mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """ORT's percentile / entropy calibrators print progress with print(): not on stdout, and not at all without -v."""
-    argv = ["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q")]
+    argv = ["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q"), "--allow-slower"]
     argv += ["--calibration", str(mlp.parent / "cal.npz"), "--option", f"method={method}"]
     report, err = _report(argv, capsys)
     assert report["kind"] == "quantize" and report["result"]["manifest"]["recipe"]["options"]["method"] == method
@@ -140,7 +142,7 @@ def test_stdout_is_one_document_at_the_descriptor_level(mlp: Path, tmp_path: Pat
     import subprocess
     import sys
 
-    argv = ["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q"), "--json"]
+    argv = ["quantize", str(mlp), "--recipe", "int8-static", "-o", str(tmp_path / "q"), "--json", "--allow-slower"]
     argv += ["--calibration", str(mlp.parent / "cal.npz"), "--option", "method=entropy"]
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(

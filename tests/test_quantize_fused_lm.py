@@ -62,7 +62,7 @@ def lm_packages(tmp_path_factory, toy_llama_fp32_pkg):
     for recipe in ("int8-dynamic", "int4"):
         # block_size 16 as in tests/test_export_toy_models.py: the toy's rows are only 64 wide.
         opts = ["--option", "block_size=16"] if recipe == "int4" else []
-        argv = ["quantize", "-q", str(fp32), "-o", str(root / recipe), "--recipe", recipe, *opts]
+        argv = ["quantize", "-q", str(fp32), "-o", str(root / recipe), "--recipe", recipe, "--allow-slower", *opts]
         assert main(argv) == 0
     return {"fp32": fp32, **{r: root / r for r in ("int8-dynamic", "int4")}}
 

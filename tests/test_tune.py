@@ -357,20 +357,29 @@ def test_bad_input_fails_before_any_export(mlp: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_trials_tell_an_exporter_that_refuses_slower_packages_to_keep_them(monkeypatch) -> None:
-    from dataclasses import dataclass
+def test_trials_tell_the_exporter_not_to_refuse_slower_packages(monkeypatch, tmp_path: Path) -> None:
+    from types import SimpleNamespace
 
-    import exporters.api
+    import exporters
     from edgekit.tuning import trials
 
-    @dataclass
-    class WithGuarantee:
-        task: str
-        on_slower: str = "refuse"
+    seen: dict = {}
 
-    assert trials._keep_slower_exports() in ({}, {"on_slower": "warn"})
-    monkeypatch.setattr(exporters.api, "ExportOptions", WithGuarantee)
-    assert trials._keep_slower_exports() == {"on_slower": "warn"}, "tune measures and reports slower variants itself"
+    def fake_export(source, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(exporters, "export", fake_export)
+    monkeypatch.setattr(trials, "_shared_source", lambda spec: "src")
+    settings = SimpleNamespace(
+        validation_samples=8, calibration=None, validation_data=None, with_kv_cache=False, task="feature-extraction"
+    )
+    variant = SimpleNamespace(config={}, mixed=False, recipe="int8-dynamic")
+    spec = SimpleNamespace(variant=variant, settings=settings, max_accuracy_drop=None, package_name="p", key="k")
+    monkeypatch.setattr(trials, "to_dict", lambda cfg: {})
+    record = trials.run_trial(spec, tmp_path)
+    assert record["status"] == "failed" and "stop here" in str(record["error"])
+    assert seen["on_slower"] == "off", "tune measures and reports slower variants itself"
 
 
 def test_ray_without_the_extra_names_it(mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

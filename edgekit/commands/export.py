@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +107,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="onnx",
         help="ort also writes model.ort + required operators config for reduced mobile builds",
     )
+    p.add_argument(
+        "--allow-slower",
+        action="store_true",
+        help="keep a quantized package that measures slower than the export's fp32 graph on this host"
+        " (recorded in the manifest, with a warning); by default it is refused and nothing is written",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
@@ -148,8 +157,24 @@ def _kwargs(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "max_accuracy_drop": args.max_accuracy_drop,
         "ort_format": args.format == "ort",
         "force": args.force,
+        "on_slower": "warn" if args.allow_slower else "refuse",
         "progress": progress,
     }
+
+
+def _runtime_lines(runtime: Any) -> list[str]:
+    """The measured speed-up over fp32 and the thread policy, when the export recorded them."""
+    lines = []
+    speed = runtime.speedup if runtime else None
+    if speed is not None:
+        lines.append(
+            f"  speed-up vs fp32: {speed.speedup:.2f}x ({speed.verdict}; {speed.workload}, {speed.threads}"
+            f" thread(s), median of {speed.rounds} rounds on {speed.cpu})"
+        )
+    policy = runtime.session_policy if runtime else None
+    if policy is not None:
+        lines.append(f"  threads: {policy.intra_op_threads} ({policy.rule}: {policy.reason})")
+    return lines
 
 
 def _render(result: Any) -> str:
@@ -165,6 +190,7 @@ def _render(result: Any) -> str:
     ]
     if m.recipe.float_nodes:
         lines.append(f"  kept in float: {', '.join(m.recipe.float_nodes)}")
+    lines += _runtime_lines(m.runtime)
     last = result.steps[-1] if result.steps else {}
     # The last step is what the recipe's name promises: an "int8" package that stayed float is said out loud.
     if last and not last.get("changed", True):
@@ -198,6 +224,29 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
     return shapes or None
 
 
+@contextlib.contextmanager
+def _slower_warning_as_log() -> Iterator[None]:
+    """--allow-slower's warning as edgekit's own stderr line (``[edgekit] WARNING ...``), not Python's
+    ``file:line: Warning`` form; --json keeps stdout one document either way."""
+    import warnings
+
+    from edgekit.errors import SlowerThanFp32Warning
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, SlowerThanFp32Warning):
+            logging.getLogger("edgekit.export").warning(str(message))
+        else:
+            previous(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
     import exporters
 
@@ -220,14 +269,15 @@ def _run_export(args: argparse.Namespace) -> tuple[Any, str]:
         task = detect_task(args.source)
     progress = TickingProgress(enabled=not args.quiet)
     try:
-        result = exporters.export(
-            source,
-            output=args.output,
-            task=task,
-            recipe=args.recipe,
-            with_kv_cache=not args.no_kv_cache,
-            **_kwargs(args, progress),
-        )
+        with _slower_warning_as_log():
+            result = exporters.export(
+                source,
+                output=args.output,
+                task=task,
+                recipe=args.recipe,
+                with_kv_cache=not args.no_kv_cache,
+                **_kwargs(args, progress),
+            )
     finally:
         progress.stop()
     # The report's config records what ran (the detected task) next to what was asked for ("auto").
@@ -240,9 +290,10 @@ def _run_quantize(args: argparse.Namespace) -> tuple[Any, str]:
 
     progress = TickingProgress(enabled=not args.quiet)
     try:
-        result = exporters.quantize(
-            args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args, progress)
-        )
+        with _slower_warning_as_log():
+            result = exporters.quantize(
+                args.model, output=args.output, recipe=args.recipe, task=args.task, **_kwargs(args, progress)
+            )
     finally:
         progress.stop()
     return result.to_dict(), _render(result)

@@ -311,6 +311,7 @@ def profile(
         input_shapes=input_shapes,
         bar=bar,
         op_profile_runs=op_profile_runs,
+        threads_given=threads is not None,
     )
     failures = _budget_failures(variants, latency_budget, memory_budget)
     return ProfileReport(
@@ -332,6 +333,7 @@ def _measure_all(
     input_shapes: Mapping[str, Sequence[int]] | None,
     bar: Progress,
     op_profile_runs: int,
+    threads_given: bool = False,
 ) -> tuple[list[VariantResult], Any]:
     """Each target measured and estimated in turn, sharing one calibration suite and memory calibration."""
     from edgekit.profiler import calibration
@@ -346,7 +348,7 @@ def _measure_all(
                 work / f"v{i}",
                 profiles=profiles,
                 host=host,
-                threads=config["threads"],
+                threads=config["threads"] if threads_given else _policy_threads(target, config["threads"]),
                 runs=config["runs"],
                 warmup=config["warmup_runs"],
                 input_shapes=_shapes_for(target, input_shapes, config["prompt_tokens"]),
@@ -360,6 +362,17 @@ def _measure_all(
             for i, target in enumerate(targets)
         ]
     return variants, memory_cal
+
+
+def _policy_threads(target: Any, all_threads: int) -> int:
+    """The threads the runtime would pick for this package here (its session policy), so the profile
+    measures what ``runtimes.load`` runs; ``--threads`` overrides it as it does there."""
+    from edgekit.devices.host import detect_cpu
+    from edgekit.session_policy import apply_policy
+
+    runtime = target.manifest.runtime if target.manifest is not None else None
+    policy = runtime.session_policy if runtime is not None else None
+    return apply_policy(policy, threads=None, all_threads=all_threads, cpu=detect_cpu().model).threads
 
 
 def _profile_one(

@@ -1,0 +1,280 @@
+"""Export-time timing: the package's typical call, its thread policy, and its speed-up over the fp32 graph.
+
+The decisions live in :mod:`edgekit.session_policy`; this module only times. Peers are always compared in
+interleaved rounds within one run (the order rotates each round), and every comparison is a per-round ratio,
+so a machine that slows down mid-measurement slows both sides of a round alike. Budget: a few calls per
+round sized from a warm-up, :data:`MIN_ROUNDS`-:data:`MAX_ROUNDS` rounds within :data:`BUDGET_S` seconds per
+comparison: a tiny model costs milliseconds, MiniLM well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import SlowerThanFp32Error, SlowerThanFp32Warning
+from edgekit.manifest import GenerationSpec, RuntimeInfo
+from edgekit.ort_policy import disabled_optimizers
+from edgekit.session_policy import (
+    ALL,
+    THREADS_TOLERANCE,
+    CallWork,
+    SessionPolicy,
+    SpeedupRecord,
+    choose_policy,
+    speedup_verdict,
+)
+from exporters import graph
+from runtimes.samples import decode_step_feeds
+
+MIN_ROUNDS = 5
+MAX_ROUNDS = 11
+BUDGET_S = 0.4
+ROUND_TARGET_S = 0.001  # calls per round: enough to span a millisecond, well above the timer resolution
+DECODE_PAST_TOKENS = 32
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """The call a package repeats in use, and how the record names it."""
+
+    feeds: dict[str, np.ndarray]
+    description: str
+
+
+def typical_call(
+    kind: str,
+    generation: GenerationSpec | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    input_names: Sequence[str] = (),
+) -> Workload:
+    """A decode step for a KV-cache generator (what it runs per token), else the median-sized sample.
+
+    A graph with inputs the decode step does not fill (an architecture's extra input) is timed on its samples."""
+    if kind == "generation" and generation is not None and generation.with_kv_cache:
+        past = max(0, min(DECODE_PAST_TOKENS, generation.max_context_tokens - 1))
+        feeds = decode_step_feeds(generation, past=past)
+        if all(name in feeds for name in input_names):
+            return Workload(feeds=feeds, description=f"decode step: 1 token over {past} cached tokens")
+    ordered = sorted(samples, key=lambda s: sum(int(np.asarray(v).size) for v in s.values()))
+    sample = ordered[len(ordered) // 2]
+    shapes = ", ".join(f"{k}{list(np.asarray(v).shape)}" for k, v in sample.items())
+    return Workload(feeds={k: np.asarray(v) for k, v in sample.items()}, description=f"median sample: {shapes}")
+
+
+_ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def timed_call(model_path: Path, feeds: Mapping[str, np.ndarray], *, threads: int, spinning: bool) -> Callable[[], Any]:
+    """A zero-argument call running ``model_path`` once on CPU, built as edgekit's runtime builds sessions."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    providers = ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(
+        str(model_path), so, providers=providers, disabled_optimizers=disabled_optimizers(providers)
+    )
+    # The fp16 recipe may change float I/O types: each session gets the feeds in its own dtypes.
+    own = {}
+    for spec in sess.get_inputs():
+        arr = feeds[spec.name]
+        target = _ORT_FLOATS.get(spec.type)
+        own[spec.name] = arr.astype(target) if target is not None and arr.dtype != target else arr
+    names = [o.name for o in sess.get_outputs()]
+    return lambda: sess.run(names, own)
+
+
+def interleaved(
+    calls: Sequence[Callable[[], Any]], *, budget_s: float = BUDGET_S, clock: Clock = time.perf_counter
+) -> list[list[float]]:
+    """Seconds per call of each of ``calls``, per round: ``result[round][i]``."""
+    reps = []
+    for call in calls:
+        call()  # first run: allocation, pool start-up
+        t0 = clock()
+        call()
+        reps.append(max(1, min(20, round(ROUND_TARGET_S / max(clock() - t0, 1e-6)))))
+    rounds: list[list[float]] = []
+    start = clock()
+    while len(rounds) < MAX_ROUNDS and (len(rounds) < MIN_ROUNDS or clock() - start < budget_s):
+        r = len(rounds)
+        row = [0.0] * len(calls)
+        for j in range(len(calls)):
+            i = (j + r) % len(calls)  # rotate who goes first
+            t0 = clock()
+            for _ in range(reps[i]):
+                calls[i]()
+            row[i] = (clock() - t0) / reps[i]
+        rounds.append(row)
+    return rounds
+
+
+def per_round_ratios(rounds: Sequence[Sequence[float]], num: int, den: int) -> list[float]:
+    return [row[num] / row[den] for row in rounds if row[den] > 0]
+
+
+@functools.lru_cache(maxsize=1)
+def host_core_gflops() -> float:
+    """This host's single-core fp32 MatMul rate on a 256-square product (tens of ms, once per process)."""
+    import onnxruntime as ort
+
+    from edgekit.devices.host import matmul_model_bytes
+
+    n = 256
+    weight = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(
+        matmul_model_bytes("MatMul", "float32", weight, "float32"), so, providers=["CPUExecutionProvider"]
+    )
+    name = sess.get_inputs()[0].name
+    x = np.ones((n, n), np.float32)
+    sess.run(None, {name: x})
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / max(statistics.median(times), 1e-9) / 1e9
+
+
+Call = Callable[[], Any]
+
+
+def measure_policy(
+    model_path: Path, workload: Workload, *, cores: int, cpu: str, clock: Clock = time.perf_counter
+) -> tuple[SessionPolicy, Call]:
+    """1 thread against ``cores`` threads (and spinning off against on, when all threads win).
+
+    Returns the policy and the package's call built with it, for the speed-up comparison to reuse."""
+    one = timed_call(model_path, workload.feeds, threads=1, spinning=False)
+    many = timed_call(model_path, workload.feeds, threads=cores, spinning=True) if cores > 1 else None
+    rounds = interleaved([one, many] if many else [one], clock=clock)
+    work = CallWork(
+        workload=workload.description,
+        nodes=_node_count(model_path),
+        host_core_ms=round(statistics.median(r[0] for r in rounds) * 1e3, 4),
+        host_core_gflops=round(host_core_gflops(), 2),
+    )
+    one_vs_all = per_round_ratios(rounds, 0, 1) if many else None
+    spin: list[float] | None = None
+    quiet = None
+    if one_vs_all and statistics.median(one_vs_all) > 1.0 + THREADS_TOLERANCE:
+        quiet = timed_call(model_path, workload.feeds, threads=cores, spinning=False)
+        spin = per_round_ratios(interleaved([quiet, many], clock=clock), 0, 1)  # type: ignore[list-item]
+    policy = choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu=cpu)
+    if policy.intra_op_threads != ALL or many is None:
+        return policy, one
+    return policy, many if policy.allow_spinning or quiet is None else quiet
+
+
+def measure_speedup(
+    fp32_path: Path,
+    package: Call,
+    workload: Workload,
+    *,
+    threads: int,
+    spinning: bool,
+    cpu: str,
+    isa: Sequence[str],
+    on_slower: str,
+    clock: Clock = time.perf_counter,
+) -> SpeedupRecord:
+    """The package (its call at its own thread policy) against the fp32 graph at the same threads."""
+    fp32 = timed_call(fp32_path, workload.feeds, threads=threads, spinning=spinning)
+    ratios = per_round_ratios(interleaved([package, fp32], clock=clock), 0, 1)
+    median, verdict = speedup_verdict(ratios)
+    return SpeedupRecord(
+        speedup=round(1.0 / median, 4),
+        median_ratio=round(median, 4),
+        verdict=verdict,
+        rounds=len(ratios),
+        threads=threads,
+        workload=workload.description,
+        cpu=cpu,
+        isa=list(isa),
+        on_slower=on_slower,
+    )
+
+
+def policy_threads(policy: SessionPolicy, cores: int) -> int:
+    return cores if policy.intra_op_threads == ALL else int(policy.intra_op_threads)
+
+
+def _node_count(model_path: Path) -> int:
+    model = graph.load_model(model_path, load_weights=False, check=False)
+    return sum(1 for n in model.graph.node if n.op_type != "Constant")
+
+
+def runtime_checks(
+    *,
+    kind: str,
+    generation: GenerationSpec | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    model_path: Path,
+    fp32_path: Path | None,
+    on_slower: str,
+    recipe: str,
+    log: Callable[[str], None],
+) -> RuntimeInfo:
+    """The thread policy of ``model_path`` and, when ``fp32_path`` is given, its speed-up over that graph.
+
+    A slower package (verdict ``slower``) raises :class:`SlowerThanFp32Error` unless ``on_slower`` is
+    ``"warn"``; ``"off"`` skips the comparison."""
+    from edgekit.devices.host import detect_cpu
+    from runtimes.session import physical_cores
+
+    host = detect_cpu()
+    cores = physical_cores()
+    inputs, _ = graph.io_specs(graph.load_model(model_path, load_weights=False, check=False))
+    workload = typical_call(kind, generation, samples, [spec.name for spec in inputs])
+    policy, package = measure_policy(model_path, workload, cores=cores, cpu=host.model)
+    log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
+    if fp32_path is None or on_slower == "off":
+        return RuntimeInfo(session_policy=policy)
+    record = measure_speedup(
+        fp32_path,
+        package,
+        workload,
+        threads=policy_threads(policy, cores),
+        spinning=policy.allow_spinning,
+        cpu=host.model,
+        isa=host.isa_features,
+        on_slower=on_slower,
+    )
+    log(f"speed-up over fp32: {record.speedup:.2f}x ({record.verdict}, {record.rounds} rounds)")
+    if record.verdict == "slower":
+        what = (
+            f"the {recipe} package runs {record.workload} in {record.median_ratio:.2f}x the time of the fp32 graph"
+            f" of this export on this host ({host.model}, {record.threads} thread(s); median of {record.rounds}"
+            f" interleaved rounds, tolerance {record.tolerance:.0%})"
+        )
+        if on_slower == "refuse":
+            raise SlowerThanFp32Error(
+                f"{what}; no package was written",
+                hint="pass on_slower='warn' (CLI: --allow-slower) to keep it anyway, or try another recipe",
+                param="on_slower",
+            )
+        # one warning (the CLI shows it as its own log line); the progress log would say it twice
+        warnings.warn(
+            f"{what}; kept because on_slower='warn' (--allow-slower)",
+            SlowerThanFp32Warning,
+            # export()'s line: edgekit's quiet scope drops warnings attributed to modules outside edgekit
+            stacklevel=2,
+        )
+    return RuntimeInfo(session_policy=policy, speedup=record)
