@@ -78,7 +78,7 @@ def _export(src: Path, out: Path, task: str, recipe: str, **kw: Any) -> Path:
     from exporters import export
 
     log(f"exporting {out.name}…")
-    export(src, output=out, task=task, recipe=recipe, progress=False, validation_samples=4, **kw)
+    export(src, output=out, task=task, recipe=recipe, progress=False, validation_samples=4, on_slower="warn", **kw)
     return out
 
 
