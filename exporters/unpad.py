@@ -96,6 +96,15 @@ def find_region(model: Any) -> tuple[Any, _Region] | str:
     return embeds[0], region
 
 
+def _attention_widths(model: Any, region: _Region, inits: dict[str, Any]) -> list[tuple[int, ...]]:
+    """The weight shape of every fused Attention the region feeds (``()`` when it is not a constant)."""
+    return [
+        tuple(int(d) for d in inits[n.input[1]].dims) if n.input[1] in inits else ()
+        for n in model.graph.node
+        if n.op_type == "Attention" and n.domain == "com.microsoft" and n.input[0] in region.rows | region.unpack
+    ]
+
+
 def _const(name: str, values: list[int]) -> Any:
     import numpy as np
     from onnx import numpy_helper
@@ -116,6 +125,11 @@ def remove_padding(model: Any) -> dict[str, Any]:
     hidden = int(inits[embed.input[5]].dims[0]) if embed.input[5] in inits else -1
     if hidden <= 0:
         return {"reason": "the embedding LayerNorm weight is not a constant: hidden size unknown"}
+    widths = _attention_widths(model, region, inits)
+    if any(w != (hidden, 3 * hidden) for w in widths):
+        # the pack/unpack reshapes use one row width; an embedding projection (ELECTRA: embedding 16 -> hidden
+        # 32) or unequal Q/K/V widths would need one per tensor
+        return {"reason": f"Attention weight shapes {sorted(set(widths))} differ from the embedding width {hidden}"}
     e = embed.output[0]
     p = "unpad/"
     g.initializer.extend([_const(p + "flat", [-1]), _const(p + "rows2d", [-1, hidden])])
