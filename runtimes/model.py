@@ -164,8 +164,6 @@ def load(
     choices (ORT names or aliases such as ``"xnnpack"``). Missing providers fall back, ending on CPU;
     each fallback is logged once and kept in ``model.fallbacks``. ``verify=False`` skips the sha256 check.
     """
-    from edgekit.package import Package, open_package, verify_files
-
     config = SessionConfig(
         threads=threads,
         graph_optimization=graph_optimization,
@@ -174,18 +172,7 @@ def load(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
     )
     profile = _device_profile(device)
-    manifest: Manifest | None
-    known: dict[str, str] = {}  # file name -> sha256 checked against the file in this load
-    if isinstance(package, Package):
-        # A Package opened with verify=False is checked now when this load asks for verification.
-        known = dict(package.verified or (verify_files(package) if verify else {}))
-        root, manifest, model_path = package.root, package.manifest, package.model_path
-    elif Path(package).suffix == ".onnx" and Path(package).is_file():
-        root, manifest, model_path = None, None, Path(package)
-    else:
-        pkg = open_package(package, verify=verify)
-        known = dict(pkg.verified)
-        root, manifest, model_path = pkg.root, pkg.manifest, pkg.model_path
+    root, manifest, model_path, known = _open(package, verify)
     task = manifest.task if manifest else "tensor"
     spec = PIPELINES.get(task)
     if not model_path.is_file():
@@ -227,6 +214,20 @@ def load(
     )
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def _open(package: str | Path | Any, verify: bool) -> tuple[Path | None, Manifest | None, Path, dict[str, str]]:
+    """The package's root, manifest, model file, and the sha256 sums checked in this load (file name -> sum)."""
+    from edgekit.package import Package, open_package, verify_files
+
+    if isinstance(package, Package):
+        # A Package opened with verify=False is checked now when this load asks for verification.
+        known = dict(package.verified or (verify_files(package) if verify else {}))
+        return package.root, package.manifest, package.model_path, known
+    if Path(package).suffix == ".onnx" and Path(package).is_file():
+        return None, None, Path(package), {}
+    pkg = open_package(package, verify=verify)
+    return pkg.root, pkg.manifest, pkg.model_path, dict(pkg.verified)
 
 
 def _thread_policy(manifest: Manifest | None, threads: int | None, profile: Any) -> AppliedPolicy:
