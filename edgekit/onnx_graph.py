@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "opset",
     "parameter_count",
     "producers",
+    "topological",
     "value_info_dims",
     "weight_dtype",
     "weight_roles",
@@ -173,6 +174,28 @@ def op_histogram(model: Any) -> dict[str, int]:
 def producers(graph: Any) -> dict[str, Any]:
     """Tensor name -> the node that writes it (top-level graph)."""
     return {o: n for n in graph.node for o in n.output if o}
+
+
+def topological(nodes: Sequence[Any], available: Iterable[str]) -> list[Any]:
+    """``nodes`` in Kahn's order, given the tensors ``available`` before them (graph inputs, initializers).
+
+    ONNX requires a sorted graph and ONNX Runtime sorts one that is not, but tools that walk it in stored order
+    (ORT's usability checker, a liveness walk) do not: onnxruntime's fp16 converter appends its input Casts at
+    the end. A cycle or a dangling input keeps the stored order for the rest."""
+    produced = set(available)
+    remaining = list(nodes)
+    ordered: list[Any] = []
+    while remaining:
+        ready = [n for n in remaining if all(not i or i in produced for i in n.input)]
+        if not ready:
+            ordered.extend(remaining)
+            break
+        ready_ids = {id(n) for n in ready}
+        for n in ready:
+            ordered.append(n)
+            produced.update(n.output)
+        remaining = [n for n in remaining if id(n) not in ready_ids]
+    return ordered
 
 
 def consumers(graph: Any) -> dict[str, list[Any]]:

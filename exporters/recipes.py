@@ -24,6 +24,7 @@ from typing import Any, Literal
 from edgekit import limits
 from edgekit.config import require, to_dict
 from edgekit.errors import CalibrationError, ConfigError, CorruptModelError, UnsupportedModelError
+from edgekit.onnx_graph import topological
 from edgekit.recipe_names import RECIPE_DESCRIPTIONS
 from edgekit.registry import Registry
 from exporters import graph, index_subgraph
@@ -337,6 +338,11 @@ def step_fp16(src: Path, dst: Path, cfg: Fp16Config, ctx: RecipeContext) -> tupl
     # Ops ORT's CPU provider has no fp16 kernel for stay fp32 rather than gaining casts around each.
     block = list(cfg.op_block_list) or None
     model = convert_float_to_float16(model, keep_io_types=cfg.keep_io_types, op_block_list=block)
+    # the converter appends its graph-input Casts after their readers; ONNX requires a sorted graph
+    g = model.graph
+    ordered = topological(list(g.node), {i.name for i in g.input} | {t.name for t in g.initializer})
+    del g.node[:]
+    g.node.extend(ordered)
     graph.save_model(model, dst)
     return True, {"keep_io_types": cfg.keep_io_types}
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit import onnx_graph
 from edgekit.devices import DeviceProfile
 from edgekit.registry import Registry
 
@@ -563,7 +564,9 @@ def device_coverage(
 ) -> DeviceCoverage:
     """Coverage of the stored graph ``model`` for each provider in ``profile``, in the profile's order."""
     constants = {i.name for i in model.graph.initializer} | set(folded_outputs)
-    live = [n for n in model.graph.node if not (n.output and all(o in folded_outputs for o in n.output if o))]
+    stored = [n for n in model.graph.node if not (n.output and all(o in folded_outputs for o in n.output if o))]
+    # ORT's checker walks nodes in stored order and calls a value read before its producer a missing input
+    live = onnx_graph.topological(stored, constants | {i.name for i in model.graph.input})
     producer = {o: n.op_type for n in live for o in n.output}
     consumers: dict[str, list[str]] = {}
     for n in live:

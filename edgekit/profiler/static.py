@@ -881,24 +881,6 @@ def _attrs(node: Any) -> dict[str, Any]:
     return out
 
 
-def _topological(nodes: Sequence[Any], available: set[str]) -> list[Any]:
-    """Kahn's order; ONNX requires a sorted graph, but hand-edited ones are not always."""
-    produced = set(available)
-    remaining = list(nodes)
-    ordered: list[Any] = []
-    while remaining:
-        ready = [n for n in remaining if all(not i or i in produced for i in n.input)]
-        if not ready:  # a cycle or a dangling input: keep the stored order for the rest
-            ordered.extend(remaining)
-            break
-        ready_ids = {id(n) for n in ready}
-        for n in ready:
-            ordered.append(n)
-            produced.update(n.output)
-        remaining = [n for n in remaining if id(n) not in ready_ids]
-    return ordered
-
-
 def _fold_constants(ordered: Sequence[Any], const: set[str]) -> list[Any]:
     """The nodes with only constant inputs, which ONNX Runtime folds at session creation; their outputs join
     ``const``."""
@@ -1049,7 +1031,7 @@ def analyze_model(
     graph = model.graph
     const: set[str] = {i.name for i in graph.initializer}
     init_by_name = {i.name: i for i in graph.initializer}
-    ordered = _topological(list(graph.node), set(specs) | const)
+    ordered = onnx_graph.topological(list(graph.node), set(specs) | const)
     folded = _fold_constants(ordered, const)
     folded_ids = {id(n) for n in folded}
     live_nodes = [n for n in ordered if id(n) not in folded_ids]
