@@ -118,9 +118,10 @@ def _main(argv: list[str]) -> int:
         if args.debug:
             raise
         return _fail(args, cmd.name, config, translate(exc))
-    status = 0
-    if isinstance(result, dict) and result.get("_exit_code"):
-        status = int(result.pop("_exit_code"))
+    # A command that ran but missed what was asked (a budget) returns its error beside the result: the table or
+    # JSON still goes out, then the error line, so a CI log shows what missed.
+    late = result.pop("_error", None) if isinstance(result, dict) else None
+    status = late.exit_code if late is not None else 0
     if isinstance(result, dict) and "_config" in result:  # values only the command resolved (export's task)
         config.update(result.pop("_config"))
     if args.json:
@@ -130,6 +131,8 @@ def _main(argv: list[str]) -> int:
         print(dumps(report))
     elif text:
         print(text)
+    if late is not None:
+        _print_error(late)
     return status
 
 
@@ -147,9 +150,14 @@ def _broken_pipe() -> int:
 def _fail(args: argparse.Namespace, kind: str, config: dict[str, Any], exc: EdgekitError) -> int:
     if args.json:
         print(dumps(make_report(kind, config=config, error=exc)))
-    print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
-    print(f"  hint: {exc.hint}", file=sys.stderr)
+    _print_error(exc)
     return exc.exit_code
+
+
+def _print_error(exc: EdgekitError) -> None:
+    print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {exc.hint}", file=sys.stderr)
 
 
 def parse_key_values(items: list[str] | None, what: str) -> dict[str, Any]:

@@ -105,14 +105,8 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         text += f"\n\nHTML report: {path}"
     result = report.result_dict()
     error = budget_error(report)
-    if error is not None:
-        import sys
-
-        # The table (or JSON) still goes out: the CI log shows what exceeded, then the error line.
-        print(f"error[{error.code}]: {error.message}", file=sys.stderr)
-        if error.hint:
-            print(f"  hint: {error.hint}", file=sys.stderr)
-        result["_exit_code"] = error.exit_code
+    if error is not None:  # reported by the CLI after the table (or JSON): the log shows what exceeded
+        result["_error"] = error
     return result, text
 
 

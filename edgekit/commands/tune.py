@@ -62,7 +62,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
-    import sys
 
     from edgekit.commands.export import parse_shapes
     from edgekit.progress import Progress
@@ -96,12 +95,8 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
     out = result.result_dict()
     text = result.render_table() + f"\n\nreport: {result.output_dir / 'tune.json'}, {result.output_dir / 'tune.html'}"
     error = result.error()
-    if error is not None:
-        # The table (or JSON) still goes out, then the error line: a CI log shows what missed the budget.
-        print(f"error[{error.code}]: {error.message}", file=sys.stderr)
-        if error.hint:
-            print(f"  hint: {error.hint}", file=sys.stderr)
-        out["_exit_code"] = error.exit_code
+    if error is not None:  # reported by the CLI after the table (or JSON)
+        out["_error"] = error
     return out, text
 
 
