@@ -107,7 +107,10 @@ def test_profiler_decode_consumes_the_prompt_and_rates_agree(lm_packages):
     from edgekit.profiler import profile
 
     prompt = 24
-    rep = profile([lm_packages["fp32"], lm_packages["int4"]], runs=30, progress=False, prompt_tokens=prompt)
+    # Equal threads: each package otherwise runs its own session policy, measured at export; under load one
+    # toy can record "all cores" and the other "1 thread", and 2 spinning threads on a busy 2-core host ran
+    # the int4 decode loop 5x slower than fp32's single thread (0.18x) while the work is the same.
+    rep = profile([lm_packages["fp32"], lm_packages["int4"]], runs=30, progress=False, prompt_tokens=prompt, threads=1)
     rates, e2e = {}, {}
     for v in rep.to_dict()["result"]["variants"]:
         phases = {p["name"]: p for p in v["phases"]}
