@@ -228,3 +228,36 @@ def test_attention_and_quantized_matmul_workspaces_and_the_largest_of_a_graph() 
     best = largest_workspace([attention, nbits, conv], {**shapes, "y3": (1, 32, 56, 56)}, [init])
     assert (best.node, best.nbytes) == ("y3", 3 * 3 * 16 * 56 * 56 * 4)
     assert MemoryBudget(weight_bytes=10, activation_bytes=5, workspace_bytes=7).total == 22
+
+
+def test_settling_run_is_asked_for_static_cpu_sessions_only() -> None:
+    from edgekit.ort_policy import MemoryPolicy, settle_run_entries
+
+    shrink = {"memory.enable_memory_arena_shrinkage": "cpu:0"}
+    assert settle_run_entries(static_shapes=True, cpu_only=True) == shrink
+    assert settle_run_entries(static_shapes=False, cpu_only=True) == {}
+    assert settle_run_entries(static_shapes=True, cpu_only=False) == {}
+    off = MemoryPolicy(settle_static_arena=False)
+    assert settle_run_entries(static_shapes=True, cpu_only=True, policy=off) == {}
+
+
+def test_settle_arena_runs_a_static_graph_once_and_leaves_a_dynamic_one() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtimes.memory_probe import tiny_model_bytes
+    from runtimes.session import _settle_arena
+
+    static = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
+    assert _settle_arena(ort, static, allowed=True, cpu_only=True)
+    assert not _settle_arena(ort, static, allowed=False, cpu_only=True)  # low_memory: no arena to shrink
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    dynamic = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert not _settle_arena(ort, dynamic, allowed=True, cpu_only=True)
