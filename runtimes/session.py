@@ -13,7 +13,8 @@ onnxruntime version, the providers, the optimization level and this CPU, since a
 layout-specific kernels for one provider set and ISA. The entry stores the sha256 of its own files and is
 checked on every hit; an entry that does not match is rebuilt, so an edited cached graph never runs. Later
 loads read it with optimizations off. Its weights live in a file beside the cached graph, which ONNX Runtime
-maps, and the load that writes an entry reopens the session from it (``edgekit.ort_policy``: the memory policy). Measured here: a tiny unfused Llama export creates its session 3.4x
+maps, and the load that writes an entry reopens the session from it; a static-shape CPU session runs once at
+load with its arena shrunk after it (``edgekit.ort_policy``: the memory policy). Measured here: a tiny unfused Llama export creates its session 3.4x
 faster from the cache (44 -> 13 ms); MiniLM already fused by the exporter gains ~1.07x (242 -> 227 ms),
 since its load is dominated by reading and pre-packing weights, not by optimization. Providers that compile
 subgraphs into their own format cannot be saved this way; they have their own caches (CoreML
