@@ -312,8 +312,10 @@ def _median(records: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r.get(key) or 0 for r in records)
 
 
-def measure_case(case: Case, pkg: Path, work: Path, rounds: int, threads: int, policy: str | None) -> dict[str, Any]:
-    job = job_for(pkg, case, work, repeats=3, threads=threads)
+def measure_case(
+    case: Case, pkg: Path, work: Path, rounds: int, threads: int, policy: str | None, second_copy: bool = False
+) -> dict[str, Any]:
+    job = job_for(pkg, case, work, repeats=3, threads=threads) | {"second_copy": second_copy}
     if policy:
         job |= _policy_job(SETTINGS[policy])
     probe(job)  # warms the optimized-graph cache: the measured loads are the everyday cache hit
@@ -340,6 +342,7 @@ def measure_case(case: Case, pkg: Path, work: Path, rounds: int, threads: int, p
         "package_bytes": top - code - fixed,
         "package_ratio": b.ratio(top - code - fixed),
         "tokenizer_bytes": _median(records, "tokenizer_bytes"),
+        "second_copy_bytes": _median(records, "second_copy_bytes") if second_copy else None,
         "call_ms": statistics.median(min(r["call_seconds"]) for r in records) * 1e3,
         "rounds": rounds,
     }
@@ -413,6 +416,17 @@ def render(rows: list[dict[str, Any]]) -> str:
     return markdown_table(headers, table)
 
 
+def render_second_copy(rows: list[dict[str, Any]]) -> str:
+    """What a second load of each package (called once) adds in the same process, against its expected bytes."""
+    body = [
+        [r["model"], _mb(r["budget"]["total_bytes"]), _mb(r["second_copy_bytes"])]
+        + [round(r["second_copy_bytes"] / r["budget"]["total_bytes"], 2) if r["budget"]["total_bytes"] else ""]
+        for r in rows
+        if r.get("second_copy_bytes") is not None
+    ]
+    return markdown_table(["package", "MB expected", "MB a second copy adds", "second copy × expected"], body)
+
+
 def _mb(value: float | None) -> float | str:
     return "" if value is None else round(value / MB, 2)
 
@@ -436,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", metavar="MODELS", help="also compare the candidate settings on these packages")
     ap.add_argument("--candidates", help="with --settings: only these settings (comma-separated names)")
     ap.add_argument("--policy", choices=list(SETTINGS), help="measure the table with this setting, not the shipped one")
+    ap.add_argument("--second-copy", action="store_true", help="also measure what a second load of each package adds")
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -446,11 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         case = CASES[name]
         pkg = case.build(work)
         log(f"measuring {name}…")
-        rows.append(measure_case(case, pkg, work, args.rounds, args.threads, args.policy))
+        rows.append(measure_case(case, pkg, work, args.rounds, args.threads, args.policy, args.second_copy))
         if name in (args.settings or "").split(","):
             picked = args.candidates.split(",") if args.candidates else None
             settings += compare_settings(case, pkg, work, args.rounds, args.threads, picked)
     print(render(rows))
+    if args.second_copy:
+        print()
+        print(render_second_copy(rows))
     if settings:
         print()
         print(render_settings(settings))
