@@ -22,7 +22,8 @@ MiniLM ``embed`` of eight sentences (batch 8), decoders ``generate`` 128 tokens 
 ``--settings`` measures candidate ONNX Runtime settings (:class:`edgekit.ort_policy.MemoryPolicy`) against
 the shipped policy in interleaved rounds: peak RSS and call time, each as a median of per-round ratios.
 
-    python benchmarks/memory.py [--work DIR] [--models a,b] [--rounds N] [--settings a,b] [--policy NAME] [--json FILE]
+    python benchmarks/memory.py [--work DIR] [--models a,b] [--rounds N] [--settings a,b] [--candidates a,b]
+        [--policy NAME] [--second-copy] [--json FILE]
 """
 
 from __future__ import annotations
