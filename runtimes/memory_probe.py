@@ -5,10 +5,15 @@ memory freed by an earlier model can hide an allocation, and no peer's pages are
 
 1. baseline: numpy, onnxruntime, tokenizers and edgekit's runtime (its pipelines too) imported, the host
    detected and ONNX Runtime's environment created (a 4x4 MatMul session, then run): libraries and the
-   runtime itself, which a second model in the same app would not pay again; not the model's cost;
+   runtime itself, which a second model in the same app would not pay again; not the model's cost. A second
+   4x4 session is then built and run, and what it adds is reported as the runtime's fixed cost of a session
+   (``session_fixed_bytes``: in the baseline, not subtracted from the figures below);
 2. load: ``runtimes.load(package)`` (checksums, session, pipeline): resident after it and its transient peak;
 3. inference: the job's call (``embed`` texts, ``generate`` token ids, ``run`` arrays from an ``.npz``)
-   ``repeats`` times, the peak after resetting it post-load (:func:`edgekit.memory_budget.reset_peak`).
+   ``repeats`` times, the peak after resetting it post-load (:func:`edgekit.memory_budget.reset_peak`);
+4. afterwards, what a second copy of the package's tokenizer costs (``tokenizer_bytes``: in the load figure,
+   reported apart because it is neither weights, KV cache nor activations) and, when the job asks
+   (``second_copy``), what a second load of the whole package, called once, adds (``second_copy_bytes``).
 
 Figures are bytes above the baseline. Library code paged in on a kernel's first use (``*.so`` mappings, which
 never shrink) is counted in them and also reported on its own (:func:`edgekit.memory_budget.library_code_bytes`). The job may name ``ort_config`` entries and ``session`` flags to try
@@ -56,10 +61,64 @@ def _override(job: Mapping[str, Any]) -> None:
     """Apply a candidate memory policy (edgekit.ort_policy) for this process only."""
     from edgekit import ort_policy
 
+    if "env_arena" in job:  # an environment allocator, which sessions use with session.use_env_allocators
+        import onnxruntime as ort
+
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(dict(job["env_arena"])))
     if "ort_config" in job or "session" in job:
         ort_policy.MEMORY_POLICY = ort_policy.MemoryPolicy(
             config_entries=dict(job.get("ort_config", {})), **dict(job.get("session", {}))
         )
+
+
+def _trivial_session_bytes(ort: Any, np: Any) -> tuple[int | None, Any]:
+    """Resident bytes a second 4x4 MatMul session adds once ORT's environment is up: the runtime's fixed cost
+    of a session (its graph, kernel registry look-ups, allocators, thread pool), whatever model it runs.
+    The session is returned to be kept alive: freed, its pages would be reused by the model's session and
+    hide part of that session's own cost.
+    """
+    before = read_process_memory().rss
+    session = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
+    session.run(None, {"A": np.ones((4, 4), np.float32)})
+    after = read_process_memory().rss
+    return (None if before is None or after is None else after - before), session
+
+
+def _tokenizer_bytes(package: Path) -> int | None:
+    """Resident bytes of a second copy of the package's tokenizer, read after the measured phases.
+
+    Why: the package's tokenizer (its vocabulary, in the tokenizers library's own structures) is loaded by
+    ``runtimes.load`` beside the session and is in the load figure; it is neither weights, KV cache nor
+    activations, so it is reported on its own. A second copy costs what the first did, without the library
+    code the first paged in. None for a package without ``tokenizer.json``.
+    """
+    path = package / "tokenizer.json" if package.is_dir() else None
+    if path is None or not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    before = read_process_memory().rss
+    copy = Tokenizer.from_file(str(path))
+    after = read_process_memory().rss
+    del copy
+    return None if before is None or after is None else after - before
+
+
+def _second_copy_bytes(job: Mapping[str, Any]) -> int | None:
+    """Resident bytes a second load of the package, called once, adds beside the first (kept alive).
+
+    Why: the first load of a kind of model also pays what the runtime does once per process for it (modules
+    imported on first use, ONNX Runtime's kernel set-up for those op types, the pipeline's first-call state);
+    a second copy pays only what is the model's own. Reported beside the figures, never in place of them.
+    """
+    import runtimes
+
+    before = read_process_memory().rss
+    copy = runtimes.load(job["package"], threads=int(job.get("threads", 1)), cache_dir=job.get("cache_dir"))
+    _call(copy, job)
+    after = read_process_memory().rss
+    return None if before is None or after is None else after - before
 
 
 def measure(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,6 +137,7 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
     physical_cores(), host_fingerprint()  # host detection, cached for the process: not the model's cost
     tiny = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
     tiny.run(None, {"A": np.ones((4, 4), np.float32)})
+    session_fixed, _second = _trivial_session_bytes(ort, np)
     base, base_code = read_process_memory(), library_code_bytes()
     peak_reset = reset_peak()
     tick = time.perf_counter()
@@ -91,12 +151,15 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         _call(model, job)
         times.append(time.perf_counter() - tick)
     ran, ran_code = read_process_memory(), library_code_bytes()
+    tokenizer = _tokenizer_bytes(Path(job["package"]))
+    second = _second_copy_bytes(job) if job.get("second_copy") else None
 
     def above(value: int | None) -> int | None:
         return None if value is None or base.rss is None else value - base.rss
 
     return {
         "baseline_bytes": base.rss,
+        "session_fixed_bytes": session_fixed,
         "load_bytes": above(loaded.rss),
         "load_peak_bytes": above(loaded.peak) if peak_reset else None,
         "inference_peak_bytes": above(ran.peak if peak_reset else ran.rss),
@@ -104,9 +167,12 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         # library code paged in (never released): included in the figures above, reported to be read apart
         "load_library_code_bytes": None if base_code is None or loaded_code is None else loaded_code - base_code,
         "library_code_bytes": None if base_code is None or ran_code is None else ran_code - base_code,
+        "tokenizer_bytes": tokenizer,
+        "second_copy_bytes": second,
         "load_seconds": load_s,
         "call_seconds": times,
         "cache": model.session.cache.status,
+        "cache_path": model.session.cache.path,
     }
 
 
