@@ -70,6 +70,12 @@ CASES = {
     "gemma-head8": Case(family="gemma", hidden=32, heads=4, kv_heads=2, head_dim=8, variant="gqa-rotary-nodes"),
     # ORT's CPU GroupQueryAttention has no q/k norm: the norm stays a node before separate rotary nodes.
     "qwen3-qk-norm": Case(family="qwen3", hidden=64, heads=4, kv_heads=2, head_dim=16, variant="gqa-rotary-nodes"),
+    # phi3: one packed qkv_proj, rotary behind transformers' Slice / Concat split (an empty pass-through).
+    "phi3": Case(family="phi3", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
+    # stablelm: partial_rotary_factor 0.25. Head 16 rotates 4 dims (cos width 2: fused rotary needs a multiple
+    # of 8), so separate rotary nodes with rotary_embedding_dim; head 64 rotates 16 dims inside GQA.
+    "stablelm": Case(family="stablelm", hidden=64, heads=4, kv_heads=2, variant="gqa-rotary-nodes"),
+    "stablelm-head64": Case(family="stablelm", hidden=128, heads=2, kv_heads=1, variant="gqa-fused-rotary"),
 }
 CONFIG_CLASSES = {
     "llama": "LlamaConfig",
@@ -77,6 +83,8 @@ CONFIG_CLASSES = {
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
     "gemma": "GemmaConfig",
+    "phi3": "Phi3Config",
+    "stablelm": "StableLmConfig",
 }
 
 
@@ -145,6 +153,25 @@ def _ours(pkg: Path) -> list[int]:
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
 
 
+# The first rule that refuses fused rotary, by family (others: the head size is not a multiple of 16).
+WHY_NOT_FUSED_ROTARY = {"qwen3": "gqa.cpu_no_qk_norm", "stablelm": "gqa.rotary_cache_width"}
+
+
+def _assert_partial_rotary(pkg: Path, case: Case) -> None:
+    """stablelm rotates a quarter of each head: its rotary nodes say so, and fused GQA's caches are that wide."""
+    model = onnx.load(str(pkg / "model.onnx"), load_external_data=False)
+    rotated = case.head_size // 4 if case.family == "stablelm" else case.head_size
+    dims = {
+        a.i for n in model.graph.node if n.op_type == "RotaryEmbedding" for a in n.attribute
+        if a.name == "rotary_embedding_dim"
+    }  # fmt: skip
+    assert dims == ({rotated} if case.variant == "gqa-rotary-nodes" and rotated < case.head_size else set())
+    gqa = next(n for n in model.graph.node if n.op_type == "GroupQueryAttention")
+    if case.variant == "gqa-fused-rotary":
+        cos = next(i for i in model.graph.initializer if i.name == gqa.input[7])
+        assert list(cos.dims)[1] * 2 == rotated
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, memoized_optimum: None) -> Any:
     """Each case's HF directory built once (head8-gqa serves four tests), traced by optimum once per task."""
@@ -184,8 +211,9 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert d["local_window_size"] == dict(case.extra).get("sliding_window")
         assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
         if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
-            why = "gqa.cpu_no_qk_norm" if case.family == "qwen3" else "gqa.rotary_head_size_multiple_of_16"
+            why = WHY_NOT_FUSED_ROTARY.get(case.family, "gqa.rotary_head_size_multiple_of_16")
             assert f"gqa-fused-rotary refused by {why}" in d["variant_reason"]
+        _assert_partial_rotary(pkg, case)
     if "preflight" in d:
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
@@ -253,7 +281,13 @@ def _shape(**kw: Any) -> AttentionShape:
         (_shape(num_heads=6, kv_num_heads=4), {"gqa.num_heads_multiple_of_kv_num_heads"}, None),
         (_shape(head_size=12, rotary_width=6), None, {"gqa.head_size_multiple_of_8"}),
         (_shape(cache_rows=32), {"gqa.rotary_cache_rows"}, {"rotary.cache_rows"}),
-        (_shape(head_size=32, rotary_width=8), {"gqa.rotary_covers_whole_head"}, {"rotary.cache_width_is_half_head"}),
+        (
+            _shape(head_size=32, rotary_width=8),
+            {"gqa.rotary_dims_match_source"},
+            {"rotary.cache_width_matches_rotary_dim"},
+        ),
+        (_shape(head_size=64, rotary_width=8, partial_rotary=True), set(), set()),  # stablelm-2's quarter rotary
+        (_shape(head_size=16, rotary_width=2, partial_rotary=True), {"gqa.rotary_cache_width"}, set()),
         (_shape(qk_norm=True), {"gqa.cpu_no_qk_norm"}, set()),
     ],
 )
