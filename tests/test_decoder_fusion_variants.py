@@ -29,6 +29,7 @@ from tests.conftest import assert_valid_manifest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = [BOS_ID, 3 + ord("h"), 3 + ord("i"), 3 + ord(" ")]
+LOGITS_RTOL = 1e-3  # fp32 against PyTorch, relative to the largest logit (as tests/test_architecture_matrix.py)
 NEW_TOKENS = 24
 
 
@@ -148,6 +149,23 @@ def _hf_greedy(hf: Path) -> list[int]:
     return out[0, len(PROMPT) :].tolist()
 
 
+def _logits_rel_diff(pkg: Path, hf: Path) -> float:
+    """The package graph's prompt logits against transformers' forward pass: max |diff| / max(1, max |ref|)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    kv = decoder_fusions._heads_from_io(onnx.load(str(pkg / "model.onnx"), load_external_data=False))
+    assert kv is not None
+    ins = {i.name for i in sess.get_inputs()}
+    past = [i.name for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    ours = sess.run(["logits"], decoder_fusions._feeds(ins, PROMPT, 0, past, kv, None))[0]
+    with torch.no_grad():
+        ref = AutoModelForCausalLM.from_pretrained(hf).eval()(torch.tensor([PROMPT])).logits.numpy()
+    return float(np.abs(ours - ref).max()) / max(1.0, float(np.abs(ref).max()))
+
+
 def _ours(pkg: Path) -> list[int]:
     lm = edgekit.load(pkg, threads=1, verify=False, cache_optimized_graph=False)
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
@@ -217,6 +235,7 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
     if "preflight" in d:
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
+    assert _logits_rel_diff(pkg, fp32_case["hf"]) <= LOGITS_RTOL  # the graph kept, against PyTorch
     ref = _hf_greedy(fp32_case["hf"])
     assert len(set(ref)) > 2  # a decisive, varied reference, not one token repeated
     assert _ours(pkg) == ref
@@ -235,6 +254,23 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
         assert steps[0]["name"] == "decoder_fusions" and steps[0]["details"]["variant"] == "gqa-rotary-nodes"
         ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
         assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] >= 2
+    tokens = _ours(pkg)
+    assert len(tokens) == NEW_TOKENS and all(0 <= t < BYTE_VOCAB_SIZE for t in tokens)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["phi3", "stablelm"])
+def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
+    name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
+) -> None:
+    pkg = _export(built(name), tmp_path_factory.mktemp(f"{name}-int4") / "int4", "int4")
+    manifest = assert_valid_manifest(pkg)
+    first = manifest["recipe"]["steps"][0]
+    assert first["name"] == "decoder_fusions" and first["details"]["variant"] == CASES[name].variant
+    ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
+    assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] >= 2 and ops["Softmax"] == 0
+    out = next(iter(manifest["accuracy"]["outputs"].values()))
+    assert out["cosine_min"] >= 0.8, out  # the architecture matrix's int4 floor: still tracks fp32
     tokens = _ours(pkg)
     assert len(tokens) == NEW_TOKENS and all(0 <= t < BYTE_VOCAB_SIZE for t in tokens)
 
