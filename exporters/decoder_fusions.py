@@ -642,12 +642,18 @@ def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
         "enable_embed_layer_norm",
         "enable_bias_skip_layer_norm",
         "enable_qordered_matmul",
+        "enable_skip_layer_norm",  # both Skip fusions; the RMSNorm one is applied below, alone
     ):
         setattr(opts, flag, False)
     # opt_level 0: our fusions only; ONNX Runtime's graph optimizations run later in the device's session.
     opt = optimize_model(
         str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=0, optimization_options=opts
     )
+    # Residual Add + LayerNormalization (stablelm) stay two nodes: edgekit.ort_policy keeps ORT's CPU
+    # SkipLayerNormalization out of every session, as slower than the pair. The RMSNorm form is fused.
+    opt.fuse_skip_simplified_layer_norm()
+    opt.prune_graph()
+    opt.topological_sort()  # the fused nodes are appended last
     stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     return opt.model, stats
 

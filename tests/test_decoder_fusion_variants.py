@@ -224,6 +224,7 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert "gqa.head_size_multiple_of_8" in d["skipped"]  # the refusing rule (of both variants) is named
     else:
         assert step["changed"] and ops["GroupQueryAttention"] == 2 and ops["Softmax"] == 0
+        assert ops["SkipLayerNormalization"] == 0  # stablelm's Add + LayerNormalization stay apart (ort_policy)
         assert d["head_size"] == case.head_size and d["kv_num_heads"] == case.kv_heads
         assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
         assert d["local_window_size"] == dict(case.extra).get("sliding_window")
