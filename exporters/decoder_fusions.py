@@ -46,18 +46,33 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
 window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
-window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
+window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, phi3, stablelm); others, and graphs
 where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
-``position_ids`` input (its export computes positions in the graph; the rotary nodes read those). Tried
-and left unfused (probed on the suite's toy exports, onnxruntime 1.32): gemma2 (the matcher accepts its
-graph as is, but optimum's export drops the attention logit softcapping — GroupQueryAttention's ``softcap``
-could restore it, which the fused-vs-source self-check would then flag — and alternates sliding-window and
-full layers, which needs a per-layer ``local_window_size``); phi3 and stablelm (ORT's transformer optimizer
-does fuse their RotaryEmbedding, but the query reaching Q.K^T is ``Mul(Concat(RotaryEmbedding(Slice(q)),
-Slice(q)))`` — transformers' rotary/pass-through split, empty pass-through for phi3's full rotary, a quarter
-of the head for stablelm's ``partial_rotary_factor`` 0.25 — and phi3's q/k/v are Slices of one packed
-``qkv_proj``: the matcher knows neither; stablelm would need the rotary-nodes variant with
-``rotary_embedding_dim``, as fused rotary in GroupQueryAttention rotates whole heads).
+``position_ids`` input (its export computes positions in the graph; the rotary nodes read those).
+
+phi3 and stablelm: ORT's transformer optimizer fuses their RotaryEmbedding, but the query reaching Q.K^T is
+``Mul(Concat(RotaryEmbedding(Slice(q, 0, r)), Slice(q, r, end)))``, transformers' rotary / pass-through split
+(an empty pass-through for phi3's full rotary, three quarters of the head for stablelm's
+``partial_rotary_factor`` 0.25); the matcher reads through it (:func:`_rotary_split`), the rotated dims being
+twice the cos cache width. phi3's q/k/v are constant Slices of one packed ``qkv_proj`` MatMul: their columns
+of the packed weight become the q/k/v blocks of ours (:func:`_packed_columns`). stablelm scales q and k by
+``head_size ** -0.25`` computed from a Shape in the graph, which :func:`_scalar_value` evaluates. A partial
+rotary runs as ``gqa-fused-rotary`` when its cos cache width is a multiple of 8 (GroupQueryAttention rotates
+the first ``2 * width`` dims of each head and passes the rest through: measured equal to the source on ORT
+1.32, 3e-7), else as ``gqa-rotary-nodes`` with ``rotary_embedding_dim`` (and ``num_heads``) on each
+RotaryEmbedding node (ORT 1.32 copies the pass-through dims; :data:`KERNEL_RULES` has the shape rules). The
+ORT optimizer's residual ``Add`` + ``LayerNormalization`` fusion (stablelm's LayerNorm) is not applied, as
+:mod:`edgekit.ort_policy` keeps ORT's CPU ``SkipLayerNormalization`` out of every session; the RMSNorm form
+(``SkipSimplifiedLayerNormalization``) is. Measured decode gains are in README.md ("Decoder fusions").
+
+Left unfused: gemma2. Probed (tiny 2-layer export, onnxruntime 1.32, weights N(0, 0.6) so that scores reach
+the cap): optimum's export applies the per-layer sliding window (its logits differ from a no-window forward by
+0.2 relative) but drops the attention logit softcapping — it equals transformers' ``sdpa`` forward, which
+ignores ``attn_logit_softcapping`` too (2.8e-7), and differs from the ``eager`` forward, Gemma 2's reference
+attention with ``50 * tanh(scores / 50)``, by 2.4e-2 relative. Fusing it needs GroupQueryAttention's
+``softcap`` (the real model, not the export: the fused-vs-source self-check would then fail by design, so the
+check must run against a source with the cap restored) and a ``local_window_size`` per layer from
+``layer_types``; neither is built, so ``gemma2`` is not a :data:`DECODER_FAMILIES` record and passes through.
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
