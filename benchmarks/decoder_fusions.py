@@ -10,7 +10,9 @@ after the first token). The greedy tokens of the two packages are compared too (
 
 Sizes: ``tiny`` is 2 layers, hidden 64, 4 heads (head 16), 2 KV heads, like the test suite's models;
 ``small`` is 4 layers, hidden 256, 4 heads (head 64), 2 KV heads. stablelm keeps its partial_rotary_factor
-0.25 (tiny: 4 rotated dims -> rotary nodes; small: 16 -> rotary inside GroupQueryAttention).
+0.25 (tiny: 4 rotated dims -> rotary nodes; small: 16 -> rotary inside GroupQueryAttention); gemma2 gets a
+32-token window on its even layers and keeps its attention logit softcap (50). The fused gemma2 graph applies
+the softcap that the unfused export drops, so its tokens may differ from the unfused ones by design.
 
     python benchmarks/decoder_fusions.py [--families phi3,stablelm] [--sizes tiny,small] [--recipes fp32,int4]
                                          [--rounds 5] [--work DIR]
@@ -36,6 +38,7 @@ CONFIG_CLASSES = {
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
     "gemma": "GemmaConfig",
+    "gemma2": "Gemma2Config",
     "phi3": "Phi3Config",
     "stablelm": "StableLmConfig",
 }
@@ -67,7 +70,9 @@ def _build(family: str, size: str, out: Path) -> Path:
 
     dims = SIZES[size]
     head = dims["hidden_size"] // dims["num_attention_heads"]
-    extra = {"head_dim": head} if family in ("gemma", "qwen3") else {}
+    extra = {"head_dim": head} if family in ("gemma", "gemma2", "qwen3") else {}
+    if family == "gemma2":  # its defaults: window 4096 (longer than the context here), so set one that bites
+        extra |= {"query_pre_attn_scalar": head, "sliding_window": 32}
     config = getattr(transformers, CONFIG_CLASSES[family])(
         vocab_size=BYTE_VOCAB_SIZE,
         intermediate_size=2 * dims["hidden_size"],

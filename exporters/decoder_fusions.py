@@ -107,6 +107,12 @@ def _sliding_window(config: dict[str, Any]) -> int | None:
     return int(w) if w else None
 
 
+def _gemma2_windowed(config: dict[str, Any], i: int) -> bool:
+    """``layer_types`` when the config lists them, else transformers' Gemma2 default (even layers windowed)."""
+    types = config.get("layer_types")
+    return types[i] == "sliding_attention" if isinstance(types, list) and i < len(types) else i % 2 == 0
+
+
 @dataclass(frozen=True, kw_only=True)
 class DecoderFamily:
     """An HF model type whose optimum export the matcher knows, and what it needs from the source config."""
@@ -117,6 +123,11 @@ class DecoderFamily:
     # GroupQueryAttention's local_window_size, and the self-check's prompt is made longer than the window
     # so that the check sees the window applied.
     window: Callable[[dict[str, Any]], int | None] = _sliding_window
+    # Whether layer i applies the window (gemma2 alternates windowed and full layers).
+    windowed_layer: Callable[[dict[str, Any], int], bool] = lambda _config, _i: True
+    # The attention logit softcap transformers' reference (eager) attention applies, or None: becomes
+    # GroupQueryAttention's softcap, and the self-check compares with the source graph with the cap restored.
+    softcap: Callable[[dict[str, Any]], float | None] = lambda _config: None
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -126,6 +137,12 @@ for _family in (
     DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
     DecoderFamily(name="gemma", note="llama's layout; optimum's export computes positions in-graph (no position_ids)"),
     DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
+    DecoderFamily(
+        name="gemma2",
+        note="gemma's layout; attention logit softcap (dropped by optimum's export) and a window on every other layer",
+        windowed_layer=_gemma2_windowed,
+        softcap=lambda c: float(c["attn_logit_softcapping"]) if c.get("attn_logit_softcapping") else None,
+    ),
     DecoderFamily(
         name="phi3",
         note="one packed qkv_proj (Slices of it become the packed weight) and rotary behind a Slice / Concat split",
@@ -748,8 +765,23 @@ def _shared_nodes(model: Any, variant: FusionVariant) -> tuple[list[Any], str | 
     return head, ("" if variant.fused_rotary else "gqa/position_start")
 
 
+@dataclass(frozen=True)
+class _Semantics:
+    """What the source config says each layer's attention does beyond what the graph shows."""
+
+    windows: tuple[int | None, ...] = ()  # GQA local_window_size per layer (None: full causal)
+    softcap: float | None = None
+
+    @property
+    def window(self) -> int | None:
+        return next((w for w in self.windows if w is not None), None)
+
+    def layer_window(self, i: int) -> int | None:
+        return self.windows[i] if i < len(self.windows) else None
+
+
 def _rewrite(
-    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
+    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, sem: _Semantics
 ) -> dict[str, Any]:
     from onnx import helper, numpy_helper
 
@@ -780,7 +812,7 @@ def _rewrite(
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window, positions)
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, sem, positions)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -799,7 +831,7 @@ def _rewrite(
 
 
 def _layer_nodes(
-    i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None, pos: str | None
+    i: int, layer: _Layer, w_name: str, variant: FusionVariant, sem: _Semantics, pos: str | None
 ) -> list[Any]:
     """One layer's packed QKV MatMul and attention, laid out as ``variant`` says; ``pos`` feeds the positions."""
     from onnx import helper
@@ -811,8 +843,10 @@ def _layer_nodes(
     pos = rot.input[1] if pos is None else pos
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
     attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
-    if window is not None:  # the value that matched optimum's export in the self-check (window - 1 did not)
-        attrs["local_window_size"] = window
+    if sem.layer_window(i) is not None:  # the value that matched optimum's export (window - 1 did not)
+        attrs["local_window_size"] = sem.layer_window(i)
+    if sem.softcap is not None:  # cap * tanh(scores / cap) on the scaled scores, before the mask, as eager
+        attrs["softcap"] = float(sem.softcap)
     if any(pr.bias is not None for pr in layer.projections):
         nodes[0].output[0] = f"{p}/qkv_nobias"
         nodes.append(
@@ -956,7 +990,35 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
+def _with_softcap(src: Path, cap: float) -> bytes:
+    """The source graph with ``cap * tanh(scores / cap)`` between each Q.K^T MatMul and its mask Add: the
+    reference attention the export dropped (gemma2), for the self-check to compare the fused graph with."""
+    from onnx import helper, numpy_helper
+
+    model = graph.load_model(src, check=False)
+    g = _Graph(model)
+    cap_name = "softcap/cap"
+    model.graph.initializer.append(numpy_helper.from_array(np.array(cap, dtype=np.float32), cap_name))
+    out = []
+    for n in model.graph.node:
+        out.append(n)
+        consumers = g.consumers.get(n.output[0], []) if n.op_type == "MatMul" and n.output else []
+        add = consumers[0] if len(consumers) == 1 and consumers[0].op_type == "Add" else None
+        if add is None or not any(c.op_type == "Softmax" for c in g.consumers.get(add.output[0], [])):
+            continue
+        x, p = n.output[0], f"softcap/{len(out)}"
+        out += [
+            helper.make_node("Div", [x, cap_name], [f"{p}/div"], name=f"{p}/Div"),
+            helper.make_node("Tanh", [f"{p}/div"], [f"{p}/tanh"], name=f"{p}/Tanh"),
+            helper.make_node("Mul", [f"{p}/tanh", cap_name], [f"{p}/capped"], name=f"{p}/Mul"),
+        ]
+        add.input[list(add.input).index(x)] = f"{p}/capped"
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    return model.SerializeToString()
+
+
+def _self_check(src: Path | bytes, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
     """:func:`_compare`, with anything ONNX Runtime raises turned into a failed check (kept source), not a crash."""
     try:
         return _compare(src, fused, kv, n_layers, prompt)
@@ -965,14 +1027,14 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, promp
         return {"ok": False, "reason": f"ONNX Runtime raised {type(e).__name__}: {first[:400]}"}
 
 
-def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
+def _compare(src: Path | bytes, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
     """Run a ``prompt``-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 4  # a refused node is reported in the check's reason, not on stderr
     so.intra_op_num_threads = 1
-    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(src if isinstance(src, bytes) else str(src), so, providers=["CPUExecutionProvider"])
     new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ins = {i.name for i in ref.get_inputs()}
     past_names, present_names = _kv_names(n_layers)
@@ -1098,6 +1160,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     shape = _attention_shape(model, layers, max_positions)
     if isinstance(shape, str):
         return _passthrough(src, dst, shape)
+    config = _source_config(ctx)
+    sem = _Semantics(
+        windows=tuple(window if family.windowed_layer(config, i) else None for i in range(len(layers))),
+        softcap=family.softcap(config),
+    )
     base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
     for variant in VARIANTS:
@@ -1106,7 +1173,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
         try:
-            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, sem)
         except Exception as e:  # a rewrite that breaks on an unforeseen graph keeps the source, never a crash
             log.warning("decoder fusion %s failed: %s: %s", variant.name, type(e).__name__, e)
             fused, details = None, {"error": f"the rewrite raised {type(e).__name__}: {e}"}
@@ -1138,7 +1205,7 @@ def _attempt(
     variant: FusionVariant,
     io_before: Any,
     src: Path,
-    window: int | None,
+    sem: _Semantics,
 ) -> tuple[Any | None, dict[str, Any]]:
     """Rewrite a copy of ``model`` as ``variant`` and self-check it; (the fused model or None, details)."""
     from onnx import ModelProto
@@ -1148,13 +1215,19 @@ def _attempt(
     layers = _match_all(work, kv)
     if isinstance(layers, str):
         return None, {"error": layers}
-    details = _rewrite(work, layers, max_positions, variant, window)
+    details = _rewrite(work, layers, max_positions, variant, sem)
     if _io(work) != io_before:
         return None, {"error": "the rewrite changed the graph's inputs or outputs (bug)"}
     # A prompt longer than the sliding window, so the check sees the window applied (and fits the caches).
+    window = sem.window
     prompt = 5 if window is None or max_positions is None else min(window + 3, max_positions - 1)
-    check = _self_check(src, work, kv, len(layers), prompt)
+    reference = src if sem.softcap is None else _with_softcap(src, sem.softcap)
+    check = _self_check(reference, work, kv, len(layers), prompt)
     details = {**details, "check": check, "layers": len(layers), "local_window_size": window}
+    if len(set(sem.windows)) > 1:  # windowed and full layers alternate (gemma2)
+        details["local_window_sizes"] = list(sem.windows)
+    if sem.softcap is not None:
+        details["softcap"] = sem.softcap
     return (work if check["ok"] else None), details
 
 

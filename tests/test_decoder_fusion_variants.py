@@ -43,6 +43,7 @@ class Case:
     variant: str  # what the pre-flight must choose
     family: str = "llama"
     extra: tuple[tuple[str, Any], ...] = ()  # more config fields (a sliding window, ...)
+    attention: str | None = None  # transformers' attn_implementation of the reference (None: its default)
 
     @property
     def head_size(self) -> int:
@@ -77,6 +78,18 @@ CASES = {
     # of 8), so separate rotary nodes with rotary_embedding_dim; head 64 rotates 16 dims inside GQA.
     "stablelm": Case(family="stablelm", hidden=64, heads=4, kv_heads=2, variant="gqa-rotary-nodes"),
     "stablelm-head64": Case(family="stablelm", hidden=128, heads=2, kv_heads=1, variant="gqa-fused-rotary"),
+    # gemma2: a window on even layers only, and the attention logit softcap optimum's export drops (as does
+    # transformers' sdpa path): the reference is the eager attention. A cap of 5 makes it bite at these weights.
+    "gemma2": Case(
+        family="gemma2",
+        hidden=64,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        extra=(("sliding_window", 16), ("attn_logit_softcapping", 5.0), ("query_pre_attn_scalar", 16)),
+        variant="gqa-fused-rotary",
+        attention="eager",
+    ),
 }
 CONFIG_CLASSES = {
     "llama": "LlamaConfig",
@@ -86,6 +99,7 @@ CONFIG_CLASSES = {
     "gemma": "GemmaConfig",
     "phi3": "Phi3Config",
     "stablelm": "StableLmConfig",
+    "gemma2": "Gemma2Config",
 }
 
 
@@ -138,22 +152,27 @@ def _step(pkg: Path, name: str) -> dict[str, Any]:
     return next(s for s in manifest["recipe"]["steps"] if s["name"] == name)
 
 
-def _hf_greedy(hf: Path) -> list[int]:
-    import torch
+def _hf_model(hf: Path, attention: str | None) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    kwargs = {"attn_implementation": attention} if attention else {}
+    return AutoModelForCausalLM.from_pretrained(hf, **kwargs).eval()
+
+
+def _hf_greedy(hf: Path, attention: str | None = None) -> list[int]:
+    import torch
+
+    model = _hf_model(hf, attention)
     model.generation_config.eos_token_id = None
     with torch.no_grad():
         out = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False, min_length=0)
     return out[0, len(PROMPT) :].tolist()
 
 
-def _logits_rel_diff(pkg: Path, hf: Path) -> float:
+def _logits_rel_diff(pkg: Path, hf: Path, attention: str | None = None) -> float:
     """The package graph's prompt logits against transformers' forward pass: max |diff| / max(1, max |ref|)."""
     import onnxruntime as ort
     import torch
-    from transformers import AutoModelForCausalLM
 
     sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
     kv = decoder_fusions._heads_from_io(onnx.load(str(pkg / "model.onnx"), load_external_data=False))
@@ -162,7 +181,7 @@ def _logits_rel_diff(pkg: Path, hf: Path) -> float:
     past = [i.name for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
     ours = sess.run(["logits"], decoder_fusions._feeds(ins, PROMPT, 0, past, kv, None))[0]
     with torch.no_grad():
-        ref = AutoModelForCausalLM.from_pretrained(hf).eval()(torch.tensor([PROMPT])).logits.numpy()
+        ref = _hf_model(hf, attention)(torch.tensor([PROMPT])).logits.numpy()
     return float(np.abs(ours - ref).max()) / max(1.0, float(np.abs(ref).max()))
 
 
@@ -236,8 +255,16 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
     if "preflight" in d:
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
-    assert _logits_rel_diff(pkg, fp32_case["hf"]) <= LOGITS_RTOL  # the graph kept, against PyTorch
-    ref = _hf_greedy(fp32_case["hf"])
+    assert _logits_rel_diff(pkg, fp32_case["hf"], case.attention) <= LOGITS_RTOL  # the graph kept, vs PyTorch
+    if case.family == "gemma2":  # the cap bites here: the export's (and sdpa's) uncapped attention is off
+        assert _logits_rel_diff(pkg, fp32_case["hf"], "sdpa") > 10 * LOGITS_RTOL
+        gqa = [n for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node
+               if n.op_type == "GroupQueryAttention"]  # fmt: skip
+        windows = [next((a.i for a in n.attribute if a.name == "local_window_size"), -1) for n in gqa]
+        assert (
+            windows == [16, -1]
+        )  # -1: GQA's "no window" (ORT's optimizer writes the default out) and d["local_window_sizes"] == [16, None] and d["softcap"] == 5.0
+    ref = _hf_greedy(fp32_case["hf"], case.attention)
     assert len(set(ref)) > 2  # a decisive, varied reference, not one token repeated
     assert _ours(pkg) == ref
 
@@ -260,7 +287,7 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["phi3", "stablelm"])
+@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2"])
 def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
     name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
 ) -> None:
