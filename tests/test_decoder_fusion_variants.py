@@ -1,10 +1,13 @@
-"""Decoder fusion variants: every Llama head layout exports, runs on ORT's CPU kernels and matches transformers.
+"""Decoder fusion variants: every head layout and family exports, runs on ORT's CPU kernels and matches transformers.
 
 ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multiples of 16 (at the first
-``run()``, not at load). These cases build tiny random Llamas in code (fixed seed) covering head size 8, 12,
-16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and SmolLM-style tied embeddings, export them through
-``exporters.export`` and check: the step details name the variant the pre-flight chose, the package loads with
-``edgekit.load``, and its greedy tokens equal transformers' greedy ``generate`` (fp32).
+``run()``, not at load). These cases build tiny random 2-layer models in code (fixed seed) from transformers'
+config classes: Llamas covering head size 8, 12, 16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and
+SmolLM-style tied embeddings, and mistral, qwen2, qwen3, gemma, gemma2 (softcap, alternating windows), phi3
+(packed qkv_proj) and stablelm (partial rotary). Each is exported through ``exporters.export`` and checked: the
+step details name the variant the pre-flight chose, the prompt logits match PyTorch (1e-3 relative; eager
+attention for gemma2), the package loads with ``edgekit.load``, and its greedy tokens equal transformers'
+greedy ``generate`` (fp32).
 """
 
 from __future__ import annotations
