@@ -494,7 +494,8 @@ def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
     if bounds[3].reshape(-1).tolist() not in ([-1], [2]) or (steps is not None and steps.reshape(-1).tolist() != [1]):
         return None
     width = int(g.inits[mm.input[1]].dims[-1])
-    lo, hi = (int(np.clip(b.reshape(-1)[0], 0, width)) for b in bounds[1:3])
+    # ONNX Slice semantics: a negative bound counts from the end, then clamps to [0, width]
+    lo, hi = (int(np.clip(v + width if (v := int(b.reshape(-1)[0])) < 0 else v, 0, width)) for b in bounds[1:3])
     return (mm, (lo, hi)) if lo < hi else None
 
 

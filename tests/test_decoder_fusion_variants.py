@@ -458,3 +458,50 @@ def test_a_rewrite_that_raises_keeps_the_source_graph(
     assert not changed and d["variant"] == "unfused"
     assert "gqa-rotary-nodes failed: the rewrite raised KeyError" in d["skipped"]
     assert onnx.load(str(tmp_path / "out.onnx")).graph.node  # the source graph, written out
+
+
+# ------------------------------------------------------------- matcher pieces on hand-built graphs
+
+
+def _graph_of(nodes: list[Any], inits: dict[str, np.ndarray]) -> Any:
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])
+    y = helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "g", [x], [y], [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return decoder_fusions._Graph(helper.make_model(g))
+
+
+def _i64(v: int) -> np.ndarray:
+    return np.array([v], dtype=np.int64)
+
+
+def test_packed_columns_follow_onnx_slice_bounds() -> None:
+    from onnx import helper
+
+    inits = {"w": np.zeros((4, 48), np.float32), "s": _i64(-16), "e": _i64(2**62), "ax": _i64(-1), "s0": _i64(16)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["qkv"]),
+        helper.make_node("Slice", ["qkv", "s", "e", "ax"], ["v"]),  # phi3's v: the last 16 columns
+        helper.make_node("Slice", ["qkv", "s0", "s", "ax"], ["k"]),  # 16 .. -16
+    ]
+    g = _graph_of(nodes, inits)
+    assert decoder_fusions._packed_columns(g, nodes[1])[1] == (32, 48)
+    assert decoder_fusions._packed_columns(g, nodes[2])[1] == (16, 32)
+
+
+def test_scalar_value_evaluates_stablelms_head_size_scale() -> None:
+    from onnx import helper
+
+    inits = {"one": np.array(1.0, np.float32), "m1": np.array([-1], np.int64), "big": np.array([2**62], np.int64)}
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "m1", "big"], ["last"]),
+        helper.make_node("Cast", ["last"], ["lastf"], to=1),
+        helper.make_node("Sqrt", ["lastf"], ["sq"]),
+        helper.make_node("Div", ["one", "sq"], ["inv"]),
+        helper.make_node("Sqrt", ["inv"], ["scale"]),
+    ]
+    g = _graph_of(nodes, inits)
+    assert decoder_fusions._scalar_value(g, "scale", head_size=16) == pytest.approx(16**-0.25)
+    assert decoder_fusions._scalar_value(g, "x", head_size=16) is None  # data, not a scalar
