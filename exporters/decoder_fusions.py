@@ -46,18 +46,36 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
 window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
-window), qwen2 with its q/k/v bias packed into one Add, qwen3); others, and graphs
+window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, gemma2, phi3, stablelm); others, and graphs
 where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
-``position_ids`` input (its export computes positions in the graph; the rotary nodes read those). Tried
-and left unfused (probed on the suite's toy exports, onnxruntime 1.32): gemma2 (the matcher accepts its
-graph as is, but optimum's export drops the attention logit softcapping — GroupQueryAttention's ``softcap``
-could restore it, which the fused-vs-source self-check would then flag — and alternates sliding-window and
-full layers, which needs a per-layer ``local_window_size``); phi3 and stablelm (ORT's transformer optimizer
-does fuse their RotaryEmbedding, but the query reaching Q.K^T is ``Mul(Concat(RotaryEmbedding(Slice(q)),
-Slice(q)))`` — transformers' rotary/pass-through split, empty pass-through for phi3's full rotary, a quarter
-of the head for stablelm's ``partial_rotary_factor`` 0.25 — and phi3's q/k/v are Slices of one packed
-``qkv_proj``: the matcher knows neither; stablelm would need the rotary-nodes variant with
-``rotary_embedding_dim``, as fused rotary in GroupQueryAttention rotates whole heads).
+``position_ids`` input (its export computes positions in the graph; the rotary nodes read those).
+
+phi3 and stablelm: ORT's transformer optimizer fuses their RotaryEmbedding, but the query reaching Q.K^T is
+``Mul(Concat(RotaryEmbedding(Slice(q, 0, r)), Slice(q, r, end)))``, transformers' rotary / pass-through split
+(an empty pass-through for phi3's full rotary, three quarters of the head for stablelm's
+``partial_rotary_factor`` 0.25); the matcher reads through it (:func:`_rotary_split`), the rotated dims being
+twice the cos cache width. phi3's q/k/v are constant Slices of one packed ``qkv_proj`` MatMul: their columns
+of the packed weight become the q/k/v blocks of ours (:func:`_packed_columns`). stablelm scales q and k by
+``head_size ** -0.25`` computed from a Shape in the graph, which :func:`_scalar_value` evaluates. A partial
+rotary runs as ``gqa-fused-rotary`` when its cos cache width is a multiple of 8 (GroupQueryAttention rotates
+the first ``2 * width`` dims of each head and passes the rest through: measured equal to the source on ORT
+1.32, 3e-7), else as ``gqa-rotary-nodes`` with ``rotary_embedding_dim`` (and ``num_heads``) on each
+RotaryEmbedding node (ORT 1.32 copies the pass-through dims; :data:`KERNEL_RULES` has the shape rules). The
+ORT optimizer's residual ``Add`` + ``LayerNormalization`` fusion (stablelm's LayerNorm) is not applied, as
+:mod:`edgekit.ort_policy` keeps ORT's CPU ``SkipLayerNormalization`` out of every session; the RMSNorm form
+(``SkipSimplifiedLayerNormalization``) is. Measured decode gains are in README.md ("Decoder fusions").
+
+gemma2: optimum's export applies the per-layer sliding window but drops the attention logit softcapping.
+Probed (tiny 2-layer export, onnxruntime 1.32, weights N(0, 0.6) so that scores reach the cap): the export's
+logits equal transformers' ``sdpa`` forward, which ignores ``attn_logit_softcapping`` too (2.8e-7), and differ
+from the ``eager`` forward — Gemma 2's reference attention, ``cap * tanh(scores / cap)`` — by 2.4e-2 relative
+(and from a no-window forward by 0.2, so the window is there). The fused graph follows the model, not the
+export: GroupQueryAttention's ``softcap`` (:attr:`DecoderFamily.softcap`), and ``local_window_size`` on the
+layers ``layer_types`` marks ``sliding_attention`` only (:attr:`DecoderFamily.windowed_layer`). The self-check
+then compares with the source graph with the cap put back between each Q.K^T MatMul and its mask
+(:func:`_with_softcap`): fused vs eager PyTorch 5.3e-7 on that probe, vs the export 2.4e-2. A gemma2 package
+therefore differs from optimum's export (and from transformers' default sdpa forward) wherever the cap bites;
+the details record ``softcap`` and ``local_window_sizes``.
 
 Place in a recipe: first, on the converter's graph. ORT's basic-level optimization (the ``optimize`` step)
 constant-folds the rotary subgraph into a shape ORT's rotary fusion no longer recognizes, and the quantizers
@@ -92,6 +110,12 @@ def _sliding_window(config: dict[str, Any]) -> int | None:
     return int(w) if w else None
 
 
+def _gemma2_windowed(config: dict[str, Any], i: int) -> bool:
+    """``layer_types`` when the config lists them, else transformers' Gemma2 default (even layers windowed)."""
+    types = config.get("layer_types")
+    return types[i] == "sliding_attention" if isinstance(types, list) and i < len(types) else i % 2 == 0
+
+
 @dataclass(frozen=True, kw_only=True)
 class DecoderFamily:
     """An HF model type whose optimum export the matcher knows, and what it needs from the source config."""
@@ -102,6 +126,11 @@ class DecoderFamily:
     # GroupQueryAttention's local_window_size, and the self-check's prompt is made longer than the window
     # so that the check sees the window applied.
     window: Callable[[dict[str, Any]], int | None] = _sliding_window
+    # Whether layer i applies the window (gemma2 alternates windowed and full layers).
+    windowed_layer: Callable[[dict[str, Any], int], bool] = lambda _config, _i: True
+    # The attention logit softcap transformers' reference (eager) attention applies, or None: becomes
+    # GroupQueryAttention's softcap, and the self-check compares with the source graph with the cap restored.
+    softcap: Callable[[dict[str, Any]], float | None] = lambda _config: None
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -111,6 +140,20 @@ for _family in (
     DecoderFamily(name="qwen2", note="llama's layout with q/k/v bias: one packed bias Add after the QKV MatMul"),
     DecoderFamily(name="gemma", note="llama's layout; optimum's export computes positions in-graph (no position_ids)"),
     DecoderFamily(name="qwen3", note="per-head q/k RMSNorm before rotary: GroupQueryAttention's q/k norm weights"),
+    DecoderFamily(
+        name="gemma2",
+        note="gemma's layout; attention logit softcap (dropped by optimum's export) and a window on every other layer",
+        windowed_layer=_gemma2_windowed,
+        softcap=lambda c: float(c["attn_logit_softcapping"]) if c.get("attn_logit_softcapping") else None,
+    ),
+    DecoderFamily(
+        name="phi3",
+        note="one packed qkv_proj (Slices of it become the packed weight) and rotary behind a Slice / Concat split",
+    ),
+    DecoderFamily(
+        name="stablelm",
+        note="partial rotary (partial_rotary_factor) behind a Slice / Concat split; q/k scaled by head_size ** -0.25",
+    ),
 ):
     DECODER_FAMILIES.add(_family.name, _family)
 GENERATION_KIND = "generation"
@@ -150,6 +193,7 @@ class AttentionShape:
     cache_rows: int  # cos_cache dim 0 after trimming to the context window
     context: int | None  # the longest sequence the package runs (None: unknown)
     qk_norm: bool = False  # a per-head RMSNorm on q and k before rotary (qwen3)
+    partial_rotary: bool = False  # the source rotates the first 2 * rotary_width dims of each head only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,18 +247,20 @@ _FUSED_ROTARY_RULES = (
         source="onnxruntime/contrib_ops/cpu/bert/group_query_attention.cc (ORT 1.32 run-time message)",
     ),
     KernelRule(
-        name="gqa.rotary_covers_whole_head",
-        holds=lambda s: 2 * s.rotary_width == s.head_size,
-        reason="GQA rotates 2 * cos_cache width dims; the source rotates the whole head",
+        name="gqa.rotary_dims_match_source",
+        holds=lambda s: 2 * s.rotary_width == s.head_size or (s.partial_rotary and 2 * s.rotary_width < s.head_size),
+        reason="GQA rotates the first 2 * cos_cache width dims of each head and passes the rest through (ORT 1.32, "
+        "measured on stablelm's partial rotary); the source must rotate those dims: the whole head or a split",
         source="edgekit (equivalence with the source's RotaryEmbedding)",
     ),
 )
 _ROTARY_NODE_RULES = (
     KernelRule(
-        name="rotary.cache_width_is_half_head",
-        holds=lambda s: 2 * s.rotary_width == s.head_size,
-        reason="on (batch, seq, hidden) input without rotary_embedding_dim the head size is 2 * cos_cache width",
-        source=f"{_ROTARY_HELPER}:88,117 CheckInputs",
+        name="rotary.cache_width_matches_rotary_dim",
+        holds=lambda s: 2 * s.rotary_width == s.head_size or (s.partial_rotary and 2 * s.rotary_width < s.head_size),
+        reason="on (batch, seq, hidden) input the head size is 2 * cos_cache width, unless rotary_embedding_dim "
+        "(<= head_size, with num_heads) is set, as for a partial rotary: then cos_cache width is its half",
+        source=f"{_ROTARY_HELPER}:88,91,117 CheckInputs",
     ),
     KernelRule(
         name="rotary.cache_rows",
@@ -271,15 +317,14 @@ class _Layer:
     """One matched attention block."""
 
     x: str  # the normalized hidden state the projections read
-    q_matmul: Any
-    k_matmul: Any
-    v_matmul: Any
-    biases: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # q/k/v projection biases
+    projections: tuple[_Proj, _Proj, _Proj]  # q, k, v (columns of one packed weight for phi3)
     qk_norm: tuple[np.ndarray, np.ndarray, float] | None  # qwen3's per-head RMSNorm before rotary: (q w, k w, eps)
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
     rotary: Any  # the q RotaryEmbedding (its position_ids, caches and interleaving)
+    partial_rotary: bool  # the source rotates rotary_dim dims of each head and passes the rest through
+    rotary_dim: int  # twice the cos cache width (0 when the cache is not a 2-D constant)
     scale: float
     num_heads: int
     kv_num_heads: int
@@ -323,33 +368,92 @@ class _Graph:
         return c[0] if len(c) == 1 else None
 
 
-def _scalar(g: _Graph, mul: Any) -> tuple[str, float] | None:
-    """``Mul(x, c)`` with a scalar constant: (x, c)."""
+def _scalar_value(g: _Graph, name: str, head_size: int, depth: int = 8) -> float | None:
+    """A scalar that is a constant, or arithmetic on one, or on the head size read from a tensor's shape.
+
+    stablelm's export scales q and k by ``Sqrt(1 / Sqrt(Cast(Slice(Shape(q), -1))))`` (head_size ** -0.25 each)
+    instead of a constant: ``Slice(Shape(t), -1)`` evaluates to ``head_size``, as every tensor scaled before
+    Q.K^T ends in the head dim; the self-check guards the assumption.
+    """
+    c = g.const(name)
+    if c is not None:
+        return float(c.reshape(())) if c.size == 1 else None
+    node = g.producer.get(name)
+    if node is None or depth == 0:
+        return None
+    if node.op_type == "Slice" and g.parent(node, 0, "Shape") is not None:
+        starts = g.const(node.input[1])
+        return float(head_size) if starts is not None and starts.reshape(-1).tolist() == [-1] else None
+    args = [_scalar_value(g, i, head_size, depth - 1) for i in node.input[:2]]
+    if any(a is None for a in args):
+        return None
+    ops: dict[str, Callable[..., float]] = {
+        "Cast": lambda a, *_: a,
+        "Sqrt": lambda a, *_: float(np.sqrt(a)),
+        "Mul": lambda a, b: a * b,
+        "Div": lambda a, b: a / b,
+    }
+    fn = ops.get(node.op_type)
+    return None if fn is None else fn(*args)
+
+
+def _scalar(g: _Graph, mul: Any, head_size: int) -> tuple[str, float] | None:
+    """``Mul(x, c)`` with a scalar ``c`` (:func:`_scalar_value`): (x, c)."""
     for data_i, const_i in ((0, 1), (1, 0)):
-        c = g.const(mul.input[const_i])
-        if c is not None and c.size == 1:
-            return mul.input[data_i], float(c.reshape(()))
+        v = _scalar_value(g, mul.input[const_i], head_size)
+        if v is not None:
+            return mul.input[data_i], v
     return None
 
 
-def _unscale(g: _Graph, name: str) -> tuple[str, float]:
-    """Walk up through ``Mul`` / ``Div`` by scalar constants; returns the source and the product of scales."""
+def _unscale(g: _Graph, name: str, head_size: int) -> tuple[str, float]:
+    """Walk up through ``Mul`` / ``Div`` by scalars; returns the source and the product of scales."""
     scale = 1.0
     while True:
         node = g.producer.get(name)
         if node is None or node.op_type not in ("Mul", "Div"):
             return name, scale
         if node.op_type == "Mul":
-            hit = _scalar(g, node)
+            hit = _scalar(g, node, head_size)
             if hit is None:
                 return name, scale
             name, s = hit
             scale *= s
         else:
-            c = g.const(node.input[1])
-            if c is None or c.size != 1:
+            v = _scalar_value(g, node.input[1], head_size)
+            if v is None:
                 return name, scale
-            name, scale = node.input[0], scale / float(c.reshape(()))
+            name, scale = node.input[0], scale / v
+
+
+def _rotary_split(g: _Graph, name: str) -> tuple[Any, str, bool] | None:
+    """The rotary embedding that produces ``name``: (RotaryEmbedding, the un-rotated heads, partial).
+
+    Either ``RotaryEmbedding(x)`` on whole heads, or transformers' rotary / pass-through split that ORT's
+    rotary fusion leaves around the node: ``Concat(RotaryEmbedding(Slice(x, 0, r)), Slice(x, r, end), axis=-1)``
+    (phi3 and stablelm; empty pass-through for phi3's full rotary). ``r`` is read from the caches' shape in the
+    export, so it is not checked here: the rotary dims are twice the cos cache width, and the self-check
+    compares the result.
+    """
+    node = g.producer.get(name)
+    if node is not None and node.op_type == "RotaryEmbedding":
+        return node, node.input[0], False
+    if node is None or node.op_type != "Concat" or len(node.input) != 2:
+        return None
+    if graph.node_attr(node, "axis", 0) not in (-1, 3):
+        return None
+    rot, rest = g.parent(node, 0, "RotaryEmbedding"), g.parent(node, 1, "Slice")
+    head = g.parent(rot, 0, "Slice") if rot is not None else None
+    if head is None or rest is None or head.input[0] != rest.input[0]:
+        return None
+    for sl in (head, rest):
+        axes = g.const(sl.input[3]) if len(sl.input) > 3 and sl.input[3] else None
+        if axes is None or axes.reshape(-1).tolist() not in ([-1], [3]):
+            return None
+    start = g.const(head.input[1])
+    if start is None or start.reshape(-1).tolist() != [0]:
+        return None
+    return rot, head.input[0], True
 
 
 def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tuple[np.ndarray, float] | None]:
@@ -369,10 +473,35 @@ def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tup
     return g.parent(norm, 0, "Reshape"), (w.astype(np.float32), float(graph.node_attr(norm, "epsilon", 1e-5)))
 
 
-def _projection(
-    g: _Graph, name: str, head_size: int, *, allow_norm: bool = False
-) -> tuple[Any, int, np.ndarray | None] | None:
-    """``Transpose(0,2,1,3)([norm](Reshape(MatMul(x, W) [+ b], (b, s, heads, head_size))))`` -> (MatMul, heads, b).
+@dataclass(frozen=True)
+class _Proj:
+    """One of q / k / v: columns ``cols`` of MatMul ``matmul``'s weight (all of them when unpacked)."""
+
+    matmul: Any
+    heads: int
+    bias: np.ndarray | None
+    cols: tuple[int, int]
+
+
+def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
+    """``Slice(MatMul(x, W), start, end, axes=-1)`` with constant bounds (phi3's packed ``qkv_proj``):
+    (the MatMul, (start, end) clipped to W's columns)."""
+    mm = g.parent(node, 0, "MatMul")
+    bounds = [g.const(i) if len(node.input) > k and node.input[k] else None for k, i in enumerate(node.input[:5])]
+    if mm is None or mm.input[1] not in g.inits or any(b is None for b in bounds[1:4]):
+        return None
+    steps = bounds[4] if len(bounds) > 4 else None
+    if bounds[3].reshape(-1).tolist() not in ([-1], [2]) or (steps is not None and steps.reshape(-1).tolist() != [1]):
+        return None
+    width = int(g.inits[mm.input[1]].dims[-1])
+    # ONNX Slice semantics: a negative bound counts from the end, then clamps to [0, width]
+    lo, hi = (int(np.clip(v + width if (v := int(b.reshape(-1)[0])) < 0 else v, 0, width)) for b in bounds[1:3])
+    return (mm, (lo, hi)) if lo < hi else None
+
+
+def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
+    """``Transpose(0,2,1,3)([norm](Reshape(P, (b, s, heads, head_size))))`` with ``P`` one of ``MatMul(x, W)``,
+    ``MatMul(x, W) + b`` or ``Slice(MatMul(x, W_packed))`` -> the projection.
 
     The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``).
 
@@ -380,11 +509,10 @@ def _projection(
     the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
     """
     rs, norm = _head_reshape(g, name, head_size)
-    if norm is not None and not allow_norm:
+    if rs is None or (norm is not None and not allow_norm):
         return None
-    mm = g.parent(rs, 0, "MatMul") if rs is not None else None
-    bias = None
-    add = g.parent(rs, 0, "Add") if rs is not None and mm is None else None
+    mm, bias, cols = g.parent(rs, 0, "MatMul"), None, None
+    add = g.parent(rs, 0, "Add") if mm is None else None
     if add is not None:
         for mm_i in (0, 1):
             mm, bias = g.parent(add, mm_i, "MatMul"), g.const(add.input[1 - mm_i])
@@ -392,21 +520,29 @@ def _projection(
                 break
         if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
             return None
-    if mm is None or mm.input[1] not in g.inits:
+    sl = g.parent(rs, 0, "Slice") if mm is None and add is None else None
+    if sl is not None and (packed := _packed_columns(g, sl)) is not None:
+        mm, cols = packed
+    if mm is None or mm.input[1] not in g.inits or _reshape_head(g, rs) != head_size:
         return None
+    w = g.inits[mm.input[1]]
+    if len(w.dims) != 2 or w.data_type != 1:  # float32 [in, heads * head_size]
+        return None
+    cols = cols or (0, int(w.dims[1]))
+    width = cols[1] - cols[0]
+    if width % head_size or (bias is not None and bias.shape[0] != width):
+        return None
+    return _Proj(matmul=mm, heads=width // head_size, bias=bias, cols=cols)
+
+
+def _reshape_head(g: _Graph, rs: Any) -> int | None:
+    """The last dim of a (b, s, heads, head_size) Reshape's constant or Concat-built target shape."""
     shape = g.const(rs.input[1])
     if shape is None:
         cat = g.producer.get(rs.input[1])
         last = g.const(cat.input[-1]) if cat is not None and cat.op_type == "Concat" and len(cat.input) == 4 else None
         shape = None if last is None else np.concatenate([[0, 0, 0], last.reshape(-1)])
-    if shape is None or shape.size != 4 or int(shape[-1]) != head_size:
-        return None
-    w = g.inits[mm.input[1]]
-    if len(w.dims) != 2 or w.data_type != 1 or w.dims[1] % head_size:  # float32 [in, heads * head_size]
-        return None
-    if bias is not None and bias.shape[0] != w.dims[1]:
-        return None
-    return mm, int(w.dims[1]) // head_size, bias
+    return None if shape is None or shape.size != 4 else int(shape[-1])
 
 
 def _to_concat(g: _Graph, name: str) -> Any | None:
@@ -421,6 +557,60 @@ def _to_concat(g: _Graph, name: str) -> Any | None:
     return node
 
 
+@dataclass(frozen=True)
+class _Rotated:
+    """The query / key side of one attention block, from Q.K^T up to the rotary nodes."""
+
+    rot_q: Any
+    q_src: str  # the un-rotated query heads (BNSH)
+    k_src: str
+    key_concat: Any
+    scale: float
+    partial: bool  # rotary on the first dims of each head only (the Slice / Concat split)
+
+
+def _match_rotated(g: _Graph, scores: Any, head_size: int) -> _Rotated | str:
+    q_name, q_scale = _unscale(g, scores.input[0], head_size)
+    kt_name, k_scale = _unscale(g, scores.input[1], head_size)
+    q_rot = _rotary_split(g, q_name)
+    if q_rot is None:
+        return "query is not a fused RotaryEmbedding (whole heads or a rotary / pass-through split)"
+    kt = g.producer.get(kt_name)
+    if kt is None or kt.op_type != "Transpose" or list(graph.node_attr(kt, "perm", [])) != _KT:
+        return "no K^T Transpose"
+    key_concat = _to_concat(g, kt.input[0])
+    if key_concat is None:
+        return "key does not come from a past/present Concat"
+    k_rot = _rotary_split(g, key_concat.input[1])
+    (rot_q, q_src, q_partial), (rot_k, k_src, k_partial) = q_rot, k_rot or (None, "", False)
+    if rot_k is None or list(rot_k.input[1:]) != list(rot_q.input[1:]) or q_partial != k_partial:
+        return "key rotary differs from query rotary"
+    if graph.node_attr(rot_k, "interleaved", 0) != graph.node_attr(rot_q, "interleaved", 0):
+        return "key and query rotary interleaving differ"
+    for rot in (rot_q, rot_k):  # the rotary dims are read from the caches' width, with unit scale
+        if graph.node_attr(rot, "rotary_embedding_dim", 0) or graph.node_attr(rot, "scale", 1.0) != 1.0:
+            return "RotaryEmbedding with its own rotary_embedding_dim or scale"
+    return _Rotated(
+        rot_q=rot_q, q_src=q_src, k_src=k_src, key_concat=key_concat, scale=q_scale * k_scale, partial=q_partial
+    )
+
+
+def _rotary_dim(g: _Graph, rot: Any) -> int:
+    cos = g.const(rot.input[2])
+    return 2 * int(cos.shape[1]) if cos is not None and cos.ndim == 2 else 0
+
+
+def _probs_value(g: _Graph, softmax: Any) -> Any | None:
+    """Softmax -> (IsNaN / Where guard) -> the MatMul with V."""
+    probs, pv = softmax.output[0], None
+    for c in g.consumers.get(probs, []):
+        if c.op_type == "MatMul" and c.input[0] == probs:
+            pv = c
+        elif c.op_type == "Where":
+            pv = next((d for d in g.consumers.get(c.output[0], []) if d.op_type == "MatMul"), pv)
+    return pv
+
+
 def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     """Match one attention block around ``softmax``; a string says what did not match."""
     if graph.node_attr(softmax, "axis", -1) not in (-1, 3):
@@ -430,50 +620,26 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         scores = next((p for i in (0, 1) if (p := g.parent(scores, i, "MatMul")) is not None), None)
     if scores is None or scores.op_type != "MatMul":
         return "no Q.K^T MatMul before Softmax"
-    q_name, q_scale = _unscale(g, scores.input[0])
-    kt_name, k_scale = _unscale(g, scores.input[1])
-    rot_q = g.producer.get(q_name)
-    if rot_q is None or rot_q.op_type != "RotaryEmbedding":
-        return "query is not a fused RotaryEmbedding"
-    kt = g.producer.get(kt_name)
-    if kt is None or kt.op_type != "Transpose" or list(graph.node_attr(kt, "perm", [])) != _KT:
-        return "no K^T Transpose"
-    key_concat = _to_concat(g, kt.input[0])
-    if key_concat is None:
-        return "key does not come from a past/present Concat"
-    rot_k = g.producer.get(key_concat.input[1])
-    if rot_k is None or rot_k.op_type != "RotaryEmbedding" or list(rot_k.input[1:]) != list(rot_q.input[1:]):
-        return "key rotary differs from query rotary"
-    if graph.node_attr(rot_k, "interleaved", 0) != graph.node_attr(rot_q, "interleaved", 0):
-        return "key and query rotary interleaving differ"
-    for rot in (rot_q, rot_k):  # GroupQueryAttention rotates the whole head with unit scale
-        if graph.node_attr(rot, "rotary_embedding_dim", 0) or graph.node_attr(rot, "scale", 1.0) != 1.0:
-            return "partial or scaled rotary embedding"
-    q_norm, k_norm = (_head_reshape(g, r.input[0], head_size)[1] for r in (rot_q, rot_k))
+    r = _match_rotated(g, scores, head_size)
+    if isinstance(r, str):
+        return r
+    q_norm, k_norm = (_head_reshape(g, src, head_size)[1] for src in (r.q_src, r.k_src))
     if (q_norm is None) != (k_norm is None) or (q_norm and k_norm and q_norm[1] != k_norm[1]):
         return "q and k per-head norms differ"
-    q = _projection(g, rot_q.input[0], head_size, allow_norm=True)
-    k = _projection(g, rot_k.input[0], head_size, allow_norm=True)
-    # Softmax -> (IsNaN/Where guard) -> MatMul with V
-    probs = softmax.output[0]
-    pv = None
-    for c in g.consumers.get(probs, []):
-        if c.op_type == "MatMul" and c.input[0] == probs:
-            pv = c
-        elif c.op_type == "Where":
-            pv = next((d for d in g.consumers.get(c.output[0], []) if d.op_type == "MatMul"), pv)
+    pv = _probs_value(g, softmax)
     if pv is None:
         return "no probs.V MatMul after Softmax"
     value_concat = _to_concat(g, pv.input[1])
     if value_concat is None:
         return "value does not come from a past/present Concat"
+    q = _projection(g, r.q_src, head_size, allow_norm=True)
+    k = _projection(g, r.k_src, head_size, allow_norm=True)
     v = _projection(g, value_concat.input[1], head_size)
     if q is None or k is None or v is None:
-        return "q/k/v are not Transpose(Reshape(MatMul(x, W)))"
-    (q_mm, heads, q_b), (k_mm, kv_heads, k_b), (v_mm, v_heads, v_b) = q, k, v
-    if not (q_mm.input[0] == k_mm.input[0] == v_mm.input[0]):
+        return "q/k/v are not Transpose(Reshape(MatMul(x, W) [+ b] or a Slice of a packed MatMul))"
+    if not (q.matmul.input[0] == k.matmul.input[0] == v.matmul.input[0]):
         return "q/k/v read different inputs"
-    if kv_heads != v_heads or heads % kv_heads:
+    if k.heads != v.heads or q.heads % k.heads:
         return "k/v head counts"
     tr = g.only_consumer(pv.output[0])
     if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
@@ -482,19 +648,18 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
     if out is None or out.op_type != "Reshape":
         return "context is not reshaped to (batch, seq, hidden)"
     return _Layer(
-        x=q_mm.input[0],
-        q_matmul=q_mm,
-        k_matmul=k_mm,
-        v_matmul=v_mm,
-        biases=(q_b, k_b, v_b),
+        x=q.matmul.input[0],
+        projections=(q, k, v),
         qk_norm=None if q_norm is None or k_norm is None else (q_norm[0], k_norm[0], q_norm[1]),
-        key_concat=key_concat,
+        key_concat=r.key_concat,
         value_concat=value_concat,
         out_reshape=out,
-        rotary=rot_q,
-        scale=q_scale * k_scale,
-        num_heads=heads,
-        kv_num_heads=kv_heads,
+        rotary=r.rot_q,
+        partial_rotary=r.partial,
+        rotary_dim=_rotary_dim(g, r.rot_q),
+        scale=r.scale,
+        num_heads=q.heads,
+        kv_num_heads=k.heads,
         head_size=head_size,
     )
 
@@ -513,12 +678,18 @@ def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
         "enable_embed_layer_norm",
         "enable_bias_skip_layer_norm",
         "enable_qordered_matmul",
+        "enable_skip_layer_norm",  # both Skip fusions; the RMSNorm one is applied below, alone
     ):
         setattr(opts, flag, False)
     # opt_level 0: our fusions only; ONNX Runtime's graph optimizations run later in the device's session.
     opt = optimize_model(
         str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=0, optimization_options=opts
     )
+    # Residual Add + LayerNormalization (stablelm) stay two nodes: edgekit.ort_policy keeps ORT's CPU
+    # SkipLayerNormalization out of every session, as slower than the pair. The RMSNorm form is fused.
+    opt.fuse_skip_simplified_layer_norm()
+    opt.prune_graph()
+    opt.topological_sort()  # the fused nodes are appended last
     stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     return opt.model, stats
 
@@ -598,8 +769,23 @@ def _shared_nodes(model: Any, variant: FusionVariant) -> tuple[list[Any], str | 
     return head, ("" if variant.fused_rotary else "gqa/position_start")
 
 
+@dataclass(frozen=True)
+class _Semantics:
+    """What the source config says each layer's attention does beyond what the graph shows."""
+
+    windows: tuple[int | None, ...] = ()  # GQA local_window_size per layer (None: full causal)
+    softcap: float | None = None
+
+    @property
+    def window(self) -> int | None:
+        return next((w for w in self.windows if w is not None), None)
+
+    def layer_window(self, i: int) -> int | None:
+        return self.windows[i] if i < len(self.windows) else None
+
+
 def _rewrite(
-    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, window: int | None = None
+    model: Any, layers: list[_Layer], max_positions: int | None, variant: FusionVariant, sem: _Semantics
 ) -> dict[str, Any]:
     from onnx import helper, numpy_helper
 
@@ -609,12 +795,13 @@ def _rewrite(
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
-        wq, wk, wv = (gm.const(m.input[1]) for m in (layer.q_matmul, layer.k_matmul, layer.v_matmul))
+        wq, wk, wv = (gm.const(pr.matmul.input[1])[:, pr.cols[0] : pr.cols[1]] for pr in layer.projections)
+        biases = [pr.bias for pr in layer.projections]
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
-        if any(b is not None for b in layer.biases):  # one packed bias; a missing one is zeros
+        if any(b is not None for b in biases):  # one packed bias; a missing one is zeros
             cols = (wq.shape[1], wk.shape[1], wv.shape[1])
-            packed = [np.zeros(n, np.float32) if b is None else b for b, n in zip(layer.biases, cols, strict=True)]
+            packed = [np.zeros(n, np.float32) if b is None else b for b, n in zip(biases, cols, strict=True)]
             g.initializer.append(numpy_helper.from_array(np.concatenate(packed), f"gqa/layers.{i}/qkv_proj.bias"))
         if layer.qk_norm is not None:
             g.initializer.extend(
@@ -629,7 +816,7 @@ def _rewrite(
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
-        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, window, positions)
+        new_nodes[id(layer.out_reshape)] = _layer_nodes(i, layer, w_name, variant, sem, positions)
     # Keep a topological order: each layer's new nodes go where its o_proj-input Reshape was, and every
     # input they read (x, past caches, rotary caches, position_ids) is produced before that point.
     out = list(head)
@@ -648,7 +835,7 @@ def _rewrite(
 
 
 def _layer_nodes(
-    i: int, layer: _Layer, w_name: str, variant: FusionVariant, window: int | None, pos: str | None
+    i: int, layer: _Layer, w_name: str, variant: FusionVariant, sem: _Semantics, pos: str | None
 ) -> list[Any]:
     """One layer's packed QKV MatMul and attention, laid out as ``variant`` says; ``pos`` feeds the positions."""
     from onnx import helper
@@ -660,9 +847,11 @@ def _layer_nodes(
     pos = rot.input[1] if pos is None else pos
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
     attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
-    if window is not None:  # the value that matched optimum's export in the self-check (window - 1 did not)
-        attrs["local_window_size"] = window
-    if any(b is not None for b in layer.biases):
+    if sem.layer_window(i) is not None:  # the value that matched optimum's export (window - 1 did not)
+        attrs["local_window_size"] = sem.layer_window(i)
+    if sem.softcap is not None:  # cap * tanh(scores / cap) on the scaled scores, before the mask, as eager
+        attrs["softcap"] = float(sem.softcap)
+    if any(pr.bias is not None for pr in layer.projections):
         nodes[0].output[0] = f"{p}/qkv_nobias"
         nodes.append(
             helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
@@ -690,6 +879,7 @@ def _layer_nodes(
                     domain=MS_DOMAIN,
                     num_heads=heads,
                     interleaved=interleaved,
+                    **({"rotary_embedding_dim": layer.rotary_dim} if layer.partial_rotary else {}),
                 )
             )
         qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
@@ -778,6 +968,7 @@ def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None
         cache_rows=min(rows, max_positions) if max_positions else rows,
         context=max_positions,
         qk_norm=any(lay.qk_norm is not None for lay in layers),
+        partial_rotary=any(lay.partial_rotary for lay in layers),
     )
 
 
@@ -803,7 +994,35 @@ def _prune(model: Any) -> int:
     return removed
 
 
-def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
+def _with_softcap(src: Path, cap: float) -> bytes:
+    """The source graph with ``cap * tanh(scores / cap)`` between each Q.K^T MatMul and its mask Add: the
+    reference attention the export dropped (gemma2), for the self-check to compare the fused graph with."""
+    from onnx import helper, numpy_helper
+
+    model = graph.load_model(src, check=False)
+    g = _Graph(model)
+    cap_name = "softcap/cap"
+    model.graph.initializer.append(numpy_helper.from_array(np.array(cap, dtype=np.float32), cap_name))
+    out = []
+    for n in model.graph.node:
+        out.append(n)
+        consumers = g.consumers.get(n.output[0], []) if n.op_type == "MatMul" and n.output else []
+        add = consumers[0] if len(consumers) == 1 and consumers[0].op_type == "Add" else None
+        if add is None or not any(c.op_type == "Softmax" for c in g.consumers.get(add.output[0], [])):
+            continue
+        x, p = n.output[0], f"softcap/{len(out)}"
+        out += [
+            helper.make_node("Div", [x, cap_name], [f"{p}/div"], name=f"{p}/Div"),
+            helper.make_node("Tanh", [f"{p}/div"], [f"{p}/tanh"], name=f"{p}/Tanh"),
+            helper.make_node("Mul", [f"{p}/tanh", cap_name], [f"{p}/capped"], name=f"{p}/Mul"),
+        ]
+        add.input[list(add.input).index(x)] = f"{p}/capped"
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    return model.SerializeToString()
+
+
+def _self_check(src: Path | bytes, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int = 5) -> dict[str, Any]:
     """:func:`_compare`, with anything ONNX Runtime raises turned into a failed check (kept source), not a crash."""
     try:
         return _compare(src, fused, kv, n_layers, prompt)
@@ -812,14 +1031,14 @@ def _self_check(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, promp
         return {"ok": False, "reason": f"ONNX Runtime raised {type(e).__name__}: {first[:400]}"}
 
 
-def _compare(src: Path, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
+def _compare(src: Path | bytes, fused: Any, kv: tuple[int, int], n_layers: int, prompt: int) -> dict[str, Any]:
     """Run a ``prompt``-token prompt and one decode step through both graphs; compare logits and the KV cache."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 4  # a refused node is reported in the check's reason, not on stderr
     so.intra_op_num_threads = 1
-    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(src if isinstance(src, bytes) else str(src), so, providers=["CPUExecutionProvider"])
     new = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ins = {i.name for i in ref.get_inputs()}
     past_names, present_names = _kv_names(n_layers)
@@ -945,6 +1164,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     shape = _attention_shape(model, layers, max_positions)
     if isinstance(shape, str):
         return _passthrough(src, dst, shape)
+    config = _source_config(ctx)
+    sem = _Semantics(
+        windows=tuple(window if family.windowed_layer(config, i) else None for i in range(len(layers))),
+        softcap=family.softcap(config),
+    )
     base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
     for variant in VARIANTS:
@@ -953,7 +1177,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
         try:
-            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, window)
+            fused, details = _attempt(model, kv, max_positions, variant, io_before, src, sem)
         except Exception as e:  # a rewrite that breaks on an unforeseen graph keeps the source, never a crash
             log.warning("decoder fusion %s failed: %s: %s", variant.name, type(e).__name__, e)
             fused, details = None, {"error": f"the rewrite raised {type(e).__name__}: {e}"}
@@ -985,7 +1209,7 @@ def _attempt(
     variant: FusionVariant,
     io_before: Any,
     src: Path,
-    window: int | None,
+    sem: _Semantics,
 ) -> tuple[Any | None, dict[str, Any]]:
     """Rewrite a copy of ``model`` as ``variant`` and self-check it; (the fused model or None, details)."""
     from onnx import ModelProto
@@ -995,13 +1219,19 @@ def _attempt(
     layers = _match_all(work, kv)
     if isinstance(layers, str):
         return None, {"error": layers}
-    details = _rewrite(work, layers, max_positions, variant, window)
+    details = _rewrite(work, layers, max_positions, variant, sem)
     if _io(work) != io_before:
         return None, {"error": "the rewrite changed the graph's inputs or outputs (bug)"}
     # A prompt longer than the sliding window, so the check sees the window applied (and fits the caches).
+    window = sem.window
     prompt = 5 if window is None or max_positions is None else min(window + 3, max_positions - 1)
-    check = _self_check(src, work, kv, len(layers), prompt)
+    reference = src if sem.softcap is None else _with_softcap(src, sem.softcap)
+    check = _self_check(reference, work, kv, len(layers), prompt)
     details = {**details, "check": check, "layers": len(layers), "local_window_size": window}
+    if len(set(sem.windows)) > 1:  # windowed and full layers alternate (gemma2)
+        details["local_window_sizes"] = list(sem.windows)
+    if sem.softcap is not None:
+        details["softcap"] = sem.softcap
     return (work if check["ok"] else None), details
 
 

@@ -1,10 +1,13 @@
-"""Decoder fusion variants: every Llama head layout exports, runs on ORT's CPU kernels and matches transformers.
+"""Decoder fusion variants: every head layout and family exports, runs on ORT's CPU kernels and matches transformers.
 
 ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multiples of 16 (at the first
-``run()``, not at load). These cases build tiny random Llamas in code (fixed seed) covering head size 8, 12,
-16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and SmolLM-style tied embeddings, export them through
-``exporters.export`` and check: the step details name the variant the pre-flight chose, the package loads with
-``edgekit.load``, and its greedy tokens equal transformers' greedy ``generate`` (fp32).
+``run()``, not at load). These cases build tiny random 2-layer models in code (fixed seed) from transformers'
+config classes: Llamas covering head size 8, 12, 16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and
+SmolLM-style tied embeddings, and mistral, qwen2, qwen3, gemma, gemma2 (softcap, alternating windows), phi3
+(packed qkv_proj) and stablelm (partial rotary). Each is exported through ``exporters.export`` and checked: the
+step details name the variant the pre-flight chose, the prompt logits match PyTorch (1e-3 relative; eager
+attention for gemma2), the package loads with ``edgekit.load``, and its greedy tokens equal transformers'
+greedy ``generate`` (fp32).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from tests.conftest import assert_valid_manifest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = [BOS_ID, 3 + ord("h"), 3 + ord("i"), 3 + ord(" ")]
+LOGITS_RTOL = 1e-3  # fp32 against PyTorch, relative to the largest logit (as tests/test_architecture_matrix.py)
 NEW_TOKENS = 24
 
 
@@ -42,6 +46,7 @@ class Case:
     variant: str  # what the pre-flight must choose
     family: str = "llama"
     extra: tuple[tuple[str, Any], ...] = ()  # more config fields (a sliding window, ...)
+    attention: str | None = None  # transformers' attn_implementation of the reference (None: its default)
 
     @property
     def head_size(self) -> int:
@@ -70,6 +75,24 @@ CASES = {
     "gemma-head8": Case(family="gemma", hidden=32, heads=4, kv_heads=2, head_dim=8, variant="gqa-rotary-nodes"),
     # ORT's CPU GroupQueryAttention has no q/k norm: the norm stays a node before separate rotary nodes.
     "qwen3-qk-norm": Case(family="qwen3", hidden=64, heads=4, kv_heads=2, head_dim=16, variant="gqa-rotary-nodes"),
+    # phi3: one packed qkv_proj, rotary behind transformers' Slice / Concat split (an empty pass-through).
+    "phi3": Case(family="phi3", hidden=64, heads=4, kv_heads=2, variant="gqa-fused-rotary"),
+    # stablelm: partial_rotary_factor 0.25. Head 16 rotates 4 dims (cos width 2: fused rotary needs a multiple
+    # of 8), so separate rotary nodes with rotary_embedding_dim; head 64 rotates 16 dims inside GQA.
+    "stablelm": Case(family="stablelm", hidden=64, heads=4, kv_heads=2, variant="gqa-rotary-nodes"),
+    "stablelm-head64": Case(family="stablelm", hidden=128, heads=2, kv_heads=1, variant="gqa-fused-rotary"),
+    # gemma2: a window on even layers only, and the attention logit softcap optimum's export drops (as does
+    # transformers' sdpa path): the reference is the eager attention. A cap of 5 makes it bite at these weights.
+    "gemma2": Case(
+        family="gemma2",
+        hidden=64,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        extra=(("sliding_window", 16), ("attn_logit_softcapping", 5.0), ("query_pre_attn_scalar", 16)),
+        variant="gqa-fused-rotary",
+        attention="eager",
+    ),
 }
 CONFIG_CLASSES = {
     "llama": "LlamaConfig",
@@ -77,6 +100,9 @@ CONFIG_CLASSES = {
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
     "gemma": "GemmaConfig",
+    "phi3": "Phi3Config",
+    "stablelm": "StableLmConfig",
+    "gemma2": "Gemma2Config",
 }
 
 
@@ -129,20 +155,61 @@ def _step(pkg: Path, name: str) -> dict[str, Any]:
     return next(s for s in manifest["recipe"]["steps"] if s["name"] == name)
 
 
-def _hf_greedy(hf: Path) -> list[int]:
-    import torch
+def _hf_model(hf: Path, attention: str | None) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    kwargs = {"attn_implementation": attention} if attention else {}
+    return AutoModelForCausalLM.from_pretrained(hf, **kwargs).eval()
+
+
+def _hf_greedy(hf: Path, attention: str | None = None) -> list[int]:
+    import torch
+
+    model = _hf_model(hf, attention)
     model.generation_config.eos_token_id = None
     with torch.no_grad():
         out = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False, min_length=0)
     return out[0, len(PROMPT) :].tolist()
 
 
+def _logits_rel_diff(pkg: Path, hf: Path, attention: str | None = None) -> float:
+    """The package graph's prompt logits against transformers' forward pass: max |diff| / max(1, max |ref|)."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    kv = decoder_fusions._heads_from_io(onnx.load(str(pkg / "model.onnx"), load_external_data=False))
+    assert kv is not None
+    ins = {i.name for i in sess.get_inputs()}
+    past = [i.name for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    ours = sess.run(["logits"], decoder_fusions._feeds(ins, PROMPT, 0, past, kv, None))[0]
+    with torch.no_grad():
+        ref = _hf_model(hf, attention)(torch.tensor([PROMPT])).logits.numpy()
+    return float(np.abs(ours - ref).max()) / max(1.0, float(np.abs(ref).max()))
+
+
 def _ours(pkg: Path) -> list[int]:
     lm = edgekit.load(pkg, threads=1, verify=False, cache_optimized_graph=False)
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
+
+
+# The first rule that refuses fused rotary, by family (others: the head size is not a multiple of 16).
+WHY_NOT_FUSED_ROTARY = {"qwen3": "gqa.cpu_no_qk_norm", "stablelm": "gqa.rotary_cache_width"}
+
+
+def _assert_partial_rotary(pkg: Path, case: Case) -> None:
+    """stablelm rotates a quarter of each head: its rotary nodes say so, and fused GQA's caches are that wide."""
+    model = onnx.load(str(pkg / "model.onnx"), load_external_data=False)
+    rotated = case.head_size // 4 if case.family == "stablelm" else case.head_size
+    dims = {
+        a.i for n in model.graph.node if n.op_type == "RotaryEmbedding" for a in n.attribute
+        if a.name == "rotary_embedding_dim"
+    }  # fmt: skip
+    assert dims == ({rotated} if case.variant == "gqa-rotary-nodes" and rotated < case.head_size else set())
+    gqa = next(n for n in model.graph.node if n.op_type == "GroupQueryAttention")
+    if case.variant == "gqa-fused-rotary":
+        cos = next(i for i in model.graph.initializer if i.name == gqa.input[7])
+        assert list(cos.dims)[1] * 2 == rotated
 
 
 @pytest.fixture(scope="module")
@@ -179,17 +246,28 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert "gqa.head_size_multiple_of_8" in d["skipped"]  # the refusing rule (of both variants) is named
     else:
         assert step["changed"] and ops["GroupQueryAttention"] == 2 and ops["Softmax"] == 0
+        assert ops["SkipLayerNormalization"] == 0  # stablelm's Add + LayerNormalization stay apart (ort_policy)
         assert d["head_size"] == case.head_size and d["kv_num_heads"] == case.kv_heads
         assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
         assert d["local_window_size"] == dict(case.extra).get("sliding_window")
         assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
         if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
-            why = "gqa.cpu_no_qk_norm" if case.family == "qwen3" else "gqa.rotary_head_size_multiple_of_16"
+            why = WHY_NOT_FUSED_ROTARY.get(case.family, "gqa.rotary_head_size_multiple_of_16")
             assert f"gqa-fused-rotary refused by {why}" in d["variant_reason"]
+        _assert_partial_rotary(pkg, case)
     if "preflight" in d:
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
-    ref = _hf_greedy(fp32_case["hf"])
+    assert _logits_rel_diff(pkg, fp32_case["hf"], case.attention) <= LOGITS_RTOL  # the graph kept, vs PyTorch
+    if case.family == "gemma2":  # the cap bites here: the export's (and sdpa's) uncapped attention is off
+        assert _logits_rel_diff(pkg, fp32_case["hf"], "sdpa") > 10 * LOGITS_RTOL
+        gqa = [n for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node
+               if n.op_type == "GroupQueryAttention"]  # fmt: skip
+        windows = [next((a.i for a in n.attribute if a.name == "local_window_size"), -1) for n in gqa]
+        assert (
+            windows == [16, -1]
+        )  # -1: GQA's "no window" (ORT's optimizer writes the default out) and d["local_window_sizes"] == [16, None] and d["softcap"] == 5.0
+    ref = _hf_greedy(fp32_case["hf"], case.attention)
     assert len(set(ref)) > 2  # a decisive, varied reference, not one token repeated
     assert _ours(pkg) == ref
 
@@ -207,6 +285,23 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
         assert steps[0]["name"] == "decoder_fusions" and steps[0]["details"]["variant"] == "gqa-rotary-nodes"
         ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
         assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] >= 2
+    tokens = _ours(pkg)
+    assert len(tokens) == NEW_TOKENS and all(0 <= t < BYTE_VOCAB_SIZE for t in tokens)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2"])
+def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
+    name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
+) -> None:
+    pkg = _export(built(name), tmp_path_factory.mktemp(f"{name}-int4") / "int4", "int4")
+    manifest = assert_valid_manifest(pkg)
+    first = manifest["recipe"]["steps"][0]
+    assert first["name"] == "decoder_fusions" and first["details"]["variant"] == CASES[name].variant
+    ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
+    assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] >= 2 and ops["Softmax"] == 0
+    out = next(iter(manifest["accuracy"]["outputs"].values()))
+    assert out["cosine_min"] >= 0.8, out  # the architecture matrix's int4 floor: still tracks fp32
     tokens = _ours(pkg)
     assert len(tokens) == NEW_TOKENS and all(0 <= t < BYTE_VOCAB_SIZE for t in tokens)
 
@@ -253,7 +348,13 @@ def _shape(**kw: Any) -> AttentionShape:
         (_shape(num_heads=6, kv_num_heads=4), {"gqa.num_heads_multiple_of_kv_num_heads"}, None),
         (_shape(head_size=12, rotary_width=6), None, {"gqa.head_size_multiple_of_8"}),
         (_shape(cache_rows=32), {"gqa.rotary_cache_rows"}, {"rotary.cache_rows"}),
-        (_shape(head_size=32, rotary_width=8), {"gqa.rotary_covers_whole_head"}, {"rotary.cache_width_is_half_head"}),
+        (
+            _shape(head_size=32, rotary_width=8),
+            {"gqa.rotary_dims_match_source"},
+            {"rotary.cache_width_matches_rotary_dim"},
+        ),
+        (_shape(head_size=64, rotary_width=8, partial_rotary=True), set(), set()),  # stablelm-2's quarter rotary
+        (_shape(head_size=16, rotary_width=2, partial_rotary=True), {"gqa.rotary_cache_width"}, set()),
         (_shape(qk_norm=True), {"gqa.cpu_no_qk_norm"}, set()),
     ],
 )
@@ -357,3 +458,50 @@ def test_a_rewrite_that_raises_keeps_the_source_graph(
     assert not changed and d["variant"] == "unfused"
     assert "gqa-rotary-nodes failed: the rewrite raised KeyError" in d["skipped"]
     assert onnx.load(str(tmp_path / "out.onnx")).graph.node  # the source graph, written out
+
+
+# ------------------------------------------------------------- matcher pieces on hand-built graphs
+
+
+def _graph_of(nodes: list[Any], inits: dict[str, np.ndarray]) -> Any:
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])
+    y = helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "g", [x], [y], [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return decoder_fusions._Graph(helper.make_model(g))
+
+
+def _i64(v: int) -> np.ndarray:
+    return np.array([v], dtype=np.int64)
+
+
+def test_packed_columns_follow_onnx_slice_bounds() -> None:
+    from onnx import helper
+
+    inits = {"w": np.zeros((4, 48), np.float32), "s": _i64(-16), "e": _i64(2**62), "ax": _i64(-1), "s0": _i64(16)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["qkv"]),
+        helper.make_node("Slice", ["qkv", "s", "e", "ax"], ["v"]),  # phi3's v: the last 16 columns
+        helper.make_node("Slice", ["qkv", "s0", "s", "ax"], ["k"]),  # 16 .. -16
+    ]
+    g = _graph_of(nodes, inits)
+    assert decoder_fusions._packed_columns(g, nodes[1])[1] == (32, 48)
+    assert decoder_fusions._packed_columns(g, nodes[2])[1] == (16, 32)
+
+
+def test_scalar_value_evaluates_stablelms_head_size_scale() -> None:
+    from onnx import helper
+
+    inits = {"one": np.array(1.0, np.float32), "m1": np.array([-1], np.int64), "big": np.array([2**62], np.int64)}
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "m1", "big"], ["last"]),
+        helper.make_node("Cast", ["last"], ["lastf"], to=1),
+        helper.make_node("Sqrt", ["lastf"], ["sq"]),
+        helper.make_node("Div", ["one", "sq"], ["inv"]),
+        helper.make_node("Sqrt", ["inv"], ["scale"]),
+    ]
+    g = _graph_of(nodes, inits)
+    assert decoder_fusions._scalar_value(g, "scale", head_size=16) == pytest.approx(16**-0.25)
+    assert decoder_fusions._scalar_value(g, "x", head_size=16) is None  # data, not a scalar
