@@ -154,3 +154,12 @@ def test_memory_calibration_measures_each_kind_of_weight_in_its_own_process(
     assert copies["other"] == 1.0
     assert cal.runtime_overhead_mb == pytest.approx(11.5)
     assert calibration.memory_calibration(tmp_path, 2) is cal  # cached: it does not move with the load
+
+
+def test_other_devices_keep_the_prior_copies_and_the_measured_overhead() -> None:
+    host = calibration.MemoryCalibration(
+        runtime_overhead_mb=11.0, bytes_per_weight_byte={"conv": 3.3, "folded_conv": 2.1, "quantized_gemm": 2.2}
+    )
+    other = host.for_other_devices()
+    assert other.runtime_overhead_mb == 11.0
+    assert other.bytes_per_weight_byte == calibration.RESIDENT_COPIES

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.profiler import layout
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, analyze, runtime_graph
 
 __all__ = [
@@ -155,6 +156,11 @@ class HostEfficiency:
 class MemoryCalibration:
     runtime_overhead_mb: float
     bytes_per_weight_byte: Mapping[str, float]  # "other" (GEMM, embeddings), "conv", "folded"
+
+    def for_other_devices(self) -> MemoryCalibration:
+        """The same overhead with the prior copies: the measured ones are this host's layout (x86 NCHWc
+        reorders every convolution weight), not another CPU's, and a device's estimate must not move with them."""
+        return replace(self, bytes_per_weight_byte=dict(RESIDENT_COPIES))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -510,10 +516,16 @@ def build_suite(work: Path) -> list[SuiteCase]:
         }
         feeds_file = work / f"cal_{name}.npz"
         np.savez(feeds_file, **feeds)
-        optimized = runtime_graph(path, work / f"cal_{name}.runtime.onnx")
+        analysis = analyze(runtime_graph(path, work / f"cal_{name}.runtime.onnx"), feeds=feeds)
+        # the host's NCHWc reorders are timed apart (as in the models), not folded into the conv rates
+        (reorders,) = layout.host_layout_nodes(path, work / f"cal_{name}.host.onnx", [analysis])
         cases.append(
             SuiteCase(
-                name=name, path=path, feeds_file=feeds_file, budget_s=0.0, analysis=analyze(optimized, feeds=feeds)
+                name=name,
+                path=path,
+                feeds_file=feeds_file,
+                budget_s=0.0,
+                analysis=layout.with_layout(analysis, reorders),
             )
         )
     return cases

@@ -1117,18 +1117,21 @@ def _peak_activations(
     return int(peak), peak_at
 
 
-def runtime_graph(src: str | Path, dst: str | Path) -> Path:
+def runtime_graph(src: str | Path, dst: str | Path, *, host_layout: bool = False) -> Path:
     """The graph ONNX Runtime's CPU provider will run: its portable optimizations applied and saved.
 
     Level "extended" (constant folding, Conv+BatchNorm+activation, GEMM, attention and layer-norm fusions,
     less the ones edgekit's sessions turn off: :mod:`edgekit.ort_policy`) and not "all": the NCHWc layout pass of "all" is specific to the host's vector width, while the estimate
-    is for other CPUs too. Large weights go to an external file beside ``dst``.
+    is for other CPUs too. ``host_layout`` saves level "all" instead, this host's own graph (only its layout
+    conversions are read from it: :mod:`edgekit.profiler.layout`). Large weights go to an external file
+    beside ``dst``.
     """
     import onnxruntime as ort
 
     dst = Path(dst)
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if host_layout else level.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(dst)
     options.log_severity_level = 4  # a failed probe run is handled here (its fallback), not printed by ORT
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
