@@ -70,7 +70,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-SUITE_VERSION = 4
+SUITE_VERSION = 5  # 5: the cases count the host's NCHWc reorders apart (layout.py)
 # A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
 # their medians describe the same machine state as the model's median (a low quantile would describe a
 # luckier host than the one the model met).
