@@ -118,3 +118,48 @@ def test_suite_files_live_in_the_work_dir(tmp_path: Path) -> None:
     names = {c.name for c in cases}
     assert {"attention_prefill", "attention_decode", "normalization", "gemm_fp32"} <= names
     assert all(c.path.parent == tmp_path and c.path.exists() for c in cases)
+
+
+def test_resident_ratio_is_the_rise_per_stored_byte_and_the_prior_when_unusable() -> None:
+    # 61.6 MB resident for 18 874 368 stored bytes (8 convolutions 256->256 3x3): 3.2637 copies
+    assert calibration.resident_ratio(61.6, 18_874_368, "conv") == pytest.approx(3.26369, rel=1e-4)
+    prior = calibration.RESIDENT_COPIES["conv"]
+    assert calibration.resident_ratio(None, 18_874_368, "conv") == prior  # no /proc
+    assert calibration.resident_ratio(200.0, 18_874_368, "conv") == prior  # 10.6: not a copy count
+    assert calibration.resident_ratio(5.0, 18_874_368, "conv") == prior  # 0.26: below one copy
+    assert calibration.resident_ratio(5.0, 0, "quantized_gemm") == calibration.RESIDENT_COPIES["quantized_gemm"]
+
+
+def test_memory_calibration_measures_each_kind_of_weight_in_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each case graph's rise over its stored weights of that kind; float GEMM weights keep the prior (1)."""
+    rises = {"mem_tiny": 0.5, "mem_conv": 61.6, "mem_folded_conv": 40.0, "mem_quantized_gemm": 9.2}
+    seen: list[str] = []
+
+    def fake_run(path: Path, threads: int) -> dict[str, float]:
+        seen.append(path.stem)
+        return {"overhead_mb": 11.0, "model_mb": rises[path.stem]}
+
+    monkeypatch.setattr(calibration, "_MEMORY_CACHE", {})
+    monkeypatch.setattr(calibration, "_memory_run", fake_run)
+    cal = calibration.memory_calibration(tmp_path, 2)
+    assert sorted(seen) == sorted(rises)
+    conv_bytes = 8 * 256 * 256 * 9 * 4  # float32, stored and folded alike
+    int8_bytes = 16 * (512 * 512 + 1)  # the int8 weights and their int8 zero points (the float scales: "other")
+    copies = cal.bytes_per_weight_byte
+    assert copies["conv"] == pytest.approx(61.6e6 / conv_bytes, rel=1e-9)
+    assert copies["folded_conv"] == pytest.approx(40.0e6 / conv_bytes, rel=1e-9)
+    assert copies["quantized_gemm"] == pytest.approx(9.2e6 / int8_bytes, rel=1e-9)
+    assert copies["other"] == 1.0
+    assert cal.runtime_overhead_mb == pytest.approx(11.5)
+    assert calibration.memory_calibration(tmp_path, 2) is cal  # cached: it does not move with the load
+
+
+def test_other_devices_keep_the_prior_copies_and_the_measured_overhead() -> None:
+    host = calibration.MemoryCalibration(
+        runtime_overhead_mb=11.0, bytes_per_weight_byte={"conv": 3.3, "folded_conv": 2.1, "quantized_gemm": 2.2}
+    )
+    other = host.for_other_devices()
+    assert other.runtime_overhead_mb == 11.0
+    assert other.bytes_per_weight_byte == calibration.RESIDENT_COPIES

@@ -84,3 +84,36 @@ def test_kinds_are_one_enum_each_and_the_json_keeps_their_names() -> None:
     assert sorted(rates["work_gflops"]) == sorted(w.value for w in kernels.WorkKind)
     with pytest.raises(ValueError):
         _node("convolution")
+
+
+def test_fused_attention_runs_its_core_at_the_attention_rate_and_pays_both_calls() -> None:
+    """QAttention: int8 QKV projection at the int8 GEMM rate, the per-head attention at the attention rate."""
+    from dataclasses import replace
+
+    from edgekit.profiler.estimate import call_cost_us
+
+    node = NodeCost(
+        name="qatt", op_type="QAttention", domain="com.microsoft", kind="attention",
+        flops={"int8": 10**9, "fp32": 5 * 10**8}, macs=0, bytes_read=4, bytes_written=4, weight_bytes=0,
+        attention_flops=4 * 10**8,
+    )  # fmt: skip
+    seconds, _ = _node_time_s(node, RATES)
+    assert seconds == pytest.approx(1e9 / 4e9 + 1e8 / 2e9 + 4e8 / 128e9, rel=1e-12)
+    # the fp32 Attention of MiniLM: one float precision, split the same way
+    fp32 = replace(node, flops={"fp32": 10**9})
+    assert _node_time_s(fp32, RATES)[0] == pytest.approx(6e8 / 2e9 + 4e8 / 128e9, rel=1e-12)
+    costs = replace(RATES, call_overhead_us={"gemm": 3.0, "attention_core": 8.0})
+    assert call_cost_us(node, costs) == 11.0
+    assert call_cost_us(replace(node, kind="attention_core", attention_flops=0), costs) == 8.0
+
+
+def test_fused_attention_core_flops_of_a_minilm_layer() -> None:
+    from edgekit.profiler.static import NodeView, Tensor, fused_attention_flops
+
+    view = NodeView(
+        "QAttention", "com.microsoft",
+        (Tensor("x", "float32", (1, 32, 384)), Tensor("w", "int8", (384, 1152), True)),
+        (Tensor("y", "float32", (1, 32, 384)),), {"num_heads": 12},
+    )  # fmt: skip
+    # 12 heads of 32 over 32 tokens: QK^T and AV, 2 x 12 x 32 x 32 x 32 MACs, x 2 FLOPs, + softmax 5 x 12 x 32 x 32
+    assert fused_attention_flops(view) == 2 * (2 * 12 * 32 * 32 * 32) + 5 * 12 * 32 * 32

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.devices import DeviceProfile, get_device
+from edgekit.devices import DeviceKind, DeviceProfile, get_device
 from edgekit.errors import BudgetExceededError, SourceNotFoundError, UsageError
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME
 from edgekit.profiler import measure
@@ -392,7 +392,7 @@ def _profile_one(
     bar: Progress,
     op_profile_runs: int,
 ) -> VariantResult:
-    from edgekit.profiler import calibration, feeds, static
+    from edgekit.profiler import calibration, feeds, layout, static
     from edgekit.profiler.nodes import GraphIndex
 
     work.mkdir(parents=True)
@@ -402,6 +402,11 @@ def _profile_one(
     stored = [static.analyze_model(model, feeds=p.feeds) for p in phases]
     runtime_model = static.load_onnx(static.runtime_graph(target.model_path, work / "runtime.onnx"))
     runtime = [static.analyze_model(runtime_model, feeds=p.feeds) for p in phases]
+    # the host's estimate runs on the same graph plus the layout conversions only this host adds (NCHWc)
+    host_runtime = runtime
+    if any(p.kind == DeviceKind.HOST for p in profiles):
+        reorders = layout.host_layout_nodes(target.model_path, work / "host_layout.onnx", runtime)
+        host_runtime = [layout.with_layout(a, r) for a, r in zip(runtime, reorders, strict=True)]
     graphs = {"stored": GraphIndex.of(model), "runtime": GraphIndex.of(runtime_model)}
     del runtime_model  # only its wiring is kept
 
@@ -423,6 +428,7 @@ def _profile_one(
         phases=phases,
         stored=stored,
         runtime=runtime,
+        host_runtime=host_runtime,
         memory_cal=memory_cal,
     )
     return VariantResult(
@@ -476,6 +482,7 @@ def _device_results(
     phases: Sequence[Any],
     stored: Sequence[Any],
     runtime: Sequence[Any],
+    host_runtime: Sequence[Any],
     memory_cal: Any,
 ) -> tuple[list[DeviceResult], list[Any]]:
     """Per device: the estimate, the provider coverage and the budgets; on the host, the check against ``m``."""
@@ -484,8 +491,12 @@ def _device_results(
     devices, coverages = [], []
     for profile in profiles:
         rates = estimate.device_rates(profile, efficiency, host)
-        phase_estimates = [estimate.estimate_latency(p.name, a, rates) for p, a in zip(phases, runtime, strict=True)]
-        memory = estimate.estimate_memory_mb(stored[0], runtime, memory_cal)
+        is_host = profile.kind == DeviceKind.HOST
+        graphs = host_runtime if is_host else runtime
+        phase_estimates = [estimate.estimate_latency(p.name, a, rates) for p, a in zip(phases, graphs, strict=True)]
+        memory = estimate.estimate_memory_mb(
+            stored[0], runtime, memory_cal if is_host else memory_cal.for_other_devices()
+        )
         cov = coverage.device_coverage(
             profile, model, stored[0].value_shapes, set(stored[0].folded_outputs), set(stored[0].dynamic_inputs)
         )

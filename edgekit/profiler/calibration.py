@@ -35,9 +35,12 @@ The timing cases run in the model's own timing process, one pass after each time
 because this host is shared: the factors must describe the same machine state as the measurement they
 predict.
 
-Memory is calibrated apart, in a fresh process: the resident memory ONNX Runtime itself adds (its
-environment, thread pool and a session). Weights count once, convolution weights twice (see
-``RESIDENT_COPIES``).
+Memory is calibrated apart, each graph in a fresh process: the resident memory ONNX Runtime itself adds (its
+environment, thread pool and a session), and the resident bytes per stored weight byte of convolution
+weights (stored in the model or constant-folded) and 8-bit GEMM weights, measured on a graph of each
+(``RESIDENT_CASES``: on x86 ONNX Runtime reorders every convolution weight to NCHWc blocks, and a stored
+initializer keeps its parsed copy beside the session's, about 3.3 copies against 2.1 for folded ones); float
+GEMM weights and embeddings count once (``RESIDENT_COPIES``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.profiler import layout
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, analyze, runtime_graph
 
 __all__ = [
@@ -66,7 +70,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-SUITE_VERSION = 4
+SUITE_VERSION = 5  # 5: the cases count the host's NCHWc reorders apart (layout.py)
 # A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
 # their medians describe the same machine state as the model's median (a low quantile would describe a
 # luckier host than the one the model met).
@@ -152,6 +156,11 @@ class HostEfficiency:
 class MemoryCalibration:
     runtime_overhead_mb: float
     bytes_per_weight_byte: Mapping[str, float]  # "other" (GEMM, embeddings), "conv", "folded"
+
+    def for_other_devices(self) -> MemoryCalibration:
+        """The same overhead with the prior copies: the measured ones are this host's layout (x86 NCHWc
+        reorders every convolution weight), not another CPU's, and a device's estimate must not move with them."""
+        return replace(self, bytes_per_weight_byte=dict(RESIDENT_COPIES))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -507,10 +516,16 @@ def build_suite(work: Path) -> list[SuiteCase]:
         }
         feeds_file = work / f"cal_{name}.npz"
         np.savez(feeds_file, **feeds)
-        optimized = runtime_graph(path, work / f"cal_{name}.runtime.onnx")
+        analysis = analyze(runtime_graph(path, work / f"cal_{name}.runtime.onnx"), feeds=feeds)
+        # the host's NCHWc reorders are timed apart (as in the models), not folded into the conv rates
+        (reorders,) = layout.host_layout_nodes(path, work / f"cal_{name}.host.onnx", [analysis])
         cases.append(
             SuiteCase(
-                name=name, path=path, feeds_file=feeds_file, budget_s=0.0, analysis=analyze(optimized, feeds=feeds)
+                name=name,
+                path=path,
+                feeds_file=feeds_file,
+                budget_s=0.0,
+                analysis=layout.with_layout(analysis, reorders),
             )
         )
     return cases
@@ -748,13 +763,39 @@ def _attention_fit(
 
 _MEMORY_CACHE: dict[int, MemoryCalibration] = {}
 
-# Resident copies ONNX Runtime keeps per weight byte once a session is ready. Convolution weights are held
-# twice: the initializer and the reordered (NCHWc) or BatchNorm-fused copy made at load; 8-bit GEMM weights
-# likewise (MLAS's packed copy beside the initializer). Float GEMM weights are packed in place of the
-# original. Synthetic graphs give ratios from 1 to 5 for convolutions depending on tensor sizes and the
-# order of allocations (glibc keeps freed heap pages resident), so these follow the mechanism rather than a
-# fit; measured on the onnx package's CNNs the ratio is 1.8-2.6, on MiniLM fp32 1.1-1.3.
+# Resident copies ONNX Runtime keeps per weight byte once a session is ready, where the measurement below
+# fails: convolution weights twice (the initializer and the reordered NCHWc or BatchNorm-fused copy made at
+# load), 8-bit GEMM weights likewise (MLAS's packed copy), float GEMM weights once (packed in its place).
 RESIDENT_COPIES = {"conv": 2.0, "folded_conv": 2.0, "quantized_gemm": 2.0, "other": 1.0}
+# The copies depend on the build and the CPU (ONNX Runtime's x86 NCHWc layout reorders every convolution
+# weight; an initializer stored in the model keeps its parsed copy beside it, a constant-folded one does not),
+# so each kind of weight that gets copied is measured: one graph of it alone, loaded in a fresh process. The
+# graphs hold 4-19 MB of weights on 7x7 activations, so weights dominate what the session adds (smaller
+# graphs, a few hundred KB per tensor, give ratios of 3-4 from allocator slack alone). Float GEMM weights
+# ("other") keep the prior: their one copy is exact for the 10-100 MB classifier weights of AlexNet / VGG
+# (mapped and returned whole), while a graph of 1 MB ones measures glibc's slack (1.2).
+RESIDENT_CASES = ("conv", "folded_conv", "quantized_gemm")
+RESIDENT_BOUNDS = (1.0, 5.0)  # a ratio outside these is a failed measurement, not a copy count
+
+
+def _resident_graphs(work: Path) -> dict[str, Path]:
+    """One graph per kind of weight (``RESIDENT_CASES``): 3x3 convolutions 256->256 stored or folded (19 MB),
+    and 512x512 MatMuls quantized dynamically (4 MB of int8)."""
+    gemm = _matmuls(work / "mem_gemm.onnx", 1, 512, 16, 22)
+    return {
+        "conv": _convs(work / "mem_conv.onnx", 256, 7, 8, 20),
+        "folded_conv": _convs(work / "mem_folded_conv.onnx", 256, 7, 8, 21, folded=True),
+        "quantized_gemm": _quantized(gemm, work / "mem_quantized_gemm.onnx"),
+    }
+
+
+def resident_ratio(model_mb: float | None, weight_bytes: int, use: str) -> float:
+    """Resident bytes per stored weight byte from one case's measured rise; the prior when it is unusable."""
+    if model_mb is None or weight_bytes <= 0:
+        return RESIDENT_COPIES[use]
+    ratio = model_mb * 1e6 / weight_bytes
+    lo, hi = RESIDENT_BOUNDS
+    return ratio if lo * 0.9 <= ratio <= hi else RESIDENT_COPIES[use]
 
 
 def _memory_run(path: Path, threads: int) -> dict[str, Any]:
@@ -785,16 +826,26 @@ def _child_env() -> dict[str, str]:
 
 
 def memory_calibration(work: Path, threads: int) -> MemoryCalibration:
-    """ONNX Runtime's own resident memory (a tiny session in a fresh process), with the resident copies
-    kept per weight byte. Cached for the life of this Python process: it depends on the build, not on load.
+    """ONNX Runtime's own resident memory (a tiny session in a fresh process), and the resident bytes it keeps
+    per weight byte of each kind (``RESIDENT_CASES``, each in a fresh process, run side by side: memory does
+    not depend on the load). Cached for the life of this Python process: it depends on the build, not on load.
     """
     if threads in _MEMORY_CACHE:
         return _MEMORY_CACHE[threads]
     work.mkdir(parents=True, exist_ok=True)
-    event = _memory_run(_matmuls(work / "mem_tiny.onnx", 1, 4, 1, 7), threads)
+    from concurrent.futures import ThreadPoolExecutor
+
+    graphs = {"tiny": _matmuls(work / "mem_tiny.onnx", 1, 4, 1, 7), **_resident_graphs(work)}
+    with ThreadPoolExecutor(max_workers=len(graphs)) as pool:
+        events = dict(zip(graphs, pool.map(lambda p: _memory_run(p, threads), graphs.values()), strict=True))
+    tiny = events["tiny"]
+    copies = dict(RESIDENT_COPIES)
+    for use in RESIDENT_CASES:
+        stored = analyze(graphs[use]).weight_bytes_by_use.get(use, 0)
+        copies[use] = resident_ratio(events[use].get("model_mb"), stored, use)
     result = MemoryCalibration(
-        runtime_overhead_mb=float(event.get("overhead_mb") or 0.0) + float(event.get("model_mb") or 0.0),
-        bytes_per_weight_byte=dict(RESIDENT_COPIES),
+        runtime_overhead_mb=float(tiny.get("overhead_mb") or 0.0) + float(tiny.get("model_mb") or 0.0),
+        bytes_per_weight_byte=copies,
     )
     _MEMORY_CACHE[threads] = result
     return result

@@ -284,16 +284,36 @@ KIND_RATES: Mapping[NodeKind, Callable[[DeviceRates, NodeCost, str], float]] = M
         NodeKind.NORMALIZATION: lambda rates, node, precision: rates.normalization_gflops,
     }
 )
-# Projected attention is GEMMs: it pays the GEMM's per-call cost (the other kinds are their own key).
-_CALL_COST_KIND: Mapping[NodeKind, NodeKind] = MappingProxyType({NodeKind.ATTENTION: NodeKind.GEMM})
+# The per-call costs a node pays beyond dispatch, by its kind: fused attention is a QKV projection GEMM and
+# then attention on the projected heads, so it pays both kernels' (the other kinds are their own key).
+_CALL_COST_KINDS: Mapping[NodeKind, tuple[NodeKind, ...]] = MappingProxyType(
+    {NodeKind.ATTENTION: (NodeKind.GEMM, NodeKind.ATTENTION_CORE)}
+)
+
+
+def call_cost_us(node: NodeCost, rates: DeviceRates) -> float:
+    return sum(rates.call_overhead_us.get(k, 0.0) for k in _CALL_COST_KINDS.get(node.kind, (node.kind,)))
+
+
+def _attention_split(node: NodeCost) -> tuple[dict[str, int], str, int]:
+    """A fused attention's FLOPs without its attention core, the core's precision and the core's FLOPs."""
+    flops = dict(node.flops)
+    fp = "fp16" if "fp16" in flops else "fp32"
+    core = min(node.attention_flops, flops.get(fp, 0)) if node.kind == NodeKind.ATTENTION else 0
+    if core:
+        flops[fp] -= core
+    return flops, fp, core
 
 
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
     if node.kind == NodeKind.VIEW:
         return 0.0, "overhead"
-    compute = 0.0
     work = rates.work_gflops.get(kernels.work_kind(node)) if rates.work_gflops else None
-    for precision, flops in node.flops.items():
+    flops_by_precision, fp, core = _attention_split(node)
+    # the attention after a fused projection runs at the attention rate (the GEMM's on devices: their table
+    # has one row for both)
+    compute = core / (_by_precision(rates.attention_gflops, fp) * 1e9) if core else 0.0
+    for precision, flops in flops_by_precision.items():
         if work is not None and node.kind != NodeKind.ATTENTION_CORE:
             rate = work.get(precision, work["fp32"])
         else:
@@ -318,7 +338,7 @@ def estimate_latency(phase: str, analysis: StaticAnalysis, rates: DeviceRates) -
     for node in analysis.nodes:
         t, bound = _node_time_s(node, rates, streamed=streamed)
         dispatch = rates.parallel_node_overhead_us if is_parallel(node, rates.threads) else rates.node_overhead_us
-        dispatch += rates.call_overhead_us.get(_CALL_COST_KIND.get(node.kind, node.kind), 0.0)
+        dispatch += call_cost_us(node, rates)
         dispatch /= 1e6
         overhead += dispatch
         if bound == "compute":

@@ -109,6 +109,9 @@ class NodeCost:
     channels_per_group: int = 0  # C/group, from the weight's shape (0 when unknown)
     kernel_elems: int = 0  # kh x kw of a convolution (0 when unknown): 3x3 stride-1 ones may run as Winograd
     unit_stride: bool = True
+    # Fused Attention / QAttention only: the part of ``flops`` (in the float precision) that is attention on
+    # the projected Q/K/V (per-head products and softmax), which runs at the attention rate, not the GEMM's.
+    attention_flops: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
@@ -365,23 +368,34 @@ def _attention_core(batch: int, heads: int, q_len: int, kv_len: int, head_size: 
     return 2 * batch * heads * q_len * kv_len * head_size
 
 
+def _fused_attention_parts(v: NodeView) -> tuple[int, int, int] | None:
+    """(projection MACs, attention-core MACs, softmax FLOPs) of a com.microsoft Attention / QAttention."""
+    x, w = _shape(v.inp(0)), _shape(v.inp(1))
+    out = v.outputs[0].shape if v.outputs else None
+    if x is None or w is None or out is None or len(x) != 3:
+        return None
+    b, s, hidden_in = x
+    heads = max(1, int(v.attrs.get("num_heads", 1)))
+    past = v.inp(8 if v.op_type == "QAttention" else 4)
+    past_len = past.shape[3] if past is not None and past.shape is not None and len(past.shape) == 5 else 0
+    core = _attention_core(b, heads, s, s + past_len, out[-1] // heads)
+    return b * s * hidden_in * w[-1], core, 5 * b * heads * s * (s + past_len)
+
+
+def fused_attention_flops(v: NodeView) -> int:
+    """The FLOPs a fused Attention / QAttention spends after its QKV projection (0 when shapes are unknown)."""
+    parts = _fused_attention_parts(v)
+    return 0 if parts is None else 2 * parts[1] + parts[2]
+
+
 def _attention(projection_precision: str | None) -> Callable[[NodeView], Cost]:
     """com.microsoft Attention / QAttention: the fused QKV projection, then attention per head."""
 
     def cost(v: NodeView) -> Cost:
-        x, w = _shape(v.inp(0)), _shape(v.inp(1))
-        out = v.outputs[0].shape
-        if x is None or w is None or out is None or len(x) != 3:
+        parts = _fused_attention_parts(v)
+        if parts is None:
             return {}, 0
-        b, s, hidden_in = x
-        qkv = w[-1]
-        hidden = out[-1]
-        heads = max(1, int(v.attrs.get("num_heads", 1)))
-        past = v.inp(4 if projection_precision is None else 8)
-        past_len = past.shape[3] if past is not None and past.shape is not None and len(past.shape) == 5 else 0
-        proj = b * s * hidden_in * qkv
-        core = _attention_core(b, heads, s, s + past_len, hidden // heads)
-        softmax = 5 * b * heads * s * (s + past_len)
+        proj, core, softmax = parts
         fp = v.float_precision()
         flops: Counter[str] = Counter({projection_precision or fp: 2 * proj})
         flops[fp] += 2 * core + softmax
@@ -1008,6 +1022,7 @@ def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) ->
         channels_per_group=_channels_per_group(node.op_type, ins) if entry.kind == NodeKind.CONV else 0,
         kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == NodeKind.CONV else 0,
         unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
+        attention_flops=fused_attention_flops(view) if known and entry.kind == NodeKind.ATTENTION else 0,
     )
 
 
@@ -1117,18 +1132,21 @@ def _peak_activations(
     return int(peak), peak_at
 
 
-def runtime_graph(src: str | Path, dst: str | Path) -> Path:
+def runtime_graph(src: str | Path, dst: str | Path, *, host_layout: bool = False) -> Path:
     """The graph ONNX Runtime's CPU provider will run: its portable optimizations applied and saved.
 
     Level "extended" (constant folding, Conv+BatchNorm+activation, GEMM, attention and layer-norm fusions,
     less the ones edgekit's sessions turn off: :mod:`edgekit.ort_policy`) and not "all": the NCHWc layout pass of "all" is specific to the host's vector width, while the estimate
-    is for other CPUs too. Large weights go to an external file beside ``dst``.
+    is for other CPUs too. ``host_layout`` saves level "all" instead, this host's own graph (only its layout
+    conversions are read from it: :mod:`edgekit.profiler.layout`). Large weights go to an external file
+    beside ``dst``.
     """
     import onnxruntime as ort
 
     dst = Path(dst)
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if host_layout else level.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(dst)
     options.log_severity_level = 4  # a failed probe run is handled here (its fallback), not printed by ORT
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")

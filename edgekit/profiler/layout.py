@@ -1,0 +1,74 @@
+"""The layout conversions ONNX Runtime adds on this host: the NCHWc reorders around blocked convolutions.
+
+On x86 (and wherever MLAS has NCHWc kernels) level "all" runs convolutions, pooling and their elementwise
+neighbours on channel-blocked tensors (8 or 16 channels per block, the vector width), and converts at the
+edges of those regions: ``ReorderInput`` (NCHW -> NCHWc) before, ``ReorderOutput`` after, around every op
+the pass leaves in NCHW (EfficientNet's fused Swish, ``Pad``, the squeeze-excite ``Mul``, a graph output).
+Each reads and writes the whole tensor with a strided copy. The portable graph the estimate runs on
+(level "extended", the same for every device) has none of them, so the host's estimate adds them: read
+from the graph this host's ONNX Runtime saves at level "all", each a memory-bound node of the size of its
+NCHW side (known from the portable graph's shapes). Other devices never get them: their graph and layout
+are not this host's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, load_onnx, runtime_graph
+
+__all__ = ["NCHWC_DOMAIN", "REORDERS", "host_layout_nodes", "reorder_nodes", "with_layout"]
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+# reorder op -> whether its NCHW side is its input (ReorderInput) or its output (ReorderOutput)
+REORDERS = {"ReorderInput": "input", "ReorderOutput": "output"}
+_FLOAT_BYTES = 4  # MLAS's NCHWc kernels are float32 only
+
+
+def reorder_nodes(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCost, ...]:
+    """The reorder nodes of ``host_model`` (a level-"all" graph), sized by ``analysis`` (the portable one)."""
+    out = []
+    for index, node in enumerate(host_model.graph.node):  # type: ignore[attr-defined]
+        side = REORDERS.get(node.op_type) if node.domain == NCHWC_DOMAIN else None
+        if side is None:
+            continue
+        name = node.input[0] if side == "input" else node.output[0]
+        shape = analysis.value_shapes.get(name)
+        if not shape:
+            continue  # a tensor the portable graph does not have: its size is unknown, so it is not guessed
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        nbytes = numel * _FLOAT_BYTES
+        out.append(
+            NodeCost(
+                name=node.name or f"{node.op_type}_{index}",
+                op_type=node.op_type,
+                domain=NCHWC_DOMAIN,
+                kind=NodeKind.DATA,
+                flops={},
+                macs=0,
+                bytes_read=nbytes,
+                bytes_written=nbytes,
+                weight_bytes=0,
+                output_elements=numel,
+            )
+        )
+    return tuple(out)
+
+
+def host_layout_nodes(src: str | Path, dst: Path, analyses: Sequence[StaticAnalysis]) -> list[tuple[NodeCost, ...]]:
+    """Per analysis (one per phase) of ``src``'s portable graph, the reorders this host adds (its level-"all"
+    graph is saved at ``dst``); none, and no second session, for a graph without convolutions, which the
+    NCHWc pass leaves alone."""
+    if not any(n.kind == NodeKind.CONV for a in analyses for n in a.nodes):
+        return [() for _ in analyses]
+    host_model = load_onnx(runtime_graph(src, dst, host_layout=True), load_weights=False)
+    return [reorder_nodes(host_model, a) for a in analyses]
+
+
+def with_layout(analysis: StaticAnalysis, reorders: tuple[NodeCost, ...]) -> StaticAnalysis:
+    """``analysis`` with this host's layout conversions added to the nodes it runs."""
+    return replace(analysis, nodes=analysis.nodes + reorders) if reorders else analysis

@@ -1,0 +1,97 @@
+"""The host's layout conversions (NCHWc reorders): read from its level-"all" graph, sized from the portable one."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.profiler import layout, static
+from edgekit.profiler.estimate import DeviceRates, estimate_latency
+
+
+def _conv_erf_conv(path: Path, channels: int = 16, size: int = 8) -> Path:
+    """Conv -> Erf -> Conv: Erf stays in NCHW, so the NCHWc pass converts out of and back into blocks."""
+    rng = np.random.default_rng(0)
+    w = [
+        numpy_helper.from_array(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32), f"w{i}")
+        for i in range(2)
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1], name="conv0"),
+        helper.make_node("Erf", ["c0"], ["e0"], name="erf0"),
+        helper.make_node("Conv", ["e0", "w1"], ["y"], pads=[1, 1, 1, 1], name="conv1"),
+    ]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        w,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_reorders_are_memory_nodes_of_their_nchw_side() -> None:
+    host = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("ReorderInput", ["a"], ["a_blocked"], domain=layout.NCHWC_DOMAIN, name="in"),
+                helper.make_node("ReorderOutput", ["b_blocked"], ["b"], domain=layout.NCHWC_DOMAIN, name="out"),
+                helper.make_node("ReorderOutput", ["c_blocked"], ["c"], domain=layout.NCHWC_DOMAIN, name="gone"),
+                helper.make_node("ReorderInput", ["d"], ["d2"], domain="com.microsoft", name="not_nchwc"),
+            ],
+            "h",
+            [],
+            [],
+        )
+    )
+    analysis = replace(_empty_analysis(), value_shapes={"a": (1, 24, 10, 10), "b": (1, 32, 5, 5), "d": (1, 8)})
+    nodes = {n.name: n for n in layout.reorder_nodes(host, analysis)}
+    assert set(nodes) == {"in", "out"}  # "c" is not in the portable graph: not guessed; the other domain is not NCHWc
+    assert nodes["in"].bytes_read == nodes["in"].bytes_written == 24 * 10 * 10 * 4
+    assert nodes["out"].bytes_moved == 2 * 32 * 5 * 5 * 4
+    assert nodes["out"].kind == static.NodeKind.DATA and nodes["out"].total_flops == 0
+
+
+def _empty_analysis() -> static.StaticAnalysis:
+    return static.StaticAnalysis(
+        input_shapes={}, bound_dims={}, parameter_count=0, weight_bytes_by_dtype={}, folded_nodes=0,
+        op_histogram={}, nodes=(), peak_activation_bytes=0, peak_at_node=None, shape_source="onnx",
+    )  # fmt: skip
+
+
+def test_a_graph_without_convolutions_gets_no_reorders_and_no_second_session(tmp_path: Path) -> None:
+    analysis = replace(_empty_analysis(), nodes=())
+    dst = tmp_path / "host.onnx"
+    assert layout.host_layout_nodes(tmp_path / "absent.onnx", dst, [analysis, analysis]) == [(), ()]
+    assert not dst.exists()
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MLAS's NCHWc layout is x86's")
+def test_the_host_estimate_pays_for_the_reorders_this_host_adds(tmp_path: Path) -> None:
+    src = _conv_erf_conv(tmp_path / "m.onnx")
+    portable = static.analyze(static.runtime_graph(src, tmp_path / "rt.onnx"))
+    (reorders,) = layout.host_layout_nodes(src, tmp_path / "host.onnx", [portable])
+    kinds = sorted(n.op_type for n in reorders)
+    # out of blocks before Erf, back in after it; the graph's input and output convert too
+    assert kinds.count("ReorderOutput") >= 1 and kinds.count("ReorderInput") >= 1
+    assert all(n.bytes_moved == 2 * 16 * 8 * 8 * 4 for n in reorders)
+    rates = DeviceRates(
+        device="host", threads=1, gemm_gflops={"fp32": 1.0}, conv_gflops={"fp32": 1.0}, vector_gflops=1.0,
+        normalization_gflops=1.0, lrn_gflops=1.0, bandwidth_gbps=1.0, dram_bandwidth_gbps=1.0, cache_bytes=1 << 30,
+        conv_half_reduction=0.0, attention_gflops={"fp32": 1.0}, call_overhead_us={}, node_overhead_us=0.0,
+        parallel_node_overhead_us=0.0, run_overhead_ms=0.0, io_overhead_us=0.0, basis="test",
+    )  # fmt: skip
+    before = estimate_latency("forward", portable, rates).latency_ms
+    after = estimate_latency("forward", layout.with_layout(portable, reorders), rates).latency_ms
+    # each reorder reads and writes 4 KB at 1 GB/s: 8.192 us
+    assert after - before == pytest.approx(len(reorders) * 8192 / 1e9 * 1e3, rel=1e-9)
