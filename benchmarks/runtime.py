@@ -20,7 +20,9 @@ Decode tokens/s = 127 / (time from the first generated token to the 128th): pref
 way for every peer (a stopping-criteria timestamp for transformers' ``generate``, the result's timings for
 edgekit, the generator loop for genai). Peers run interleaved: each round runs every peer once, in a
 rotating order; a peer's rate is the median over rounds and a ratio is the median of per-round ratios, so
-load from other jobs on the machine hits both sides of a ratio.
+load from other jobs on the machine hits both sides of a ratio. After every run the script waits 0.15 s
+(untimed, ``SETTLE_SECONDS``): ONNX Runtime's intra-op threads spin for tens of ms after a run, and without
+the pause each peer started with a core taken by the one before it.
 
 Sizes: ``tiny`` is the test suite's trained tiny Llama (``tests/toy_models.cached_tiny_lm("llama")``:
 hidden 64, 2 layers, 4 heads, 2 KV heads, byte tokenizer) with its declared context widened from 64 to 256
@@ -79,6 +81,12 @@ PROMPT_TEXT = "Once upon a time, in a small village by the sea, there lived an o
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
 TINY_CONTEXT = 256
+# Untimed pause after each peer's run. ONNX Runtime's intra-op threads keep spinning for tens of ms after a
+# run ends (measured here: 25-40 ms of CPU in the 50-100 ms after a 2-thread run, none with spinning off);
+# on a 2-core host the next peer would start with a core taken: a tiny model's whole 128-token run (~16 ms)
+# and a 32M prefill fall inside that window. Which peer pays depended on the rotation (genai followed
+# PyTorch, whose threads stop at once; edgekit followed an ORT diagnostic peer), so every peer now waits it out.
+SETTLE_SECONDS = 0.15
 
 EDGEKIT, EDGEKIT_FUSED, OPTIMUM, PYTORCH, GENAI = (
     "edgekit",
@@ -552,13 +560,17 @@ def matmul_weight_bytes(model_path: Path) -> int:
 # -------------------------------------------------------------------------------------------- timing
 
 
-def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[str, list[int]], dict[str, Timing]]:
+def time_peers(
+    peers: list[Peer], rounds: int, settle: float = SETTLE_SECONDS
+) -> tuple[dict[str, Timing], dict[str, list[int]], dict[str, Timing]]:
     """One warm-up run each, then ``rounds`` rounds (rotating order): seconds per decode token per round, the
-    tokens, and each round's prefill seconds (time to first token)."""
+    tokens, and each round's prefill seconds (time to first token). ``settle`` seconds pass (untimed) after
+    every run, so no peer starts while the previous one's intra-op threads still spin (see SETTLE_SECONDS)."""
     steps = NEW_TOKENS - 1
     tokens: dict[str, list[int]] = {}
     for p in peers:
         tokens[p.name] = p.run()[0]
+        time.sleep(settle)
     timings = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
     prefill = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
     for r in range(rounds):
@@ -569,6 +581,7 @@ def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[
                 raise RuntimeError(f"{p.name} produced {len(toks)} tokens, not {NEW_TOKENS}")
             timings[p.name].rounds.append(seconds / steps)
             prefill[p.name].rounds.append(first)
+            time.sleep(settle)
     return timings, tokens, prefill
 
 
