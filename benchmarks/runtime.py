@@ -30,7 +30,9 @@ positions so 16 + 128 tokens fit (RoPE has no learned positions: the weights are
 ``toy_models.cached_random_llama()`` (8 layers, hidden 512, 8 heads, 4 KV heads, vocab 8192, random).
 
 Time to first token: from the call with the prompt's ids to the first generated token being known (the
-prompt's forward pass and the first pick; for genai ``append_tokens`` + the first ``generate_next_token``);
+prompt's forward pass and the first pick, with each tool's per-request set-up: edgekit's binding and KV buffers
+inside ``generate``, genai's ``GeneratorParams`` + ``Generator`` (its KV cache) + ``append_tokens`` + the
+first ``generate_next_token``);
 prefill tokens/s = 16 / that time. Medians over the same rounds.
 
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
