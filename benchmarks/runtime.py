@@ -37,8 +37,9 @@ prefill tokens/s = 16 / that time. Medians over the same rounds.
 
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
 the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
-has one), and int4 with ``accuracy_level`` None instead of 4. The 1-thread and default-threads rows are also
-compared with genai (which keeps ``--threads``) in their own table: the issue's targets are at equal threads.
+has one), int4 with ``accuracy_level`` None instead of 4, and int4 with MatMulNBits blocks of 128 instead of
+32. The 1-thread and default-threads rows are also compared with genai (which keeps ``--threads``) in their own
+table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
@@ -99,6 +100,8 @@ EDGEKIT, EDGEKIT_FUSED, OPTIMUM, PYTORCH, GENAI = (
 )
 DIAG_NOSPIN, DIAG_T1, DIAG_ACC0 = "diag: spinning off", "diag: 1 thread", "diag: int4 accuracy_level None"
 DIAG_DEFAULT = "diag: runtime's default threads"
+# int4 with MatMulNBits blocks of 128 instead of the recipe's 32: a quarter of the scales; coarser weights
+DIAG_B128 = "diag: int4 block_size 128"
 # Minimum edgekit / peer decode-rate ratios, per size (issue 3's optimum / pytorch rows; issue 14: >= 1.0x genai).
 TARGETS: dict[str, dict[str, float]] = {
     "tiny": {OPTIMUM: 3.0, PYTORCH: 5.0, GENAI: 1.0},
@@ -659,6 +662,10 @@ def _diagnostic_peers(
         apkg, _ = export_edgekit(hf, work, recipe, {"accuracy_level": None}, f"{size}-int4-acc0")
         peers.append(
             edgekit_peer(DIAG_ACC0, apkg, args.threads, prompt, f"{base}, int4 accuracy_level None", diagnostic=True)
+        )
+        bpkg, _ = export_edgekit(hf, work, recipe, {"block_size": 128}, f"{size}-int4-b128")
+        peers.append(
+            edgekit_peer(DIAG_B128, bpkg, args.threads, prompt, f"{base}, int4 block_size 128", diagnostic=True)
         )
     return peers
 
