@@ -20,7 +20,9 @@ Decode tokens/s = 127 / (time from the first generated token to the 128th): pref
 way for every peer (a stopping-criteria timestamp for transformers' ``generate``, the result's timings for
 edgekit, the generator loop for genai). Peers run interleaved: each round runs every peer once, in a
 rotating order; a peer's rate is the median over rounds and a ratio is the median of per-round ratios, so
-load from other jobs on the machine hits both sides of a ratio.
+load from other jobs on the machine hits both sides of a ratio. After every run the script waits 0.15 s
+(untimed, ``SETTLE_SECONDS``): ONNX Runtime's intra-op threads spin for tens of ms after a run, and without
+the pause each peer started with a core taken by the one before it.
 
 Sizes: ``tiny`` is the test suite's trained tiny Llama (``tests/toy_models.cached_tiny_lm("llama")``:
 hidden 64, 2 layers, 4 heads, 2 KV heads, byte tokenizer) with its declared context widened from 64 to 256
@@ -28,13 +30,16 @@ positions so 16 + 128 tokens fit (RoPE has no learned positions: the weights are
 ``toy_models.cached_random_llama()`` (8 layers, hidden 512, 8 heads, 4 KV heads, vocab 8192, random).
 
 Time to first token: from the call with the prompt's ids to the first generated token being known (the
-prompt's forward pass and the first pick; for genai ``append_tokens`` + the first ``generate_next_token``);
+prompt's forward pass and the first pick, with each tool's per-request set-up: edgekit's binding and KV buffers
+inside ``generate``, genai's ``GeneratorParams`` + ``Generator`` (its KV cache) + ``append_tokens`` + the
+first ``generate_next_token``);
 prefill tokens/s = 16 / that time. Medians over the same rounds.
 
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
 the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
-has one), and int4 with ``accuracy_level`` None instead of 4. The 1-thread and default-threads rows are also
-compared with genai (which keeps ``--threads``) in their own table: the issue's targets are at equal threads.
+has one), int4 with ``accuracy_level`` None instead of 4, and int4 with MatMulNBits blocks of 128 instead of
+32. The 1-thread and default-threads rows are also compared with genai (which keeps ``--threads``) in their own
+table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
@@ -79,6 +84,12 @@ PROMPT_TEXT = "Once upon a time, in a small village by the sea, there lived an o
 PROMPT_TOKENS = 16
 NEW_TOKENS = 128
 TINY_CONTEXT = 256
+# Untimed pause after each peer's run. ONNX Runtime's intra-op threads keep spinning for tens of ms after a
+# run ends (measured here: 25-40 ms of CPU in the 50-100 ms after a 2-thread run, none with spinning off);
+# on a 2-core host the next peer would start with a core taken: a tiny model's whole 128-token run (~16 ms)
+# and a 32M prefill fall inside that window. Which peer pays depended on the rotation (genai followed
+# PyTorch, whose threads stop at once; edgekit followed an ORT diagnostic peer), so every peer now waits it out.
+SETTLE_SECONDS = 0.15
 
 EDGEKIT, EDGEKIT_FUSED, OPTIMUM, PYTORCH, GENAI = (
     "edgekit",
@@ -89,6 +100,8 @@ EDGEKIT, EDGEKIT_FUSED, OPTIMUM, PYTORCH, GENAI = (
 )
 DIAG_NOSPIN, DIAG_T1, DIAG_ACC0 = "diag: spinning off", "diag: 1 thread", "diag: int4 accuracy_level None"
 DIAG_DEFAULT = "diag: runtime's default threads"
+# int4 with MatMulNBits blocks of 128 instead of the recipe's 32: a quarter of the scales; coarser weights
+DIAG_B128 = "diag: int4 block_size 128"
 # Minimum edgekit / peer decode-rate ratios, per size (issue 3's optimum / pytorch rows; issue 14: >= 1.0x genai).
 TARGETS: dict[str, dict[str, float]] = {
     "tiny": {OPTIMUM: 3.0, PYTORCH: 5.0, GENAI: 1.0},
@@ -552,13 +565,17 @@ def matmul_weight_bytes(model_path: Path) -> int:
 # -------------------------------------------------------------------------------------------- timing
 
 
-def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[str, list[int]], dict[str, Timing]]:
+def time_peers(
+    peers: list[Peer], rounds: int, settle: float = SETTLE_SECONDS
+) -> tuple[dict[str, Timing], dict[str, list[int]], dict[str, Timing]]:
     """One warm-up run each, then ``rounds`` rounds (rotating order): seconds per decode token per round, the
-    tokens, and each round's prefill seconds (time to first token)."""
+    tokens, and each round's prefill seconds (time to first token). ``settle`` seconds pass (untimed) after
+    every run, so no peer starts while the previous one's intra-op threads still spin (see SETTLE_SECONDS)."""
     steps = NEW_TOKENS - 1
     tokens: dict[str, list[int]] = {}
     for p in peers:
         tokens[p.name] = p.run()[0]
+        time.sleep(settle)
     timings = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
     prefill = {p.name: Timing(name=p.name, calls_per_block=1) for p in peers}
     for r in range(rounds):
@@ -569,6 +586,7 @@ def time_peers(peers: list[Peer], rounds: int) -> tuple[dict[str, Timing], dict[
                 raise RuntimeError(f"{p.name} produced {len(toks)} tokens, not {NEW_TOKENS}")
             timings[p.name].rounds.append(seconds / steps)
             prefill[p.name].rounds.append(first)
+            time.sleep(settle)
     return timings, tokens, prefill
 
 
@@ -644,6 +662,10 @@ def _diagnostic_peers(
         apkg, _ = export_edgekit(hf, work, recipe, {"accuracy_level": None}, f"{size}-int4-acc0")
         peers.append(
             edgekit_peer(DIAG_ACC0, apkg, args.threads, prompt, f"{base}, int4 accuracy_level None", diagnostic=True)
+        )
+        bpkg, _ = export_edgekit(hf, work, recipe, {"block_size": 128}, f"{size}-int4-b128")
+        peers.append(
+            edgekit_peer(DIAG_B128, bpkg, args.threads, prompt, f"{base}, int4 block_size 128", diagnostic=True)
         )
     return peers
 

@@ -87,27 +87,54 @@ def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, 
     assert res.token_ids == reference
 
 
-def test_shared_loop_binds_decode_inputs_once_and_only_the_mask_per_step(
-    lm: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The in-place loop rewrites the token id, position and logits buffers in place: after the prefill
-    binds, each decode step rebinds only the growing attention mask, and the tokens are unchanged."""
+@pytest.mark.parametrize("padded", [True, False])
+def test_shared_loop_binds_decode_inputs_once(lm: Any, monkeypatch: pytest.MonkeyPatch, padded: bool) -> None:
+    """The in-place loop rewrites the token id, position, mask and logits buffers in place: after the prefill
+    binds, the decode steps bind the one-element ids / positions buffers and the full-length mask once and
+    nothing per step (``PADDED_MASK``); without the padded mask each step rebinds a growing mask slice."""
+    monkeypatch.setattr(GeneratePipeline, "PADDED_MASK", padded)
     reference = lm.generate("the", max_tokens=6, ignore_eos=True).token_ids
-    binds: list[str] = []
+    binds: list[tuple[str, tuple[int, ...]]] = []
     real_array = _Binding.bind_array
 
     def bind_array(self: Any, name: str, array: Any) -> None:
-        binds.append(name)
+        binds.append((name, array.shape))
         real_array(self, name, array)
 
     monkeypatch.setattr(_Binding, "bind_array", bind_array)
     res = lm.generate("the", max_tokens=6, ignore_eos=True)
     assert res.token_ids == reference
     spec = lm.manifest.generation
-    # prefill: ids, mask, positions; then the one-element ids / positions buffers; then one mask per step (5)
-    assert binds.count(spec.input_ids_name) == 2
-    assert binds.count(spec.position_ids_name) == 2
-    assert binds.count(spec.attention_mask_name) == 1 + 5
+    names = [name for name, _ in binds]
+    assert names.count(spec.input_ids_name) == 2  # the prompt, then the one-element step buffer
+    assert names.count(spec.position_ids_name) == 2
+    masks = [shape[1] for name, shape in binds if name == spec.attention_mask_name]
+    n = res.usage.prompt_tokens
+    # the prompt's exact mask, then one (prompt + max_tokens) mask, or one growing slice per decode step (5)
+    assert masks == ([n, n + 6] if padded else [n, *range(n + 1, n + 6)])
+
+
+def test_padded_decode_mask_gives_bit_identical_logits(lm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GroupQueryAttention reads the valid length from the mask's sum: the full-length mask with zeros past
+    it gives exactly the logits of the exact-length mask at every step."""
+    pipe = lm._pipeline
+    prompt = pipe.encode_prompt("once upon a time", GenerationConfig())[0]
+
+    def rows(padded: bool) -> np.ndarray:
+        monkeypatch.setattr(GeneratePipeline, "PADDED_MASK", padded)
+        seen: list[np.ndarray] = []
+        greedy = Sampler(vocab_size=pipe.vocab_size)
+
+        def record(row: np.ndarray) -> int:
+            seen.append(np.array(row, copy=True))
+            return greedy(row)
+
+        list(pipe.tokens(prompt, record, 24))
+        return np.stack(seen)
+
+    padded, exact = rows(True), rows(False)
+    assert padded.shape == (24, pipe.vocab_size)
+    np.testing.assert_array_equal(padded, exact)
 
 
 def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(lm: Any, gpt2_package: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -224,15 +224,19 @@ class _Binding:
         self._session = session
         self._io = session.io_binding()
         raw_io, raw_sess = getattr(self._io, "_iobinding", None), getattr(session, "_sess", None)
-        device = None
+        device = raw_value = None
         with contextlib.suppress(Exception):
             import onnxruntime as ort
+            from onnxruntime.capi import _pybind_state
 
             device = ort.OrtDevice.make("cpu", 0)._get_c_device()
-        self.fast = bool(self.FAST and raw_io is not None and raw_sess is not None and device is not None)
+            raw_value = _pybind_state.OrtValue.ortvalue_from_numpy
+        fast = raw_io is not None and raw_sess is not None and device is not None and raw_value is not None
+        self.fast = bool(self.FAST and fast)
         if self.fast:
-            self._raw_io, self._raw_sess, self._device = raw_io, raw_sess, device
+            self._raw_io, self._raw_sess, self._device, self._raw_value = raw_io, raw_sess, device, raw_value
             self._keep: dict[str, np.ndarray] = {}  # ORT reads bound numpy buffers in place: keep them alive
+            self._arrays: list[np.ndarray] = []  # the memory of the values made by value()
 
     def bind_array(self, name: str, array: np.ndarray) -> None:
         if self.fast:
@@ -264,6 +268,17 @@ class _Binding:
         """An ``onnxruntime.OrtValue`` in the form this binding's calls take (the pybind object on the fast path)."""
         return value._ortvalue if self.fast else value
 
+    def value(self, array: np.ndarray) -> Any:
+        """An ORT value over ``array``'s memory (no copy), in the form :meth:`bind_value` takes. The fast path
+        builds the pybind object directly (a fifth of the public factory's cost, which makes a device object
+        per call) and keeps the array alive here, as the public OrtValue does."""
+        if self.fast:
+            self._arrays.append(array)
+            return self._raw_value(array, self._device)
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(array)
+
     def execute(self) -> None:
         """Run without wrapping the outputs (their buffers were bound by the caller)."""
         try:
@@ -272,9 +287,21 @@ class _Binding:
             else:
                 self._session.run_with_iobinding(self._io)
         except Exception as exc:
-            raise RuntimeBackendError(
-                f"ONNX Runtime failed during generation: {str(exc).strip().splitlines()[0]}"
-            ) from exc
+            raise _backend_error(exc) from exc
+
+    def executor(self) -> Callable[[], None]:
+        """:meth:`execute` as one closure with its lookups done once: the decode loop calls it every token."""
+        if not self.fast:
+            return self.execute
+        run, raw_io = self._raw_sess.run_with_iobinding, self._raw_io
+
+        def execute() -> None:
+            try:
+                run(raw_io, None)
+            except Exception as exc:
+                raise _backend_error(exc) from exc
+
+        return execute
 
     def run(self) -> Any:
         try:
@@ -284,9 +311,11 @@ class _Binding:
             self._session.run_with_iobinding(self._io)
             return self._io.get_outputs()
         except Exception as exc:
-            raise RuntimeBackendError(
-                f"ONNX Runtime failed during generation: {str(exc).strip().splitlines()[0]}"
-            ) from exc
+            raise _backend_error(exc) from exc
+
+
+def _backend_error(exc: Exception) -> RuntimeBackendError:
+    return RuntimeBackendError(f"ONNX Runtime failed during generation: {str(exc).strip().splitlines()[0]}")
 
 
 class GeneratePipeline:
@@ -394,23 +423,23 @@ class GeneratePipeline:
     def tokens(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         """Yield up to ``max_new`` sampled token ids; the caller stops early by closing the generator."""
         if self.past_names:
-            shared = bool(self.spec.shared_kv_buffer and self.SHARED_KV)
-            return self._tokens_kv(prompt_ids, sampler, max_new, shared=shared)
+            if self.spec.shared_kv_buffer and self.SHARED_KV:
+                return self._tokens_shared(prompt_ids, sampler, max_new)  # no extra generator frame per token
+            return self._tokens_kv(prompt_ids, sampler, max_new)
         return self._tokens_full(prompt_ids, sampler, max_new)
 
     SHARED_KV = True  # class switch, so a benchmark or a test can compare both KV loops on one package
+    # Class switch: in the in-place loop, decode steps read one full-length mask bound once (see
+    # :meth:`_tokens_shared`); False rebinds a growing slice of it every step.
+    PADDED_MASK = True
 
-    def _tokens_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int, *, shared: bool) -> Iterator[int]:
-        """The KV-cache loop; the cache never goes through numpy.
-
-        ``shared`` (GroupQueryAttention graphs): each layer's past and present are one buffer sized for this
-        call (prompt + max_new tokens, not the whole context window), bound once; the node writes the new
-        token's keys and values in place and reads the valid length from the attention mask, so nothing is
-        copied or reallocated per token. Otherwise each step's presents are bound as the next step's pasts.
+    def _tokens_kv(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
+        """The copying KV-cache loop: each step's presents are bound as the next step's pasts; the cache never
+        goes through numpy. GroupQueryAttention graphs run :meth:`_tokens_shared` instead: there each layer's
+        past and present are one buffer sized for this call (prompt + max_new tokens, not the whole context
+        window), bound once; the node writes the new token's keys and values in place and reads the valid
+        length from the attention mask, so nothing is copied or reallocated per token.
         """
-        if shared:
-            yield from self._tokens_shared(prompt_ids, sampler, max_new)
-            return
         io = _Binding(self.session.session)
         n = len(prompt_ids)
         total = n + max_new
@@ -446,22 +475,29 @@ class GeneratePipeline:
             n += 1
 
     def _tokens_shared(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
-        """The in-place KV loop (see :meth:`_tokens_kv`). Every decode-step tensor is preallocated and bound
-        once where its shape allows: the token id and position are one-element buffers rewritten in place, the
-        logits go into one (1, 1, vocab) buffer read as numpy, so a step is two binds (the mask grows) and a
-        run, with no output objects to wrap (on a tiny model the Python side is a third of the step)."""
-        import onnxruntime as ort
+        """The in-place KV loop (GroupQueryAttention graphs, see :meth:`_tokens_kv`). Every decode-step tensor is preallocated and bound
+        once: the token id and position are one-element buffers rewritten in place, the logits go into one
+        (1, 1, vocab) buffer read as numpy, and the attention mask is one (1, prompt + max_new) buffer whose
+        next position is set to 1 before each step — so a step is a run and an argmax, with no binds and no
+        output objects to wrap (on a tiny model the Python side is a large part of the step).
 
+        The padded mask holds where the graph takes ``position_ids``: GroupQueryAttention reads each row's
+        length from the mask's sum (the zeros past it are never attended) and the rotary from the positions,
+        giving bit-identical logits to a mask of exactly the valid length. A graph that derives positions
+        itself (gemma: from the mask's shape) gets the exact-length mask, rebound each step. The prefill
+        always gets the exact mask: a prompt shorter than the mask would be a continued prompt to the node.
+        """
         io = _Binding(self.session.session)
         n = len(prompt_ids)
         total = n + max_new
-        mask = np.ones((1, total), dtype=np.int64)  # slices of one buffer: no per-step allocation
-        positions = np.arange(total, dtype=np.int64)[None, :]
         shape = (1, self.kv_shape_tail[0], total, self.kv_shape_tail[2])
-        buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype)) for _ in self.past_names]
-        for past, present, buffer in zip(self.past_names, self.present_names, buffers, strict=True):
-            io.bind_value(past, io.native(buffer))
-            io.bind_output_value(present, io.native(buffer))
+        for past, present in zip(self.past_names, self.present_names, strict=True):
+            buffer = io.value(np.zeros(shape, dtype=self.kv_dtype))
+            io.bind_value(past, buffer)
+            io.bind_output_value(present, buffer)
+        mask = np.zeros((1, total), dtype=np.int64)
+        mask[0, :n] = 1
+        positions = np.arange(total, dtype=np.int64)[None, :]
         io.bind_array(self.ids_name, np.asarray([prompt_ids], dtype=np.int64))
         if self.mask_name:
             io.bind_array(self.mask_name, mask[:, :n])
@@ -477,19 +513,22 @@ class GeneratePipeline:
         step_ids = np.zeros((1, 1), dtype=np.int64)
         step_pos = np.zeros((1, 1), dtype=np.int64)
         logits = np.zeros((1, 1, prefill.shape[-1]), dtype=prefill.dtype)
-        logits_value = ort.OrtValue.ortvalue_from_numpy(logits)
         io.bind_array(self.ids_name, step_ids)
         if self.pos_name:
             io.bind_array(self.pos_name, step_pos)
-        io.bind_output_value(self.logits_name, io.native(logits_value))
-        row = logits[0, 0]
-        for _ in range(max_new - 1):
+        io.bind_output_value(self.logits_name, io.value(logits))
+        padded = bool(self.mask_name and self.pos_name and self.PADDED_MASK)
+        if padded:
+            io.bind_array(self.mask_name, mask)  # type: ignore[arg-type]
+        regrow = self.mask_name if not padded else None
+        row, mask_row, execute = logits[0, 0], mask[0], io.executor()
+        for pos in range(n, total - 1):  # the position of the token fed at this step
             step_ids[0, 0] = token
-            step_pos[0, 0] = n
-            n += 1
-            if self.mask_name:
-                io.bind_array(self.mask_name, mask[:, :n])
-            io.execute()
+            step_pos[0, 0] = pos
+            mask_row[pos] = 1
+            if regrow:
+                io.bind_array(regrow, mask[:, : pos + 1])
+            execute()
             token = sampler(row)
             yield token
 

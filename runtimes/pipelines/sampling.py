@@ -58,7 +58,7 @@ class Sampler:
             # The common case in one argmax on the row as it is: float64 is exact for any float dtype, so the
             # first maximum is the same; argmax returns the first NaN when there is one, and then (and for
             # +inf) the general path below decides.
-            token = int(np.argmax(logits))
+            token = int(logits.argmax())  # the method: no dispatch through np.argmax's wrapper
             if math.isfinite(logits[token]):
                 return token
         # float64 and NaN -> -inf: a penalty of 1e-30 overflows float32, and argmax would pick a NaN.

@@ -1,0 +1,41 @@
+"""benchmarks/runtime.py's interleaved rounds: rotation, and the untimed settle pause after every run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks import runtime as bench
+
+
+def _peer(name: str, log: list[str], seconds: float) -> bench.Peer:
+    def run() -> tuple[list[int], float, float]:
+        log.append(name)
+        return [0] * bench.NEW_TOKENS, seconds, seconds / 10
+
+    return bench.Peer(name, name, run)
+
+
+def test_every_run_is_followed_by_the_settle_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's intra-op threads spin for tens of ms after a run: each run (warm-up included) is followed by an
+    untimed pause before the next peer starts, and the rotation still gives each peer every position."""
+    events: list[Any] = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("sleep", s)))
+
+    class Recording(list):  # the run log and the pauses, in one order
+        def append(self, item: Any) -> None:
+            events.append(("run", item))
+            super().append(item)
+
+    log = Recording()
+    peers = [_peer("a", log, 0.254), _peer("b", log, 0.127), _peer("c", log, 0.0127)]
+    timings, tokens, prefill = bench.time_peers(peers, rounds=3, settle=0.25)
+    runs = [e for e in events if e[0] == "run"]
+    assert len(runs) == 3 + 3 * 3
+    assert all(events[i + 1] == ("sleep", 0.25) for i, e in enumerate(events) if e[0] == "run")
+    assert [e[1] for e in runs[3:]] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    steps = bench.NEW_TOKENS - 1
+    assert timings["a"].rounds == pytest.approx([0.254 / steps] * 3)
+    assert prefill["c"].rounds == pytest.approx([0.00127] * 3)
+    assert tokens["b"] == [0] * bench.NEW_TOKENS
