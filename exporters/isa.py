@@ -66,6 +66,13 @@ ISA_CHOICES: dict[str, IsaChoices] = {
             gelu="BiasGelu",
             gelu_reason=_GELU_KEPT,
         ),
+        IsaChoices(
+            isa="other",
+            weight_type="int8",
+            weight_reason="no x86 u8s8 saturation to avoid",
+            gelu="BiasGelu",
+            gelu_reason=_GELU_KEPT,
+        ),
     )
 }
 
@@ -80,8 +87,10 @@ def _cpu_flags() -> str:
 def detect_isa(*, machine: str | None = None, cpu_flags: str | None = None) -> str:
     """The :data:`ISA_CHOICES` key of this CPU (or of the given ``machine`` / ``/proc/cpuinfo`` text)."""
     machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
     if machine not in ("x86_64", "amd64", "i686"):
-        return "arm64"  # int8 dot products (Arm dotprod); other machines have no faster int8 kernel to avoid
+        return "other"
     flags = set((_cpu_flags() if cpu_flags is None else cpu_flags).split())
     if flags & {"avx512_vnni", "amx_int8"}:
         return "x86-avx512-vnni"
