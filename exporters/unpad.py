@@ -6,8 +6,8 @@ real tokens padded to 184: a quarter of that work is padding. ONNX Runtime remov
 (``PackedAttention``); on CPU the graph has to do it.
 
 What: after the fusions, the hidden state between the fused ``Attention`` nodes is kept *packed*, shape
-``[tokens, hidden]``: ``NonZero`` of the flattened attention mask gives the real tokens' row indices and
-``Gather`` packs. Where a fused ``Attention`` (which needs the padded layout and the mask) reads it, one
+``[tokens, hidden]``: ``NonZero`` of the attention mask gives the real tokens' (batch, position) pairs and
+``GatherND`` packs. Where a fused ``Attention`` (which needs the padded layout and the mask) reads it, one
 ``Gather`` by the *inverse* index unpacks it to ``[batch, seq, hidden]``: ``CumSum(mask) - 1`` is a real token's
 packed row, and a pad position gets some real token's row (the attention mask hides pad keys, and the next pack
 drops pad queries, so what the pad rows hold changes no real row: the outputs are bit-identical to unpacking into
@@ -20,12 +20,14 @@ outputs are zeros instead of the model's values for the pad token (which carry n
 them through the mask). A batch whose attention mask is all zeros has no real token and makes ONNX Runtime fail
 (a Gather index out of range): tokenizers always emit [CLS] / [SEP], so only a hand-made mask gets there.
 
-Cost: three small nodes per layer (Reshape + Gather to pack, Gather to unpack) and ten once, so an unpadded batch
-(batch 1) pays a little: measured on the AVX-512 VNNI host (MiniLM int8, batch 1, CPU time vs fp32 ONNX)
-0.358x against 0.342x without the step. The first version unpacked with ``ScatterND`` into zeros + ``Reshape``
-per layer (four nodes per layer and a zero fill): 0.370x there, and at batch 8 it spent 0.47 ms of 33 ms in
-``ScatterND``. Dropping the step for unpadded batches would need two graphs (an ``If`` per pack costs more
-than the pack).
+Cost: two small nodes per layer (GatherND to pack, Gather to unpack) and about ten once, so an unpadded batch
+(batch 1) pays a little. Measured on the AVX-512 VNNI host (MiniLM int8, x fp32 ONNX, wall / CPU time, one
+interleaved run each, load 4-6): batch 1 0.371 / 0.387 against 0.338 / 0.373 without the step; the first version
+(per layer ``ScatterND`` into zeros + ``Reshape`` to unpack, ``Reshape`` + ``Gather`` to pack) ran 0.394 / 0.408
+there, the Gather unpack with the Reshape + Gather pack 0.384 / 0.402; at batch 8 the step gains ~10% (0.283 /
+0.312 against 0.329 / 0.357 without it). Packing with ``Compress`` by the mask instead measured the same as
+Gather. Dropping the step for unpadded batches would need a second graph (an ``If`` per pack costs more than the
+pack; two whole-graph branches would prepack every int8 weight twice).
 """
 
 from __future__ import annotations
@@ -137,15 +139,13 @@ def remove_padding(model: Any) -> dict[str, Any]:
         return {"reason": "the embedding LayerNorm weight is not a constant: hidden size unknown"}
     widths = _attention_widths(model, region, inits)
     if any(w != (hidden, 3 * hidden) for w in widths):
-        # the pack/unpack reshapes use one row width; an embedding projection (ELECTRA: embedding 16 -> hidden
-        # 32) or unequal Q/K/V widths would need one per tensor
+        # the rewrite was validated on one row width; an embedding projection (ELECTRA: embedding 16 -> hidden
+        # 32) or unequal Q/K/V widths is left as it was
         return {"reason": f"Attention weight shapes {sorted(set(widths))} differ from the embedding width {hidden}"}
     p = "unpad/"
     out_names = {o.name for o in g.output}
     packed_outputs = [t for t in region.rows if t in out_names]
-    g.initializer.extend(
-        [_const(p + "flat", [-1]), _const(p + "rows2d", [-1, hidden]), _const(p + "axis0", 0), _const(p + "one", 1)]
-    )
+    g.initializer.extend([_const(p + "flat", [-1]), _const(p + "axis0", 0), _const(p + "one", 1)])
     head = _index_nodes(embed.input[_MASK_INPUT], p, with_float_mask=bool(packed_outputs), opset=_opset(model))
     new_nodes: list[Any] = []
     rename: dict[str, str] = {t: f"{t}/packed" for t in region.roots}  # row-wise readers of a root read it packed
@@ -190,8 +190,9 @@ def _index_nodes(mask: str, p: str, *, with_float_mask: bool, opset: int) -> lis
         helper.make_node("Cast", [mask], [p + "mask_bool"], name=p + "mask_bool", to=TensorProto.BOOL),
         helper.make_node("Cast", [p + "mask_bool"], [p + "mask01"], name=p + "mask01", to=TensorProto.INT64),
         helper.make_node("Reshape", [p + "mask01", p + "flat"], [p + "mask_flat"], name=p + "mask_flat"),
-        helper.make_node("NonZero", [p + "mask_flat"], [p + "nz"], name=p + "nonzero"),
-        helper.make_node("Reshape", [p + "nz", p + "flat"], [p + "idx"], name=p + "idx"),
+        # (batch, position) of each real token, for GatherND
+        helper.make_node("NonZero", [p + "mask01"], [p + "nz"], name=p + "nonzero"),
+        helper.make_node("Transpose", [p + "nz"], [p + "idx"], name=p + "idx", perm=[1, 0]),
         # a real token's packed row is the number of real tokens up to it, minus one
         helper.make_node("CumSum", [p + "mask_flat", p + "axis0"], [p + "csum_flat"], name=p + "csum_flat"),
         helper.make_node("Shape", [p + "mask01"], [p + "mshape"], name=p + "mshape"),
@@ -213,11 +214,7 @@ def _after(tensor: str, region: _Region, packed_outputs: list[str], rename: dict
 
     out: list[Any] = []
     if tensor in region.roots:
-        src = f"{tensor}/2d"
-        out += [
-            helper.make_node("Reshape", [tensor, p + "rows2d"], [src], name=f"{tensor}/pack_reshape"),
-            helper.make_node("Gather", [src, p + "idx"], [rename[tensor]], name=f"{tensor}/pack", axis=0),
-        ]
+        out.append(helper.make_node("GatherND", [tensor, p + "idx"], [rename[tensor]], name=f"{tensor}/pack"))
     if tensor in region.unpack:  # pad positions read some real row: the attention mask hides them
         out.append(helper.make_node("Gather", [tensor, p + "inv"], [f"{tensor}/unpadded"], name=f"{tensor}/unpack"))
     original = next((t for t in packed_outputs if rename[t] == tensor), None)
