@@ -17,8 +17,8 @@ constants, LayerNormalization over the last axis, GELU); any other node leaves t
 
 Effect on outputs: rows of real tokens are unchanged (the same per-row arithmetic); rows of pad tokens in the
 outputs are zeros instead of the model's values for the pad token (which carry no meaning: every pooling reads
-them through the mask). A batch whose attention mask is all zeros has no real token and makes ONNX Runtime fail
-(a Gather index out of range): tokenizers always emit [CLS] / [SEP], so only a hand-made mask gets there.
+them through the mask). Position (0, 0) is always packed, so a hand-made batch whose attention mask is all zeros
+runs too (its outputs are all zeros) instead of failing in ONNX Runtime on an empty Gather.
 
 Cost: two small nodes per layer (GatherND to pack, Gather to unpack) and about ten once, so an unpadded batch
 (batch 1) pays a little. Measured on the AVX-512 VNNI host (MiniLM int8, x fp32 ONNX, wall / CPU time, one
@@ -142,10 +142,13 @@ def remove_padding(model: Any) -> dict[str, Any]:
         # the rewrite was validated on one row width; an embedding projection (ELECTRA: embedding 16 -> hidden
         # 32) or unequal Q/K/V widths is left as it was
         return {"reason": f"Attention weight shapes {sorted(set(widths))} differ from the embedding width {hidden}"}
+    if _opset(model) < 12:  # the index nodes use Max on int64 (opset 12) and Pad with its pads as input
+        return {"reason": f"opset {_opset(model)} < 12"}
     p = "unpad/"
     out_names = {o.name for o in g.output}
     packed_outputs = [t for t in region.rows if t in out_names]
     g.initializer.extend([_const(p + "flat", [-1]), _const(p + "axis0", 0), _const(p + "one", 1)])
+    g.initializer.extend([_const(p + "one_11", [[1]]), _const(p + "ones_2", [1, 1]), _const(p + "zeros_2", [0, 0])])
     head = _index_nodes(embed.input[_MASK_INPUT], p, with_float_mask=bool(packed_outputs), opset=_opset(model))
     new_nodes: list[Any] = []
     rename: dict[str, str] = {t: f"{t}/packed" for t in region.roots}  # row-wise readers of a root read it packed
@@ -188,14 +191,21 @@ def _index_nodes(mask: str, p: str, *, with_float_mask: bool, opset: int) -> lis
 
     nodes = [
         helper.make_node("Cast", [mask], [p + "mask_bool"], name=p + "mask_bool", to=TensorProto.BOOL),
-        helper.make_node("Cast", [p + "mask_bool"], [p + "mask01"], name=p + "mask01", to=TensorProto.INT64),
+        helper.make_node("Cast", [p + "mask_bool"], [p + "mask_in"], name=p + "mask_in", to=TensorProto.INT64),
+        # Position (0, 0) is always packed: a batch whose mask is all zeros would otherwise pack no row, and the
+        # first unpack would Gather from an empty tensor (ORT: index out of range). With right padding (0, 0)
+        # is [CLS], real anyway; where it is a pad, the Attention mask still hides it and the outputs zero it.
+        helper.make_node("Shape", [p + "mask_in"], [p + "mshape"], name=p + "mshape"),
+        helper.make_node("Sub", [p + "mshape", p + "ones_2"], [p + "pad_hi"], name=p + "pad_hi"),
+        helper.make_node("Concat", [p + "zeros_2", p + "pad_hi"], [p + "pads"], name=p + "pads", axis=0),
+        helper.make_node("Pad", [p + "one_11", p + "pads"], [p + "first"], name=p + "first"),
+        helper.make_node("Max", [p + "mask_in", p + "first"], [p + "mask01"], name=p + "mask01"),
         helper.make_node("Reshape", [p + "mask01", p + "flat"], [p + "mask_flat"], name=p + "mask_flat"),
         # (batch, position) of each real token, for GatherND
         helper.make_node("NonZero", [p + "mask01"], [p + "nz"], name=p + "nonzero"),
         helper.make_node("Transpose", [p + "nz"], [p + "idx"], name=p + "idx", perm=[1, 0]),
         # a real token's packed row is the number of real tokens up to it, minus one
         helper.make_node("CumSum", [p + "mask_flat", p + "axis0"], [p + "csum_flat"], name=p + "csum_flat"),
-        helper.make_node("Shape", [p + "mask01"], [p + "mshape"], name=p + "mshape"),
         helper.make_node("Reshape", [p + "csum_flat", p + "mshape"], [p + "csum"], name=p + "csum"),
         helper.make_node("Sub", [p + "csum", p + "one"], [p + "inv"], name=p + "inv"),
     ]

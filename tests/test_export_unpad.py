@@ -89,3 +89,22 @@ def test_the_step_writes_the_graph_unchanged_when_off_or_unsuitable(minilm_fp32_
     ]
     changed, details = step_unpad(src, tmp_path / "on.onnx", SimpleNamespace(), None)
     assert changed and details["attention_nodes"] == 6
+
+
+def test_an_all_zero_mask_runs_and_gives_zeros(minilm_fp32_pkg: Path) -> None:
+    """A hand-made batch with no real token: before, the first unpack gathered from an empty tensor and ONNX
+    Runtime failed (index out of range); position (0, 0) is now always packed."""
+    model = onnx.load(str(minilm_fp32_pkg / "model.onnx"))
+    remove_padding(model)
+    feeds = _padded_batch(minilm_fp32_pkg)
+    feeds["attention_mask"] = np.zeros_like(feeds["attention_mask"])
+    out = _run(model, feeds)
+    assert out.shape[:2] == feeds["input_ids"].shape and np.isfinite(out).all() and not out.any()
+    # row 0 all pads, the others real: (0, 0) is packed though a pad, and the real rows stay the original's
+    mixed = _padded_batch(minilm_fp32_pkg)
+    mixed["attention_mask"][0] = 0
+    original = onnx.load(str(minilm_fp32_pkg / "model.onnx"))
+    real = mixed["attention_mask"].astype(bool)
+    got = _run(model, mixed)
+    np.testing.assert_allclose(got[real], _run(original, mixed)[real], atol=1e-4)
+    assert not got[0].any()
