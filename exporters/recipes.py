@@ -26,7 +26,7 @@ from edgekit.errors import CalibrationError, ConfigError, CorruptModelError, Uns
 from edgekit.onnx_graph import topological
 from edgekit.recipe_names import RECIPE_DESCRIPTIONS
 from edgekit.registry import Registry
-from exporters import graph, index_subgraph
+from exporters import graph, index_subgraph, static_ops
 from exporters.decoder_fusions import step_decoder_fusions
 from exporters.isa import isa_choices
 from exporters.ort_guard import guarded
@@ -102,7 +102,31 @@ class Int8DynamicConfig:
         require(self.smoothing_samples >= 1, "int8-dynamic", "smoothing_samples", "must be >= 1")
 
 
-STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# The multiply-accumulate ops, plus the ops ORT's QDQ fusion (level EXTENDED and up) folds into integer
+# kernels or passes int8 through, so no float round trip sits between two quantized convs: Relu / Clip vanish
+# into the preceding QLinearConv's output range, Add -> QLinearAdd (residuals), GlobalAveragePool ->
+# QLinearGlobalAveragePool, Concat -> QLinearConcat, pooling and shape ops carry int8 unchanged. Measured
+# (tests/test_int8_static_vision.py; benchmarks/cnn_int8.py): MobileNetV2's level-ALL graph goes from 36 to
+# 1 DequantizeLinear. Mul, Sigmoid, Softmax and the normalizations stay float (see Int8StaticConfig.op_types).
+STATIC_OP_TYPES = (
+    "Conv",
+    "MatMul",
+    "Gemm",
+    "Relu",
+    "Clip",
+    "Add",
+    "GlobalAveragePool",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "Resize",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Pad",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,15 +135,17 @@ class Int8StaticConfig:
     percentile: float = 99.999
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
-    # uint8 (asymmetric per channel) weights run MLAS's u8u8 kernel, which widens to 16 bits before multiplying
-    # and cannot saturate on any x86 CPU; the fused kernels then match the unfused QDQ graph exactly. Measured
-    # worst-sample cosine (tiny MobileNetV2, fused kernels, AVX2): uint8 0.77, int8 0.60, int8 7-bit 0.57.
-    weight_type: Literal["int8", "uint8"] = "uint8"
+    # int8 weights (stored 7-bit by default, see reduce_range) run MLAS's u8s8 kernels: VNNI's vpdpbusd where the
+    # CPU has it, AVX2's vpmaddubsw pairs otherwise, where 7-bit weights cannot saturate the int16 pair sum.
+    # uint8 weights run the u8u8 kernel, which widens to 16 bits first: it cannot saturate either, but it made
+    # every CNN slower than fp32. Measured on AVX-512 VNNI (Zen 4, 2 threads, benchmarks/cnn_int8.py), time vs
+    # fp32: MobileNetV2 uint8 1.29x, int8 0.46x; ResNet-18 0.72x / 0.43x.
+    weight_type: Literal["int8", "uint8"] = "int8"
     max_calibration_samples: int = 128
     nodes_to_exclude: tuple[str, ...] = ()
-    # Only the multiply-accumulate ops get int8 (where int8 pays). Elementwise / normalization ops stay float:
-    # ORT 1.32's fused QLinearMul collapsed a tiny EfficientNet's output to exactly 0 (SiLU and squeeze-excite
-    # Muls), and DeiT's quantized Softmax / LayerNorm / GELU cost its worst-sample cosine 0.82 -> 0.99.
+    # Mul, Sigmoid and the normalizations stay float: ORT 1.32's fused QLinearMul collapsed a tiny EfficientNet's
+    # output to exactly 0 (SiLU and squeeze-excite Muls), and DeiT's quantized Softmax / LayerNorm / GELU cost its
+    # worst-sample cosine 0.82 -> 0.99. A SiLU network therefore keeps a float round trip per activation.
     op_types: tuple[str, ...] = STATIC_OP_TYPES
     # 7-bit weights (None: for int8 weights only). Without VNNI, MLAS's u8s8 kernel (vpmaddubsw) sums uint8 x
     # int8 pairs in int16 and saturates with 8-bit int8 weights (tiny MobileNetV2, worst cosine 0.54 fused vs
@@ -484,9 +510,10 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     # Position-bucket / index chains (MPNet's log-bucketed relative positions) stay float: log(0) = -inf
     # would give their QDQ an infinite scale (exporters/index_subgraph.py).
-    index_nodes = [
-        n for n in index_subgraph.index_nodes(graph.load_model(src, check=False)) if n not in cfg.nodes_to_exclude
-    ]
+    model = graph.load_model(src, check=False)
+    index_nodes = [n for n in index_subgraph.index_nodes(model) if n not in cfg.nodes_to_exclude]
+    float_adds = [n for n in static_ops.float_adds(model) if n not in cfg.nodes_to_exclude]
+    float_adds = float_adds if "Add" in cfg.op_types else []
     ctx.log(f"calibrating on {len(samples)} samples ({cfg.method})…")
     guarded(
         lambda: quantize_static(
@@ -500,7 +527,7 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             calibrate_method=method,
             op_types_to_quantize=list(cfg.op_types),
             reduce_range=cfg.weights_7bit,
-            nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes],
+            nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes, *float_adds],
             extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
         ),
         during="int8-static calibration",
@@ -511,8 +538,9 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
         "method": cfg.method,
         "nodes_kept_float": list(cfg.nodes_to_exclude),
         "index_nodes_kept_float": index_nodes,
+        "adds_kept_float": len(float_adds),
         "op_types_quantized": list(cfg.op_types),
-        "why_other_ops_float": "elementwise and normalization ops lose most accuracy in int8 for least speed",
+        "why_other_ops_float": "Mul, Sigmoid, Softmax and normalizations lose accuracy in ORT's integer kernels",
         "weight_type": cfg.weight_type,
         "reduce_range": cfg.weights_7bit,
     }
