@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.profiler import layout, static
+from edgekit.profiler import calibration, layout, static
 from edgekit.profiler.estimate import DeviceRates, estimate_latency
 
 
@@ -95,3 +95,84 @@ def test_the_host_estimate_pays_for_the_reorders_this_host_adds(tmp_path: Path) 
     after = estimate_latency("forward", layout.with_layout(portable, reorders), rates).latency_ms
     # each reorder reads and writes 4 KB at 1 GB/s: 8.192 us
     assert after - before == pytest.approx(len(reorders) * 8192 / 1e9 * 1e3, rel=1e-9)
+
+
+def _conv(name: str, *, flops: int = 0, groups: int = 1, marked: bool = False) -> static.NodeCost:
+    return static.NodeCost(
+        name=name, op_type="Conv", domain="", kind=static.NodeKind.CONV, flops={"fp32": flops}, macs=flops // 2,
+        bytes_read=0, bytes_written=0, weight_bytes=0, groups=groups, nchw_on_host=marked,
+    )  # fmt: skip
+
+
+def test_convolutions_the_nchwc_pass_leaves_in_nchw_are_marked_in_place() -> None:
+    host = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("Conv", ["a", "w"], ["b"], domain=layout.NCHWC_DOMAIN, name="blocked"),
+                helper.make_node("FusedConv", ["b", "w"], ["c"], domain="com.microsoft", name="plain"),
+                helper.make_node("ReorderOutput", ["c"], ["d"], domain=layout.NCHWC_DOMAIN, name="ReorderOutput"),
+                helper.make_node("ReorderOutput", ["d"], ["e"], domain=layout.NCHWC_DOMAIN, name="ReorderOutput"),
+            ],
+            "h",
+            [],
+            [],
+        )
+    )
+    analysis = replace(
+        _empty_analysis(), nodes=(_conv("blocked"), _conv("plain")), value_shapes={"d": (1, 8), "e": (1, 8)}
+    )
+    marked = layout.nchw_convs(host, analysis)
+    assert [n.name for n in marked] == ["plain"] and marked[0].nchw_on_host
+    extra = layout.reorder_nodes(host, analysis) + marked
+    after = layout.with_layout(analysis, extra)
+    # the conv replaced where it was, both same-named reorders added after the portable nodes
+    assert [(n.name, n.nchw_on_host) for n in after.nodes] == [
+        ("blocked", False), ("plain", True), ("ReorderOutput", False), ("ReorderOutput", False),
+    ]  # fmt: skip
+
+
+def test_a_conv_left_in_nchw_runs_at_the_nchw_rate_plus_its_cost_per_group() -> None:
+    rates = DeviceRates(
+        device="host", threads=1, gemm_gflops={"fp32": 1.0}, conv_gflops={"fp32": 1000.0}, vector_gflops=1.0,
+        normalization_gflops=1.0, lrn_gflops=1.0, bandwidth_gbps=1000.0, dram_bandwidth_gbps=1.0, cache_bytes=1 << 30,
+        conv_half_reduction=0.0, attention_gflops={"fp32": 1.0}, call_overhead_us={}, node_overhead_us=0.0,
+        parallel_node_overhead_us=0.0, run_overhead_ms=0.0, io_overhead_us=0.0, basis="test",
+        nchw_conv_gflops=100.0, nchw_group_us=2.0,
+    )  # fmt: skip
+    nodes = (_conv("a", flops=1_000_000, groups=10, marked=True), _conv("b", flops=1_000_000, groups=10))
+    est = estimate_latency("forward", replace(_empty_analysis(), nodes=nodes), rates)
+    # marked: 1e6 / 100 GFLOP/s = 10 us + 10 groups x 2 us = 30 us; unmarked: 1e6 / 1000 GFLOP/s = 1 us
+    assert est.latency_ms == pytest.approx(0.031, rel=1e-9)
+
+
+def _solver(timings_ms: dict[str, float], cases: dict[str, tuple[static.NodeCost, ...]]) -> calibration._Solver:
+    by = {
+        k: calibration.SuiteCase(
+            name=k, path=Path(k), feeds_file=Path(k), budget_s=0.0, analysis=replace(_empty_analysis(), nodes=v)
+        )
+        for k, v in cases.items()
+    }
+    return calibration._Solver(by=by, t=timings_ms, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+
+
+def test_the_nchw_rate_and_cost_per_group_are_solved_from_a_dense_and_a_depthwise_case() -> None:
+    dense = tuple(_conv(f"d{i}", flops=1_000_000, marked=True) for i in range(3))
+    dw = tuple(_conv(f"w{i}", flops=100_000, groups=58, marked=True) for i in range(3))
+    # at 100 GFLOP/s and 2 us per group: 3 x (10 + 2) us and 3 x (1 + 116) us
+    cases = {"conv_fp32": (_conv("c"),), "conv_nchw": dense, "conv_nchw_dw": dw}
+    fit = _solver({"conv_nchw": 0.036, "conv_nchw_dw": 0.351}, cases).nchw_convs(0.0)
+    assert fit["nchw_conv_gflops"] == pytest.approx(100.0, rel=1e-9)
+    assert fit["nchw_group_us"] == pytest.approx(2.0, rel=1e-9)
+    # a host without NCHWc kernels runs even the dense case in NCHW: no separate rate there
+    no_nchwc = dict(cases, conv_fp32=(_conv("c", marked=True),))
+    assert _solver({"conv_nchw": 0.036, "conv_nchw_dw": 0.351}, no_nchwc).nchw_convs(0.0) == {}
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MLAS's NCHWc layout is x86's")
+def test_a_58_channel_conv_stays_in_nchw_on_this_host_and_a_16_channel_one_does_not(tmp_path: Path) -> None:
+    for channels, expected in ((58, True), (16, False)):
+        src = _conv_erf_conv(tmp_path / f"m{channels}.onnx", channels=channels)
+        portable = static.analyze(static.runtime_graph(src, tmp_path / f"rt{channels}.onnx"))
+        (extra,) = layout.host_layout_nodes(src, tmp_path / f"host{channels}.onnx", [portable])
+        convs = [n for n in layout.with_layout(portable, extra).nodes if n.kind == static.NodeKind.CONV]
+        assert len(convs) == 2 and all(n.nchw_on_host is expected for n in convs)

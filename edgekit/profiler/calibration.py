@@ -70,7 +70,8 @@ __all__ = [
     "memory_calibration",
 ]
 
-SUITE_VERSION = 5  # 5: the cases count the host's NCHWc reorders apart (layout.py)
+# 6: convolutions left in NCHW (conv_nchw cases); 5: the cases count the host's NCHWc reorders apart (layout.py)
+SUITE_VERSION = 6
 # A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
 # their medians describe the same machine state as the model's median (a low quantile would describe a
 # luckier host than the one the model met).
@@ -121,6 +122,10 @@ class HostEfficiency:
     # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
     # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.
     depthwise_gflops: float = 0.0
+    # Convolutions the NCHWc pass leaves in NCHW on this host (static.NodeCost.nchw_on_host): im2col + one
+    # GEMM per group, at this rate plus this cost per group (solved from conv_nchw and conv_nchw_dw).
+    nchw_conv_gflops: float = 0.0
+    nchw_group_us: float = 0.0
     # Fixed cost per call of a convolution or GEMM kernel beyond plain dispatch (packing, layout, threading
     # setup): what makes a tiny conv cost tens of microseconds whatever its FLOPs.
     call_overhead_us: Mapping[NodeKind, float] = field(default_factory=dict)
@@ -145,6 +150,8 @@ class HostEfficiency:
             "attention_gflops": self.attention_gflops,
             "normalization_gflops": self.normalization_gflops,
             "depthwise_gflops": self.depthwise_gflops,
+            "nchw_conv_gflops": self.nchw_conv_gflops,
+            "nchw_group_us": self.nchw_group_us,
             "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
             "threads": self.threads,
             "suite_timings_ms": dict(self.timings_ms),
@@ -263,18 +270,19 @@ def _convs(
     return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path)
 
 
-def _depthwise(path: Path, channels: int, size: int, n_layers: int, seed: int) -> Path:
-    """Depthwise 3x3 convolutions (group = channels) with Relu, as in MobileNet-v2's inverted residuals."""
+def _depthwise(path: Path, channels: int, size: int, n_layers: int, seed: int, *, group: int = 0, k: int = 3) -> Path:
+    """Grouped kxk convolutions with Relu; by default depthwise 3x3 (group = channels), as in MobileNet-v2's
+    inverted residuals."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
+    group = group or channels
     nodes, inits, prev = [], [], "x"
+    pad = k // 2
     for i in range(n_layers):
-        w = (rng.standard_normal((channels, 1, 3, 3)) / 3).astype(np.float32)
+        w = (rng.standard_normal((channels, channels // group, k, k)) / k).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(
-            helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], group=channels, name=f"dw{i}")
-        )
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[pad] * 4, group=group, name=f"dw{i}"))
         out = "y" if i == n_layers - 1 else f"r{i}"
         nodes.append(helper.make_node("Relu", [f"c{i}"], [out]))
         prev = out
@@ -501,6 +509,9 @@ def build_suite(work: Path) -> list[SuiteCase]:
         "conv_wide": (_convs(work / "cal_conv_wide.onnx", 256, 14, 1, 10), {"x": (1, 256, 14, 14)}),
         "conv_tiny": (_convs(work / "cal_conv_tiny.onnx", 16, 8, 4, 11), {"x": (1, 16, 8, 8)}),
         "conv_depthwise": (_depthwise(work / "cal_conv_depthwise.onnx", 144, 56, 3, 16), {"x": (1, 144, 56, 56)}),
+        # 58 channels (ShuffleNet v2's), a multiple of neither NCHWc block (8, 16): the host runs these in NCHW
+        "conv_nchw": (_depthwise(work / "cal_conv_nchw.onnx", 58, 28, 3, 17, group=1, k=1), {"x": (1, 58, 28, 28)}),
+        "conv_nchw_dw": (_depthwise(work / "cal_conv_nchw_dw.onnx", 58, 28, 3, 18), {"x": (1, 58, 28, 28)}),
         "gemm_tiny": (_matmuls(work / "cal_gemm_tiny.onnx", 1, 64, 8, 12), {"x": (1, 64)}),
         # 48 MB of weights, one row through them: beyond the last-level cache, bound by DRAM bandwidth
         "weights_dram": (_matmuls(work / "cal_weights_dram.onnx", 1, 1024, 12, 13), {"x": (1, 1024)}),
@@ -631,6 +642,30 @@ class _Solver:
         left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - work
         return max(0.0, left / max(1, len(target)))
 
+    def nchw_convs(self, conv_call_s: float) -> dict[str, float]:
+        """The rate and per-group cost of convolutions left in NCHW: T = flops / R + groups x g in a dense and
+        a depthwise case; none (the usual conv rates apply) on a host that runs even the dense-conv case in NCHW
+        (no NCHWc kernels: every conv is NCHW there, and the conv curve describes them), or if the two do not
+        separate."""
+        if any(n.nchw_on_host for n in self.nodes("conv_fp32")):
+            return {}
+        rows = []
+        for name in ("conv_nchw", "conv_nchw_dw"):
+            if name not in self.t:
+                return {}
+            ns = self.nodes(name)
+            convs = [n for n in ns if n.nchw_on_host]
+            if not convs:
+                return {}
+            rest = sum(n.bytes_moved / self.bw for n in ns if n not in convs)
+            left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - conv_call_s * len(convs)
+            rows.append((sum(n.total_flops for n in convs), sum(n.groups for n in convs), left))
+        solved = _solve2(*rows)
+        if solved is None or solved[0] <= 0:
+            return {}
+        inv_rate, group_s = solved
+        return {"nchw_conv_gflops": 1.0 / inv_rate / 1e9, "nchw_group_us": max(0.0, group_s) * 1e6}
+
     def dram_bandwidth(self) -> float:
         """Bytes per second of weights streamed from DRAM (the weights_dram case), the rest at cache bandwidth."""
         dram = self.nodes("weights_dram")
@@ -679,6 +714,7 @@ def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], t
         lrn_gflops=sv.rate("lrn", {NodeKind.LRN}),
         normalization_gflops=sv.rate("normalization", {NodeKind.NORMALIZATION}),
         depthwise_gflops=sv.rate("conv_depthwise", {NodeKind.CONV}, "fp32") if "conv_depthwise" in t else 0.0,
+        **sv.nchw_convs(conv_call),
         gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
         conv_gflops={"fp32": sv.rate("conv_fp32", {NodeKind.CONV}, "fp32")},
         conv_peak_gflops=conv_inf,

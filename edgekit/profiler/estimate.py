@@ -87,6 +87,9 @@ class DeviceRates:
     # per-node-kind rates above (devices: every kind; host: depthwise convolutions, calibrated apart)
     work_gflops: Mapping[WorkKind, Mapping[str, float]] = field(default_factory=dict)
     isa_class: str = ""
+    # host only: convolutions its NCHWc pass left in NCHW (NodeCost.nchw_on_host), rate and cost per group
+    nchw_conv_gflops: float = 0.0
+    nchw_group_us: float = 0.0
     error_band: validation.ErrorBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +180,8 @@ def device_rates(
         parallel_node_overhead_us=host.parallel_node_overhead_us,
         run_overhead_ms=host.run_overhead_ms,
         io_overhead_us=host.io_overhead_us,
+        nchw_conv_gflops=getattr(host, "nchw_conv_gflops", 0.0),
+        nchw_group_us=getattr(host, "nchw_group_us", 0.0),
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
     )
@@ -308,6 +313,10 @@ def _attention_split(node: NodeCost) -> tuple[dict[str, int], str, int]:
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
     if node.kind == NodeKind.VIEW:
         return 0.0, "overhead"
+    if node.nchw_on_host and rates.nchw_conv_gflops > 0:
+        compute = node.total_flops / (rates.nchw_conv_gflops * 1e9) + node.groups * rates.nchw_group_us / 1e6
+        memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
+        return (compute, "compute") if compute >= memory else (memory, "memory")
     work = rates.work_gflops.get(kernels.work_kind(node)) if rates.work_gflops else None
     flops_by_precision, fp, core = _attention_split(node)
     # the attention after a fused projection runs at the attention rate (the GEMM's on devices: their table

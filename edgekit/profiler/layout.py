@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, load_onnx, runtime_graph
 
-__all__ = ["NCHWC_DOMAIN", "REORDERS", "host_layout_nodes", "reorder_nodes", "with_layout"]
+__all__ = ["NCHWC_DOMAIN", "REORDERS", "host_layout_nodes", "nchw_convs", "reorder_nodes", "with_layout"]
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # reorder op -> whether its NCHW side is its input (ReorderInput) or its output (ReorderOutput)
@@ -59,6 +59,18 @@ def reorder_nodes(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCos
     return tuple(out)
 
 
+_CONV_OPS = frozenset({"Conv", "FusedConv"})
+
+
+def nchw_convs(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCost, ...]:
+    """``analysis``' convolutions that ``host_model`` (level "all") runs outside the NCHWc domain, marked
+    ``nchw_on_host`` (on a host without NCHWc kernels that is every one: the calibration then leaves the NCHW
+    rate unset, and the dense-conv rates apply to them)."""
+    graph = host_model.graph.node  # type: ignore[attr-defined]
+    names = {n.name for n in graph if n.op_type in _CONV_OPS and n.domain != NCHWC_DOMAIN}
+    return tuple(replace(n, nchw_on_host=True) for n in analysis.nodes if n.kind == NodeKind.CONV and n.name in names)
+
+
 def host_layout_nodes(src: str | Path, dst: Path, analyses: Sequence[StaticAnalysis]) -> list[tuple[NodeCost, ...]]:
     """Per analysis (one per phase) of ``src``'s portable graph, the reorders this host adds (its level-"all"
     graph is saved at ``dst``); none, and no second session, for a graph without convolutions, which the
@@ -66,9 +78,14 @@ def host_layout_nodes(src: str | Path, dst: Path, analyses: Sequence[StaticAnaly
     if not any(n.kind == NodeKind.CONV for a in analyses for n in a.nodes):
         return [() for _ in analyses]
     host_model = load_onnx(runtime_graph(src, dst, host_layout=True), load_weights=False)
-    return [reorder_nodes(host_model, a) for a in analyses]
+    return [reorder_nodes(host_model, a) + nchw_convs(host_model, a) for a in analyses]
 
 
-def with_layout(analysis: StaticAnalysis, reorders: tuple[NodeCost, ...]) -> StaticAnalysis:
-    """``analysis`` with this host's layout conversions added to the nodes it runs."""
-    return replace(analysis, nodes=analysis.nodes + reorders) if reorders else analysis
+def with_layout(analysis: StaticAnalysis, layout_nodes: tuple[NodeCost, ...]) -> StaticAnalysis:
+    """``analysis`` with this host's layout: its convolutions left in NCHW replaced by their marked copies
+    (``nchw_convs``), the reorders added to the nodes it runs."""
+    if not layout_nodes:
+        return analysis
+    marked = {n.name: n for n in layout_nodes if n.nchw_on_host}
+    added = tuple(n for n in layout_nodes if not n.nchw_on_host)
+    return replace(analysis, nodes=tuple(marked.get(n.name, n) for n in analysis.nodes) + added)

@@ -112,6 +112,10 @@ class NodeCost:
     # Fused Attention / QAttention only: the part of ``flops`` (in the float precision) that is attention on
     # the projected Q/K/V (per-head products and softmax), which runs at the attention rate, not the GEMM's.
     attention_flops: int = 0
+    # Host only (layout.py): a convolution this host's NCHWc pass left in NCHW (channels not a multiple of
+    # the vector block, or grouped but not depthwise). MLAS runs it as im2col + one GEMM per group, far below
+    # the blocked kernels' rates, so it gets the rate and per-group cost of the ``conv_nchw`` cases.
+    nchw_on_host: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
