@@ -23,6 +23,10 @@ conv_wide           one 3x3 conv 256->256 at 14x14               of the reductio
 conv_tiny/gemm_tiny 4 convs 16->16 at 8x8 / 8 MatMuls 1x64x64   fixed cost per conv / GEMM call
 conv_depthwise      3 depthwise 3x3 convs, 144 ch at 56x56       depthwise rate (MobileNet/EfficientNet:
                     (MobileNet-v2's second block)                far below the dense-conv curve at r = 9)
+conv_nchw           3 1x1 convs 58->58 at 28x28                  convolutions the host's NCHWc pass
+conv_nchw_dw        3 depthwise 3x3 convs, 58 ch at 28x28        leaves in NCHW (58 is a multiple of
+                    (ShuffleNet v2's channel count)              neither block, 8 or 16): a rate and a
+                                                                 cost per group, solved from the two
 weights_dram        12 MatMuls 1x1024x1024 (48 MB of weights)    DRAM bandwidth for streamed weights
 normalization       8 LayerNormalization / SkipSimplified-       rate of normalization kernels (row-
                     LayerNormalization on 64 x 128               wise, far below the vector rate)
