@@ -25,8 +25,7 @@ CHANNELS, SIZE, CLASSES = 8, 16, 4
 
 def _silu_cnn(path: Path, seed: int = 0) -> Path:
     """x[1,3,16,16] -> Conv -> SiLU -> depthwise Conv -> SiLU -> squeeze-excite gate -> pool -> Gemm."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
 
@@ -56,9 +55,17 @@ def _silu_cnn(path: Path, seed: int = 0) -> Path:
         helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "wh", "bh"], ["logits"], transB=1, name="head"),
     ]
+    return _save_cnn(path, "silu_cnn", nodes, inits)
+
+
+def _save_cnn(path: Path, name: str, nodes: list, inits: dict[str, np.ndarray]) -> Path:
+    """A 3-channel SIZE x SIZE image in, CLASSES logits out, opset 17."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     g = helper.make_graph(
         nodes,
-        "silu_cnn",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, CLASSES])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
@@ -193,8 +200,7 @@ def test_unknown_op_types_are_refused_by_name() -> None:
 
 def _residual_cnn(path: Path, seed: int = 0) -> Path:
     """MobileNetV2 / ResNet blocks: Conv+Relu, a Conv+Clip(0,6)+Conv branch added back, MaxPool, Concat, pool, Gemm."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
 
@@ -222,17 +228,7 @@ def _residual_cnn(path: Path, seed: int = 0) -> Path:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "wh", "bh"], ["logits"], transB=1, name="head"),
     ]
-    g = helper.make_graph(
-        nodes,
-        "residual_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, CLASSES])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _save_cnn(path, "residual_cnn", nodes, inits)
 
 
 @pytest.fixture(scope="module")
