@@ -32,16 +32,6 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-CONFIG_CLASSES = {
-    "llama": "LlamaConfig",
-    "mistral": "MistralConfig",
-    "qwen2": "Qwen2Config",
-    "qwen3": "Qwen3Config",
-    "gemma": "GemmaConfig",
-    "gemma2": "Gemma2Config",
-    "phi3": "Phi3Config",
-    "stablelm": "StableLmConfig",
-}
 SIZES = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
     "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2},
@@ -73,7 +63,8 @@ def _build(family: str, size: str, out: Path) -> Path:
     extra = {"head_dim": head} if family in ("gemma", "gemma2", "qwen3") else {}
     if family == "gemma2":  # its defaults: window 4096 (longer than the context here), so set one that bites
         extra |= {"query_pre_attn_scalar": head, "sliding_window": 32}
-    config = getattr(transformers, CONFIG_CLASSES[family])(
+    config = transformers.AutoConfig.for_model(
+        family,
         vocab_size=BYTE_VOCAB_SIZE,
         intermediate_size=2 * dims["hidden_size"],
         max_position_embeddings=256,

@@ -94,16 +94,6 @@ CASES = {
         attention="eager",
     ),
 }
-CONFIG_CLASSES = {
-    "llama": "LlamaConfig",
-    "mistral": "MistralConfig",
-    "qwen2": "Qwen2Config",
-    "qwen3": "Qwen3Config",
-    "gemma": "GemmaConfig",
-    "phi3": "Phi3Config",
-    "stablelm": "StableLmConfig",
-    "gemma2": "Gemma2Config",
-}
 
 
 def _build(case: Case, out: Path) -> Path:
@@ -113,7 +103,8 @@ def _build(case: Case, out: Path) -> Path:
 
     save_byte_tokenizer(out, max_length=64)
     extra = {"head_dim": case.head_dim} if case.head_dim else {}
-    config = getattr(transformers, CONFIG_CLASSES[case.family])(
+    config = transformers.AutoConfig.for_model(
+        case.family,
         vocab_size=BYTE_VOCAB_SIZE,
         hidden_size=case.hidden,
         num_hidden_layers=2,
