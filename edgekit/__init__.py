@@ -17,22 +17,39 @@ __all__ = ["EdgekitError", "__version__", "export", "load", "profile", "quantize
 
 
 @edgekit_boundary
-def export(source: Any, **kwargs: Any) -> Any:
-    """Export a HF model directory, an ``nn.Module`` or an ``.onnx`` file to a package (see ``exporters.export``)."""
+def export(source: Any, *, devices: Any = None, device_dirs: Any = None, **kwargs: Any) -> Any:
+    """Export a HF model directory, an ``nn.Module`` or an ``.onnx`` file to a package (see ``exporters.export``).
+
+    ``devices``: device profile names on which the profiler estimates a quantized package against its fp32
+    graph (``runtime.speedup.devices``; ``on_device_slower="refuse"`` refuses one estimated slower there)."""
     from edgekit.quiet import third_party_quiet
     from exporters import export as _export
 
     with third_party_quiet():
-        return _export(source, **kwargs)
+        return _export(source, **_with_devices(kwargs, devices, device_dirs))
 
 
 @edgekit_boundary
-def quantize(model: Any, **kwargs: Any) -> Any:
+def quantize(model: Any, *, devices: Any = None, device_dirs: Any = None, **kwargs: Any) -> Any:
+    """Quantize an ``.onnx`` file or an fp32 package (see ``exporters.quantize``); ``devices`` as in :func:`export`."""
     from edgekit.quiet import third_party_quiet
     from exporters import quantize as _quantize
 
     with third_party_quiet():
-        return _quantize(model, **kwargs)
+        return _quantize(model, **_with_devices(kwargs, devices, device_dirs))
+
+
+def _with_devices(kwargs: dict[str, Any], devices: Any, device_dirs: Any) -> dict[str, Any]:
+    """``kwargs`` with the profiler's estimator for ``devices`` (exporters never import the profiler)."""
+    if not devices:
+        return kwargs
+    from edgekit.errors import UsageError
+    from edgekit.profiler.speedup import DeviceEstimator
+
+    if kwargs.get("device_speedup") is not None:
+        raise UsageError("give devices or device_speedup, not both", param="devices")
+    names = [devices] if isinstance(devices, str) else list(devices)
+    return {**kwargs, "device_speedup": DeviceEstimator.for_devices(names, device_dirs)}
 
 
 @edgekit_boundary

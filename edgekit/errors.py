@@ -25,6 +25,7 @@ know becomes :class:`InternalError`: a bug in edgekit, never a bare traceback.
     ├── CalibrationError           calibration data that does not match the model
     ├── AccuracyError              quantization broke the accuracy budget
     ├── SlowerThanFp32Error        a quantized package is not faster than its fp32 graph on this host
+    │   └── DeviceSlowerThanFp32Error  ... estimated slower on a target device (only when asked to refuse)
     ├── OutputExistsError          refusing to overwrite an output
     ├── PackageError               a model package is missing, corrupt or too new
     │   └── ChecksumError
@@ -226,6 +227,19 @@ class SlowerThanFp32Error(EdgekitError):
 
 class SlowerThanFp32Warning(UserWarning):
     """A quantized package kept, with on_slower='warn', although it measured slower than fp32."""
+
+
+class DeviceSlowerThanFp32Error(SlowerThanFp32Error):
+    """A quantized package estimated slower than fp32 on a target device, beyond the band, when asked to refuse.
+
+    Raised with on_device_slower='refuse' (``--require-device-speedup``); nothing was written."""
+
+    code = "slower_than_fp32_on_device"
+    default_hint = "drop --require-device-speedup (on_device_slower='refuse') to keep it with a warning"
+
+
+class DeviceSlowerThanFp32Warning(SlowerThanFp32Warning):
+    """A quantized package kept although a target device's estimate says it is slower than fp32 (the default)."""
 
 
 class OutputExistsError(EdgekitError):

@@ -130,6 +130,10 @@ def _runtime_lines(runtime: dict[str, Any]) -> list[str]:
             f"  speed-up         {speed['speedup']:.2f}x fp32 ({speed['verdict']}; {speed['workload']},"
             f" {speed['threads']} thread(s), {speed['cpu']})"
         )
+        lines += [
+            f"  on {d['device']:<13} {d['speedup']:.2f}x fp32 estimated ({d['verdict']}; {d['band']})"
+            for d in speed.get("devices") or []
+        ]
     policy = runtime.get("session_policy")
     if policy:
         lines.append(f"  threads          {policy['intra_op_threads']} ({policy['rule']}: {policy['reason']})")

@@ -19,7 +19,7 @@ from edgekit.errors import PackageError
 from edgekit.hashing import is_sha256
 from edgekit.session_policy import SessionPolicy, SpeedupRecord
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 MANIFEST_NAME = "edgekit.json"
 MODEL_NAME = "model.onnx"
 

@@ -19,28 +19,45 @@ quantizing step), interleaved rounds, median of the per-round ratios. It is *slo
 ratio exceeds ``1 + SPEEDUP_TOLERANCE``: a ratio within 5 % of parity is ``within-noise`` and kept, so a noisy
 machine cannot flip a clear case; a median says more than a mean because one descheduled round moves it
 little.
+
+Speed-up on the target devices. The export host is rarely the device: where the user names target devices, the
+profiler (supplied by the edgekit layer: exporters never import it) estimates the same call on each device's
+profile, fp32 graph against package, and the record keeps each estimate with its error band
+(:class:`DeviceSpeedup`). The band is the held-out error of one latency estimate on the device's ISA class; it is
+applied to the ratio as is. The per-device factor cancels in a ratio, and the two estimates share the device's
+peaks, bandwidth and dispatch costs, so what is left is the relative efficiency of the int8 (or int4) kernels
+against the fp32 ones, which the validation rows of both precisions bound but do not test as a pair (the
+published data holds one fp32 / int8 pair). An estimate is evidence, not a measurement: a device estimated
+slower beyond its band warns, and refuses only when asked (``on_device_slower="refuse"``); an estimate without
+a validated band never refuses.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 __all__ = [
     "ALL",
+    "DEVICE_VERDICTS",
+    "ON_DEVICE_SLOWER",
     "ON_SLOWER",
     "OVERHEAD_BOUND_NODE_US",
     "SPEEDUP_TOLERANCE",
     "THREADS_TOLERANCE",
     "AppliedPolicy",
     "CallWork",
+    "DeviceSpeedup",
+    "DeviceSpeedupEstimator",
     "SessionPolicy",
     "SpeedupRecord",
     "apply_policy",
     "choose_policy",
     "device_core_gflops",
+    "device_speedup_verdict",
     "rule_threads",
     "speedup_verdict",
 ]
@@ -56,6 +73,9 @@ SPEEDUP_TOLERANCE = 0.05
 # are a tie on a noisy machine, and one thread does the same work with the rest of the CPU left free.
 THREADS_TOLERANCE = 0.10
 ON_SLOWER = ("refuse", "warn", "off")
+# A target device estimated slower than fp32 beyond its band: warn (default) or refuse the package.
+ON_DEVICE_SLOWER = ("warn", "refuse")
+DEVICE_VERDICTS = ("faster", "within-band", "slower", "not-validated")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +113,46 @@ class SessionPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceSpeedup:
+    """The package against its fp32 graph on one target device, as the profiler estimates the same call there."""
+
+    device: str
+    speedup: float  # estimated fp32 time / package time on the device
+    fp32_ms: float  # the profiler's estimate of the fp32 graph's call on the device
+    package_ms: float
+    threads: int  # the profile's default_threads, as `edgekit profile` estimates it
+    isa_class: str
+    band_pct: float | None  # the class's held-out error band (80th percentile), None: not validated
+    band: str  # the band's label: the rows it rests on
+    verdict: str  # DEVICE_VERDICTS: faster / slower only beyond the band
+
+    @property
+    def ratio(self) -> float:
+        """Package time / fp32 time (the host record's ``median_ratio``, estimated)."""
+        return self.package_ms / self.fp32_ms if self.fp32_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DeviceSpeedupEstimator(Protocol):
+    """What the export calls to estimate a package's speed-up on target devices (the edgekit layer supplies it:
+    ``edgekit.profiler.speedup.DeviceEstimator``). ``feeds`` is the call the host comparison timed."""
+
+    def __call__(self, fp32_model: Path, package_model: Path, feeds: Mapping[str, Any]) -> list[DeviceSpeedup]: ...
+
+
+def device_speedup_verdict(ratio: float, band_pct: float | None) -> str:
+    """``slower`` / ``faster`` only when the estimated ratio (package / fp32) is beyond the band either way."""
+    if band_pct is None:
+        return "not-validated"
+    band = band_pct / 100
+    if ratio > 1.0 + band:
+        return "slower"
+    return "faster" if ratio < 1.0 - band else "within-band"
+
+
+@dataclass(frozen=True, kw_only=True)
 class SpeedupRecord:
     """A quantized package against the fp32 graph of its own export, on the export host."""
 
@@ -106,6 +166,9 @@ class SpeedupRecord:
     isa: list[str] = field(default_factory=list)
     tolerance: float = SPEEDUP_TOLERANCE
     on_slower: str = "refuse"  # what the export was told to do with a slower package
+    # the target devices' estimates (none named: empty) and what the export was told to do with a slower one
+    devices: list[DeviceSpeedup] = field(default_factory=list)
+    on_device_slower: str = "warn"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

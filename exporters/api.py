@@ -21,7 +21,7 @@ from edgekit.fsutil import atomic_dir, check_output, cleanup_on_signals
 from edgekit.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, RecipeInfo
 from edgekit.package import open_package, read_manifest
 from edgekit.progress import QUIET, Progress
-from edgekit.session_policy import ON_SLOWER
+from edgekit.session_policy import ON_DEVICE_SLOWER, ON_SLOWER, DeviceSpeedupEstimator
 from edgekit.tasks import TASKS, TaskSpec
 from exporters import graph
 from exporters.calibration import load_dataset
@@ -83,6 +83,9 @@ class ExportOptions:
     # A quantized package slower than its fp32 graph on this host: "refuse" (SlowerThanFp32Error), "warn"
     # (keep it, record and warn) or "off" (do not compare). See edgekit.session_policy.
     on_slower: str = "refuse"
+    # A target device (export's device_speedup estimator) estimated slower than fp32 beyond its error band:
+    # "warn" (keep it, record and warn) or "refuse" (DeviceSlowerThanFp32Error). See exporters.device_speedup.
+    on_device_slower: str = "warn"
 
     def __post_init__(self) -> None:
         if self.on_slower not in ON_SLOWER:
@@ -90,6 +93,18 @@ class ExportOptions:
                 f"on_slower must be one of {', '.join(ON_SLOWER)}, got {self.on_slower!r}",
                 hint="'refuse' (default) refuses a quantized package slower than fp32; 'warn' keeps it",
                 param="on_slower",
+            )
+        if self.on_device_slower not in ON_DEVICE_SLOWER:
+            raise ConfigError(
+                f"on_device_slower must be one of {', '.join(ON_DEVICE_SLOWER)}, got {self.on_device_slower!r}",
+                hint="'warn' (default) keeps a package a device's estimate says is slower; 'refuse' refuses it",
+                param="on_device_slower",
+            )
+        if self.on_device_slower == "refuse" and self.on_slower == "off":
+            raise ConfigError(
+                "on_device_slower='refuse' needs the speed-up comparison, which on_slower='off' skips",
+                hint="leave on_slower at 'refuse' or 'warn' (CLI: drop --require-device-speedup, or keep both checks)",
+                param="on_device_slower",
             )
         if self.max_accuracy_drop is not None and not (0 <= self.max_accuracy_drop < 1):
             raise ConfigError(
@@ -159,17 +174,20 @@ def export(
     task: str,
     recipe: str = "fp32",
     progress: Progress | bool = True,
+    device_speedup: DeviceSpeedupEstimator | None = None,
     **kwargs: Any,
 ) -> ExportResult:
     """Export ``source`` (HF dir, ``.onnx``, package dir or :class:`TorchSource`) to a package at ``output``.
 
     Keyword options are the fields of :class:`ExportOptions` (``recipe_options``, ``calibration``,
-    ``max_accuracy_drop``, ``with_kv_cache``, ``ort_format``, ``force``, ...).
+    ``max_accuracy_drop``, ``with_kv_cache``, ``ort_format``, ``force``, ...). ``device_speedup``: the target
+    devices' estimator (``edgekit.export(devices=[...])`` passes the profiler's), see :mod:`.device_speedup`.
     """
     import time
 
     t0 = time.perf_counter()
     opts = ExportOptions(task=task, recipe=recipe, **kwargs)
+    _check_devices(opts, device_speedup)
     prog = progress if isinstance(progress, Progress) else (Progress() if progress else QUIET)
     task_spec: TaskSpec = TASKS.get(opts.task)
     recipe_spec: Recipe = RECIPES.get(opts.recipe)
@@ -209,6 +227,8 @@ def export(
             on_slower=opts.on_slower,
             recipe=recipe_spec.name,
             log=prog.log,
+            device_estimator=device_speedup,
+            on_device_slower=opts.on_device_slower,
         )
         recipe_info = RecipeInfo(
             name=recipe_spec.name,
@@ -231,6 +251,15 @@ def export(
                 runtime=runtime,
             )
     return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
+
+
+def _check_devices(opts: ExportOptions, estimator: DeviceSpeedupEstimator | None) -> None:
+    if opts.on_device_slower == "refuse" and estimator is None:
+        raise ConfigError(
+            "on_device_slower='refuse' needs target devices to estimate, and none were given",
+            hint="name them: edgekit export --device NAME, or edgekit.export(..., devices=['raspberry-pi-5'])",
+            param="on_device_slower",
+        )
 
 
 def _evaluator(

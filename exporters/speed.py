@@ -9,6 +9,7 @@ comparison: a tiny model costs milliseconds, MiniLM well under a second.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 import time
@@ -27,6 +28,7 @@ from edgekit.session_policy import (
     ALL,
     THREADS_TOLERANCE,
     CallWork,
+    DeviceSpeedupEstimator,
     SessionPolicy,
     SpeedupRecord,
     choose_policy,
@@ -231,11 +233,14 @@ def runtime_checks(
     on_slower: str,
     recipe: str,
     log: Callable[[str], None],
+    device_estimator: DeviceSpeedupEstimator | None = None,
+    on_device_slower: str = "warn",
 ) -> RuntimeInfo:
     """The thread policy of ``model_path`` and, when ``fp32_path`` is given, its speed-up over that graph.
 
     A slower package (verdict ``slower``) raises :class:`SlowerThanFp32Error` unless ``on_slower`` is
-    ``"warn"``; ``"off"`` skips the comparison."""
+    ``"warn"``; ``"off"`` skips the comparison. ``device_estimator`` adds the target devices' estimates of the
+    same call (:mod:`exporters.device_speedup`: a slower one warns, or refuses with ``on_device_slower``)."""
     from edgekit.devices.host import detect_cpu
     from runtimes.session import physical_cores
 
@@ -277,4 +282,17 @@ def runtime_checks(
             # export()'s line: edgekit's quiet scope drops warnings attributed to modules outside edgekit
             stacklevel=2,
         )
+    if device_estimator is not None:
+        from exporters.device_speedup import device_checks
+
+        devices = device_checks(
+            device_estimator,
+            fp32_path=fp32_path,
+            model_path=model_path,
+            feeds=workload.feeds,
+            on_device_slower=on_device_slower,
+            recipe=recipe,
+            log=log,
+        )
+        record = dataclasses.replace(record, devices=devices, on_device_slower=on_device_slower)
     return RuntimeInfo(session_policy=policy, speedup=record)

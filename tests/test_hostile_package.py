@@ -20,6 +20,7 @@ import pytest
 import edgekit.package as package_mod
 import runtimes
 from edgekit.errors import ChecksumError, CorruptModelError, PackageError
+from edgekit.manifest import SCHEMA_VERSION
 from edgekit.package import open_package
 from tests.hostile_helpers import (
     check_error,
@@ -400,6 +401,7 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+_VERSION = f'"schema_version": "{SCHEMA_VERSION}"'
 MANIFEST_DOCS = {
     "truncated-json": (lambda t: t[: len(t) // 2], "is not valid JSON"),
     "not-utf8": (lambda t: "\udcff", "is not valid JSON"),
@@ -407,10 +409,10 @@ MANIFEST_DOCS = {
     "array": (lambda t: "[1, 2]", "is not a JSON object (got an array)"),
     "string": (lambda t: '"edgekit"', "is not a JSON object (got a string)"),
     "deeply-nested": (lambda t: _nested(100_000), "nested too deeply"),
-    "newer-major": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": "2.0"'), "is newer than"),
-    "version-number": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": 1.1'), "schema_version 1.1"),
-    "version-garbage": (lambda t: t.replace('"schema_version": "1.2"', '"schema_version": "one"'), "MAJOR.MINOR"),
-    "version-missing": (lambda t: t.replace('"schema_version": "1.2",', ""), "has no schema_version"),
+    "newer-major": (lambda t: t.replace(_VERSION, '"schema_version": "2.0"'), "is newer than"),
+    "version-number": (lambda t: t.replace(_VERSION, '"schema_version": 1.1'), "schema_version 1.1"),
+    "version-garbage": (lambda t: t.replace(_VERSION, '"schema_version": "one"'), "MAJOR.MINOR"),
+    "version-missing": (lambda t: t.replace(_VERSION + ",", ""), "has no schema_version"),
 }
 
 

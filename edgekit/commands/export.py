@@ -113,6 +113,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="keep a quantized package that measures slower than the export's fp32 graph on this host"
         " (recorded in the manifest, with a warning); by default it is refused and nothing is written",
     )
+    p.add_argument(
+        "--device",
+        action="append",
+        metavar="NAME",
+        help="a target device profile (edgekit devices) on which the profiler estimates the quantized package"
+        " against its fp32 graph; recorded in runtime.speedup.devices, a slower estimate warns; repeatable",
+    )
+    p.add_argument("--device-dir", action="append", metavar="DIR", help="a directory of your own device profiles")
+    p.add_argument(
+        "--require-device-speedup",
+        action="store_true",
+        help="refuse (write nothing) when a --device estimate is slower than fp32 beyond its error band",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
 
 
@@ -158,8 +171,19 @@ def _kwargs(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "ort_format": args.format == "ort",
         "force": args.force,
         "on_slower": "warn" if args.allow_slower else "refuse",
+        "on_device_slower": "refuse" if args.require_device_speedup else "warn",
+        "device_speedup": _device_estimator(args),
         "progress": progress,
     }
+
+
+def _device_estimator(args: argparse.Namespace) -> Any:
+    """The profiler's per-device speed-up estimate for ``--device`` (built here: exporters never import it)."""
+    if not args.device:
+        return None
+    from edgekit.profiler.speedup import DeviceEstimator
+
+    return DeviceEstimator.for_devices(args.device, args.device_dir)
 
 
 def _runtime_lines(runtime: Any) -> list[str]:
@@ -171,6 +195,11 @@ def _runtime_lines(runtime: Any) -> list[str]:
             f"  speed-up vs fp32: {speed.speedup:.2f}x ({speed.verdict}; {speed.workload}, {speed.threads}"
             f" thread(s), median of {speed.rounds} rounds on {speed.cpu})"
         )
+        lines += [
+            f"  estimated on {d.device}: {d.speedup:.2f}x ({d.verdict}; {d.fp32_ms:.3g} -> {d.package_ms:.3g} ms,"
+            f" {d.band})"
+            for d in speed.devices
+        ]
     policy = runtime.session_policy if runtime else None
     if policy is not None:
         lines.append(f"  threads: {policy.intra_op_threads} ({policy.rule}: {policy.reason})")
