@@ -31,7 +31,9 @@ __all__ = ["CALL_PHASE", "DeviceEstimator", "estimate_call"]
 CALL_PHASE = "call"  # the phase name of the one call the export times
 
 
-def estimate_call(model_path: Path, feeds: Mapping[str, Any], devices: Sequence[DeviceProfile], work: Path) -> list[Any]:
+def estimate_call(
+    model_path: Path, feeds: Mapping[str, Any], devices: Sequence[DeviceProfile], work: Path
+) -> list[Any]:
     """The profiler's latency estimate (:class:`.estimate.PhaseEstimate`) of one call of ``model_path`` on
     ``feeds``, per device in ``devices`` (none of them ``host``: its rates need the calibration suite)."""
     from edgekit.profiler import estimate, static
