@@ -131,7 +131,9 @@ def _runtime_lines(runtime: dict[str, Any]) -> list[str]:
             f" {speed['threads']} thread(s), {speed['cpu']})"
         )
         lines += [
-            f"  on {d['device']:<13} {d['speedup']:.2f}x fp32 estimated ({d['verdict']}; {d['band']})"
+            f"    on {d['device']}: {d['speedup']:.2f}x fp32, estimated ("
+            + (d["band"] if d["verdict"] == "not-validated" else f"{d['verdict']}; {d['band']}")
+            + ")"
             for d in speed.get("devices") or []
         ]
     policy = runtime.get("session_policy")

@@ -131,6 +131,10 @@ class DeviceSpeedup:
         """Package time / fp32 time (the host record's ``median_ratio``, estimated)."""
         return self.package_ms / self.fp32_ms if self.fp32_ms > 0 else float("inf")
 
+    def summary(self) -> str:
+        """``faster; ±37 %, validated on ...`` (the band's label alone when it is not validated)."""
+        return self.band if self.verdict == "not-validated" else f"{self.verdict}; {self.band}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -48,7 +48,7 @@ def device_checks(
     above 1 and never refuses, since nothing says how far off it may be."""
     records = list(estimator(fp32_path, model_path, feeds))
     for r in records:
-        log(f"estimated speed-up on {r.device}: {r.speedup:.2f}x ({r.verdict}; {r.band})")
+        log(f"estimated speed-up on {r.device}: {r.speedup:.2f}x ({r.summary()})")
     slower = [r for r in records if r.verdict == "slower"]
     if slower and on_device_slower == "refuse":
         raise DeviceSlowerThanFp32Error(

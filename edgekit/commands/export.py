@@ -196,8 +196,7 @@ def _runtime_lines(runtime: Any) -> list[str]:
             f" thread(s), median of {speed.rounds} rounds on {speed.cpu})"
         )
         lines += [
-            f"  estimated on {d.device}: {d.speedup:.2f}x ({d.verdict}; {d.fp32_ms:.3g} -> {d.package_ms:.3g} ms,"
-            f" {d.band})"
+            f"    estimated on {d.device}: {d.speedup:.2f}x ({d.fp32_ms:.3g} -> {d.package_ms:.3g} ms; {d.summary()})"
             for d in speed.devices
         ]
     policy = runtime.session_policy if runtime else None
