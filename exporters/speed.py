@@ -251,6 +251,9 @@ def runtime_checks(
     policy, package = measure_policy(model_path, workload, cores=cores, cpu=host.model)
     log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
     if fp32_path is None or on_slower == "off":
+        if device_estimator is not None:
+            why = "the recipe is the fp32 baseline" if fp32_path is None else "on_slower='off' skips the comparison"
+            log(f"target devices not estimated: {why}")
         return RuntimeInfo(session_policy=policy)
     record = measure_speedup(
         fp32_path,

@@ -150,6 +150,12 @@ def test_within_band_or_faster_is_quiet_and_unvalidated_warns_without_refusing(m
             on_device_slower="refuse",
         )
     assert read_manifest(tmp_path / "b").runtime.speedup.devices[0].verdict == "not-validated"
+    # fp32 is the baseline, "off" compares nothing: the estimator is not called
+    unused = _estimate(3.0)
+    for name, kwargs in (("c", {"recipe": "fp32"}), ("d", {"recipe": "int8-dynamic", "on_slower": "off"})):
+        export(mlp, output=tmp_path / name, task="tensor", progress=False, device_speedup=unused, **kwargs)
+        assert read_manifest(tmp_path / name).runtime.speedup is None
+    assert unused.calls == []
 
 
 def test_require_device_speedup_refuses_and_writes_nothing(mlp, tmp_path, monkeypatch):
