@@ -28,9 +28,8 @@ applied to the ratio as is. The per-device factor cancels in a ratio, and the tw
 peaks, bandwidth and dispatch costs, so what is left is the relative efficiency of the int8 (or int4) kernels
 against the fp32 ones, which the validation rows of both precisions bound but do not test as a pair (the
 published data holds one fp32 / int8 pair, MobileNetV2 on a Raspberry Pi 4: estimated 0.61, published 0.37).
-An estimate is evidence, not a measurement: a device estimated
-slower beyond its band warns, and refuses only when asked (``on_device_slower="refuse"``); an estimate without
-a validated band never refuses.
+An estimate is evidence, not a measurement: a device estimated slower beyond its band warns, and refuses only
+when asked (``on_device_slower="refuse"``); an estimate without a validated band never refuses.
 """
 
 from __future__ import annotations

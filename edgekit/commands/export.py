@@ -19,6 +19,7 @@ from edgekit.tasks import TASKS
 EXPORT_EXAMPLES = """examples:
   edgekit export out/sources/all-MiniLM-L6-v2 --recipe int8-dynamic -o out/minilm-int8 --max-accuracy-drop 0.02
   edgekit export out/sources/tiny-llama --recipe int4 --option block_size=32 -o out/llm-int4
+  edgekit export out/sources/all-MiniLM-L6-v2 --recipe int8-dynamic -o out/minilm-int8 --device raspberry-pi-5
   edgekit export out/cnn.onnx --recipe int8-static --calibration out/calib.npz -o out/cnn-qdq
   edgekit export out/digits_cnn.py:make_model --weights out/cnn.pt --input-shape x=1x1x8x8 -o out/cnn-fp32
 
@@ -30,6 +31,7 @@ EXPORT_EXAMPLES = """examples:
 
 QUANTIZE_EXAMPLES = """examples:
   edgekit quantize out/minilm-fp32 --recipe int4 -o out/minilm-int4   # a package keeps its task and files
+  edgekit quantize out/minilm-fp32 --recipe int8-dynamic -o out/m8 --device pixel-8 --require-device-speedup
   edgekit quantize out/cnn.onnx --recipe int8-static --calibration out/calib.npz -o out/cnn-qdq
 """
 
