@@ -219,3 +219,16 @@ def test_exporters_reach_the_profiler_only_through_the_injected_estimate():
     for importer in ("exporters.api", "exporters.speed", "exporters.device_speedup"):
         assert graph.find_shortest_chain(importer=importer, imported="edgekit.profiler.speedup") is None
         assert graph.find_shortest_chain(importer=importer, imported="edgekit.profiler") is None
+
+
+def test_cli_json_report_with_real_estimates_is_valid_and_quiet(mlp, tmp_path, monkeypatch, capsys):
+    from tests.test_json_reports import _report, third_party_lines
+
+    _host_takes(monkeypatch, 0.5)
+    argv = ["export", str(mlp), "--task", "tensor", "--recipe", "int8-dynamic", "-o", str(tmp_path / "p")]
+    report, err = _report([*argv, "--device", "raspberry-pi-5", "--device", "intel-n100"], capsys)
+    devices = report["result"]["manifest"]["runtime"]["speedup"]["devices"]
+    assert [d["device"] for d in devices] == ["raspberry-pi-5", "intel-n100"]
+    assert devices[1]["verdict"] == "not-validated" and devices[1]["band_pct"] is None
+    assert third_party_lines(err) == []  # ONNX Runtime's optimizer runs quietly
+    assert "estimated speed-up on raspberry-pi-5" in err
