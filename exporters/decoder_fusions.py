@@ -86,6 +86,7 @@ else ``max_position_embeddings`` from the ``config.json`` the export copied to `
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -131,6 +132,9 @@ class DecoderFamily:
     # The attention logit softcap transformers' reference (eager) attention applies, or None: becomes
     # GroupQueryAttention's softcap, and the self-check compares with the source graph with the cap restored.
     softcap: Callable[[dict[str, Any]], float | None] = lambda _config: None
+    # Whether the attention rotates q and k (RoPE). False: positions are added outside attention (learned
+    # absolute embeddings: gpt2, opt), so GroupQueryAttention runs with do_rotary=0 and no rotary nodes.
+    rotary: bool = True
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -153,6 +157,20 @@ for _family in (
     DecoderFamily(
         name="stablelm",
         note="partial rotary (partial_rotary_factor) behind a Slice / Concat split; q/k scaled by head_size ** -0.25",
+    ),
+    DecoderFamily(
+        name="gpt2",
+        note="learned absolute positions (no rotary); one packed c_attn (Conv1D) Split into q/k/v",
+        rotary=False,
+    ),
+    DecoderFamily(
+        name="gpt_neox",
+        note="one packed query_key_value chunked per head; partial rotary (rotary_pct) behind a Slice / Concat split",
+    ),
+    DecoderFamily(
+        name="opt",
+        note="learned positions (no rotary); q scaled by head_size ** -0.5 before its head Reshape",
+        rotary=False,
     ),
 ):
     DECODER_FAMILIES.add(_family.name, _family)
@@ -194,6 +212,7 @@ class AttentionShape:
     context: int | None  # the longest sequence the package runs (None: unknown)
     qk_norm: bool = False  # a per-head RMSNorm on q and k before rotary (qwen3)
     partial_rotary: bool = False  # the source rotates the first 2 * rotary_width dims of each head only
+    rotary: bool = True  # the source's attention rotates q and k (False: learned positions outside attention)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +239,20 @@ _GQA_RULES = (
         source=f"{_GQA_HELPER}:61,98 CheckInputs",
     ),
 )
+_ROTARY_SOURCE = KernelRule(
+    name="source.rotary",
+    holds=lambda s: s.rotary,
+    reason="the source's attention has no rotary embedding (learned positions outside attention)",
+    source="edgekit (equivalence with the source's attention)",
+)
+_NO_ROTARY_SOURCE = KernelRule(
+    name="source.no_rotary",
+    holds=lambda s: not s.rotary,
+    reason="the source rotates q and k: GroupQueryAttention without rotary would drop its positions",
+    source="edgekit (equivalence with the source's attention)",
+)
 _FUSED_ROTARY_RULES = (
+    _ROTARY_SOURCE,
     KernelRule(
         name="gqa.rotary_head_size_multiple_of_16",
         holds=lambda s: s.head_size % 16 == 0,
@@ -255,6 +287,7 @@ _FUSED_ROTARY_RULES = (
     ),
 )
 _ROTARY_NODE_RULES = (
+    _ROTARY_SOURCE,
     KernelRule(
         name="rotary.cache_width_matches_rotary_dim",
         holds=lambda s: 2 * s.rotary_width == s.head_size or (s.partial_rotary and 2 * s.rotary_width < s.head_size),
@@ -269,7 +302,15 @@ _ROTARY_NODE_RULES = (
         source=f"{_ROTARY_KERNEL}:108 RotaryEmbedding::Compute",
     ),
 )
-KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES
+KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES[1:] + (_NO_ROTARY_SOURCE,)
+
+
+class RotaryLayout(enum.Enum):
+    """Where a variant applies the source's rotary embedding."""
+
+    FUSED = "fused"  # inside GroupQueryAttention: do_rotary=1 with cos_cache / sin_cache
+    NODES = "nodes"  # com.microsoft.RotaryEmbedding on q and k, GroupQueryAttention with do_rotary=0
+    NONE = "none"  # the source has none (learned positions): GroupQueryAttention with do_rotary=0 alone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,8 +319,12 @@ class FusionVariant:
 
     name: str
     description: str
-    fused_rotary: bool  # rotary inside GroupQueryAttention (do_rotary=1) or as RotaryEmbedding nodes before it
+    rotary: RotaryLayout
     rules: tuple[KernelRule, ...]
+
+    @property
+    def fused_rotary(self) -> bool:
+        return self.rotary is RotaryLayout.FUSED
 
     def failed_rules(self, shape: AttentionShape) -> list[KernelRule]:
         return [r for r in self.rules if not r.holds(shape)]
@@ -290,14 +335,20 @@ VARIANTS = (
     FusionVariant(
         name="gqa-fused-rotary",
         description="GroupQueryAttention with do_rotary=1 fed cos/sin caches",
-        fused_rotary=True,
+        rotary=RotaryLayout.FUSED,
         rules=_GQA_RULES + _FUSED_ROTARY_RULES,
     ),
     FusionVariant(
         name="gqa-rotary-nodes",
         description="Split QKV, RotaryEmbedding on Q and K, GroupQueryAttention with do_rotary=0",
-        fused_rotary=False,
+        rotary=RotaryLayout.NODES,
         rules=_GQA_RULES + _ROTARY_NODE_RULES,
+    ),
+    FusionVariant(
+        name="gqa-no-rotary",
+        description="GroupQueryAttention with do_rotary=0 on the packed QKV (positions learned outside attention)",
+        rotary=RotaryLayout.NONE,
+        rules=(*_GQA_RULES, _NO_ROTARY_SOURCE),
     ),
 )
 UNFUSED = "unfused"
@@ -322,7 +373,7 @@ class _Layer:
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
-    rotary: Any  # the q RotaryEmbedding (its position_ids, caches and interleaving)
+    rotary: Any | None  # the q RotaryEmbedding (its position_ids, caches and interleaving); None: no rotary
     partial_rotary: bool  # the source rotates rotary_dim dims of each head and passes the rest through
     rotary_dim: int  # twice the cos cache width (0 when the cache is not a 2-D constant)
     scale: float
@@ -475,12 +526,13 @@ def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tup
 
 @dataclass(frozen=True)
 class _Proj:
-    """One of q / k / v: columns ``cols`` of MatMul ``matmul``'s weight (all of them when unpacked)."""
+    """One of q / k / v: columns ``cols`` (indices) of MatMul ``matmul``'s weight, with their bias."""
 
     matmul: Any
     heads: int
     bias: np.ndarray | None
-    cols: tuple[int, int]
+    cols: np.ndarray  # column indices into the weight (all of them when unpacked)
+    scale: float = 1.0  # a scalar Mul between the projection and its head Reshape (opt's q * head_size ** -0.5)
 
 
 def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
@@ -499,40 +551,131 @@ def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
     return (mm, (lo, hi)) if lo < hi else None
 
 
-def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
-    """``Transpose(0,2,1,3)([norm](Reshape(P, (b, s, heads, head_size))))`` with ``P`` one of ``MatMul(x, W)``,
-    ``MatMul(x, W) + b`` or ``Slice(MatMul(x, W_packed))`` -> the projection.
-
-    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``).
-
-    ``W`` must be an fp32 initializer, the bias ``b`` (qwen2's q/k/v bias) a constant vector when present;
-    the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
-    """
-    rs, norm = _head_reshape(g, name, head_size)
-    if rs is None or (norm is not None and not allow_norm):
+def _split_bounds(g: _Graph, split: Any, output: str, width: int) -> tuple[int, int] | None:
+    """The column range ``output`` takes of a Split on the last axis of a ``width``-wide tensor (gpt2's c_attn)."""
+    if graph.node_attr(split, "axis", 0) not in (-1, 2):
         return None
-    mm, bias, cols = g.parent(rs, 0, "MatMul"), None, None
-    add = g.parent(rs, 0, "Add") if mm is None else None
-    if add is not None:
-        for mm_i in (0, 1):
-            mm, bias = g.parent(add, mm_i, "MatMul"), g.const(add.input[1 - mm_i])
-            if mm is not None:
-                break
-        if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
+    sizes = g.const(split.input[1]) if len(split.input) > 1 and split.input[1] else None
+    if sizes is None:
+        attr = graph.node_attr(split, "split", None)  # before opset 13 the sizes are an attribute
+        n = len(split.output)
+        sizes = np.array(attr if attr else [width // n] * n if width % n == 0 else [], dtype=np.int64)
+    sizes = sizes.reshape(-1).tolist()
+    if len(sizes) != len(split.output) or sum(sizes) != width:
+        return None
+    k = list(split.output).index(output)
+    return sum(sizes[:k]), sum(sizes[: k + 1])
+
+
+def _columns(g: _Graph, name: str) -> tuple[Any, np.ndarray | None, np.ndarray] | None:
+    """``name`` as columns of one ``MatMul(x, W)`` on an fp32 initializer: (the MatMul, the bias over all of
+    W's columns or None, the column indices). Through ``+ b`` (a constant vector), phi3's constant Slices and
+    gpt2's Split of the packed projection."""
+    node = g.producer.get(name)
+    if node is None:
+        return None
+    if node.op_type == "MatMul":
+        w = g.inits.get(node.input[1])
+        if w is None or len(w.dims) != 2 or w.data_type != 1:  # float32 [in, out]
             return None
-    sl = g.parent(rs, 0, "Slice") if mm is None and add is None else None
-    if sl is not None and (packed := _packed_columns(g, sl)) is not None:
-        mm, cols = packed
-    if mm is None or mm.input[1] not in g.inits or _reshape_head(g, rs) != head_size:
+        return node, None, np.arange(int(w.dims[1]))
+    if node.op_type == "Add":
+        for mm_i in (0, 1):
+            mm, bias = g.parent(node, mm_i, "MatMul"), g.const(node.input[1 - mm_i])
+            inner = _columns(g, mm.output[0]) if mm is not None and bias is not None else None
+            if inner is not None and bias.ndim == 1 and bias.dtype == np.float32 and bias.shape[0] == inner[2].size:
+                return inner[0], bias, inner[2]
         return None
-    w = g.inits[mm.input[1]]
-    if len(w.dims) != 2 or w.data_type != 1:  # float32 [in, heads * head_size]
+    if node.op_type == "Slice" and (packed := _packed_columns(g, node)) is not None:
+        inner = _columns(g, packed[0].output[0])
+        return None if inner is None else (inner[0], inner[1], inner[2][packed[1][0] : packed[1][1]])
+    if node.op_type == "Split":
+        inner = _columns(g, node.input[0])
+        bounds = None if inner is None else _split_bounds(g, node, name, inner[2].size)
+        return None if bounds is None else (inner[0], inner[1], inner[2][bounds[0] : bounds[1]])
+    return None
+
+
+def _int_value(g: _Graph, name: str, last_dim: int, depth: int = 8) -> int | None:
+    """An integer a Slice bound computes: constants, arithmetic, and a tensor's last dim read from its Shape
+    (``Gather`` / ``Slice`` at -1), which is ``last_dim`` (gpt_neox's ``chunk(3)`` of the per-head q/k/v)."""
+    c = g.const(name)
+    if c is not None:
+        return int(c.reshape(-1)[0]) if c.size == 1 and np.issubdtype(c.dtype, np.integer) else None
+    node = g.producer.get(name)
+    if node is None or depth == 0:
         return None
-    cols = cols or (0, int(w.dims[1]))
-    width = cols[1] - cols[0]
-    if width % head_size or (bias is not None and bias.shape[0] != width):
+    if node.op_type in ("Gather", "Slice") and g.parent(node, 0, "Shape") is not None:
+        index = g.const(node.input[1])
+        return last_dim if index is not None and index.reshape(-1).tolist() == [-1] else None
+    args = [_int_value(g, i, last_dim, depth - 1) for i in node.input[:2] if i]
+    if not args or any(a is None for a in args):
         return None
-    return _Proj(matmul=mm, heads=width // head_size, bias=bias, cols=cols)
+    ops: dict[str, Callable[..., int]] = {
+        "Unsqueeze": lambda a, *_: a,
+        "Squeeze": lambda a, *_: a,
+        "Cast": lambda a, *_: a,
+        "Add": lambda a, b: a + b,
+        "Sub": lambda a, b: a - b,
+        "Mul": lambda a, b: a * b,
+        "Div": lambda a, b: a // b if b else None,  # ONNX integer Div on the non-negative sizes here
+    }
+    fn = ops.get(node.op_type)
+    return None if fn is None else fn(*args)
+
+
+def _head_chunk(g: _Graph, sl: Any, width: int) -> tuple[int, int] | None:
+    """``Slice(heads, start, end, axes=-1)`` of (b, n, s, ``width``) heads: the (start, end) it keeps.
+
+    gpt_neox reshapes its packed ``query_key_value`` to (b, s, heads, 3 * head_size) and ``chunk``s the last
+    axis into q, k and v; the export computes the bounds from the tensor's shape.
+    """
+    ins = list(sl.input) + [""] * (5 - len(sl.input))
+    axes = g.const(ins[3]) if ins[3] else None
+    steps = g.const(ins[4]) if ins[4] else None
+    if axes is None or axes.reshape(-1).tolist() not in ([-1], [3]):
+        return None
+    if steps is not None and steps.reshape(-1).tolist() != [1]:
+        return None
+    bounds = [_int_value(g, i, width) for i in ins[1:3]]
+    if any(b is None for b in bounds):
+        return None
+    lo, hi = (int(np.clip(b + width if b < 0 else b, 0, width)) for b in bounds)
+    return (lo, hi) if lo < hi else None
+
+
+def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
+    """``Transpose(0,2,1,3)([norm](Reshape([Mul(] P [, c)], (b, s, heads, width))))``, optionally a
+    ``Slice`` of the last axis of it (gpt_neox), with ``P`` columns of one MatMul (:func:`_columns`) ->
+    the projection.
+
+    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``). ``width`` is
+    ``head_size`` unless a Slice chunks the heads; the Reshape's target shape is a constant or a Concat
+    whose last element is the constant ``width``.
+    """
+    node = g.producer.get(name)
+    chunk_of = node if node is not None and node.op_type == "Slice" else None
+    rs, norm = _head_reshape(g, name if chunk_of is None else chunk_of.input[0], head_size)
+    width = _reshape_head(g, rs) if rs is not None else None
+    if rs is None or width is None or (norm is not None and not allow_norm):
+        return None
+    src, scale = rs.input[0], 1.0
+    mul = g.parent(rs, 0, "Mul")
+    if mul is not None and (hit := _scalar(g, mul, head_size)) is not None:
+        src, scale = hit
+    found = _columns(g, src)
+    if found is None or found[2].size % width:
+        return None
+    mm, bias, cols = found
+    heads = cols.size // width
+    if chunk_of is not None:
+        chunk = _head_chunk(g, chunk_of, width)
+        if chunk is None:
+            return None
+        cols = cols.reshape(heads, width)[:, chunk[0] : chunk[1]].reshape(-1)
+    if cols.size != heads * head_size:
+        return None
+    return _Proj(matmul=mm, heads=heads, bias=None if bias is None else bias[cols], cols=cols, scale=scale)
 
 
 def _reshape_head(g: _Graph, rs: Any) -> int | None:
@@ -561,7 +704,7 @@ def _to_concat(g: _Graph, name: str) -> Any | None:
 class _Rotated:
     """The query / key side of one attention block, from Q.K^T up to the rotary nodes."""
 
-    rot_q: Any
+    rot_q: Any | None  # None: the source has no rotary
     q_src: str  # the un-rotated query heads (BNSH)
     k_src: str
     key_concat: Any
@@ -569,11 +712,12 @@ class _Rotated:
     partial: bool  # rotary on the first dims of each head only (the Slice / Concat split)
 
 
-def _match_rotated(g: _Graph, scores: Any, head_size: int) -> _Rotated | str:
+def _match_rotated(g: _Graph, scores: Any, head_size: int, rotary: bool) -> _Rotated | str:
+    """The q / k side; ``rotary`` False (learned positions) takes q and k as they reach Q.K^T."""
     q_name, q_scale = _unscale(g, scores.input[0], head_size)
     kt_name, k_scale = _unscale(g, scores.input[1], head_size)
-    q_rot = _rotary_split(g, q_name)
-    if q_rot is None:
+    q_rot = _rotary_split(g, q_name) if rotary else None
+    if rotary and q_rot is None:
         return "query is not a fused RotaryEmbedding (whole heads or a rotary / pass-through split)"
     kt = g.producer.get(kt_name)
     if kt is None or kt.op_type != "Transpose" or list(graph.node_attr(kt, "perm", [])) != _KT:
@@ -581,6 +725,11 @@ def _match_rotated(g: _Graph, scores: Any, head_size: int) -> _Rotated | str:
     key_concat = _to_concat(g, kt.input[0])
     if key_concat is None:
         return "key does not come from a past/present Concat"
+    if not rotary:
+        return _Rotated(
+            rot_q=None, q_src=q_name, k_src=key_concat.input[1], key_concat=key_concat, scale=q_scale * k_scale,
+            partial=False,
+        )  # fmt: skip
     k_rot = _rotary_split(g, key_concat.input[1])
     (rot_q, q_src, q_partial), (rot_k, k_src, k_partial) = q_rot, k_rot or (None, "", False)
     if rot_k is None or list(rot_k.input[1:]) != list(rot_q.input[1:]) or q_partial != k_partial:
@@ -611,7 +760,7 @@ def _probs_value(g: _Graph, softmax: Any) -> Any | None:
     return pv
 
 
-def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
+def _match(g: _Graph, softmax: Any, head_size: int, rotary: bool = True) -> _Layer | str:
     """Match one attention block around ``softmax``; a string says what did not match."""
     if graph.node_attr(softmax, "axis", -1) not in (-1, 3):
         return "softmax axis"
@@ -620,7 +769,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         scores = next((p for i in (0, 1) if (p := g.parent(scores, i, "MatMul")) is not None), None)
     if scores is None or scores.op_type != "MatMul":
         return "no Q.K^T MatMul before Softmax"
-    r = _match_rotated(g, scores, head_size)
+    r = _match_rotated(g, scores, head_size, rotary)
     if isinstance(r, str):
         return r
     q_norm, k_norm = (_head_reshape(g, src, head_size)[1] for src in (r.q_src, r.k_src))
@@ -641,6 +790,8 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         return "q/k/v read different inputs"
     if k.heads != v.heads or q.heads % k.heads:
         return "k/v head counts"
+    if v.scale != 1.0:
+        return "value scaled before attention"
     tr = g.only_consumer(pv.output[0])
     if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
         return "context is not transposed back to BSNH"
@@ -656,8 +807,8 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         out_reshape=out,
         rotary=r.rot_q,
         partial_rotary=r.partial,
-        rotary_dim=_rotary_dim(g, r.rot_q),
-        scale=r.scale,
+        rotary_dim=0 if r.rot_q is None else _rotary_dim(g, r.rot_q),
+        scale=r.scale * q.scale * k.scale,
         num_heads=q.heads,
         kv_num_heads=k.heads,
         head_size=head_size,
@@ -775,6 +926,7 @@ class _Semantics:
 
     windows: tuple[int | None, ...] = ()  # GQA local_window_size per layer (None: full causal)
     softcap: float | None = None
+    rotary: bool = True  # the source's attention rotates q and k (DecoderFamily.rotary)
 
     @property
     def window(self) -> int | None:
@@ -795,7 +947,7 @@ def _rewrite(
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
-        wq, wk, wv = (gm.const(pr.matmul.input[1])[:, pr.cols[0] : pr.cols[1]] for pr in layer.projections)
+        wq, wk, wv = (gm.const(pr.matmul.input[1])[:, pr.cols] for pr in layer.projections)
         biases = [pr.bias for pr in layer.projections]
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
@@ -812,7 +964,7 @@ def _rewrite(
             g.initializer.extend(
                 numpy_helper.from_array(np.array(v, dtype=np.int64), f"gqa/layers.{i}/{k}") for k, v in shapes.items()
             )
-        if not variant.fused_rotary:
+        if variant.rotary is RotaryLayout.NODES:
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
@@ -841,12 +993,8 @@ def _layer_nodes(
     from onnx import helper
 
     p = f"gqa/layers.{i}"
-    rot = layer.rotary
-    interleaved = int(graph.node_attr(rot, "interleaved", 0))
-    cos, sin = rot.input[2], rot.input[3]
-    pos = rot.input[1] if pos is None else pos
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
-    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
+    attrs: dict[str, Any] = {}
     if sem.layer_window(i) is not None:  # the value that matched optimum's export (window - 1 did not)
         attrs["local_window_size"] = sem.layer_window(i)
     if sem.softcap is not None:  # cap * tanh(scores / cap) on the scaled scores, before the mask, as eager
@@ -856,34 +1004,17 @@ def _layer_nodes(
         nodes.append(
             helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
         )
-    if variant.fused_rotary:
-        qkv_inputs = [f"{p}/qkv", "", ""]
-        rotary_inputs = [cos, sin, pos]
+    qkv_inputs, rotary_inputs = [f"{p}/qkv", "", ""], []
+    if variant.rotary is RotaryLayout.FUSED:
+        rot = layer.rotary
+        attrs |= {"do_rotary": 1, "rotary_interleaved": int(graph.node_attr(rot, "interleaved", 0))}
+        rotary_inputs = [rot.input[2], rot.input[3], rot.input[1] if pos is None else pos]
         if layer.qk_norm is not None:  # attention_bias, head_sink, k_scale, v_scale, then the norm weights
             rotary_inputs += ["", "", "", "", f"{p}/q_norm.weight", f"{p}/k_norm.weight"]
             attrs["qk_norm_epsilon"] = layer.qk_norm[2]
-    else:
-        nodes.append(
-            helper.make_node(
-                "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
-            )
-        )
-        for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
-            nodes += _head_norm_nodes(p, name, layer)
-            nodes.append(
-                helper.make_node(
-                    "RotaryEmbedding",
-                    [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, cos, sin],
-                    [f"{p}/{name}_rot"],
-                    name=f"{p}/{name}_rotary",
-                    domain=MS_DOMAIN,
-                    num_heads=heads,
-                    interleaved=interleaved,
-                    **({"rotary_embedding_dim": layer.rotary_dim} if layer.partial_rotary else {}),
-                )
-            )
+    elif variant.rotary is RotaryLayout.NODES:
+        nodes += _rotary_nodes(p, layer, pos)
         qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
-        rotary_inputs = []
     nodes.append(
         helper.make_node(
             "GroupQueryAttention",
@@ -904,6 +1035,34 @@ def _layer_nodes(
             **attrs,
         )
     )
+    return nodes
+
+
+def _rotary_nodes(p: str, layer: _Layer, pos: str | None) -> list[Any]:
+    """Split of the packed QKV, then (qwen3's per-head norm and) a RotaryEmbedding on q and on k."""
+    from onnx import helper
+
+    rot = layer.rotary
+    pos = rot.input[1] if pos is None else pos
+    nodes = [
+        helper.make_node(
+            "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
+        )
+    ]
+    for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
+        nodes += _head_norm_nodes(p, name, layer)
+        nodes.append(
+            helper.make_node(
+                "RotaryEmbedding",
+                [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, rot.input[2], rot.input[3]],
+                [f"{p}/{name}_rot"],
+                name=f"{p}/{name}_rotary",
+                domain=MS_DOMAIN,
+                num_heads=heads,
+                interleaved=int(graph.node_attr(rot, "interleaved", 0)),
+                **({"rotary_embedding_dim": layer.rotary_dim} if layer.partial_rotary else {}),
+            )
+        )
     return nodes
 
 
@@ -931,7 +1090,7 @@ def _head_norm_nodes(p: str, name: str, layer: _Layer) -> list[Any]:
 
 
 def _rotary_caches(model: Any, layers: list[_Layer]) -> list[Any]:
-    names = {n for lay in layers for n in (lay.rotary.input[2], lay.rotary.input[3])}
+    names = {n for lay in layers if lay.rotary is not None for n in (lay.rotary.input[2], lay.rotary.input[3])}
     return [init for init in model.graph.initializer if init.name in names]
 
 
@@ -951,14 +1110,19 @@ def _trim_rotary_caches(model: Any, layers: list[_Layer], max_positions: int | N
 
 def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None) -> AttentionShape | str:
     """The shapes the kernel rules read; a string when the layers disagree or the caches are not constant."""
-    caches = _rotary_caches(model, layers)
-    dims = {tuple(int(d) for d in c.dims) for c in caches}
-    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
-        return "rotary cos/sin caches are not 2-D initializers of one width"
     heads = {(lay.num_heads, lay.kv_num_heads, lay.head_size) for lay in layers}
     if len(heads) != 1:
         return "layers disagree on head counts"
     ((num_heads, kv_num_heads, head_size),) = heads
+    if all(lay.rotary is None for lay in layers):  # learned positions: no caches to read
+        return AttentionShape(
+            num_heads=num_heads, kv_num_heads=kv_num_heads, head_size=head_size, rotary_width=0, cache_rows=0,
+            context=max_positions, rotary=False,
+        )  # fmt: skip
+    caches = _rotary_caches(model, layers)
+    dims = {tuple(int(d) for d in c.dims) for c in caches}
+    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
+        return "rotary cos/sin caches are not 2-D initializers of one width"
     rows = min(d[0] for d in dims)
     return AttentionShape(
         num_heads=num_heads,
@@ -1157,7 +1321,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         model, ort_stats = _ort_fusions(src)
     except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
         return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
-    layers = _match_all(model, kv)
+    layers = _match_all(model, kv, family.rotary)
     if isinstance(layers, str):
         return _passthrough(src, dst, layers)
     max_positions = _max_positions(ctx)
@@ -1168,6 +1332,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     sem = _Semantics(
         windows=tuple(window if family.windowed_layer(config, i) else None for i in range(len(layers))),
         softcap=family.softcap(config),
+        rotary=family.rotary,
     )
     base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
@@ -1187,11 +1352,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
 
 
-def _match_all(model: Any, kv: tuple[int, int]) -> list[_Layer] | str:
+def _match_all(model: Any, kv: tuple[int, int], rotary: bool = True) -> list[_Layer] | str:
     g = _Graph(model)
     layers: list[_Layer] = []
     for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
-        hit = _match(g, sm, kv[1])
+        hit = _match(g, sm, kv[1], rotary)
         if isinstance(hit, str):
             return f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}"
         layers.append(hit)
@@ -1216,7 +1381,7 @@ def _attempt(
 
     work = ModelProto()
     work.CopyFrom(model)  # each variant starts from the ORT-fused graph, untouched by a failed attempt
-    layers = _match_all(work, kv)
+    layers = _match_all(work, kv, sem.rotary)
     if isinstance(layers, str):
         return None, {"error": layers}
     details = _rewrite(work, layers, max_positions, variant, sem)

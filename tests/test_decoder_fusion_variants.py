@@ -4,7 +4,8 @@ ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multi
 ``run()``, not at load). These cases build tiny random 2-layer models in code (fixed seed) from transformers'
 config classes: Llamas covering head size 8, 12, 16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and
 SmolLM-style tied embeddings, and mistral, qwen2, qwen3, gemma, gemma2 (softcap, alternating windows), phi3
-(packed qkv_proj) and stablelm (partial rotary). Each is exported through ``exporters.export`` and checked: the
+(packed qkv_proj), stablelm (partial rotary), gpt2 and opt (learned positions: no rotary), gpt_neox (packed
+query_key_value chunked per head, partial rotary). Each is exported through ``exporters.export`` and checked: the
 step details name the variant the pre-flight chose, the prompt logits match PyTorch (1e-3 relative; eager
 attention for gemma2), the package loads with ``edgekit.load``, and its greedy tokens equal transformers'
 greedy ``generate`` (fp32).
@@ -93,6 +94,21 @@ CASES = {
         variant="gqa-fused-rotary",
         attention="eager",
     ),
+    # Learned absolute positions: GroupQueryAttention with do_rotary=0 and no rotary nodes. gpt2's one packed
+    # c_attn is Split into q/k/v; opt scales q by head_size ** -0.5 before its head Reshape.
+    "gpt2": Case(family="gpt2", hidden=64, heads=4, kv_heads=4, variant="gqa-no-rotary"),
+    "opt": Case(
+        family="opt",
+        hidden=64,
+        heads=4,
+        kv_heads=4,
+        extra=(("word_embed_proj_dim", 64), ("ffn_dim", 128)),
+        variant="gqa-no-rotary",
+    ),  # fmt: skip
+    # gpt_neox: one packed query_key_value chunked per head (h, 3 * head) and rotary_pct 0.25 (as stablelm:
+    # 4 of 16 dims -> rotary nodes; 16 of 64 -> rotary inside GroupQueryAttention).
+    "gpt_neox": Case(family="gpt_neox", hidden=64, heads=4, kv_heads=4, variant="gqa-rotary-nodes"),
+    "gpt_neox-head64": Case(family="gpt_neox", hidden=128, heads=2, kv_heads=2, variant="gqa-fused-rotary"),
 }
 
 
@@ -185,13 +201,18 @@ def _ours(pkg: Path) -> list[int]:
 
 
 # The first rule that refuses fused rotary, by family (others: the head size is not a multiple of 16).
-WHY_NOT_FUSED_ROTARY = {"qwen3": "gqa.cpu_no_qk_norm", "stablelm": "gqa.rotary_cache_width"}
+WHY_NOT_FUSED_ROTARY = {
+    "qwen3": "gqa.cpu_no_qk_norm",
+    "stablelm": "gqa.rotary_cache_width",
+    "gpt_neox": "gqa.rotary_cache_width",
+}
 
 
 def _assert_partial_rotary(pkg: Path, case: Case) -> None:
-    """stablelm rotates a quarter of each head: its rotary nodes say so, and fused GQA's caches are that wide."""
+    """stablelm and gpt_neox rotate a quarter of each head: their rotary nodes say so, and fused GQA's caches
+    are that wide."""
     model = onnx.load(str(pkg / "model.onnx"), load_external_data=False)
-    rotated = case.head_size // 4 if case.family == "stablelm" else case.head_size
+    rotated = case.head_size // 4 if case.family in ("stablelm", "gpt_neox") else case.head_size
     dims = {
         a.i for n in model.graph.node if n.op_type == "RotaryEmbedding" for a in n.attribute
         if a.name == "rotary_embedding_dim"
@@ -281,7 +302,7 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2"])
+@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2", "gpt2", "gpt_neox", "opt"])
 def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
     name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
 ) -> None:
@@ -398,7 +419,9 @@ def test_a_variant_ort_refuses_at_run_falls_through_to_the_next(
 ) -> None:
     # Without its pre-flight, fused rotary on head size 8 loads and then raises in run(): the step goes on.
     unguarded = (
-        decoder_fusions.FusionVariant(name="gqa-fused-rotary", description="unguarded", fused_rotary=True, rules=()),
+        decoder_fusions.FusionVariant(
+            name="gqa-fused-rotary", description="unguarded", rotary=decoder_fusions.RotaryLayout.FUSED, rules=()
+        ),
         VARIANTS[1],
     )
     monkeypatch.setattr(decoder_fusions, "VARIANTS", unguarded)
