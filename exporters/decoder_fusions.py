@@ -135,6 +135,10 @@ class DecoderFamily:
     # Whether the attention rotates q and k (RoPE). False: positions are added outside attention (learned
     # absolute embeddings: gpt2, opt), so GroupQueryAttention runs with do_rotary=0 and no rotary nodes.
     rotary: bool = True
+    # The rotary is written out op by op (``x * cos + rotate_half(x) * sin``), a form ONNX Runtime's rotary
+    # fusion does not match (falcon): :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes, with
+    # cos/sin caches computed from the config's ``rope_theta``.
+    explicit_rotary: bool = False
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -166,6 +170,11 @@ for _family in (
     DecoderFamily(
         name="gpt_neox",
         note="one packed query_key_value chunked per head; partial rotary (rotary_pct) behind a Slice / Concat split",
+    ),
+    DecoderFamily(
+        name="falcon",
+        note="multi-query heads Sliced from one packed query_key_value; rotary written out (rotate_half), fused here",
+        explicit_rotary=True,
     ),
     DecoderFamily(
         name="opt",
@@ -606,8 +615,8 @@ def _int_value(g: _Graph, name: str, last_dim: int, depth: int = 8) -> int | Non
     if node is None or depth == 0:
         return None
     if node.op_type in ("Gather", "Slice") and g.parent(node, 0, "Shape") is not None:
-        index = g.const(node.input[1])
-        return last_dim if index is not None and index.reshape(-1).tolist() == [-1] else None
+        index = g.const(node.input[1])  # -1, or 3 of the 4-D heads these bounds slice
+        return last_dim if index is not None and index.reshape(-1).tolist() in ([-1], [3]) else None
     args = [_int_value(g, i, last_dim, depth - 1) for i in node.input[:2] if i]
     if not args or any(a is None for a in args):
         return None
@@ -622,6 +631,59 @@ def _int_value(g: _Graph, name: str, last_dim: int, depth: int = 8) -> int | Non
     }
     fn = ops.get(node.op_type)
     return None if fn is None else fn(*args)
+
+
+def _explicit_rotary(g: _Graph, add: Any, head_size: int) -> str | None:
+    """``x * cos + rotate_half(x) * sin`` on whole heads, with ``rotate_half(x) = Concat(Neg(Slice(x, h, end)),
+    Slice(x, 0, h), axis=-1)`` and ``h = head_size / 2`` (transformers' non-interleaved rotary written out, as
+    falcon's export leaves it): ``x``, or None. cos / sin are not read: the caches come from the config, and
+    the self-check compares the result with the source graph."""
+    muls = [g.producer.get(i) for i in add.input]
+    if len(muls) != 2 or any(m is None or m.op_type != "Mul" for m in muls):
+        return None
+    for plain, rotated in (muls, muls[::-1]):
+        for cat in (g.parent(rotated, j, "Concat") for j in (0, 1)):
+            if cat is None or len(cat.input) != 2 or graph.node_attr(cat, "axis", 0) not in (-1, 3):
+                continue
+            neg, low = g.parent(cat, 0, "Neg"), g.parent(cat, 1, "Slice")
+            high = g.parent(neg, 0, "Slice") if neg is not None else None
+            if high is None or low is None or high.input[0] != low.input[0] or low.input[0] not in plain.input:
+                continue
+            half = head_size // 2
+            if _head_chunk(g, high, head_size) == (half, head_size) and _head_chunk(g, low, head_size) == (0, half):
+                return low.input[0]
+    return None
+
+
+def _fuse_explicit_rotary(model: Any, config: dict[str, Any], rows: int | None, head_size: int) -> int:
+    """Each written-out rotary (:func:`_explicit_rotary`) -> ``com.microsoft.RotaryEmbedding(x, position_ids,
+    cos_cache, sin_cache)`` in its place, the caches ``cos / sin(p * theta ** (-2i / head_size))`` for the
+    ``rows`` positions of the context. The number replaced (0 without position_ids, a context length, or with a
+    ``rope_scaling`` this does not compute)."""
+    from onnx import helper, numpy_helper
+
+    if POSITION_IDS not in {i.name for i in model.graph.input} or not rows or config.get("rope_scaling"):
+        return 0
+    g = _Graph(model)
+    hits = {id(n): x for n in model.graph.node if n.op_type == "Add" and (x := _explicit_rotary(g, n, head_size))}
+    if not hits:
+        return 0
+    inv_freq = float(config.get("rope_theta", 10000.0)) ** (-np.arange(0, head_size, 2, dtype=np.float64) / head_size)
+    angles = np.outer(np.arange(rows, dtype=np.float64), inv_freq)
+    cos, sin = "gqa/rotary/cos_cache", "gqa/rotary/sin_cache"
+    model.graph.initializer.extend(
+        numpy_helper.from_array(f(angles).astype(np.float32), name) for f, name in ((np.cos, cos), (np.sin, sin))
+    )
+    for k, n in enumerate(model.graph.node):
+        if id(n) in hits:  # in place: x and position_ids are there before the Add that read them
+            rot = helper.make_node(
+                "RotaryEmbedding", [hits[id(n)], POSITION_IDS, cos, sin], list(n.output), name=f"gqa/rotary/{k}",
+                domain=MS_DOMAIN, interleaved=0,
+            )  # fmt: skip
+            n.CopyFrom(rot)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return len(hits)
 
 
 def _head_chunk(g: _Graph, sl: Any, width: int) -> tuple[int, int] | None:
@@ -644,6 +706,33 @@ def _head_chunk(g: _Graph, sl: Any, width: int) -> tuple[int, int] | None:
     return (lo, hi) if lo < hi else None
 
 
+def _sliced_heads(g: _Graph, name: str) -> tuple[Any, tuple[int, int]] | None:
+    """``Transpose(0,2,1,3)(Slice(Reshape(P, (b, s, heads, head)), start, end, axes=2))``, or a ``Gather`` on
+    axis 2 of consecutive constant indices (falcon's packed query_key_value: q heads, then k, then v):
+    (the Reshape, (start, end)); negative bounds count from the last head."""
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None
+    pick = g.parent(tr, 0, ("Slice", "Gather"))
+    rs = g.parent(pick, 0, "Reshape") if pick is not None else None
+    if rs is None:
+        return None
+    if pick.op_type == "Gather":
+        idx = g.const(pick.input[1])
+        if graph.node_attr(pick, "axis", 0) != 2 or idx is None or idx.ndim != 1 or idx.size == 0:
+            return None
+        if np.any(np.diff(idx) != 1) or (idx[0] < 0) != (idx[-1] < 0):
+            return None
+        end = int(idx[-1]) + 1
+        return rs, (int(idx[0]), end if end != 0 else 2**62)
+    bounds = [g.const(i) if i else None for i in (list(pick.input) + [""] * 5)[1:5]]
+    if any(b is None for b in bounds[:3]) or bounds[2].reshape(-1).tolist() != [2]:
+        return None
+    if bounds[3] is not None and bounds[3].reshape(-1).tolist() != [1]:
+        return None
+    return rs, (int(bounds[0].reshape(-1)[0]), int(bounds[1].reshape(-1)[0]))
+
+
 def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
     """``Transpose(0,2,1,3)([norm](Reshape([Mul(] P [, c)], (b, s, heads, width))))``, optionally a
     ``Slice`` of the last axis of it (gpt_neox), with ``P`` columns of one MatMul (:func:`_columns`) ->
@@ -655,7 +744,11 @@ def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = Fals
     """
     node = g.producer.get(name)
     chunk_of = node if node is not None and node.op_type == "Slice" else None
-    rs, norm = _head_reshape(g, name if chunk_of is None else chunk_of.input[0], head_size)
+    heads_name = name if chunk_of is None else chunk_of.input[0]
+    rs, norm = _head_reshape(g, heads_name, head_size)
+    head_range = None
+    if rs is None and (sliced := _sliced_heads(g, heads_name)) is not None:
+        rs, head_range = sliced
     width = _reshape_head(g, rs) if rs is not None else None
     if rs is None or width is None or (norm is not None and not allow_norm):
         return None
@@ -668,6 +761,11 @@ def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = Fals
         return None
     mm, bias, cols = found
     heads = cols.size // width
+    if head_range is not None:  # falcon: a range of the packed heads
+        lo, hi = (int(np.clip(b + heads if b < 0 else b, 0, heads)) for b in head_range)
+        if lo >= hi:
+            return None
+        cols, heads = cols.reshape(heads, width)[lo:hi].reshape(-1), hi - lo
     if chunk_of is not None:
         chunk = _head_chunk(g, chunk_of, width)
         if chunk is None:
@@ -1321,6 +1419,8 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         model, ort_stats = _ort_fusions(src)
     except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
         return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
+    if family.explicit_rotary:
+        ort_stats["RotaryEmbedding (edgekit)"] = _fuse_explicit_rotary(model, _source_config(ctx), context, kv[1])
     layers = _match_all(model, kv, family.rotary)
     if isinstance(layers, str):
         return _passthrough(src, dst, layers)

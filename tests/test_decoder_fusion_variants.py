@@ -457,7 +457,8 @@ def test_a_self_check_that_disagrees_keeps_the_source_graph(
     changed, d = _run_step(head8_src, tmp_path / "out.onnx")
     assert not changed and d["variant"] == "unfused"
     assert "logits / KV cache differ" in d["skipped"]
-    assert np.isfinite(d["attempts"][-1]["check"]["max_rel_diff"])
+    checked = [a for a in d["attempts"] if "check" in a]  # gqa-no-rotary is refused by its rules first
+    assert checked and np.isfinite(checked[-1]["check"]["max_rel_diff"])
 
 
 @pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
