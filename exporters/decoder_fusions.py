@@ -46,9 +46,32 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
 window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
-window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, gemma2, phi3, stablelm); others, and graphs
-where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
-``position_ids`` input (its export computes positions in the graph; the rotary nodes read those).
+window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, gemma2, phi3, stablelm, gpt2, opt,
+gpt_neox, falcon, bloom); others, and graphs where any layer fails to match, pass through unchanged with the
+reason in the step's details. gemma has no ``position_ids`` input (its export computes positions in the graph;
+the rotary nodes read those).
+
+q, k and v are read as columns of one MatMul (:func:`_columns`), whatever the export packs: three MatMuls (llama),
+phi3's constant Slices, gpt2's ``Split`` of its ``c_attn``, gpt_neox's per-head ``chunk`` of its
+``query_key_value`` viewed as (b, s, heads, 3 * head) (:func:`_head_chunk`, bounds computed from the shape in the
+export) and falcon's ranges of packed heads (:func:`_sliced_heads`); a bias on the packed output goes with its
+columns. gpt2 and opt add learned positions to the embeddings, outside attention (``DecoderFamily.rotary`` false):
+they run ``gqa-no-rotary``, GroupQueryAttention with ``do_rotary=0`` on the packed QKV; opt's ``q * head_size **
+-0.5`` before its head Reshape becomes the node's ``scale``. falcon writes its rotary out (``x * cos +
+rotate_half(x) * sin``, cos / sin computed from ``position_ids`` in the graph), which ORT's rotary fusion does not
+match: :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes with caches computed from ``rope_theta``
+(refused with a ``rope_scaling``), then the usual variants apply. falcon without ``multi_query`` views its packed
+projection as (b, s, heads, 3, head) and stays unfused (not matched).
+
+bloom: ALiBi. ORT's CPU GroupQueryAttention takes an additive ``attention_bias`` (input 10, shape (batch or 1,
+heads or 1, sequence, total): ``CheckCustomAttentionInputs`` in
+``onnxruntime/contrib_ops/cpu/bert/group_query_attention_helper.h``; the CUDA kernel refuses the input), so the
+fused graph builds ``slope[h] * (0 .. total - 1)`` once per step (:func:`_alibi_nodes`, slopes from the config as
+transformers' ``build_alibi_tensor``: :func:`_alibi_slopes`) and every layer's ``gqa-no-rotary`` node reads it.
+bloom's export lays attention out as batched 3-D MatMuls over (batch * heads, s, head) with the ALiBi added to the
+scaled scores (``baddbmm``), read by :func:`_match_batched`; its packed query_key_value is viewed as (b, s, heads,
+3, head) and each of q / k / v Gathered (:func:`_gathered_part`). The ALiBi positions equal transformers'
+``(cumsum(mask) - 1) * mask`` for a mask of ones, this module's assumption anyway.
 
 phi3 and stablelm: ORT's transformer optimizer fuses their RotaryEmbedding, but the query reaching Q.K^T is
 ``Mul(Concat(RotaryEmbedding(Slice(q, 0, r)), Slice(q, r, end)))``, transformers' rotary / pass-through split
@@ -89,6 +112,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +133,20 @@ def _sliding_window(config: dict[str, Any]) -> int | None:
         return None
     w = config.get("sliding_window")
     return int(w) if w else None
+
+
+def _alibi_slopes(config: dict[str, Any]) -> np.ndarray:
+    """transformers' ``build_alibi_tensor`` slopes for ``n_head`` heads (bloom): a geometric series from
+    2 ** -(8 / n) for the largest power of two n <= heads, then every other slope of the next power's series."""
+    heads = int(config.get("n_head") or config["num_attention_heads"])
+    closest = 2 ** math.floor(math.log2(heads))
+    base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
+    slopes = base ** np.arange(1, 1 + closest, dtype=np.float64)
+    if closest != heads:
+        extra = 2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3)))
+        rest = min(closest, heads - closest)
+        slopes = np.concatenate([slopes, extra ** np.arange(1, 1 + 2 * rest, 2, dtype=np.float64)])
+    return slopes.astype(np.float32)
 
 
 def _gemma2_windowed(config: dict[str, Any], i: int) -> bool:
@@ -139,6 +177,10 @@ class DecoderFamily:
     # fusion does not match (falcon): :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes, with
     # cos/sin caches computed from the config's ``rope_theta``.
     explicit_rotary: bool = False
+    # ALiBi slopes per head, or None: attention as batched 3-D MatMuls with ``slope[h] * key position`` added to
+    # the scaled scores (bloom), read by :func:`_match_batched`; the bias becomes GroupQueryAttention's
+    # attention_bias, built once per step.
+    alibi: Callable[[dict[str, Any]], np.ndarray] | None = None
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -175,6 +217,12 @@ for _family in (
         name="falcon",
         note="multi-query heads Sliced from one packed query_key_value; rotary written out (rotate_half), fused here",
         explicit_rotary=True,
+    ),
+    DecoderFamily(
+        name="bloom",
+        note="ALiBi (GroupQueryAttention's attention_bias); batched 3-D attention MatMuls; packed (heads, 3, head) qkv",
+        rotary=False,
+        alibi=_alibi_slopes,
     ),
     DecoderFamily(
         name="opt",
@@ -422,6 +470,11 @@ class _Graph:
         p = self.producer.get(node.input[index])
         ops = {op} if isinstance(op, str) else set(op)
         return p if p is not None and p.op_type in ops else None
+
+    def consumer(self, name: str, op: str) -> Any | None:
+        """The one consumer of ``name`` of type ``op`` (others, such as Shape nodes, may read it too)."""
+        c = [n for n in self.consumers.get(name, []) if n.op_type == op]
+        return c[0] if len(c) == 1 else None
 
     def only_consumer(self, name: str) -> Any | None:
         c = self.consumers.get(name, [])
@@ -733,14 +786,32 @@ def _sliced_heads(g: _Graph, name: str) -> tuple[Any, tuple[int, int]] | None:
     return rs, (int(bounds[0].reshape(-1)[0]), int(bounds[1].reshape(-1)[0]))
 
 
+def _gathered_part(g: _Graph, name: str) -> tuple[Any, tuple[int, int]] | None:
+    """``Transpose(0,2,1,3)(Gather(Reshape(P, (b, s, heads, parts, head)), k, axis=3))`` with a constant
+    scalar ``k`` (bloom's query_key_value viewed as (heads, 3, head)): (the Reshape, (k, parts))."""
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None
+    pick = g.parent(tr, 0, "Gather")
+    rs = g.parent(pick, 0, "Reshape") if pick is not None else None
+    k = g.const(pick.input[1]) if pick is not None else None
+    if rs is None or k is None or k.ndim != 0 or graph.node_attr(pick, "axis", 0) not in (3, -2):
+        return None
+    dims = _reshape_dims(g, rs)
+    if dims is None or len(dims) != 5 or dims[3] <= 0:
+        return None
+    return rs, (int(k) % int(dims[3]), int(dims[3]))
+
+
 def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
     """``Transpose(0,2,1,3)([norm](Reshape([Mul(] P [, c)], (b, s, heads, width))))``, optionally a
     ``Slice`` of the last axis of it (gpt_neox), with ``P`` columns of one MatMul (:func:`_columns`) ->
     the projection.
 
-    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``). ``width`` is
-    ``head_size`` unless a Slice chunks the heads; the Reshape's target shape is a constant or a Concat
-    whose last element is the constant ``width``.
+    Instead of the plain heads: a range of packed heads (falcon, :func:`_sliced_heads`) or one part of
+    (heads, parts, head) (bloom, :func:`_gathered_part`). The per-head norm (:func:`_head_reshape`) is allowed
+    for q and k only (``allow_norm``). ``width`` is ``head_size`` unless a Slice chunks the heads; the
+    Reshape's target shape is a constant or a Concat whose last element is the constant ``width``.
     """
     node = g.producer.get(name)
     chunk_of = node if node is not None and node.op_type == "Slice" else None
@@ -749,8 +820,14 @@ def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = Fals
     head_range = None
     if rs is None and (sliced := _sliced_heads(g, heads_name)) is not None:
         rs, head_range = sliced
-    width = _reshape_head(g, rs) if rs is not None else None
-    if rs is None or width is None or (norm is not None and not allow_norm):
+    part = None
+    if rs is None and (gathered := _gathered_part(g, heads_name)) is not None:
+        rs, part = gathered
+    dims = _reshape_dims(g, rs) if rs is not None else None
+    if dims is None or len(dims) != (4 if part is None else 5) or dims[-1] <= 0:
+        return None
+    width = dims[-1]
+    if norm is not None and not allow_norm:
         return None
     src, scale = rs.input[0], 1.0
     mul = g.parent(rs, 0, "Mul")
@@ -761,6 +838,11 @@ def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = Fals
         return None
     mm, bias, cols = found
     heads = cols.size // width
+    if part is not None:  # bloom: (heads, parts, head) -> part k of every head
+        if cols.size % (part[1] * width):
+            return None
+        heads = cols.size // (part[1] * width)
+        cols = cols.reshape(heads, part[1], width)[:, part[0]].reshape(-1)
     if head_range is not None:  # falcon: a range of the packed heads
         lo, hi = (int(np.clip(b + heads if b < 0 else b, 0, heads)) for b in head_range)
         if lo >= hi:
@@ -776,14 +858,18 @@ def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = Fals
     return _Proj(matmul=mm, heads=heads, bias=None if bias is None else bias[cols], cols=cols, scale=scale)
 
 
-def _reshape_head(g: _Graph, rs: Any) -> int | None:
-    """The last dim of a (b, s, heads, head_size) Reshape's constant or Concat-built target shape."""
+def _reshape_dims(g: _Graph, rs: Any) -> list[int] | None:
+    """A Reshape's target shape: a constant, or a Concat of one-element parts (-1 for a part not constant)."""
     shape = g.const(rs.input[1])
-    if shape is None:
-        cat = g.producer.get(rs.input[1])
-        last = g.const(cat.input[-1]) if cat is not None and cat.op_type == "Concat" and len(cat.input) == 4 else None
-        shape = None if last is None else np.concatenate([[0, 0, 0], last.reshape(-1)])
-    return None if shape is None or shape.size != 4 else int(shape[-1])
+    if shape is not None:
+        return [int(v) for v in shape.reshape(-1)]
+    cat = g.producer.get(rs.input[1])
+    if cat is None or cat.op_type != "Concat":
+        return None
+    parts = [g.const(i) for i in cat.input]
+    if any(p is not None and p.size != 1 for p in parts):
+        return None
+    return [-1 if p is None else int(p.reshape(-1)[0]) for p in parts]
 
 
 def _to_concat(g: _Graph, name: str) -> Any | None:
@@ -913,6 +999,52 @@ def _match(g: _Graph, softmax: Any, head_size: int, rotary: bool = True) -> _Lay
     )
 
 
+def _match_batched(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
+    """bloom's attention around ``softmax``: ``Reshape(s * MatMul(Reshape(q), Transpose(Reshape(present_k)))
+    + alibi * 1, (b, heads, s, t)) + mask``, then ``MatMul(Reshape(probs), Reshape(present_v))`` back to
+    (b, heads, s, head), BSNH and (b, s, hidden). The ALiBi term is not read: the fused graph builds it from the
+    config (:func:`_alibi_slopes`), and the self-check compares."""
+    mask_add = g.producer.get(softmax.input[0])
+    rs4 = next((p for i in (0, 1) if (p := g.parent(mask_add, i, "Reshape")) is not None), None) if mask_add else None
+    biased = g.parent(rs4, 0, "Add") if rs4 is not None else None
+    if biased is None:
+        return "no Reshape(scores + alibi) before the mask"
+    terms = [_unscale(g, i, head_size) for i in biased.input]
+    scores_i = next((i for i, (n, _) in enumerate(terms) if g.producer.get(n) is not None
+                     and g.producer[n].op_type == "MatMul"), None)  # fmt: skip
+    if scores_i is None or terms[1 - scores_i][1] != 1.0:
+        return "scores are not scale * Q.K^T + alibi"
+    scores, scale = g.producer[terms[scores_i][0]], terms[scores_i][1]
+    q3, kt = g.parent(scores, 0, "Reshape"), g.parent(scores, 1, "Transpose")
+    if q3 is None or kt is None or list(graph.node_attr(kt, "perm", [])) != [0, 2, 1]:
+        return "no (batch * heads, s, head) Q and K^T"
+    key_concat = _to_concat(g, kt.input[0])
+    rs_p = next((c for c in g.consumers.get(softmax.output[0], []) if c.op_type == "Reshape"), None)
+    pv = next((c for c in g.consumers.get(rs_p.output[0], []) if c.op_type == "MatMul"), None) if rs_p else None
+    value_concat = _to_concat(g, pv.input[1]) if pv is not None else None
+    if key_concat is None or value_concat is None:
+        return "key / value do not come from a past/present Concat"
+    rs_c = g.consumer(pv.output[0], "Reshape")  # its other consumers are Shapes for the Reshape targets
+    tr = g.consumer(rs_c.output[0], "Transpose") if rs_c is not None else None
+    out = (
+        g.consumer(tr.output[0], "Reshape")
+        if tr is not None and list(graph.node_attr(tr, "perm", [])) == _BHSD
+        else None
+    )
+    if out is None:
+        return "context is not reshaped back to (batch, seq, hidden)"
+    q, k, v = (_projection(g, n, head_size) for n in (q3.input[0], key_concat.input[1], value_concat.input[1]))
+    if q is None or k is None or v is None or not (q.matmul.input[0] == k.matmul.input[0] == v.matmul.input[0]):
+        return "q/k/v are not parts of one packed (heads, 3, head) projection"
+    if k.heads != v.heads or q.heads % k.heads or v.scale != 1.0:
+        return "k/v head counts"
+    return _Layer(
+        x=q.matmul.input[0], projections=(q, k, v), qk_norm=None, key_concat=key_concat, value_concat=value_concat,
+        out_reshape=out, rotary=None, partial_rotary=False, rotary_dim=0, scale=scale * q.scale * k.scale,
+        num_heads=q.heads, kv_num_heads=k.heads, head_size=head_size,
+    )  # fmt: skip
+
+
 def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
     """RMSNorm, Skip-RMSNorm and RotaryEmbedding fusions from ONNX Runtime's transformer optimizer."""
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -1025,6 +1157,7 @@ class _Semantics:
     windows: tuple[int | None, ...] = ()  # GQA local_window_size per layer (None: full causal)
     softcap: float | None = None
     rotary: bool = True  # the source's attention rotates q and k (DecoderFamily.rotary)
+    alibi: np.ndarray | None = None  # ALiBi slopes per head (DecoderFamily.alibi)
 
     @property
     def window(self) -> int | None:
@@ -1042,6 +1175,8 @@ def _rewrite(
     g = model.graph
     gm = _Graph(model)
     head, positions = _shared_nodes(model, variant)
+    if sem.alibi is not None:
+        head += _alibi_nodes(model, sem.alibi)
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
@@ -1103,6 +1238,8 @@ def _layer_nodes(
             helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
         )
     qkv_inputs, rotary_inputs = [f"{p}/qkv", "", ""], []
+    if sem.alibi is not None:  # cos_cache, sin_cache, position_ids, then attention_bias
+        rotary_inputs = ["", "", "", ALIBI_BIAS]
     if variant.rotary is RotaryLayout.FUSED:
         rot = layer.rotary
         attrs |= {"do_rotary": 1, "rotary_interleaved": int(graph.node_attr(rot, "interleaved", 0))}
@@ -1134,6 +1271,41 @@ def _layer_nodes(
         )
     )
     return nodes
+
+
+ALIBI_BIAS = "gqa/alibi_bias"
+
+
+def _alibi_nodes(model: Any, slopes: np.ndarray) -> list[Any]:
+    """``attention_bias = slope[h] * (0 .. total - 1)`` as (1, heads, s, total), once for every layer: bloom's
+    ALiBi for an attention mask of ones (``(cumsum(mask) - 1) * mask``), which GroupQueryAttention adds to
+    the scaled scores before its causal mask. Reads ``gqa/total_i64`` from :func:`_shared_nodes`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(slopes.reshape(1, -1, 1, 1).astype(np.float32), "gqa/alibi_slopes"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), "gqa/zero_i64"),
+            numpy_helper.from_array(np.array([1, slopes.size], dtype=np.int64), "gqa/alibi_lead"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "gqa/axes_0"),
+        ]
+    )
+    return [
+        helper.make_node("Range", ["gqa/zero_i64", "gqa/total_i64", "gqa/one_i64"], ["gqa/key_pos"], name="gqa/Range"),
+        helper.make_node("Cast", ["gqa/key_pos"], ["gqa/key_pos_f"], name="gqa/Cast_pos", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["gqa/alibi_slopes", "gqa/key_pos_f"], ["gqa/alibi_row"], name="gqa/Mul_alibi"),
+        helper.make_node("Shape", [INPUT_IDS], ["gqa/alibi_ids_shape"], name="gqa/Shape_alibi"),
+        helper.make_node("Gather", ["gqa/alibi_ids_shape", "gqa/axes_1"], ["gqa/alibi_seq"], name="gqa/Gather_alibi"),
+        helper.make_node("Unsqueeze", ["gqa/total_i64", "gqa/axes_0"], ["gqa/total_1d"], name="gqa/Unsqueeze_total"),
+        helper.make_node(
+            "Concat",
+            ["gqa/alibi_lead", "gqa/alibi_seq", "gqa/total_1d"],
+            ["gqa/alibi_shape"],
+            name="gqa/Concat_alibi",
+            axis=0,
+        ),  # fmt: skip
+        helper.make_node("Expand", ["gqa/alibi_row", "gqa/alibi_shape"], [ALIBI_BIAS], name="gqa/Expand_alibi"),
+    ]
 
 
 def _rotary_nodes(p: str, layer: _Layer, pos: str | None) -> list[Any]:
@@ -1421,7 +1593,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
     if family.explicit_rotary:
         ort_stats["RotaryEmbedding (edgekit)"] = _fuse_explicit_rotary(model, _source_config(ctx), context, kv[1])
-    layers = _match_all(model, kv, family.rotary)
+    layers = _match_all(model, kv, family.rotary, family.alibi is not None)
     if isinstance(layers, str):
         return _passthrough(src, dst, layers)
     max_positions = _max_positions(ctx)
@@ -1433,6 +1605,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         windows=tuple(window if family.windowed_layer(config, i) else None for i in range(len(layers))),
         softcap=family.softcap(config),
         rotary=family.rotary,
+        alibi=None if family.alibi is None else family.alibi(config),
     )
     base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
@@ -1452,11 +1625,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
 
 
-def _match_all(model: Any, kv: tuple[int, int], rotary: bool = True) -> list[_Layer] | str:
+def _match_all(model: Any, kv: tuple[int, int], rotary: bool = True, batched: bool = False) -> list[_Layer] | str:
     g = _Graph(model)
     layers: list[_Layer] = []
     for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
-        hit = _match(g, sm, kv[1], rotary)
+        hit = _match_batched(g, sm, kv[1]) if batched else _match(g, sm, kv[1], rotary)
         if isinstance(hit, str):
             return f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}"
         layers.append(hit)
@@ -1481,7 +1654,7 @@ def _attempt(
 
     work = ModelProto()
     work.CopyFrom(model)  # each variant starts from the ORT-fused graph, untouched by a failed attempt
-    layers = _match_all(work, kv, sem.rotary)
+    layers = _match_all(work, kv, sem.rotary, sem.alibi is not None)
     if isinstance(layers, str):
         return None, {"error": layers}
     details = _rewrite(work, layers, max_positions, variant, sem)
@@ -1497,6 +1670,8 @@ def _attempt(
         details["local_window_sizes"] = list(sem.windows)
     if sem.softcap is not None:
         details["softcap"] = sem.softcap
+    if sem.alibi is not None:
+        details["alibi_slopes"] = [float(v) for v in sem.alibi]
     return (work if check["ok"] else None), details
 
 

@@ -5,7 +5,7 @@ ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multi
 config classes: Llamas covering head size 8, 12, 16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and
 SmolLM-style tied embeddings, and mistral, qwen2, qwen3, gemma, gemma2 (softcap, alternating windows), phi3
 (packed qkv_proj), stablelm (partial rotary), gpt2 and opt (learned positions: no rotary), gpt_neox (packed
-query_key_value chunked per head, partial rotary), falcon (multi-query, its written-out rotary fused by edgekit). Each is exported through ``exporters.export`` and checked: the
+query_key_value chunked per head, partial rotary), falcon (multi-query, its written-out rotary fused by edgekit), bloom (ALiBi). Each is exported through ``exporters.export`` and checked: the
 step details name the variant the pre-flight chose, the prompt logits match PyTorch (1e-3 relative; eager
 attention for gemma2), the package loads with ``edgekit.load``, and its greedy tokens equal transformers'
 greedy ``generate`` (fp32).
@@ -114,6 +114,8 @@ CASES = {
     # out (rotate_half), which ORT's fusion misses: edgekit makes it RotaryEmbedding with caches from rope_theta.
     "falcon": Case(family="falcon", hidden=64, heads=4, kv_heads=1, variant="gqa-fused-rotary"),
     "falcon-head8": Case(family="falcon", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    # bloom: ALiBi as GroupQueryAttention's attention_bias (slopes from the config), batched 3-D attention MatMuls.
+    "bloom": Case(family="bloom", hidden=64, heads=4, kv_heads=4, variant="gqa-no-rotary"),
     # falcon without multi_query views its packed query_key_value as (b, s, heads, 3, head): not matched, unfused.
     "falcon-mha": Case(
         family="falcon",
@@ -277,6 +279,7 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert d["head_size"] == case.head_size and d["kv_num_heads"] == case.kv_heads
         assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
         assert d["local_window_size"] == dict(case.extra).get("sliding_window")
+        assert (d.get("alibi_slopes") is not None) == (case.family == "bloom")
         assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
         if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
             why = WHY_NOT_FUSED_ROTARY.get(case.family, "gqa.rotary_head_size_multiple_of_16")
@@ -317,7 +320,7 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2", "gpt2", "gpt_neox", "opt", "falcon"])
+@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2", "gpt2", "gpt_neox", "opt", "falcon", "bloom"])
 def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
     name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
 ) -> None:
