@@ -48,7 +48,6 @@ class Case:
     family: str = "llama"
     extra: tuple[tuple[str, Any], ...] = ()  # more config fields (a sliding window, ...)
     attention: str | None = None  # transformers' attn_implementation of the reference (None: its default)
-    unfused_reason: str = "gqa.head_size_multiple_of_8"  # what an unfused case's details must name
 
     @property
     def head_size(self) -> int:
@@ -116,15 +115,9 @@ CASES = {
     "falcon-head8": Case(family="falcon", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
     # bloom: ALiBi as GroupQueryAttention's attention_bias (slopes from the config), batched 3-D attention MatMuls.
     "bloom": Case(family="bloom", hidden=64, heads=4, kv_heads=4, variant="gqa-no-rotary"),
-    # falcon without multi_query views its packed query_key_value as (b, s, heads, 3, head): not matched, unfused.
+    # falcon without multi_query views its packed query_key_value as (b, s, heads, 3, head), as bloom does.
     "falcon-mha": Case(
-        family="falcon",
-        hidden=64,
-        heads=4,
-        kv_heads=4,
-        extra=(("multi_query", False),),
-        variant="unfused",
-        unfused_reason="q/k/v are not",
+        family="falcon", hidden=64, heads=4, kv_heads=4, extra=(("multi_query", False),), variant="gqa-fused-rotary"
     ),  # fmt: skip
 }
 
@@ -272,7 +265,7 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
     ops = Counter(n.op_type for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node)
     if case.variant == "unfused":
         assert not step["changed"] and ops["GroupQueryAttention"] == 0
-        assert case.unfused_reason in d["skipped"]  # the refusing rule (of both variants) or the unmatched part
+        assert "gqa.head_size_multiple_of_8" in d["skipped"]  # the refusing rule (of both variants) is named
     else:
         assert step["changed"] and ops["GroupQueryAttention"] == 2 and ops["Softmax"] == 0
         assert ops["SkipLayerNormalization"] == 0  # stablelm's Add + LayerNormalization stay apart (ort_policy)
@@ -538,3 +531,66 @@ def test_scalar_value_evaluates_stablelms_head_size_scale() -> None:
     g = _graph_of(nodes, inits)
     assert decoder_fusions._scalar_value(g, "scale", head_size=16) == pytest.approx(16**-0.25)
     assert decoder_fusions._scalar_value(g, "x", head_size=16) is None  # data, not a scalar
+
+
+def test_preflight_sends_learned_position_families_to_gqa_no_rotary_only() -> None:
+    def refused(shape: AttentionShape) -> dict[str, set[str]]:
+        records = preflight(shape)
+        return {v.name: {r["rule"] for r in records if r["variant"] == v.name and not r["ok"]} for v in VARIANTS}
+
+    learned = refused(_shape(rotary=False, rotary_width=0, cache_rows=0))
+    assert learned["gqa-no-rotary"] == set()
+    assert "source.rotary" in learned["gqa-fused-rotary"] and "source.rotary" in learned["gqa-rotary-nodes"]
+    assert refused(_shape())["gqa-no-rotary"] == {"source.no_rotary"}  # a rotary source never loses its rotary
+
+
+@pytest.mark.parametrize("heads", [4, 6, 12, 32])
+def test_alibi_slopes_are_transformers_bloom_slopes(heads: int) -> None:
+    import torch
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    mask = torch.ones(1, 5, dtype=torch.long)
+    ref = build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 5): slope[h] * position
+    ours = decoder_fusions._alibi_slopes({"n_head": heads})
+    np.testing.assert_allclose(ref[:, 0, 1].numpy(), ours, rtol=1e-6)
+    np.testing.assert_allclose(ref[:, 0, :].numpy(), ours[:, None] * np.arange(5), rtol=1e-6)
+
+
+def test_head_layouts_of_packed_projections_select_their_columns() -> None:
+    """gpt_neox's per-head chunk (bounds computed from the shape), falcon's Gathered KV head, bloom's Gathered
+    part of (heads, 3, head): the columns each reads of one packed (4, 3 * 4 * 2) weight."""
+    from onnx import helper
+
+    w = np.zeros((4, 24), np.float32)  # 4 heads of width 6 (neox: 3 x head 2), or (4, 3, 2) for bloom
+    inits = {
+        "w": w, "shape4": np.array([0, 0, 4, 6], np.int64), "shape5": np.array([0, 0, 4, 3, 2], np.int64),
+        "zero": _i64(0), "m1": _i64(-1), "two": _i64(2), "three": _i64(3), "k1": np.array(1, np.int64),
+        "last": np.array([-1], np.int64), "falcon_shape": np.array([0, 0, 12, 2], np.int64),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        # gpt_neox: (b, s, 4, 6) -> BNSH -> k = [:, :, :, 2:4], the end computed as (6 + 2) // 3 * 2
+        helper.make_node("Reshape", ["p", "shape4"], ["r4"]),
+        helper.make_node("Transpose", ["r4"], ["t4"], perm=[0, 2, 1, 3]),
+        helper.make_node("Shape", ["t4"], ["s4"]),
+        helper.make_node("Gather", ["s4", "m1"], ["width"], axis=0),
+        helper.make_node("Add", ["width", "two"], ["w2"]),
+        helper.make_node("Div", ["w2", "three"], ["third"]),
+        helper.make_node("Mul", ["third", "two"], ["end"]),
+        helper.make_node("Slice", ["t4", "third", "end", "last"], ["neox_k"]),
+        # bloom: (b, s, 4, 3, 2), part 1 of each head
+        helper.make_node("Reshape", ["p", "shape5"], ["r5"]),
+        helper.make_node("Gather", ["r5", "k1"], ["g5"], axis=3),
+        helper.make_node("Transpose", ["g5"], ["bloom_k"], perm=[0, 2, 1, 3]),
+        # falcon: 12 packed heads of 2, the next-to-last one
+        helper.make_node("Reshape", ["p", "falcon_shape"], ["rf"]),
+        helper.make_node("Gather", ["rf", "m2"], ["gf"], axis=2),
+        helper.make_node("Transpose", ["gf"], ["falcon_k"], perm=[0, 2, 1, 3]),
+    ]
+    g = _graph_of(nodes, {**inits, "m2": _i64(-2)})
+    neox = decoder_fusions._projection(g, "neox_k", head_size=2)
+    assert neox is not None and neox.heads == 4 and neox.cols.tolist() == [2, 3, 8, 9, 14, 15, 20, 21]
+    bloom = decoder_fusions._projection(g, "bloom_k", head_size=2)
+    assert bloom is not None and bloom.heads == 4 and bloom.cols.tolist() == [2, 3, 8, 9, 14, 15, 20, 21]
+    falcon = decoder_fusions._projection(g, "falcon_k", head_size=2)
+    assert falcon is not None and falcon.heads == 1 and falcon.cols.tolist() == [20, 21]
