@@ -1587,16 +1587,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask")
     io_before = _io(source)
     del source
-    try:
-        model, ort_stats = _ort_fusions(src)
-    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
-        return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
-    if family.explicit_rotary:
-        ort_stats["RotaryEmbedding (edgekit)"] = _fuse_explicit_rotary(model, _source_config(ctx), context, kv[1])
-    layers = _match_all(model, kv, family.rotary, family.alibi is not None)
-    if isinstance(layers, str):
-        return _passthrough(src, dst, layers)
-    max_positions = _max_positions(ctx)
+    prepared = _matched_source(src, ctx, family, kv, context)
+    if isinstance(prepared, str):
+        return _passthrough(src, dst, prepared)
+    model, stats, layers = prepared
+    max_positions = context
     shape = _attention_shape(model, layers, max_positions)
     if isinstance(shape, str):
         return _passthrough(src, dst, shape)
@@ -1607,7 +1602,7 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         rotary=family.rotary,
         alibi=None if family.alibi is None else family.alibi(config),
     )
-    base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
+    base = {**stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
     for variant in VARIANTS:
         failed = variant.failed_rules(shape)
@@ -1623,6 +1618,22 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         if fused is not None:
             return _keep(fused, dst, variant, shape, attempts, {**base, **details})
     return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
+
+
+def _matched_source(
+    src: Path, ctx: Any, family: DecoderFamily, kv: tuple[int, int], context: int | None
+) -> tuple[Any, dict[str, Any], list[_Layer]] | str:
+    """ORT's fusions (and ours of a rotary written out, :attr:`DecoderFamily.explicit_rotary`), then every
+    layer matched: (the model, what was fused, the layers), or why not."""
+    try:
+        model, ort_stats = _ort_fusions(src)
+    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
+        return f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})"
+    stats: dict[str, Any] = {"ort_fusions": ort_stats}
+    if family.explicit_rotary:
+        stats["explicit_rotary_nodes"] = _fuse_explicit_rotary(model, _source_config(ctx), context, kv[1])
+    layers = _match_all(model, kv, family.rotary, family.alibi is not None)
+    return layers if isinstance(layers, str) else (model, stats, layers)
 
 
 def _match_all(model: Any, kv: tuple[int, int], rotary: bool = True, batched: bool = False) -> list[_Layer] | str:

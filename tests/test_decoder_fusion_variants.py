@@ -205,6 +205,17 @@ def _logits_rel_diff(pkg: Path, hf: Path, attention: str | None = None) -> float
     return float(np.abs(ours - ref).max()) / max(1.0, float(np.abs(ref).max()))
 
 
+def _without_attention_bias(pkg: Path, out: Path) -> Path:
+    """A copy of the package's graph with every GroupQueryAttention's attention_bias (input 10) cut."""
+    model = onnx.load(str(pkg / "model.onnx"))
+    for n in model.graph.node:
+        if n.op_type == "GroupQueryAttention" and len(n.input) > 10:
+            n.input[10] = ""
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out / "model.onnx"))
+    return out
+
+
 def _ours(pkg: Path) -> list[int]:
     lm = edgekit.load(pkg, threads=1, verify=False, cache_optimized_graph=False)
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
@@ -257,7 +268,7 @@ def fp32_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.slow
-def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: dict[str, Any]) -> None:
+def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: dict[str, Any], tmp_path: Path) -> None:
     case, pkg = fp32_case["case"], fp32_case["pkg"]
     step = _step(pkg, "decoder_fusions")
     d = step["details"]
@@ -282,6 +293,10 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
     assert _logits_rel_diff(pkg, fp32_case["hf"], case.attention) <= LOGITS_RTOL  # the graph kept, vs PyTorch
+    if case.family == "bloom":  # the ALiBi bites here: the same graph without its attention_bias is off
+        assert _logits_rel_diff(_without_attention_bias(pkg, tmp_path), fp32_case["hf"]) > 10 * LOGITS_RTOL
+    if case.family == "falcon":  # its written-out rotary, on q and k of both layers, became RotaryEmbedding
+        assert d["explicit_rotary_nodes"] == 4
     if case.family == "gemma2":  # the cap bites here: the export's (and sdpa's) uncapped attention is off
         assert _logits_rel_diff(pkg, fp32_case["hf"], "sdpa") > 10 * LOGITS_RTOL
         gqa = [n for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node
