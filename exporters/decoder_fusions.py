@@ -61,7 +61,10 @@ they run ``gqa-no-rotary``, GroupQueryAttention with ``do_rotary=0`` on the pack
 rotate_half(x) * sin``, cos / sin computed from ``position_ids`` in the graph), which ORT's rotary fusion does not
 match: :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes with caches computed from ``rope_theta``
 (refused with a ``rope_scaling``), then the usual variants apply. falcon without ``multi_query`` views its packed
-projection as (b, s, heads, 3, head), as bloom does (:func:`_gathered_part`).
+projection as (b, s, heads, 3, head), as bloom does (:func:`_gathered_part`). falcon with ``alibi`` (falcon-rw) has
+no rotary to match and stays unfused ("query is not a fused RotaryEmbedding"). falcon-40B's
+``new_decoder_architecture`` with fewer KV heads than heads is refused by the exporter before this step
+(``exporters/arch_facts.py``); with as many it was not tried here.
 
 bloom: ALiBi. ORT's CPU GroupQueryAttention takes an additive ``attention_bias`` (input 10, shape (batch or 1,
 heads or 1, sequence, total): ``CheckCustomAttentionInputs`` in
