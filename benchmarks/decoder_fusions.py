@@ -12,7 +12,9 @@ Sizes: ``tiny`` is 2 layers, hidden 64, 4 heads (head 16), 2 KV heads, like the 
 ``small`` is 4 layers, hidden 256, 4 heads (head 64), 2 KV heads. stablelm keeps its partial_rotary_factor
 0.25 (tiny: 4 rotated dims -> rotary nodes; small: 16 -> rotary inside GroupQueryAttention); gemma2 gets a
 32-token window on its even layers and keeps its attention logit softcap (50). The fused gemma2 graph applies
-the softcap that the unfused export drops, so its tokens may differ from the unfused ones by design.
+the softcap that the unfused export drops, so its tokens may differ from the unfused ones by design. gpt2 and
+opt (learned positions) run ``gqa-no-rotary``; gpt_neox keeps its rotary_pct 0.25 (as stablelm); falcon is
+multi-query (one KV head); gpt2, opt, gpt_neox and bloom (ALiBi, MLP 4 * hidden) have as many KV heads as heads.
 
     python benchmarks/decoder_fusions.py [--families phi3,stablelm] [--sizes tiny,small] [--recipes fp32,int4]
                                          [--rounds 5] [--work DIR]
@@ -37,6 +39,21 @@ SIZES = {
     "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2},
 }
 PROMPT_TOKENS, NEW_TOKENS = 16, 64
+# Config fields a family names or fixes its own way: every family's MLP is 2 * hidden as with intermediate_size
+# (opt's ffn_dim defaults to 3072, gpt2's and falcon's to 4 * hidden; opt projects its embeddings unless
+# word_embed_proj_dim is the hidden size); gpt2, opt and gpt_neox have one KV head per head, falcon (multi_query)
+# one in all, and the export checks the config's KV heads against the graph's.
+FAMILY_FIELDS = {
+    "gpt2": lambda d: {"n_inner": 2 * d["hidden_size"], "num_key_value_heads": d["num_attention_heads"]},
+    "opt": lambda d: {
+        "ffn_dim": 2 * d["hidden_size"],
+        "word_embed_proj_dim": d["hidden_size"],
+        "num_key_value_heads": d["num_attention_heads"],
+    },
+    "gpt_neox": lambda d: {"num_key_value_heads": d["num_attention_heads"]},
+    "bloom": lambda d: {"num_key_value_heads": d["num_attention_heads"]},  # its MLP is 4 * hidden, fixed
+    "falcon": lambda d: {"ffn_hidden_size": 2 * d["hidden_size"], "num_key_value_heads": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,9 @@ def _build(family: str, size: str, out: Path) -> Path:
     extra = {"head_dim": head} if family in ("gemma", "gemma2", "qwen3") else {}
     if family == "gemma2":  # its defaults: window 4096 (longer than the context here), so set one that bites
         extra |= {"query_pre_attn_scalar": head, "sliding_window": 32}
+    fields = FAMILY_FIELDS.get(family, lambda _d: {})(dims)
+    dims = {**dims, **{k: v for k, v in fields.items() if k in dims}}
+    extra |= {k: v for k, v in fields.items() if k not in dims}
     config = transformers.AutoConfig.for_model(
         family,
         vocab_size=BYTE_VOCAB_SIZE,

@@ -46,9 +46,35 @@ from the mask's sum and applies the causal mask itself, so a mask with holes is 
 
 Only families whose attention this matcher knows are fused (``DECODER_FAMILIES``: llama, mistral (a sliding
 window shorter than the context becomes ``local_window_size``, self-checked on a prompt longer than the
-window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, gemma2, phi3, stablelm); others, and graphs
-where any layer fails to match, pass through unchanged with the reason in the step's details. gemma has no
-``position_ids`` input (its export computes positions in the graph; the rotary nodes read those).
+window), qwen2 with its q/k/v bias packed into one Add, qwen3, gemma, gemma2, phi3, stablelm, gpt2, opt,
+gpt_neox, falcon, bloom); others, and graphs where any layer fails to match, pass through unchanged with the
+reason in the step's details. gemma has no ``position_ids`` input (its export computes positions in the graph;
+the rotary nodes read those).
+
+q, k and v are read as columns of one MatMul (:func:`_columns`), whatever the export packs: three MatMuls (llama),
+phi3's constant Slices, gpt2's ``Split`` of its ``c_attn``, gpt_neox's per-head ``chunk`` of its
+``query_key_value`` viewed as (b, s, heads, 3 * head) (:func:`_head_chunk`, bounds computed from the shape in the
+export) and falcon's ranges of packed heads (:func:`_sliced_heads`); a bias on the packed output goes with its
+columns. gpt2 and opt add learned positions to the embeddings, outside attention (``DecoderFamily.rotary`` false):
+they run ``gqa-no-rotary``, GroupQueryAttention with ``do_rotary=0`` on the packed QKV; opt's ``q * head_size **
+-0.5`` before its head Reshape becomes the node's ``scale``. falcon writes its rotary out (``x * cos +
+rotate_half(x) * sin``, cos / sin computed from ``position_ids`` in the graph), which ORT's rotary fusion does not
+match: :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes with caches computed from ``rope_theta``
+(refused with a ``rope_scaling``), then the usual variants apply. falcon without ``multi_query`` views its packed
+projection as (b, s, heads, 3, head), as bloom does (:func:`_gathered_part`). falcon with ``alibi`` (falcon-rw) has
+no rotary to match and stays unfused ("query is not a fused RotaryEmbedding"). falcon-40B's
+``new_decoder_architecture`` with fewer KV heads than heads is refused by the exporter before this step
+(``exporters/arch_facts.py``); with as many it was not tried here.
+
+bloom: ALiBi. ORT's CPU GroupQueryAttention takes an additive ``attention_bias`` (input 10, shape (batch or 1,
+heads or 1, sequence, total): ``CheckCustomAttentionInputs`` in
+``onnxruntime/contrib_ops/cpu/bert/group_query_attention_helper.h``; the CUDA kernel refuses the input), so the
+fused graph builds ``slope[h] * (0 .. total - 1)`` once per step (:func:`_alibi_nodes`, slopes from the config as
+transformers' ``build_alibi_tensor``: :func:`_alibi_slopes`) and every layer's ``gqa-no-rotary`` node reads it.
+bloom's export lays attention out as batched 3-D MatMuls over (batch * heads, s, head) with the ALiBi added to the
+scaled scores (``baddbmm``), read by :func:`_match_batched`; its packed query_key_value is viewed as (b, s, heads,
+3, head) and each of q / k / v Gathered (:func:`_gathered_part`). The ALiBi positions equal transformers'
+``(cumsum(mask) - 1) * mask`` for a mask of ones, this module's assumption anyway.
 
 phi3 and stablelm: ORT's transformer optimizer fuses their RotaryEmbedding, but the query reaching Q.K^T is
 ``Mul(Concat(RotaryEmbedding(Slice(q, 0, r)), Slice(q, r, end)))``, transformers' rotary / pass-through split
@@ -86,8 +112,10 @@ else ``max_position_embeddings`` from the ``config.json`` the export copied to `
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +136,20 @@ def _sliding_window(config: dict[str, Any]) -> int | None:
         return None
     w = config.get("sliding_window")
     return int(w) if w else None
+
+
+def _alibi_slopes(config: dict[str, Any]) -> np.ndarray:
+    """transformers' ``build_alibi_tensor`` slopes for ``n_head`` heads (bloom): a geometric series from
+    2 ** -(8 / n) for the largest power of two n <= heads, then every other slope of the next power's series."""
+    heads = int(config.get("n_head") or config["num_attention_heads"])
+    closest = 2 ** math.floor(math.log2(heads))
+    base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
+    slopes = base ** np.arange(1, 1 + closest, dtype=np.float64)
+    if closest != heads:
+        extra = 2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3)))
+        rest = min(closest, heads - closest)
+        slopes = np.concatenate([slopes, extra ** np.arange(1, 1 + 2 * rest, 2, dtype=np.float64)])
+    return slopes.astype(np.float32)
 
 
 def _gemma2_windowed(config: dict[str, Any], i: int) -> bool:
@@ -131,6 +173,17 @@ class DecoderFamily:
     # The attention logit softcap transformers' reference (eager) attention applies, or None: becomes
     # GroupQueryAttention's softcap, and the self-check compares with the source graph with the cap restored.
     softcap: Callable[[dict[str, Any]], float | None] = lambda _config: None
+    # Whether the attention rotates q and k (RoPE). False: positions are added outside attention (learned
+    # absolute embeddings: gpt2, opt), so GroupQueryAttention runs with do_rotary=0 and no rotary nodes.
+    rotary: bool = True
+    # The rotary is written out op by op (``x * cos + rotate_half(x) * sin``), a form ONNX Runtime's rotary
+    # fusion does not match (falcon): :func:`_fuse_explicit_rotary` makes it RotaryEmbedding nodes, with
+    # cos/sin caches computed from the config's ``rope_theta``.
+    explicit_rotary: bool = False
+    # ALiBi slopes per head, or None: attention as batched 3-D MatMuls with ``slope[h] * key position`` added to
+    # the scaled scores (bloom), read by :func:`_match_batched`; the bias becomes GroupQueryAttention's
+    # attention_bias, built once per step.
+    alibi: Callable[[dict[str, Any]], np.ndarray] | None = None
 
 
 DECODER_FAMILIES: Registry[DecoderFamily] = Registry("decoder fusion family")
@@ -153,6 +206,31 @@ for _family in (
     DecoderFamily(
         name="stablelm",
         note="partial rotary (partial_rotary_factor) behind a Slice / Concat split; q/k scaled by head_size ** -0.25",
+    ),
+    DecoderFamily(
+        name="gpt2",
+        note="learned absolute positions (no rotary); one packed c_attn (Conv1D) Split into q/k/v",
+        rotary=False,
+    ),
+    DecoderFamily(
+        name="gpt_neox",
+        note="one packed query_key_value chunked per head; partial rotary (rotary_pct) behind a Slice / Concat split",
+    ),
+    DecoderFamily(
+        name="falcon",
+        note="multi-query heads Sliced from one packed query_key_value; rotary written out (rotate_half), fused here",
+        explicit_rotary=True,
+    ),
+    DecoderFamily(
+        name="bloom",
+        note="ALiBi (GroupQueryAttention's attention_bias); batched 3-D attention MatMuls; packed (heads, 3, head) qkv",
+        rotary=False,
+        alibi=_alibi_slopes,
+    ),
+    DecoderFamily(
+        name="opt",
+        note="learned positions (no rotary); q scaled by head_size ** -0.5 before its head Reshape",
+        rotary=False,
     ),
 ):
     DECODER_FAMILIES.add(_family.name, _family)
@@ -194,6 +272,7 @@ class AttentionShape:
     context: int | None  # the longest sequence the package runs (None: unknown)
     qk_norm: bool = False  # a per-head RMSNorm on q and k before rotary (qwen3)
     partial_rotary: bool = False  # the source rotates the first 2 * rotary_width dims of each head only
+    rotary: bool = True  # the source's attention rotates q and k (False: learned positions outside attention)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +299,20 @@ _GQA_RULES = (
         source=f"{_GQA_HELPER}:61,98 CheckInputs",
     ),
 )
+_ROTARY_SOURCE = KernelRule(
+    name="source.rotary",
+    holds=lambda s: s.rotary,
+    reason="the source's attention has no rotary embedding (learned positions outside attention)",
+    source="edgekit (equivalence with the source's attention)",
+)
+_NO_ROTARY_SOURCE = KernelRule(
+    name="source.no_rotary",
+    holds=lambda s: not s.rotary,
+    reason="the source rotates q and k: GroupQueryAttention without rotary would drop its positions",
+    source="edgekit (equivalence with the source's attention)",
+)
 _FUSED_ROTARY_RULES = (
+    _ROTARY_SOURCE,
     KernelRule(
         name="gqa.rotary_head_size_multiple_of_16",
         holds=lambda s: s.head_size % 16 == 0,
@@ -255,6 +347,7 @@ _FUSED_ROTARY_RULES = (
     ),
 )
 _ROTARY_NODE_RULES = (
+    _ROTARY_SOURCE,
     KernelRule(
         name="rotary.cache_width_matches_rotary_dim",
         holds=lambda s: 2 * s.rotary_width == s.head_size or (s.partial_rotary and 2 * s.rotary_width < s.head_size),
@@ -269,7 +362,15 @@ _ROTARY_NODE_RULES = (
         source=f"{_ROTARY_KERNEL}:108 RotaryEmbedding::Compute",
     ),
 )
-KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES
+KERNEL_RULES = _GQA_RULES + _FUSED_ROTARY_RULES + _ROTARY_NODE_RULES[1:] + (_NO_ROTARY_SOURCE,)
+
+
+class RotaryLayout(enum.Enum):
+    """Where a variant applies the source's rotary embedding."""
+
+    FUSED = "fused"  # inside GroupQueryAttention: do_rotary=1 with cos_cache / sin_cache
+    NODES = "nodes"  # com.microsoft.RotaryEmbedding on q and k, GroupQueryAttention with do_rotary=0
+    NONE = "none"  # the source has none (learned positions): GroupQueryAttention with do_rotary=0 alone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,8 +379,12 @@ class FusionVariant:
 
     name: str
     description: str
-    fused_rotary: bool  # rotary inside GroupQueryAttention (do_rotary=1) or as RotaryEmbedding nodes before it
+    rotary: RotaryLayout
     rules: tuple[KernelRule, ...]
+
+    @property
+    def fused_rotary(self) -> bool:
+        return self.rotary is RotaryLayout.FUSED
 
     def failed_rules(self, shape: AttentionShape) -> list[KernelRule]:
         return [r for r in self.rules if not r.holds(shape)]
@@ -290,14 +395,20 @@ VARIANTS = (
     FusionVariant(
         name="gqa-fused-rotary",
         description="GroupQueryAttention with do_rotary=1 fed cos/sin caches",
-        fused_rotary=True,
+        rotary=RotaryLayout.FUSED,
         rules=_GQA_RULES + _FUSED_ROTARY_RULES,
     ),
     FusionVariant(
         name="gqa-rotary-nodes",
         description="Split QKV, RotaryEmbedding on Q and K, GroupQueryAttention with do_rotary=0",
-        fused_rotary=False,
+        rotary=RotaryLayout.NODES,
         rules=_GQA_RULES + _ROTARY_NODE_RULES,
+    ),
+    FusionVariant(
+        name="gqa-no-rotary",
+        description="GroupQueryAttention with do_rotary=0 on the packed QKV (positions learned outside attention)",
+        rotary=RotaryLayout.NONE,
+        rules=(*_GQA_RULES, _NO_ROTARY_SOURCE),
     ),
 )
 UNFUSED = "unfused"
@@ -322,7 +433,7 @@ class _Layer:
     key_concat: Any  # Concat(past_key, rotated k) -> present.{i}.key
     value_concat: Any  # Concat(past_value, v) -> present.{i}.value
     out_reshape: Any  # Reshape(Transpose(context)) -> the o_proj input
-    rotary: Any  # the q RotaryEmbedding (its position_ids, caches and interleaving)
+    rotary: Any | None  # the q RotaryEmbedding (its position_ids, caches and interleaving); None: no rotary
     partial_rotary: bool  # the source rotates rotary_dim dims of each head and passes the rest through
     rotary_dim: int  # twice the cos cache width (0 when the cache is not a 2-D constant)
     scale: float
@@ -362,6 +473,11 @@ class _Graph:
         p = self.producer.get(node.input[index])
         ops = {op} if isinstance(op, str) else set(op)
         return p if p is not None and p.op_type in ops else None
+
+    def consumer(self, name: str, op: str) -> Any | None:
+        """The one consumer of ``name`` of type ``op`` (others, such as Shape nodes, may read it too)."""
+        c = [n for n in self.consumers.get(name, []) if n.op_type == op]
+        return c[0] if len(c) == 1 else None
 
     def only_consumer(self, name: str) -> Any | None:
         c = self.consumers.get(name, [])
@@ -475,12 +591,13 @@ def _head_reshape(g: _Graph, name: str, head_size: int) -> tuple[Any | None, tup
 
 @dataclass(frozen=True)
 class _Proj:
-    """One of q / k / v: columns ``cols`` of MatMul ``matmul``'s weight (all of them when unpacked)."""
+    """One of q / k / v: columns ``cols`` (indices) of MatMul ``matmul``'s weight, with their bias."""
 
     matmul: Any
     heads: int
     bias: np.ndarray | None
-    cols: tuple[int, int]
+    cols: np.ndarray  # column indices into the weight (all of them when unpacked)
+    scale: float = 1.0  # a scalar Mul between the projection and its head Reshape (opt's q * head_size ** -0.5)
 
 
 def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
@@ -499,50 +616,263 @@ def _packed_columns(g: _Graph, node: Any) -> tuple[Any, tuple[int, int]] | None:
     return (mm, (lo, hi)) if lo < hi else None
 
 
-def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
-    """``Transpose(0,2,1,3)([norm](Reshape(P, (b, s, heads, head_size))))`` with ``P`` one of ``MatMul(x, W)``,
-    ``MatMul(x, W) + b`` or ``Slice(MatMul(x, W_packed))`` -> the projection.
-
-    The per-head norm (:func:`_head_reshape`) is allowed for q and k only (``allow_norm``).
-
-    ``W`` must be an fp32 initializer, the bias ``b`` (qwen2's q/k/v bias) a constant vector when present;
-    the Reshape's target shape is a constant or a Concat whose last element is the constant ``head_size``.
-    """
-    rs, norm = _head_reshape(g, name, head_size)
-    if rs is None or (norm is not None and not allow_norm):
+def _split_bounds(g: _Graph, split: Any, output: str, width: int) -> tuple[int, int] | None:
+    """The column range ``output`` takes of a Split on the last axis of a ``width``-wide tensor (gpt2's c_attn)."""
+    if graph.node_attr(split, "axis", 0) not in (-1, 2):
         return None
-    mm, bias, cols = g.parent(rs, 0, "MatMul"), None, None
-    add = g.parent(rs, 0, "Add") if mm is None else None
-    if add is not None:
-        for mm_i in (0, 1):
-            mm, bias = g.parent(add, mm_i, "MatMul"), g.const(add.input[1 - mm_i])
-            if mm is not None:
-                break
-        if bias is None or bias.ndim != 1 or bias.dtype != np.float32:
+    sizes = g.const(split.input[1]) if len(split.input) > 1 and split.input[1] else None
+    if sizes is None:
+        attr = graph.node_attr(split, "split", None)  # before opset 13 the sizes are an attribute
+        n = len(split.output)
+        sizes = np.array(attr if attr else [width // n] * n if width % n == 0 else [], dtype=np.int64)
+    sizes = sizes.reshape(-1).tolist()
+    if len(sizes) != len(split.output) or sum(sizes) != width:
+        return None
+    k = list(split.output).index(output)
+    return sum(sizes[:k]), sum(sizes[: k + 1])
+
+
+def _columns(g: _Graph, name: str) -> tuple[Any, np.ndarray | None, np.ndarray] | None:
+    """``name`` as columns of one ``MatMul(x, W)`` on an fp32 initializer: (the MatMul, the bias over all of
+    W's columns or None, the column indices). Through ``+ b`` (a constant vector), phi3's constant Slices and
+    gpt2's Split of the packed projection."""
+    node = g.producer.get(name)
+    if node is None:
+        return None
+    if node.op_type == "MatMul":
+        w = g.inits.get(node.input[1])
+        if w is None or len(w.dims) != 2 or w.data_type != 1:  # float32 [in, out]
             return None
-    sl = g.parent(rs, 0, "Slice") if mm is None and add is None else None
-    if sl is not None and (packed := _packed_columns(g, sl)) is not None:
-        mm, cols = packed
-    if mm is None or mm.input[1] not in g.inits or _reshape_head(g, rs) != head_size:
+        return node, None, np.arange(int(w.dims[1]))
+    if node.op_type == "Add":
+        for mm_i in (0, 1):
+            mm, bias = g.parent(node, mm_i, "MatMul"), g.const(node.input[1 - mm_i])
+            inner = _columns(g, mm.output[0]) if mm is not None and bias is not None else None
+            if inner is not None and bias.ndim == 1 and bias.dtype == np.float32 and bias.shape[0] == inner[2].size:
+                return inner[0], bias, inner[2]
         return None
-    w = g.inits[mm.input[1]]
-    if len(w.dims) != 2 or w.data_type != 1:  # float32 [in, heads * head_size]
-        return None
-    cols = cols or (0, int(w.dims[1]))
-    width = cols[1] - cols[0]
-    if width % head_size or (bias is not None and bias.shape[0] != width):
-        return None
-    return _Proj(matmul=mm, heads=width // head_size, bias=bias, cols=cols)
+    if node.op_type == "Slice" and (packed := _packed_columns(g, node)) is not None:
+        inner = _columns(g, packed[0].output[0])
+        return None if inner is None else (inner[0], inner[1], inner[2][packed[1][0] : packed[1][1]])
+    if node.op_type == "Split":
+        inner = _columns(g, node.input[0])
+        bounds = None if inner is None else _split_bounds(g, node, name, inner[2].size)
+        return None if bounds is None else (inner[0], inner[1], inner[2][bounds[0] : bounds[1]])
+    return None
 
 
-def _reshape_head(g: _Graph, rs: Any) -> int | None:
-    """The last dim of a (b, s, heads, head_size) Reshape's constant or Concat-built target shape."""
+def _int_value(g: _Graph, name: str, last_dim: int, depth: int = 8) -> int | None:
+    """An integer a Slice bound computes: constants, arithmetic, and a tensor's last dim read from its Shape
+    (``Gather`` / ``Slice`` at -1), which is ``last_dim`` (gpt_neox's ``chunk(3)`` of the per-head q/k/v)."""
+    c = g.const(name)
+    if c is not None:
+        return int(c.reshape(-1)[0]) if c.size == 1 and np.issubdtype(c.dtype, np.integer) else None
+    node = g.producer.get(name)
+    if node is None or depth == 0:
+        return None
+    if node.op_type in ("Gather", "Slice") and g.parent(node, 0, "Shape") is not None:
+        index = g.const(node.input[1])  # -1, or 3 of the 4-D heads these bounds slice
+        return last_dim if index is not None and index.reshape(-1).tolist() in ([-1], [3]) else None
+    args = [_int_value(g, i, last_dim, depth - 1) for i in node.input[:2] if i]
+    if not args or any(a is None for a in args):
+        return None
+    ops: dict[str, Callable[..., int]] = {
+        "Unsqueeze": lambda a, *_: a,
+        "Squeeze": lambda a, *_: a,
+        "Cast": lambda a, *_: a,
+        "Add": lambda a, b: a + b,
+        "Sub": lambda a, b: a - b,
+        "Mul": lambda a, b: a * b,
+        "Div": lambda a, b: a // b if b else None,  # ONNX integer Div on the non-negative sizes here
+    }
+    fn = ops.get(node.op_type)
+    return None if fn is None else fn(*args)
+
+
+def _explicit_rotary(g: _Graph, add: Any, head_size: int) -> str | None:
+    """``x * cos + rotate_half(x) * sin`` on whole heads, with ``rotate_half(x) = Concat(Neg(Slice(x, h, end)),
+    Slice(x, 0, h), axis=-1)`` and ``h = head_size / 2`` (transformers' non-interleaved rotary written out, as
+    falcon's export leaves it): ``x``, or None. cos / sin are not read: the caches come from the config, and
+    the self-check compares the result with the source graph."""
+    muls = [g.producer.get(i) for i in add.input]
+    if len(muls) != 2 or any(m is None or m.op_type != "Mul" for m in muls):
+        return None
+    for plain, rotated in (muls, muls[::-1]):
+        for cat in (g.parent(rotated, j, "Concat") for j in (0, 1)):
+            if cat is None or len(cat.input) != 2 or graph.node_attr(cat, "axis", 0) not in (-1, 3):
+                continue
+            neg, low = g.parent(cat, 0, "Neg"), g.parent(cat, 1, "Slice")
+            high = g.parent(neg, 0, "Slice") if neg is not None else None
+            if high is None or low is None or high.input[0] != low.input[0] or low.input[0] not in plain.input:
+                continue
+            half = head_size // 2
+            if _head_chunk(g, high, head_size) == (half, head_size) and _head_chunk(g, low, head_size) == (0, half):
+                return low.input[0]
+    return None
+
+
+def _fuse_explicit_rotary(model: Any, config: dict[str, Any], rows: int | None, head_size: int) -> int:
+    """Each written-out rotary (:func:`_explicit_rotary`) -> ``com.microsoft.RotaryEmbedding(x, position_ids,
+    cos_cache, sin_cache)`` in its place, the caches ``cos / sin(p * theta ** (-2i / head_size))`` for the
+    ``rows`` positions of the context. The number replaced (0 without position_ids, a context length, or with a
+    ``rope_scaling`` this does not compute)."""
+    from onnx import helper, numpy_helper
+
+    if POSITION_IDS not in {i.name for i in model.graph.input} or not rows or config.get("rope_scaling"):
+        return 0
+    g = _Graph(model)
+    hits = {id(n): x for n in model.graph.node if n.op_type == "Add" and (x := _explicit_rotary(g, n, head_size))}
+    if not hits:
+        return 0
+    inv_freq = float(config.get("rope_theta", 10000.0)) ** (-np.arange(0, head_size, 2, dtype=np.float64) / head_size)
+    angles = np.outer(np.arange(rows, dtype=np.float64), inv_freq)
+    cos, sin = "gqa/rotary/cos_cache", "gqa/rotary/sin_cache"
+    model.graph.initializer.extend(
+        numpy_helper.from_array(f(angles).astype(np.float32), name) for f, name in ((np.cos, cos), (np.sin, sin))
+    )
+    for k, n in enumerate(model.graph.node):
+        if id(n) in hits:  # in place: x and position_ids are there before the Add that read them
+            rot = helper.make_node(
+                "RotaryEmbedding", [hits[id(n)], POSITION_IDS, cos, sin], list(n.output), name=f"gqa/rotary/{k}",
+                domain=MS_DOMAIN, interleaved=0,
+            )  # fmt: skip
+            n.CopyFrom(rot)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return len(hits)
+
+
+def _head_chunk(g: _Graph, sl: Any, width: int) -> tuple[int, int] | None:
+    """``Slice(heads, start, end, axes=-1)`` of (b, n, s, ``width``) heads: the (start, end) it keeps.
+
+    gpt_neox reshapes its packed ``query_key_value`` to (b, s, heads, 3 * head_size) and ``chunk``s the last
+    axis into q, k and v; the export computes the bounds from the tensor's shape.
+    """
+    ins = list(sl.input) + [""] * (5 - len(sl.input))
+    axes = g.const(ins[3]) if ins[3] else None
+    steps = g.const(ins[4]) if ins[4] else None
+    if axes is None or axes.reshape(-1).tolist() not in ([-1], [3]):
+        return None
+    if steps is not None and steps.reshape(-1).tolist() != [1]:
+        return None
+    bounds = [_int_value(g, i, width) for i in ins[1:3]]
+    if any(b is None for b in bounds):
+        return None
+    lo, hi = (int(np.clip(b + width if b < 0 else b, 0, width)) for b in bounds)
+    return (lo, hi) if lo < hi else None
+
+
+def _sliced_heads(g: _Graph, name: str) -> tuple[Any, tuple[int, int]] | None:
+    """``Transpose(0,2,1,3)(Slice(Reshape(P, (b, s, heads, head)), start, end, axes=2))``, or a ``Gather`` on
+    axis 2 of consecutive constant indices (falcon's packed query_key_value: q heads, then k, then v):
+    (the Reshape, (start, end)); negative bounds count from the last head."""
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None
+    pick = g.parent(tr, 0, ("Slice", "Gather"))
+    rs = g.parent(pick, 0, "Reshape") if pick is not None else None
+    if rs is None:
+        return None
+    if pick.op_type == "Gather":
+        idx = g.const(pick.input[1])
+        if graph.node_attr(pick, "axis", 0) != 2 or idx is None or idx.ndim != 1 or idx.size == 0:
+            return None
+        if np.any(np.diff(idx) != 1) or (idx[0] < 0) != (idx[-1] < 0):
+            return None
+        end = int(idx[-1]) + 1
+        return rs, (int(idx[0]), end if end != 0 else 2**62)
+    bounds = [g.const(i) if i else None for i in (list(pick.input) + [""] * 5)[1:5]]
+    if any(b is None for b in bounds[:3]) or bounds[2].reshape(-1).tolist() != [2]:
+        return None
+    if bounds[3] is not None and bounds[3].reshape(-1).tolist() != [1]:
+        return None
+    return rs, (int(bounds[0].reshape(-1)[0]), int(bounds[1].reshape(-1)[0]))
+
+
+def _gathered_part(g: _Graph, name: str) -> tuple[Any, tuple[int, int]] | None:
+    """``Transpose(0,2,1,3)(Gather(Reshape(P, (b, s, heads, parts, head)), k, axis=3))`` with a constant
+    scalar ``k`` (bloom's query_key_value viewed as (heads, 3, head)): (the Reshape, (k, parts))."""
+    tr = g.producer.get(name)
+    if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
+        return None
+    pick = g.parent(tr, 0, "Gather")
+    rs = g.parent(pick, 0, "Reshape") if pick is not None else None
+    k = g.const(pick.input[1]) if pick is not None else None
+    if rs is None or k is None or k.ndim != 0 or graph.node_attr(pick, "axis", 0) not in (3, -2):
+        return None
+    dims = _reshape_dims(g, rs)
+    if dims is None or len(dims) != 5 or dims[3] <= 0:
+        return None
+    return rs, (int(k) % int(dims[3]), int(dims[3]))
+
+
+def _projection(g: _Graph, name: str, head_size: int, *, allow_norm: bool = False) -> _Proj | None:
+    """``Transpose(0,2,1,3)([norm](Reshape([Mul(] P [, c)], (b, s, heads, width))))``, optionally a
+    ``Slice`` of the last axis of it (gpt_neox), with ``P`` columns of one MatMul (:func:`_columns`) ->
+    the projection.
+
+    Instead of the plain heads: a range of packed heads (falcon, :func:`_sliced_heads`) or one part of
+    (heads, parts, head) (bloom, :func:`_gathered_part`). The per-head norm (:func:`_head_reshape`) is allowed
+    for q and k only (``allow_norm``). ``width`` is ``head_size`` unless a Slice chunks the heads; the
+    Reshape's target shape is a constant or a Concat whose last element is the constant ``width``.
+    """
+    node = g.producer.get(name)
+    chunk_of = node if node is not None and node.op_type == "Slice" else None
+    heads_name = name if chunk_of is None else chunk_of.input[0]
+    rs, norm = _head_reshape(g, heads_name, head_size)
+    head_range = None
+    if rs is None and (sliced := _sliced_heads(g, heads_name)) is not None:
+        rs, head_range = sliced
+    part = None
+    if rs is None and (gathered := _gathered_part(g, heads_name)) is not None:
+        rs, part = gathered
+    dims = _reshape_dims(g, rs) if rs is not None else None
+    if dims is None or len(dims) != (4 if part is None else 5) or dims[-1] <= 0:
+        return None
+    width = dims[-1]
+    if norm is not None and not allow_norm:
+        return None
+    src, scale = rs.input[0], 1.0
+    mul = g.parent(rs, 0, "Mul")
+    if mul is not None and (hit := _scalar(g, mul, head_size)) is not None:
+        src, scale = hit
+    found = _columns(g, src)
+    if found is None or found[2].size % width:
+        return None
+    mm, bias, cols = found
+    heads = cols.size // width
+    if part is not None:  # bloom: (heads, parts, head) -> part k of every head
+        if cols.size % (part[1] * width):
+            return None
+        heads = cols.size // (part[1] * width)
+        cols = cols.reshape(heads, part[1], width)[:, part[0]].reshape(-1)
+    if head_range is not None:  # falcon: a range of the packed heads
+        lo, hi = (int(np.clip(b + heads if b < 0 else b, 0, heads)) for b in head_range)
+        if lo >= hi:
+            return None
+        cols, heads = cols.reshape(heads, width)[lo:hi].reshape(-1), hi - lo
+    if chunk_of is not None:
+        chunk = _head_chunk(g, chunk_of, width)
+        if chunk is None:
+            return None
+        cols = cols.reshape(heads, width)[:, chunk[0] : chunk[1]].reshape(-1)
+    if cols.size != heads * head_size:
+        return None
+    return _Proj(matmul=mm, heads=heads, bias=None if bias is None else bias[cols], cols=cols, scale=scale)
+
+
+def _reshape_dims(g: _Graph, rs: Any) -> list[int] | None:
+    """A Reshape's target shape: a constant, or a Concat of one-element parts (-1 for a part not constant)."""
     shape = g.const(rs.input[1])
-    if shape is None:
-        cat = g.producer.get(rs.input[1])
-        last = g.const(cat.input[-1]) if cat is not None and cat.op_type == "Concat" and len(cat.input) == 4 else None
-        shape = None if last is None else np.concatenate([[0, 0, 0], last.reshape(-1)])
-    return None if shape is None or shape.size != 4 else int(shape[-1])
+    if shape is not None:
+        return [int(v) for v in shape.reshape(-1)]
+    cat = g.producer.get(rs.input[1])
+    if cat is None or cat.op_type != "Concat":
+        return None
+    parts = [g.const(i) for i in cat.input]
+    if any(p is not None and p.size != 1 for p in parts):
+        return None
+    return [-1 if p is None else int(p.reshape(-1)[0]) for p in parts]
 
 
 def _to_concat(g: _Graph, name: str) -> Any | None:
@@ -561,7 +891,7 @@ def _to_concat(g: _Graph, name: str) -> Any | None:
 class _Rotated:
     """The query / key side of one attention block, from Q.K^T up to the rotary nodes."""
 
-    rot_q: Any
+    rot_q: Any | None  # None: the source has no rotary
     q_src: str  # the un-rotated query heads (BNSH)
     k_src: str
     key_concat: Any
@@ -569,11 +899,12 @@ class _Rotated:
     partial: bool  # rotary on the first dims of each head only (the Slice / Concat split)
 
 
-def _match_rotated(g: _Graph, scores: Any, head_size: int) -> _Rotated | str:
+def _match_rotated(g: _Graph, scores: Any, head_size: int, rotary: bool) -> _Rotated | str:
+    """The q / k side; ``rotary`` False (learned positions) takes q and k as they reach Q.K^T."""
     q_name, q_scale = _unscale(g, scores.input[0], head_size)
     kt_name, k_scale = _unscale(g, scores.input[1], head_size)
-    q_rot = _rotary_split(g, q_name)
-    if q_rot is None:
+    q_rot = _rotary_split(g, q_name) if rotary else None
+    if rotary and q_rot is None:
         return "query is not a fused RotaryEmbedding (whole heads or a rotary / pass-through split)"
     kt = g.producer.get(kt_name)
     if kt is None or kt.op_type != "Transpose" or list(graph.node_attr(kt, "perm", [])) != _KT:
@@ -581,6 +912,11 @@ def _match_rotated(g: _Graph, scores: Any, head_size: int) -> _Rotated | str:
     key_concat = _to_concat(g, kt.input[0])
     if key_concat is None:
         return "key does not come from a past/present Concat"
+    if not rotary:
+        return _Rotated(
+            rot_q=None, q_src=q_name, k_src=key_concat.input[1], key_concat=key_concat, scale=q_scale * k_scale,
+            partial=False,
+        )  # fmt: skip
     k_rot = _rotary_split(g, key_concat.input[1])
     (rot_q, q_src, q_partial), (rot_k, k_src, k_partial) = q_rot, k_rot or (None, "", False)
     if rot_k is None or list(rot_k.input[1:]) != list(rot_q.input[1:]) or q_partial != k_partial:
@@ -611,7 +947,7 @@ def _probs_value(g: _Graph, softmax: Any) -> Any | None:
     return pv
 
 
-def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
+def _match(g: _Graph, softmax: Any, head_size: int, rotary: bool = True) -> _Layer | str:
     """Match one attention block around ``softmax``; a string says what did not match."""
     if graph.node_attr(softmax, "axis", -1) not in (-1, 3):
         return "softmax axis"
@@ -620,7 +956,7 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         scores = next((p for i in (0, 1) if (p := g.parent(scores, i, "MatMul")) is not None), None)
     if scores is None or scores.op_type != "MatMul":
         return "no Q.K^T MatMul before Softmax"
-    r = _match_rotated(g, scores, head_size)
+    r = _match_rotated(g, scores, head_size, rotary)
     if isinstance(r, str):
         return r
     q_norm, k_norm = (_head_reshape(g, src, head_size)[1] for src in (r.q_src, r.k_src))
@@ -641,6 +977,8 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         return "q/k/v read different inputs"
     if k.heads != v.heads or q.heads % k.heads:
         return "k/v head counts"
+    if v.scale != 1.0:
+        return "value scaled before attention"
     tr = g.only_consumer(pv.output[0])
     if tr is None or tr.op_type != "Transpose" or list(graph.node_attr(tr, "perm", [])) != _BHSD:
         return "context is not transposed back to BSNH"
@@ -656,12 +994,58 @@ def _match(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
         out_reshape=out,
         rotary=r.rot_q,
         partial_rotary=r.partial,
-        rotary_dim=_rotary_dim(g, r.rot_q),
-        scale=r.scale,
+        rotary_dim=0 if r.rot_q is None else _rotary_dim(g, r.rot_q),
+        scale=r.scale * q.scale * k.scale,
         num_heads=q.heads,
         kv_num_heads=k.heads,
         head_size=head_size,
     )
+
+
+def _match_batched(g: _Graph, softmax: Any, head_size: int) -> _Layer | str:
+    """bloom's attention around ``softmax``: ``Reshape(s * MatMul(Reshape(q), Transpose(Reshape(present_k)))
+    + alibi * 1, (b, heads, s, t)) + mask``, then ``MatMul(Reshape(probs), Reshape(present_v))`` back to
+    (b, heads, s, head), BSNH and (b, s, hidden). The ALiBi term is not read: the fused graph builds it from the
+    config (:func:`_alibi_slopes`), and the self-check compares."""
+    mask_add = g.producer.get(softmax.input[0])
+    rs4 = next((p for i in (0, 1) if (p := g.parent(mask_add, i, "Reshape")) is not None), None) if mask_add else None
+    biased = g.parent(rs4, 0, "Add") if rs4 is not None else None
+    if biased is None:
+        return "no Reshape(scores + alibi) before the mask"
+    terms = [_unscale(g, i, head_size) for i in biased.input]
+    scores_i = next((i for i, (n, _) in enumerate(terms) if g.producer.get(n) is not None
+                     and g.producer[n].op_type == "MatMul"), None)  # fmt: skip
+    if scores_i is None or terms[1 - scores_i][1] != 1.0:
+        return "scores are not scale * Q.K^T + alibi"
+    scores, scale = g.producer[terms[scores_i][0]], terms[scores_i][1]
+    q3, kt = g.parent(scores, 0, "Reshape"), g.parent(scores, 1, "Transpose")
+    if q3 is None or kt is None or list(graph.node_attr(kt, "perm", [])) != [0, 2, 1]:
+        return "no (batch * heads, s, head) Q and K^T"
+    key_concat = _to_concat(g, kt.input[0])
+    rs_p = next((c for c in g.consumers.get(softmax.output[0], []) if c.op_type == "Reshape"), None)
+    pv = next((c for c in g.consumers.get(rs_p.output[0], []) if c.op_type == "MatMul"), None) if rs_p else None
+    value_concat = _to_concat(g, pv.input[1]) if pv is not None else None
+    if key_concat is None or value_concat is None:
+        return "key / value do not come from a past/present Concat"
+    rs_c = g.consumer(pv.output[0], "Reshape")  # its other consumers are Shapes for the Reshape targets
+    tr = g.consumer(rs_c.output[0], "Transpose") if rs_c is not None else None
+    out = (
+        g.consumer(tr.output[0], "Reshape")
+        if tr is not None and list(graph.node_attr(tr, "perm", [])) == _BHSD
+        else None
+    )
+    if out is None:
+        return "context is not reshaped back to (batch, seq, hidden)"
+    q, k, v = (_projection(g, n, head_size) for n in (q3.input[0], key_concat.input[1], value_concat.input[1]))
+    if q is None or k is None or v is None or not (q.matmul.input[0] == k.matmul.input[0] == v.matmul.input[0]):
+        return "q/k/v are not parts of one packed (heads, 3, head) projection"
+    if k.heads != v.heads or q.heads % k.heads or v.scale != 1.0:
+        return "k/v head counts"
+    return _Layer(
+        x=q.matmul.input[0], projections=(q, k, v), qk_norm=None, key_concat=key_concat, value_concat=value_concat,
+        out_reshape=out, rotary=None, partial_rotary=False, rotary_dim=0, scale=scale * q.scale * k.scale,
+        num_heads=q.heads, kv_num_heads=k.heads, head_size=head_size,
+    )  # fmt: skip
 
 
 def _ort_fusions(src: Path) -> tuple[Any, dict[str, int]]:
@@ -775,6 +1159,8 @@ class _Semantics:
 
     windows: tuple[int | None, ...] = ()  # GQA local_window_size per layer (None: full causal)
     softcap: float | None = None
+    rotary: bool = True  # the source's attention rotates q and k (DecoderFamily.rotary)
+    alibi: np.ndarray | None = None  # ALiBi slopes per head (DecoderFamily.alibi)
 
     @property
     def window(self) -> int | None:
@@ -792,10 +1178,12 @@ def _rewrite(
     g = model.graph
     gm = _Graph(model)
     head, positions = _shared_nodes(model, variant)
+    if sem.alibi is not None:
+        head += _alibi_nodes(model, sem.alibi)
     drop = set()
     new_nodes: dict[int, list[Any]] = {}  # insert position (the o_proj input's Reshape) -> nodes
     for i, layer in enumerate(layers):
-        wq, wk, wv = (gm.const(pr.matmul.input[1])[:, pr.cols[0] : pr.cols[1]] for pr in layer.projections)
+        wq, wk, wv = (gm.const(pr.matmul.input[1])[:, pr.cols] for pr in layer.projections)
         biases = [pr.bias for pr in layer.projections]
         w_name = f"gqa/layers.{i}/qkv_proj.weight"
         g.initializer.append(numpy_helper.from_array(np.concatenate([wq, wk, wv], axis=1), w_name))
@@ -812,7 +1200,7 @@ def _rewrite(
             g.initializer.extend(
                 numpy_helper.from_array(np.array(v, dtype=np.int64), f"gqa/layers.{i}/{k}") for k, v in shapes.items()
             )
-        if not variant.fused_rotary:
+        if variant.rotary is RotaryLayout.NODES:
             widths = [layer.num_heads * layer.head_size] + [layer.kv_num_heads * layer.head_size] * 2
             g.initializer.append(numpy_helper.from_array(np.array(widths, dtype=np.int64), f"gqa/layers.{i}/split"))
         drop.update(id(n) for n in (layer.key_concat, layer.value_concat, layer.out_reshape))
@@ -841,12 +1229,8 @@ def _layer_nodes(
     from onnx import helper
 
     p = f"gqa/layers.{i}"
-    rot = layer.rotary
-    interleaved = int(graph.node_attr(rot, "interleaved", 0))
-    cos, sin = rot.input[2], rot.input[3]
-    pos = rot.input[1] if pos is None else pos
     nodes = [helper.make_node("MatMul", [layer.x, w_name], [f"{p}/qkv"], name=f"{p}/qkv_proj/MatMul")]
-    attrs: dict[str, Any] = {"do_rotary": 1, "rotary_interleaved": interleaved} if variant.fused_rotary else {}
+    attrs: dict[str, Any] = {}
     if sem.layer_window(i) is not None:  # the value that matched optimum's export (window - 1 did not)
         attrs["local_window_size"] = sem.layer_window(i)
     if sem.softcap is not None:  # cap * tanh(scores / cap) on the scaled scores, before the mask, as eager
@@ -856,34 +1240,19 @@ def _layer_nodes(
         nodes.append(
             helper.make_node("Add", [f"{p}/qkv_nobias", f"{p}/qkv_proj.bias"], [f"{p}/qkv"], name=f"{p}/qkv_proj/Add")
         )
-    if variant.fused_rotary:
-        qkv_inputs = [f"{p}/qkv", "", ""]
-        rotary_inputs = [cos, sin, pos]
+    qkv_inputs, rotary_inputs = [f"{p}/qkv", "", ""], []
+    if sem.alibi is not None:  # cos_cache, sin_cache, position_ids, then attention_bias
+        rotary_inputs = ["", "", "", ALIBI_BIAS]
+    if variant.rotary is RotaryLayout.FUSED:
+        rot = layer.rotary
+        attrs |= {"do_rotary": 1, "rotary_interleaved": int(graph.node_attr(rot, "interleaved", 0))}
+        rotary_inputs = [rot.input[2], rot.input[3], rot.input[1] if pos is None else pos]
         if layer.qk_norm is not None:  # attention_bias, head_sink, k_scale, v_scale, then the norm weights
             rotary_inputs += ["", "", "", "", f"{p}/q_norm.weight", f"{p}/k_norm.weight"]
             attrs["qk_norm_epsilon"] = layer.qk_norm[2]
-    else:
-        nodes.append(
-            helper.make_node(
-                "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
-            )
-        )
-        for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
-            nodes += _head_norm_nodes(p, name, layer)
-            nodes.append(
-                helper.make_node(
-                    "RotaryEmbedding",
-                    [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, cos, sin],
-                    [f"{p}/{name}_rot"],
-                    name=f"{p}/{name}_rotary",
-                    domain=MS_DOMAIN,
-                    num_heads=heads,
-                    interleaved=interleaved,
-                    **({"rotary_embedding_dim": layer.rotary_dim} if layer.partial_rotary else {}),
-                )
-            )
+    elif variant.rotary is RotaryLayout.NODES:
+        nodes += _rotary_nodes(p, layer, pos)
         qkv_inputs = [f"{p}/q_rot", f"{p}/k_rot", f"{p}/v"]
-        rotary_inputs = []
     nodes.append(
         helper.make_node(
             "GroupQueryAttention",
@@ -904,6 +1273,69 @@ def _layer_nodes(
             **attrs,
         )
     )
+    return nodes
+
+
+ALIBI_BIAS = "gqa/alibi_bias"
+
+
+def _alibi_nodes(model: Any, slopes: np.ndarray) -> list[Any]:
+    """``attention_bias = slope[h] * (0 .. total - 1)`` as (1, heads, s, total), once for every layer: bloom's
+    ALiBi for an attention mask of ones (``(cumsum(mask) - 1) * mask``), which GroupQueryAttention adds to
+    the scaled scores before its causal mask. Reads ``gqa/total_i64`` from :func:`_shared_nodes`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(slopes.reshape(1, -1, 1, 1).astype(np.float32), "gqa/alibi_slopes"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), "gqa/zero_i64"),
+            numpy_helper.from_array(np.array([1, slopes.size], dtype=np.int64), "gqa/alibi_lead"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "gqa/axes_0"),
+        ]
+    )
+    return [
+        helper.make_node("Range", ["gqa/zero_i64", "gqa/total_i64", "gqa/one_i64"], ["gqa/key_pos"], name="gqa/Range"),
+        helper.make_node("Cast", ["gqa/key_pos"], ["gqa/key_pos_f"], name="gqa/Cast_pos", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["gqa/alibi_slopes", "gqa/key_pos_f"], ["gqa/alibi_row"], name="gqa/Mul_alibi"),
+        helper.make_node("Shape", [INPUT_IDS], ["gqa/alibi_ids_shape"], name="gqa/Shape_alibi"),
+        helper.make_node("Gather", ["gqa/alibi_ids_shape", "gqa/axes_1"], ["gqa/alibi_seq"], name="gqa/Gather_alibi"),
+        helper.make_node("Unsqueeze", ["gqa/total_i64", "gqa/axes_0"], ["gqa/total_1d"], name="gqa/Unsqueeze_total"),
+        helper.make_node(
+            "Concat",
+            ["gqa/alibi_lead", "gqa/alibi_seq", "gqa/total_1d"],
+            ["gqa/alibi_shape"],
+            name="gqa/Concat_alibi",
+            axis=0,
+        ),  # fmt: skip
+        helper.make_node("Expand", ["gqa/alibi_row", "gqa/alibi_shape"], [ALIBI_BIAS], name="gqa/Expand_alibi"),
+    ]
+
+
+def _rotary_nodes(p: str, layer: _Layer, pos: str | None) -> list[Any]:
+    """Split of the packed QKV, then (qwen3's per-head norm and) a RotaryEmbedding on q and on k."""
+    from onnx import helper
+
+    rot = layer.rotary
+    pos = rot.input[1] if pos is None else pos
+    nodes = [
+        helper.make_node(
+            "Split", [f"{p}/qkv", f"{p}/split"], [f"{p}/q", f"{p}/k", f"{p}/v"], name=f"{p}/Split", axis=-1
+        )
+    ]
+    for name, heads in (("q", layer.num_heads), ("k", layer.kv_num_heads)):
+        nodes += _head_norm_nodes(p, name, layer)
+        nodes.append(
+            helper.make_node(
+                "RotaryEmbedding",
+                [f"{p}/{name}_normed" if layer.qk_norm is not None else f"{p}/{name}", pos, rot.input[2], rot.input[3]],
+                [f"{p}/{name}_rot"],
+                name=f"{p}/{name}_rotary",
+                domain=MS_DOMAIN,
+                num_heads=heads,
+                interleaved=int(graph.node_attr(rot, "interleaved", 0)),
+                **({"rotary_embedding_dim": layer.rotary_dim} if layer.partial_rotary else {}),
+            )
+        )
     return nodes
 
 
@@ -931,7 +1363,7 @@ def _head_norm_nodes(p: str, name: str, layer: _Layer) -> list[Any]:
 
 
 def _rotary_caches(model: Any, layers: list[_Layer]) -> list[Any]:
-    names = {n for lay in layers for n in (lay.rotary.input[2], lay.rotary.input[3])}
+    names = {n for lay in layers if lay.rotary is not None for n in (lay.rotary.input[2], lay.rotary.input[3])}
     return [init for init in model.graph.initializer if init.name in names]
 
 
@@ -951,14 +1383,19 @@ def _trim_rotary_caches(model: Any, layers: list[_Layer], max_positions: int | N
 
 def _attention_shape(model: Any, layers: list[_Layer], max_positions: int | None) -> AttentionShape | str:
     """The shapes the kernel rules read; a string when the layers disagree or the caches are not constant."""
-    caches = _rotary_caches(model, layers)
-    dims = {tuple(int(d) for d in c.dims) for c in caches}
-    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
-        return "rotary cos/sin caches are not 2-D initializers of one width"
     heads = {(lay.num_heads, lay.kv_num_heads, lay.head_size) for lay in layers}
     if len(heads) != 1:
         return "layers disagree on head counts"
     ((num_heads, kv_num_heads, head_size),) = heads
+    if all(lay.rotary is None for lay in layers):  # learned positions: no caches to read
+        return AttentionShape(
+            num_heads=num_heads, kv_num_heads=kv_num_heads, head_size=head_size, rotary_width=0, cache_rows=0,
+            context=max_positions, rotary=False,
+        )  # fmt: skip
+    caches = _rotary_caches(model, layers)
+    dims = {tuple(int(d) for d in c.dims) for c in caches}
+    if not caches or len({d[1:] for d in dims}) != 1 or any(len(d) != 2 for d in dims):
+        return "rotary cos/sin caches are not 2-D initializers of one width"
     rows = min(d[0] for d in dims)
     return AttentionShape(
         num_heads=num_heads,
@@ -1153,14 +1590,11 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
         return _passthrough(src, dst, "not a KV-cache decoder graph with attention_mask")
     io_before = _io(source)
     del source
-    try:
-        model, ort_stats = _ort_fusions(src)
-    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
-        return _passthrough(src, dst, f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})")
-    layers = _match_all(model, kv)
-    if isinstance(layers, str):
-        return _passthrough(src, dst, layers)
-    max_positions = _max_positions(ctx)
+    prepared = _matched_source(src, ctx, family, kv, context)
+    if isinstance(prepared, str):
+        return _passthrough(src, dst, prepared)
+    model, stats, layers = prepared
+    max_positions = context
     shape = _attention_shape(model, layers, max_positions)
     if isinstance(shape, str):
         return _passthrough(src, dst, shape)
@@ -1168,8 +1602,10 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     sem = _Semantics(
         windows=tuple(window if family.windowed_layer(config, i) else None for i in range(len(layers))),
         softcap=family.softcap(config),
+        rotary=family.rotary,
+        alibi=None if family.alibi is None else family.alibi(config),
     )
-    base = {"ort_fusions": ort_stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
+    base = {**stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
     for variant in VARIANTS:
         failed = variant.failed_rules(shape)
@@ -1187,11 +1623,27 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     return _passthrough(src, dst, _unfused_reason(attempts), **base, attempts=attempts, variant_reason="")
 
 
-def _match_all(model: Any, kv: tuple[int, int]) -> list[_Layer] | str:
+def _matched_source(
+    src: Path, ctx: Any, family: DecoderFamily, kv: tuple[int, int], context: int | None
+) -> tuple[Any, dict[str, Any], list[_Layer]] | str:
+    """ORT's fusions (and ours of a rotary written out, :attr:`DecoderFamily.explicit_rotary`), then every
+    layer matched: (the model, what was fused, the layers), or why not."""
+    try:
+        model, ort_stats = _ort_fusions(src)
+    except Exception as e:  # ORT's transformer optimizer may raise anything on an odd graph
+        return f"ONNX Runtime's transformer optimizer failed ({type(e).__name__}: {e})"
+    stats: dict[str, Any] = {"ort_fusions": ort_stats}
+    if family.explicit_rotary:
+        stats["explicit_rotary_nodes"] = _fuse_explicit_rotary(model, _source_config(ctx), context, kv[1])
+    layers = _match_all(model, kv, family.rotary, family.alibi is not None)
+    return layers if isinstance(layers, str) else (model, stats, layers)
+
+
+def _match_all(model: Any, kv: tuple[int, int], rotary: bool = True, batched: bool = False) -> list[_Layer] | str:
     g = _Graph(model)
     layers: list[_Layer] = []
     for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
-        hit = _match(g, sm, kv[1])
+        hit = _match_batched(g, sm, kv[1]) if batched else _match(g, sm, kv[1], rotary)
         if isinstance(hit, str):
             return f"attention pattern not matched at {sm.name or sm.output[0]}: {hit}"
         layers.append(hit)
@@ -1216,7 +1668,7 @@ def _attempt(
 
     work = ModelProto()
     work.CopyFrom(model)  # each variant starts from the ORT-fused graph, untouched by a failed attempt
-    layers = _match_all(work, kv)
+    layers = _match_all(work, kv, sem.rotary, sem.alibi is not None)
     if isinstance(layers, str):
         return None, {"error": layers}
     details = _rewrite(work, layers, max_positions, variant, sem)
@@ -1232,6 +1684,8 @@ def _attempt(
         details["local_window_sizes"] = list(sem.windows)
     if sem.softcap is not None:
         details["softcap"] = sem.softcap
+    if sem.alibi is not None:
+        details["alibi_slopes"] = [float(v) for v in sem.alibi]
     return (work if check["ok"] else None), details
 
 

@@ -4,7 +4,8 @@ ORT's GroupQueryAttention refuses fused rotary for head sizes that are not multi
 ``run()``, not at load). These cases build tiny random 2-layer models in code (fixed seed) from transformers'
 config classes: Llamas covering head size 8, 12, 16, 32, 64, MHA / GQA / MQA, an explicit ``head_dim`` and
 SmolLM-style tied embeddings, and mistral, qwen2, qwen3, gemma, gemma2 (softcap, alternating windows), phi3
-(packed qkv_proj) and stablelm (partial rotary). Each is exported through ``exporters.export`` and checked: the
+(packed qkv_proj), stablelm (partial rotary), gpt2 and opt (learned positions: no rotary), gpt_neox (packed
+query_key_value chunked per head, partial rotary), falcon (multi-query, its written-out rotary fused by edgekit), bloom (ALiBi). Each is exported through ``exporters.export`` and checked: the
 step details name the variant the pre-flight chose, the prompt logits match PyTorch (1e-3 relative; eager
 attention for gemma2), the package loads with ``edgekit.load``, and its greedy tokens equal transformers'
 greedy ``generate`` (fp32).
@@ -93,6 +94,31 @@ CASES = {
         variant="gqa-fused-rotary",
         attention="eager",
     ),
+    # Learned absolute positions: GroupQueryAttention with do_rotary=0 and no rotary nodes. gpt2's one packed
+    # c_attn is Split into q/k/v; opt scales q by head_size ** -0.5 before its head Reshape.
+    "gpt2": Case(family="gpt2", hidden=64, heads=4, kv_heads=4, variant="gqa-no-rotary"),
+    "opt": Case(
+        family="opt",
+        hidden=64,
+        heads=4,
+        kv_heads=4,
+        extra=(("word_embed_proj_dim", 64), ("ffn_dim", 128)),
+        variant="gqa-no-rotary",
+    ),  # fmt: skip
+    # gpt_neox: one packed query_key_value chunked per head (h, 3 * head) and rotary_pct 0.25 (as stablelm:
+    # 4 of 16 dims -> rotary nodes; 16 of 64 -> rotary inside GroupQueryAttention).
+    "gpt_neox": Case(family="gpt_neox", hidden=64, heads=4, kv_heads=4, variant="gqa-rotary-nodes"),
+    "gpt_neox-head64": Case(family="gpt_neox", hidden=128, heads=2, kv_heads=2, variant="gqa-fused-rotary"),
+    # falcon (7B layout: multi_query, one KV head Sliced from the packed query_key_value); its rotary is written
+    # out (rotate_half), which ORT's fusion misses: edgekit makes it RotaryEmbedding with caches from rope_theta.
+    "falcon": Case(family="falcon", hidden=64, heads=4, kv_heads=1, variant="gqa-fused-rotary"),
+    "falcon-head8": Case(family="falcon", hidden=32, heads=4, kv_heads=1, variant="gqa-rotary-nodes"),
+    # bloom: ALiBi as GroupQueryAttention's attention_bias (slopes from the config), batched 3-D attention MatMuls.
+    "bloom": Case(family="bloom", hidden=64, heads=4, kv_heads=4, variant="gqa-no-rotary"),
+    # falcon without multi_query views its packed query_key_value as (b, s, heads, 3, head), as bloom does.
+    "falcon-mha": Case(
+        family="falcon", hidden=64, heads=4, kv_heads=4, extra=(("multi_query", False),), variant="gqa-fused-rotary"
+    ),  # fmt: skip
 }
 
 
@@ -179,19 +205,35 @@ def _logits_rel_diff(pkg: Path, hf: Path, attention: str | None = None) -> float
     return float(np.abs(ours - ref).max()) / max(1.0, float(np.abs(ref).max()))
 
 
+def _without_attention_bias(pkg: Path, out: Path) -> Path:
+    """A copy of the package's graph with every GroupQueryAttention's attention_bias (input 10) cut."""
+    model = onnx.load(str(pkg / "model.onnx"))
+    for n in model.graph.node:
+        if n.op_type == "GroupQueryAttention" and len(n.input) > 10:
+            n.input[10] = ""
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out / "model.onnx"))
+    return out
+
+
 def _ours(pkg: Path) -> list[int]:
     lm = edgekit.load(pkg, threads=1, verify=False, cache_optimized_graph=False)
     return list(lm.generate(PROMPT, max_tokens=NEW_TOKENS, ignore_eos=True).token_ids)
 
 
 # The first rule that refuses fused rotary, by family (others: the head size is not a multiple of 16).
-WHY_NOT_FUSED_ROTARY = {"qwen3": "gqa.cpu_no_qk_norm", "stablelm": "gqa.rotary_cache_width"}
+WHY_NOT_FUSED_ROTARY = {
+    "qwen3": "gqa.cpu_no_qk_norm",
+    "stablelm": "gqa.rotary_cache_width",
+    "gpt_neox": "gqa.rotary_cache_width",
+}
 
 
 def _assert_partial_rotary(pkg: Path, case: Case) -> None:
-    """stablelm rotates a quarter of each head: its rotary nodes say so, and fused GQA's caches are that wide."""
+    """stablelm and gpt_neox rotate a quarter of each head: their rotary nodes say so, and fused GQA's caches
+    are that wide."""
     model = onnx.load(str(pkg / "model.onnx"), load_external_data=False)
-    rotated = case.head_size // 4 if case.family == "stablelm" else case.head_size
+    rotated = case.head_size // 4 if case.family in ("stablelm", "gpt_neox") else case.head_size
     dims = {
         a.i for n in model.graph.node if n.op_type == "RotaryEmbedding" for a in n.attribute
         if a.name == "rotary_embedding_dim"
@@ -226,7 +268,7 @@ def fp32_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.slow
-def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: dict[str, Any]) -> None:
+def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: dict[str, Any], tmp_path: Path) -> None:
     case, pkg = fp32_case["case"], fp32_case["pkg"]
     step = _step(pkg, "decoder_fusions")
     d = step["details"]
@@ -241,6 +283,7 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         assert d["head_size"] == case.head_size and d["kv_num_heads"] == case.kv_heads
         assert d["check"]["ok"] and d["check"]["same_greedy_tokens"]
         assert d["local_window_size"] == dict(case.extra).get("sliding_window")
+        assert (d.get("alibi_slopes") is not None) == (case.family == "bloom")
         assert ops["RotaryEmbedding"] == (4 if case.variant == "gqa-rotary-nodes" else 0)
         if case.variant == "gqa-rotary-nodes":  # why the preferred variant was passed over
             why = WHY_NOT_FUSED_ROTARY.get(case.family, "gqa.rotary_head_size_multiple_of_16")
@@ -250,6 +293,10 @@ def test_fp32_variant_is_the_one_the_kernels_accept_and_tokens_match(fp32_case: 
         refused = {r["rule"] for r in d["preflight"] if not r["ok"] and r["variant"] == "gqa-fused-rotary"}
         assert ("gqa.rotary_head_size_multiple_of_16" in refused) == (case.head_size % 16 != 0)
     assert _logits_rel_diff(pkg, fp32_case["hf"], case.attention) <= LOGITS_RTOL  # the graph kept, vs PyTorch
+    if case.family == "bloom":  # the ALiBi bites here: the same graph without its attention_bias is off
+        assert _logits_rel_diff(_without_attention_bias(pkg, tmp_path), fp32_case["hf"]) > 10 * LOGITS_RTOL
+    if case.family == "falcon":  # its written-out rotary, on q and k of both layers, became RotaryEmbedding
+        assert d["explicit_rotary_nodes"] == 4
     if case.family == "gemma2":  # the cap bites here: the export's (and sdpa's) uncapped attention is off
         assert _logits_rel_diff(pkg, fp32_case["hf"], "sdpa") > 10 * LOGITS_RTOL
         gqa = [n for n in onnx.load(str(pkg / "model.onnx"), load_external_data=False).graph.node
@@ -281,7 +328,7 @@ def test_head_size_8_exports_and_runs_with_the_readme_recipes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2"])
+@pytest.mark.parametrize("name", ["phi3", "stablelm", "gemma2", "gpt2", "gpt_neox", "opt", "falcon", "bloom"])
 def test_int4_quantizes_the_fused_graph_of_the_packed_and_partial_rotary_families(
     name: str, tmp_path_factory: pytest.TempPathFactory, built: Any
 ) -> None:
@@ -398,7 +445,9 @@ def test_a_variant_ort_refuses_at_run_falls_through_to_the_next(
 ) -> None:
     # Without its pre-flight, fused rotary on head size 8 loads and then raises in run(): the step goes on.
     unguarded = (
-        decoder_fusions.FusionVariant(name="gqa-fused-rotary", description="unguarded", fused_rotary=True, rules=()),
+        decoder_fusions.FusionVariant(
+            name="gqa-fused-rotary", description="unguarded", rotary=decoder_fusions.RotaryLayout.FUSED, rules=()
+        ),
         VARIANTS[1],
     )
     monkeypatch.setattr(decoder_fusions, "VARIANTS", unguarded)
@@ -434,7 +483,8 @@ def test_a_self_check_that_disagrees_keeps_the_source_graph(
     changed, d = _run_step(head8_src, tmp_path / "out.onnx")
     assert not changed and d["variant"] == "unfused"
     assert "logits / KV cache differ" in d["skipped"]
-    assert np.isfinite(d["attempts"][-1]["check"]["max_rel_diff"])
+    checked = [a for a in d["attempts"] if "check" in a]  # gqa-no-rotary is refused by its rules first
+    assert checked and np.isfinite(checked[-1]["check"]["max_rel_diff"])
 
 
 @pytest.mark.slow  # the module's optimum export of the head-size-8 model takes ~10 s
@@ -496,3 +546,66 @@ def test_scalar_value_evaluates_stablelms_head_size_scale() -> None:
     g = _graph_of(nodes, inits)
     assert decoder_fusions._scalar_value(g, "scale", head_size=16) == pytest.approx(16**-0.25)
     assert decoder_fusions._scalar_value(g, "x", head_size=16) is None  # data, not a scalar
+
+
+def test_preflight_sends_learned_position_families_to_gqa_no_rotary_only() -> None:
+    def refused(shape: AttentionShape) -> dict[str, set[str]]:
+        records = preflight(shape)
+        return {v.name: {r["rule"] for r in records if r["variant"] == v.name and not r["ok"]} for v in VARIANTS}
+
+    learned = refused(_shape(rotary=False, rotary_width=0, cache_rows=0))
+    assert learned["gqa-no-rotary"] == set()
+    assert "source.rotary" in learned["gqa-fused-rotary"] and "source.rotary" in learned["gqa-rotary-nodes"]
+    assert refused(_shape())["gqa-no-rotary"] == {"source.no_rotary"}  # a rotary source never loses its rotary
+
+
+@pytest.mark.parametrize("heads", [4, 6, 12, 32])
+def test_alibi_slopes_are_transformers_bloom_slopes(heads: int) -> None:
+    import torch
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    mask = torch.ones(1, 5, dtype=torch.long)
+    ref = build_alibi_tensor(mask, heads, torch.float32)  # (heads, 1, 5): slope[h] * position
+    ours = decoder_fusions._alibi_slopes({"n_head": heads})
+    np.testing.assert_allclose(ref[:, 0, 1].numpy(), ours, rtol=1e-6)
+    np.testing.assert_allclose(ref[:, 0, :].numpy(), ours[:, None] * np.arange(5), rtol=1e-6)
+
+
+def test_head_layouts_of_packed_projections_select_their_columns() -> None:
+    """gpt_neox's per-head chunk (bounds computed from the shape), falcon's Gathered KV head, bloom's Gathered
+    part of (heads, 3, head): the columns each reads of one packed (4, 3 * 4 * 2) weight."""
+    from onnx import helper
+
+    w = np.zeros((4, 24), np.float32)  # 4 heads of width 6 (neox: 3 x head 2), or (4, 3, 2) for bloom
+    inits = {
+        "w": w, "shape4": np.array([0, 0, 4, 6], np.int64), "shape5": np.array([0, 0, 4, 3, 2], np.int64),
+        "zero": _i64(0), "m1": _i64(-1), "two": _i64(2), "three": _i64(3), "k1": np.array(1, np.int64),
+        "last": np.array([-1], np.int64), "falcon_shape": np.array([0, 0, 12, 2], np.int64),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        # gpt_neox: (b, s, 4, 6) -> BNSH -> k = [:, :, :, 2:4], the end computed as (6 + 2) // 3 * 2
+        helper.make_node("Reshape", ["p", "shape4"], ["r4"]),
+        helper.make_node("Transpose", ["r4"], ["t4"], perm=[0, 2, 1, 3]),
+        helper.make_node("Shape", ["t4"], ["s4"]),
+        helper.make_node("Gather", ["s4", "m1"], ["width"], axis=0),
+        helper.make_node("Add", ["width", "two"], ["w2"]),
+        helper.make_node("Div", ["w2", "three"], ["third"]),
+        helper.make_node("Mul", ["third", "two"], ["end"]),
+        helper.make_node("Slice", ["t4", "third", "end", "last"], ["neox_k"]),
+        # bloom: (b, s, 4, 3, 2), part 1 of each head
+        helper.make_node("Reshape", ["p", "shape5"], ["r5"]),
+        helper.make_node("Gather", ["r5", "k1"], ["g5"], axis=3),
+        helper.make_node("Transpose", ["g5"], ["bloom_k"], perm=[0, 2, 1, 3]),
+        # falcon: 12 packed heads of 2, the next-to-last one
+        helper.make_node("Reshape", ["p", "falcon_shape"], ["rf"]),
+        helper.make_node("Gather", ["rf", "m2"], ["gf"], axis=2),
+        helper.make_node("Transpose", ["gf"], ["falcon_k"], perm=[0, 2, 1, 3]),
+    ]
+    g = _graph_of(nodes, {**inits, "m2": _i64(-2)})
+    neox = decoder_fusions._projection(g, "neox_k", head_size=2)
+    assert neox is not None and neox.heads == 4 and neox.cols.tolist() == [2, 3, 8, 9, 14, 15, 20, 21]
+    bloom = decoder_fusions._projection(g, "bloom_k", head_size=2)
+    assert bloom is not None and bloom.heads == 4 and bloom.cols.tolist() == [2, 3, 8, 9, 14, 15, 20, 21]
+    falcon = decoder_fusions._projection(g, "falcon_k", head_size=2)
+    assert falcon is not None and falcon.heads == 1 and falcon.cols.tolist() == [20, 21]

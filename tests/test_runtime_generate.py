@@ -137,12 +137,25 @@ def test_padded_decode_mask_gives_bit_identical_logits(lm: Any, monkeypatch: pyt
     np.testing.assert_array_equal(padded, exact)
 
 
-def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(lm: Any, gpt2_package: Path) -> None:
+def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(
+    lm: Any, gpt2_package: Path, lm_hf_dirs: dict[str, Path], tmp_path: Path
+) -> None:
     import onnx
 
-    gpt2 = runtimes.load(gpt2_package, threads=1)
-    ops = {n.op_type for n in onnx.load(str(gpt2_package / "model.onnx")).graph.node}
-    assert "GroupQueryAttention" not in ops and not gpt2.manifest.generation.shared_kv_buffer
+    from exporters import export
+
+    def ops(pkg: Path) -> set[str]:
+        return {n.op_type for n in onnx.load(str(pkg / "model.onnx")).graph.node}
+
+    # gpt2 is fused too (learned positions: GroupQueryAttention without rotary); with fusions off it is not.
+    plain = export(
+        lm_hf_dirs["gpt2"], output=tmp_path / "gpt2-unfused", task="text-generation", recipe="fp32",
+        recipe_options={"fusions": False}, progress=False, validation_samples=4,
+    ).package_dir  # fmt: skip
+    unfused = runtimes.load(plain, threads=1)
+    assert "GroupQueryAttention" not in ops(Path(plain)) and not unfused.manifest.generation.shared_kv_buffer
+    assert "GroupQueryAttention" in ops(gpt2_package)
+    assert runtimes.load(gpt2_package, threads=1).manifest.generation.shared_kv_buffer
     assert lm.manifest.generation.shared_kv_buffer
 
 
