@@ -32,6 +32,7 @@ from exporters.isa import isa_choices
 from exporters.ort_guard import guarded
 from exporters.smoothing import step_smooth
 from exporters.unpad import step_unpad
+from exporters.unpad_branch import step_unpad_branch
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
 FUSION_FAMILIES = {
@@ -85,6 +86,9 @@ class Int8DynamicConfig:
     # Per-token work on the real tokens only (exporters/unpad.py): padded batches skip the pad rows' GEMMs;
     # pad rows of the outputs become zeros.
     remove_padding: bool = True
+    # With remove_padding: one If runs the graph without the pack / unpack nodes when no position of the mask is
+    # 0 (exporters/unpad_branch.py); batch 1 then pays nothing for padding removal. Off: one flat graph.
+    unpadded_branch: bool = True
 
     def __post_init__(self) -> None:
         require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
@@ -631,6 +635,8 @@ RECIPES.add(
             ("unpad", step_unpad),
             ("smooth", step_smooth),
             ("quantize", step_int8_dynamic),
+            # after quantization, so both branches read the one set of int8 weights
+            ("unpad_branch", step_unpad_branch),
         ),
         supports_float_fallback=True,
     ),
