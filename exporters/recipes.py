@@ -451,6 +451,20 @@ def step_int8_dynamic(src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeC
     return changed, details
 
 
+def step_int8_dynamic_branched(
+    src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeContext
+) -> tuple[bool, dict[str, Any]]:
+    """Quantize, then branch on padding (exporters/unpad_branch.py) on the quantized graph.
+
+    After quantization, so both branches read the one set of int8 weights; one step, so the accuracy search's
+    re-quantization (the recipe's last step) and the CLI's check of that step see the quantizer's result.
+    """
+    quantized = dst.with_name(f"{dst.stem}.unbranched.onnx")
+    changed, details = step_int8_dynamic(src, quantized, cfg, ctx)
+    _, branch = step_unpad_branch(quantized, dst, cfg, ctx)
+    return changed, {**details, "unpad_branch": branch}
+
+
 class _ListReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
 
@@ -634,9 +648,7 @@ RECIPES.add(
             ("gelu", step_gelu),
             ("unpad", step_unpad),
             ("smooth", step_smooth),
-            ("quantize", step_int8_dynamic),
-            # after quantization, so both branches read the one set of int8 weights
-            ("unpad_branch", step_unpad_branch),
+            ("quantize", step_int8_dynamic_branched),
         ),
         supports_float_fallback=True,
     ),

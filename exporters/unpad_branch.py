@@ -137,7 +137,8 @@ def branch_on_padding(model: Any) -> dict[str, Any]:
 
 
 def step_unpad_branch(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool, dict[str, Any]]:
-    """The recipe step: needs ``remove_padding`` and ``unpadded_branch`` (both default True) in the config."""
+    """The step's body (int8-dynamic's quantize step runs it last): ``remove_padding`` and ``unpadded_branch``
+    (both default True) in the config turn it on."""
     model = graph.load_model(src, check=False)
     if not getattr(cfg, "remove_padding", True):
         details: dict[str, Any] = {"reason": "remove_padding is off"}

@@ -161,3 +161,8 @@ def test_the_shipped_int8_package_branches_on_padding(minilm_int8_pkg: Path) -> 
     one = {k: v[:1, : int(feeds["attention_mask"][0].sum())] for k, v in feeds.items()}
     for f in (feeds, one):
         np.testing.assert_array_equal(_run(model, f), _run(padded_only, f))
+    # one quantize step, which records the branch: the accuracy search re-runs it whole
+    import json
+
+    steps = {s["name"]: s for s in json.loads((minilm_int8_pkg / "edgekit.json").read_text())["recipe"]["steps"]}
+    assert list(steps)[-1] == "quantize" and steps["quantize"]["details"]["unpad_branch"]["unpadded_branch_nodes"] > 0
