@@ -2,7 +2,7 @@
 
 Why: padding removal (exporters/unpad.py) packs the hidden state to the real tokens with about ten index nodes
 once and a ``GatherND`` / ``Gather`` pair per layer. A feed without padding (batch 1, or equal-length batches)
-packs nothing, yet pays those ~30 nodes: at batch 1 they are ~5% of the int8 MiniLM's run. No node elides a
+packs nothing, yet pays those ~30 nodes: at batch 1 they are 5-7% of the int8 MiniLM's run. No node elides a
 copy by its data, so the only way to not pay them is not to run them.
 
 What: after quantization, the nodes from the first pack on (the *region*) move into the two branches of one
@@ -15,15 +15,18 @@ condition needs are hoisted out of the padded branch, so it runs two nodes fewer
 Effect on outputs: none. Without padding, every pack and unpack is the identity and the pad-zeroing multiplies
 by 1.0, so the then branch computes the same floats (bit-identical; tests/test_export_unpad.py).
 
-Measured on the AVX-512 VNNI host (MiniLM int8-dynamic, 2 threads, x the fp32 ONNX export, median of per-round
-ratios, wall / CPU time, one interleaved run, 30 rounds, loaded: load 4-6, helper run 2026-12-02): batch 1 0.425
-/ 0.415 for the flat graph, 0.403 / 0.410 with the ``If``, 0.396 / 0.398 for the region without packing and no
-``If`` (unpadded feeds only: the floor); batch 8 (padded) 0.307 / 0.311 with the ``If`` against 0.309 / 0.351
-flat. Memory (heap in use after load and one run, ``mallinfo2``): 24.2 MB flat, 25.5 MB with the ``If``, 47.0 MB
-for a second session on the unpacked graph; a 16 MB int8 weight read by a ``DynamicQuantizeMatMul`` in both
-branches of an ``If`` takes 16.1 MB in the session (not 32), and both branches run at pre-packed speed (8.6 /
-8.0 ms at 18 x 4096, against 17 ms with pre-packing off). ONNX Runtime's Python API has no pre-packed weights
-container (``CreateSessionWithPrepackedWeightsContainer`` is C API only), so two sessions cannot share theirs.
+Measured on the AVX-512 VNNI host (2 vCPU AMD EPYC Zen 4, helper run 2026-12-02; MiniLM int8-dynamic, 2 threads;
+the same weights with and without the ``If``; median of per-round ratios, wall / CPU time, one interleaved run):
+quiet (load 0.0-0.4, 150 rounds) batch 1 0.977 / 0.980 of the flat graph's time, the region without packing and
+no ``If`` (valid for unpadded feeds only: the floor) 0.928 / 0.946; 8 equal-length sentences 0.970 / 0.970; batch 8
+padded 0.995 / 0.976 (kept). Loaded (load 5.4, 150 rounds): batch 1 0.973 / 0.964, the floor 0.928 / 0.973. So the
+``If`` takes a third to a half of what not packing can give at batch 1; the rest is the ``If``'s own cost
+(executing a subgraph), not traced further. Memory (heap in use after load and one run, ``mallinfo2``): 24.2 MB
+flat, 25.5 MB with the ``If``, 47.0 MB with a second session on the unpacked graph; a 16 MB int8 weight read by a
+``DynamicQuantizeMatMul`` in both branches of an ``If`` takes 16.1 MB in the session (not 32), and both branches
+run at pre-packed speed (8.6 / 8.0 ms at 18 x 4096, against 17 ms with pre-packing off). ONNX Runtime's Python API
+has no pre-packed weights container (``CreateSessionWithPrepackedWeightsContainer`` is C API only), so two
+sessions cannot share theirs.
 """
 
 from __future__ import annotations

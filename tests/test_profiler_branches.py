@@ -71,3 +71,12 @@ def test_inline_ifs_returns_an_outer_tensor_a_branch_passes_through() -> None:
     flat = onnx_graph.inline_ifs(model, lambda n: "then_branch")
     assert [(n.op_type, list(n.input), list(n.output)) for n in flat.graph.node][-1] == ("Identity", ["x"], ["y"])
     assert model.graph.node[-1].op_type == "If"  # the input model is left as it was
+
+
+def test_the_benchmark_profile_counts_an_if_by_its_branch_nodes_only() -> None:
+    from benchmarks._ort_profile import summarize
+
+    run = {"cat": "Session", "name": "model_run", "ts": 0, "dur": 100}
+    node = lambda op, dur: {"cat": "Node", "name": f"{op}_kernel_time", "ts": 1, "dur": dur, "args": {"op_name": op}}  # noqa: E731
+    out = summarize([run, node("If", 90), node("MatMul", 60), node("Add", 20)], runs=1, warmup=0)
+    assert out["ops_ms"] == {"MatMul": 0.06, "Add": 0.02} and out["kernels_ms"] == 0.08
