@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+# Ops whose kernel time is the run of a subgraph (int8 MiniLM's padding branch, exporters/unpad_branch.py).
+CONTAINER_OPS = frozenset({"If", "Loop", "Scan"})
+
 
 def op_type_totals(
     model: Path, feeds: dict[str, np.ndarray], threads: int, runs: int, *, disabled: list[str] | None = None
@@ -54,6 +57,8 @@ def summarize(events: list[dict[str, Any]], runs: int, warmup: int) -> dict[str,
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < start_ts:
             continue
         op = e.get("args", {}).get("op_name", "?")
+        if op in CONTAINER_OPS:  # its branch's nodes have events of their own: counting it too counts them twice
+            continue
         per_op[op] += e["dur"]
         count[op] += 1
     n = max(len(timed), 1)

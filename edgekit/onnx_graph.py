@@ -29,8 +29,10 @@ from edgekit.manifest import TensorSpec, WeightsInfo
 
 __all__ = [
     "WeightRole",
+    "all_nodes",
     "consumers",
     "elem_dtype",
+    "inline_ifs",
     "io_specs",
     "load_model",
     "node_attr",
@@ -171,6 +173,49 @@ def op_histogram(model: Any) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
+def all_nodes(graph: Any) -> list[Any]:
+    """Every node of ``graph`` and of the subgraphs its nodes hold (If branches, Loop bodies), depth first."""
+    out: list[Any] = []
+    for n in graph.node:
+        out.append(n)
+        for a in n.attribute:
+            if a.HasField("g"):
+                out.extend(all_nodes(a.g))
+    return out
+
+
+def inline_ifs(model: Any, choose: Any) -> Any:
+    """A copy of ``model`` whose top-level ``If`` nodes are replaced by one branch each: a flat graph to analyse.
+
+    ``choose(node)`` returns ``"then_branch"`` or ``"else_branch"``. The branch's nodes read the outer graph's
+    tensors by name as before; the tensors that were the branch outputs take the ``If`` outputs' names.
+    """
+    onnx = _onnx()
+    if not any(n.op_type == "If" for n in model.graph.node):
+        return model
+    flat = onnx.ModelProto()
+    flat.CopyFrom(model)
+    nodes: list[Any] = []
+    for n in flat.graph.node:
+        if n.op_type != "If" or n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        branch = next(a.g for a in n.attribute if a.name == choose(n))
+        made = {o for inner in branch.node for o in inner.output}
+        rename = {o.name: outer for o, outer in zip(branch.output, n.output, strict=True) if outer and o.name in made}
+        for inner in branch.node:
+            inner.output[:] = [rename.get(o, o) for o in inner.output]
+            inner.input[:] = [rename.get(i, i) for i in inner.input]
+            nodes.append(inner)
+        for o, outer in zip(branch.output, n.output, strict=True):  # a branch that returns an outer tensor as is
+            if outer and o.name not in made:
+                nodes.append(onnx.helper.make_node("Identity", [o.name], [outer], name=f"{n.name}/{outer}"))
+        flat.graph.value_info.extend(branch.value_info)
+    del flat.graph.node[:]
+    flat.graph.node.extend(nodes)
+    return flat
+
+
 def producers(graph: Any) -> dict[str, Any]:
     """Tensor name -> the node that writes it (top-level graph)."""
     return {o: n for n in graph.node for o in n.output if o}
@@ -291,7 +336,7 @@ def weight_stats(model: Any) -> WeightsInfo:
     """Parameter count and weight bytes by dtype over every initializer of the top-level graph."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    roles = weight_roles(graph.node, inits)
+    roles = weight_roles(all_nodes(graph), inits)  # If branches read the outer graph's weights and scales
     by_dtype: Counter[str] = Counter()
     params = 0
     for init in graph.initializer:

@@ -32,6 +32,7 @@ from exporters.isa import isa_choices
 from exporters.ort_guard import guarded
 from exporters.smoothing import step_smooth
 from exporters.unpad import step_unpad
+from exporters.unpad_branch import step_unpad_branch
 
 # HF model_type -> ORT transformer optimizer model_type, for the families ORT fuses.
 FUSION_FAMILIES = {
@@ -85,6 +86,9 @@ class Int8DynamicConfig:
     # Per-token work on the real tokens only (exporters/unpad.py): padded batches skip the pad rows' GEMMs;
     # pad rows of the outputs become zeros.
     remove_padding: bool = True
+    # With remove_padding: one If runs the graph without the pack / unpack nodes when no position of the mask is
+    # 0 (exporters/unpad_branch.py); batch 1 then pays nothing for padding removal. Off: one flat graph.
+    unpadded_branch: bool = True
 
     def __post_init__(self) -> None:
         require(bool(self.op_types), "int8-dynamic", "op_types", "must name at least one op type")
@@ -447,6 +451,20 @@ def step_int8_dynamic(src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeC
     return changed, details
 
 
+def step_int8_dynamic_branched(
+    src: Path, dst: Path, cfg: Int8DynamicConfig, ctx: RecipeContext
+) -> tuple[bool, dict[str, Any]]:
+    """Quantize, then branch on padding (exporters/unpad_branch.py) on the quantized graph.
+
+    After quantization, so both branches read the one set of int8 weights; one step, so the accuracy search's
+    re-quantization (the recipe's last step) and the CLI's check of that step see the quantizer's result.
+    """
+    quantized = dst.with_name(f"{dst.stem}.unbranched.onnx")
+    changed, details = step_int8_dynamic(src, quantized, cfg, ctx)
+    _, branch = step_unpad_branch(quantized, dst, cfg, ctx)
+    return changed, {**details, "unpad_branch": branch}
+
+
 class _ListReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
 
@@ -630,7 +648,7 @@ RECIPES.add(
             ("gelu", step_gelu),
             ("unpad", step_unpad),
             ("smooth", step_smooth),
-            ("quantize", step_int8_dynamic),
+            ("quantize", step_int8_dynamic_branched),
         ),
         supports_float_fallback=True,
     ),

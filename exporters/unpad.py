@@ -26,8 +26,10 @@ interleaved run each, load 4-6): batch 1 0.371 / 0.387 against 0.338 / 0.373 wit
 (per layer ``ScatterND`` into zeros + ``Reshape`` to unpack, ``Reshape`` + ``Gather`` to pack) ran 0.394 / 0.408
 there, the Gather unpack with the Reshape + Gather pack 0.384 / 0.402; at batch 8 the step gains ~10% (0.283 /
 0.312 against 0.329 / 0.357 without it). Packing with ``Compress`` by the mask instead measured the same as
-Gather. Dropping the step for unpadded batches would need a second graph (an ``If`` per pack costs more than the
-pack; two whole-graph branches would prepack every int8 weight twice).
+Gather. An ``If`` per pack costs more than the pack. Unpadded feeds do not pay the step in the shipped recipe:
+after quantization one ``If`` around the whole packed region runs it without the pack nodes when the mask has
+no 0 (exporters/unpad_branch.py, which also has the measurements: both branches share the int8 weights, and ONNX
+Runtime 1.32 pre-packs them once). Every node this step adds is named under :data:`PREFIX` for that step.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ ROW_WISE = frozenset(
     {"MatMul", "Add", "Sub", "Mul", "Div", "LayerNormalization", "BiasGelu", "Gelu", "FastGelu", "Relu", "Tanh"}
 )
 _MASK_INPUT = 7  # EmbedLayerNormalization's mask input (its row sums are the sequence lengths)
+# Every node the rewrite adds is named under PREFIX, so a later step (:func:`branch_on_padding`, after quantization
+# renamed the tensors around them) finds them in the graph it reads back.
+PREFIX = "unpad/"
+PACK, UNPACK, ZERO_PADS = f"{PREFIX}pack/", f"{PREFIX}unpack/", f"{PREFIX}zero_pads/"
 
 
 @dataclass
@@ -144,7 +150,7 @@ def remove_padding(model: Any) -> dict[str, Any]:
         return {"reason": f"Attention weight shapes {sorted(set(widths))} differ from the embedding width {hidden}"}
     if _opset(model) < 12:  # the index nodes use Max on int64 (opset 12) and Pad with its pads as input
         return {"reason": f"opset {_opset(model)} < 12"}
-    p = "unpad/"
+    p = PREFIX
     out_names = {o.name for o in g.output}
     packed_outputs = [t for t in region.rows if t in out_names]
     g.initializer.extend([_const(p + "flat", [-1]), _const(p + "axis0", 0), _const(p + "one", 1)])
@@ -224,14 +230,14 @@ def _after(tensor: str, region: _Region, packed_outputs: list[str], rename: dict
 
     out: list[Any] = []
     if tensor in region.roots:
-        out.append(helper.make_node("GatherND", [tensor, p + "idx"], [rename[tensor]], name=f"{tensor}/pack"))
+        out.append(helper.make_node("GatherND", [tensor, p + "idx"], [rename[tensor]], name=f"{PACK}{tensor}"))
     if tensor in region.unpack:  # pad positions read some real row: the attention mask hides them
-        out.append(helper.make_node("Gather", [tensor, p + "inv"], [f"{tensor}/unpadded"], name=f"{tensor}/unpack"))
+        out.append(helper.make_node("Gather", [tensor, p + "inv"], [f"{tensor}/unpadded"], name=f"{UNPACK}{tensor}"))
     original = next((t for t in packed_outputs if rename[t] == tensor), None)
     if original is not None:  # a graph output: pad rows become zeros
         out += [
-            helper.make_node("Gather", [tensor, p + "inv"], [f"{original}/pads"], name=f"{original}/unpack"),
-            helper.make_node("Mul", [f"{original}/pads", p + "mask3d"], [original], name=f"{original}/zero_pads"),
+            helper.make_node("Gather", [tensor, p + "inv"], [f"{original}/pads"], name=f"{UNPACK}{original}"),
+            helper.make_node("Mul", [f"{original}/pads", p + "mask3d"], [original], name=f"{ZERO_PADS}{original}"),
         ]
     return out
 

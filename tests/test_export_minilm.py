@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgekit.onnx_graph import all_nodes
 from runtimes.preprocess import TextEncoder
 from runtimes.samples import sentences
 from tests.conftest import assert_valid_manifest
@@ -63,8 +64,8 @@ def test_minilm_int8_padded_batch_matches_sentences_alone(minilm_int8_pkg):
     """The shipped int8 graph runs per-token work on real tokens only (exporters/unpad.py): a padded batch
     gives each sentence's embedding as when it runs alone, and zeros at the pad rows."""
     sess = ort.InferenceSession(str(minilm_int8_pkg / "model.onnx"), providers=["CPUExecutionProvider"])
-    ops = {n.op_type for n in onnx.load(str(minilm_int8_pkg / "model.onnx")).graph.node}
-    assert {"NonZero", "CumSum", "QAttention"} <= ops
+    ops = {n.op_type for n in all_nodes(onnx.load(str(minilm_int8_pkg / "model.onnx")).graph)}  # If branches too
+    assert {"NonZero", "CumSum", "QAttention", "If"} <= ops
     enc = TextEncoder(minilm_int8_pkg / "tokenizer.json", max_length=256)
     names = [i.name for i in sess.get_inputs()]
     texts = sentences(120)[6:14]

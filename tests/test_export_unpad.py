@@ -108,3 +108,61 @@ def test_an_all_zero_mask_runs_and_gives_zeros(minilm_fp32_pkg: Path) -> None:
     got = _run(model, mixed)
     np.testing.assert_allclose(got[real], _run(original, mixed)[real], atol=1e-4)
     assert not got[0].any()
+
+
+def test_unpadded_feeds_take_a_branch_without_packing_with_identical_outputs(
+    minilm_fp32_pkg: Path, tmp_path: Path
+) -> None:
+    """exporters/unpad_branch.py: one If runs the region without pack / unpack nodes when the mask has no 0;
+    padded and unpadded feeds give the flat graph's outputs exactly, and the structure survives a save."""
+    from exporters.unpad_branch import IF_NAME, branch_on_padding
+
+    flat = onnx.load(str(minilm_fp32_pkg / "model.onnx"))
+    remove_padding(flat)
+    branched = onnx.ModelProto()
+    branched.CopyFrom(flat)
+    details = branch_on_padding(branched)
+    assert details == {"top_level_nodes": 10, "unpadded_branch_nodes": 65, "padded_branch_nodes": 92}
+    onnx.checker.check_model(branched)
+    onnx.save(branched, str(tmp_path / "branched.onnx"))
+    back = onnx.load(str(tmp_path / "branched.onnx"))
+    top = [n.op_type for n in back.graph.node]
+    assert top.count("If") == 1 and "GatherND" not in top and "Attention" in top  # layer 0 reads the embeddings
+    (node,) = [n for n in back.graph.node if n.op_type == "If"]
+    assert node.name == IF_NAME
+    branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
+    assert not {"GatherND", "Gather", "NonZero", "CumSum"} & set(branches["then_branch"])
+    assert branches["else_branch"].count("GatherND") == 7 and "NonZero" in branches["else_branch"]
+    padded = _padded_batch(minilm_fp32_pkg)
+    mask = padded["attention_mask"].astype(bool)
+    unpadded = {k: v[:1, : int(mask[0].sum())] for k, v in padded.items()}
+    same_length = {k: np.repeat(v, 3, axis=0) for k, v in unpadded.items()}
+    np.testing.assert_array_equal(_run(back, padded), _run(flat, padded))  # the same nodes run
+    for feeds in (unpadded, same_length):
+        # float rounding only: ORT fuses the packed 2-D MatMul + Add into a Gemm, not the 3-D one (the int8
+        # package's DynamicQuantizeMatMul takes its bias either way: exact there, see the next test)
+        np.testing.assert_allclose(_run(back, feeds), _run(flat, feeds), atol=1e-5)
+    assert branch_on_padding(back) == {"reason": "the graph already branches on padding"}
+    assert branch_on_padding(onnx.load(str(minilm_fp32_pkg / "model.onnx"))) == {
+        "reason": "no padding removal in this graph"
+    }
+
+
+def test_the_shipped_int8_package_branches_on_padding(minilm_int8_pkg: Path) -> None:
+    """The package's graph, read back: the If with a pack-free branch, and both branches agree on unpadded feeds."""
+    from edgekit.onnx_graph import inline_ifs
+
+    model = onnx.load(str(minilm_int8_pkg / "model.onnx"))
+    (node,) = [n for n in model.graph.node if n.op_type == "If"]
+    then = [n.op_type for n in next(a.g for a in node.attribute if a.name == "then_branch").node]
+    assert "QAttention" in then and not {"GatherND", "Gather", "NonZero"} & set(then)
+    padded_only = inline_ifs(model, lambda n: "else_branch")  # the flat padding-removal graph
+    feeds = _padded_batch(minilm_int8_pkg)
+    one = {k: v[:1, : int(feeds["attention_mask"][0].sum())] for k, v in feeds.items()}
+    for f in (feeds, one):
+        np.testing.assert_array_equal(_run(model, f), _run(padded_only, f))
+    # one quantize step, which records the branch: the accuracy search re-runs it whole
+    import json
+
+    steps = {s["name"]: s for s in json.loads((minilm_int8_pkg / "edgekit.json").read_text())["recipe"]["steps"]}
+    assert list(steps)[-1] == "quantize" and steps["quantize"]["details"]["unpad_branch"]["unpadded_branch_nodes"] > 0

@@ -1038,6 +1038,9 @@ def analyze_model(
     probe: bool = True,
 ) -> StaticAnalysis:
     """Analyse a loaded ``ModelProto`` at ``input_shapes`` (every dynamic dim must end up bound)."""
+    from edgekit.profiler.branches import taken_branch
+
+    model = onnx_graph.inline_ifs(model, taken_branch(model, feeds))  # the If branch the feeds take, inlined
     specs = graph_input_specs(model)
     if feeds is not None and not input_shapes:
         input_shapes = {k: tuple(v.shape) for k, v in feeds.items() if k in specs}
