@@ -45,7 +45,10 @@ def _assert_same(path: Path, texts: list[str]) -> None:
             tok.no_truncation() if length is None else tok.enable_truncation(length)
         for text in texts:
             for special in (True, False):
-                want, got = ref.encode(text, add_special_tokens=special), compact.encode(text, add_special_tokens=special)
+                want, got = (
+                    ref.encode(text, add_special_tokens=special),
+                    compact.encode(text, add_special_tokens=special),
+                )
                 assert (got.ids, got.type_ids) == (want.ids, want.type_ids), (text, length, special)
     for text in texts[:500]:
         ids = ref.encode(text).ids

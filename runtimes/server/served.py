@@ -35,7 +35,7 @@ class ServedModel:
     methods: frozenset[str]
     context_window: int | None
     created: int
-    tokenizer: Any | None = None  # runtimes.wordpiece.load_tokenizer's, for counting input tokens and encoding chat prompts
+    tokenizer: Any | None = None  # load_tokenizer: counts input tokens, encodes chat prompts
     chat: ChatTemplate | None = None
     chat_unavailable: str = ""  # why chat is unavailable, for the 400 answer
 
