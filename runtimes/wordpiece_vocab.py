@@ -39,15 +39,16 @@ class CompactVocab:
         wide = count >= _EMPTY16
         self._empty = _EMPTY32 if wide else _EMPTY16
         self.table = array("I" if wide else "H", [self._empty]) * size
-        self.checks = array("I", bytes(4 * count))
-        self._mask = size - 1
-        for tid in range(count):
+        self.checks = checks = array("I", bytes(4 * count))
+        self._mask = mask = size - 1
+        table, empty = self.table, self._empty
+        for tid in range(count):  # one token at a time: no list of 30 522 strings or hashes at load
             h = hash(blob[offsets[tid] : offsets[tid + 1]].decode("utf-8"))
-            self.checks[tid] = (h >> 32) & 0xFFFFFFFF
-            slot = h & self._mask
-            while self.table[slot] != self._empty:
-                slot = (slot + 1) & self._mask
-            self.table[slot] = tid
+            checks[tid] = (h >> 32) & 0xFFFFFFFF
+            slot = h & mask
+            while table[slot] != empty:
+                slot = (slot + 1) & mask
+            table[slot] = tid
 
     @classmethod
     def from_tokens(cls, tokens: Sequence[str]) -> CompactVocab:
