@@ -64,7 +64,8 @@ MB = 1e6
 
 # Candidate settings (--settings): name -> MemoryPolicy fields. "shipped" is edgekit.ort_policy.MEMORY_POLICY.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before (ORT defaults)": {"external_cache_weights": False, "trim_heap": False},
+    "before (ORT defaults)": {"external_cache_weights": False, "trim_heap": False, "cpu_mem_pattern": True},
+    "+ memory patterns (ORT default)": {"cpu_mem_pattern": True},
     "no heap trim": {"trim_heap": False},
     "no mapped cache weights": {"external_cache_weights": False},
     "+ disable_prepacking": {"config_entries": {"session.disable_prepacking": "1"}},
