@@ -10,6 +10,7 @@ the fusion stays on when one of them is in use.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,17 +154,32 @@ def release_freed_heap(policy: MemoryPolicy | None = None) -> bool:
     policy = policy or MEMORY_POLICY
     if not policy.trim_heap:
         return False
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, looked up once per process; None where there is none (not Linux, musl, ...).
+
+    Why ``libc.so.6`` before ``ctypes.util.find_library``: the lookup runs ``ldconfig -p`` in a subprocess (and
+    imports ``subprocess``) on every call; glibc's soname is fixed, so the search is only the fallback.
+    """
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        pass
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # musl and other libcs have no malloc_trim: nothing to hand back
-        return False
+        return None
 
 
 # A run option: at the end of the run, the CPU arena hands back every region none of its chunks still uses.
