@@ -4,7 +4,8 @@ Issue 14 asks that the peak RSS of load and of inference stay within 1.2x of wha
 weight bytes (every initializer, :func:`edgekit.memory_budget.weight_bytes`) + the KV cache of the decode
 (:func:`edgekit.memory_budget.kv_cache_for`) + the largest set of activations live at once (the profiler's
 liveness walk, ``edgekit.profiler.static.analyze_model``, at the call's shapes, KV inputs and outputs taken
-out so they are not counted twice) + the largest kernel workspace of the graph ONNX Runtime runs (the
+out so they are not counted twice; the embed call is analysed on its own token arrays, since an unpadded
+encoder's activations depend on how many tokens are not padding) + the largest kernel workspace of the graph ONNX Runtime runs (the
 optimized-graph cache entry: :func:`edgekit.memory_budget.largest_workspace`).
 
 The target's figure is the package's memory: the peak less the runtime's own, i.e. the library code paged in
@@ -63,7 +64,8 @@ MB = 1e6
 
 # Candidate settings (--settings): name -> MemoryPolicy fields. "shipped" is edgekit.ort_policy.MEMORY_POLICY.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before (ORT defaults)": {"external_cache_weights": False, "trim_heap": False},
+    "before (ORT defaults)": {"external_cache_weights": False, "trim_heap": False, "cpu_mem_pattern": True},
+    "+ memory patterns (ORT default)": {"cpu_mem_pattern": True},
     "no heap trim": {"trim_heap": False},
     "no mapped cache weights": {"external_cache_weights": False},
     "+ disable_prepacking": {"config_entries": {"session.disable_prepacking": "1"}},
@@ -173,14 +175,26 @@ def _embed_texts() -> list[str]:
     return sentences(120)[6:14]  # the export benchmark's batch 8
 
 
-def _embed_shapes(pkg: Path, model: Any) -> dict[str, tuple[int, ...]]:
-    from tokenizers import Tokenizer
+@dataclass(frozen=True)
+class CallInputs:
+    """One phase of a call as the budget analyses it: input shapes, and the real arrays where the graph's
+    shapes depend on their values (an unpadded encoder gathers the non-pad tokens: its activations are
+    tokens x hidden, which shapes alone cannot tell; the profiler's probe would guess one token).
+    """
 
-    tokenizer = Tokenizer.from_file(str(pkg / "tokenizer.json"))
-    tokenizer.no_padding()  # the embed pipeline pads each batch to its longest text, not the file's fixed 128
-    encodings = tokenizer.encode_batch(_embed_texts())
-    length = max(len(e.ids) for e in encodings)
-    return {i.name: (8, length) for i in model.graph.input}
+    shapes: dict[str, tuple[int, ...]]
+    feeds: dict[str, Any] | None = None
+
+
+def _embed_inputs(pkg: Path, model: Any) -> CallInputs:
+    """The embed call's arrays, tokenized and padded to the longest text as the runtime's pipeline does."""
+    from edgekit.package import open_package
+    from runtimes.preprocess import TextEncoder
+
+    max_length = open_package(pkg, verify=False).manifest.preprocessing.get("max_length")
+    batch = TextEncoder(pkg / "tokenizer.json", max_length=max_length).encode_batch(_embed_texts())
+    feeds = batch.feeds([i.name for i in model.graph.input])
+    return CallInputs(shapes={k: tuple(v.shape) for k, v in feeds.items()}, feeds=feeds)
 
 
 def _decode_shapes(model: Any, generation: Any, past: int, seq: int) -> dict[str, tuple[int, ...]]:
@@ -196,33 +210,38 @@ def _decode_shapes(model: Any, generation: Any, past: int, seq: int) -> dict[str
     return shapes
 
 
-def _activations(model: Any, shapes: dict[str, tuple[int, ...]], kv_names: set[str]) -> int:
-    """Peak live activations at ``shapes``, less the KV inputs and outputs (counted as the KV cache)."""
+def _analyze(model: Any, inputs: CallInputs) -> Any:
     from edgekit.profiler.static import analyze_model
 
-    analysis = analyze_model(model, shapes)
+    return analyze_model(model, inputs.shapes, feeds=inputs.feeds)
+
+
+def _activations(model: Any, inputs: CallInputs, kv_names: set[str]) -> int:
+    """Peak live activations of ``inputs``, less the KV inputs and outputs (counted as the KV cache)."""
+    analysis = _analyze(model, inputs)
     kv_bytes = 0
     for name in kv_names:
-        shape = analysis.value_shapes.get(name) or shapes.get(name)
+        shape = analysis.value_shapes.get(name) or inputs.shapes.get(name)
         if shape:
             kv_bytes += 4 * math.prod(shape)
     return max(0, analysis.peak_activation_bytes - kv_bytes)
 
 
-def _call_shapes(pkg: Path, case: Case, model: Any) -> list[dict[str, tuple[int, ...]]]:
-    """The input shapes of ``case``'s call on ``model`` (the package graph or the one ORT runs): one per phase."""
+def _call_inputs(pkg: Path, case: Case, model: Any) -> list[CallInputs]:
+    """The inputs of ``case``'s call on ``model`` (the package graph or the one ORT runs): one per phase."""
     from edgekit.package import open_package
 
     if case.call == "embed":
-        return [_embed_shapes(pkg, model)]
+        return [_embed_inputs(pkg, model)]
     if case.call == "run":
-        return [{i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input}]
+        shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim) for i in model.graph.input}
+        return [CallInputs(shapes=shapes)]
     gen = open_package(pkg, verify=False).manifest.generation
     total = len(PROMPT_IDS) + new_tokens(pkg)
     past_at_prefill = total if gen.shared_kv_buffer else 0
     return [
-        _decode_shapes(model, gen, past_at_prefill, len(PROMPT_IDS)),
-        _decode_shapes(model, gen, total if gen.shared_kv_buffer else total - 1, 1),
+        CallInputs(shapes=_decode_shapes(model, gen, past_at_prefill, len(PROMPT_IDS))),
+        CallInputs(shapes=_decode_shapes(model, gen, total if gen.shared_kv_buffer else total - 1, 1)),
     ]
 
 
@@ -231,14 +250,13 @@ def _workspace(pkg: Path, case: Case, runtime_graph: Path | None) -> Workspace:
     call's shapes; an empty one when the entry is unknown (cache disabled).
     """
     from edgekit.onnx_graph import load_model
-    from edgekit.profiler.static import analyze_model
 
     if runtime_graph is None or not runtime_graph.is_file():
         return largest_workspace((), {})
     model = load_model(runtime_graph, check=False)
     phases = [
-        largest_workspace(model.graph.node, analyze_model(model, shapes).value_shapes, model.graph.initializer)
-        for shapes in _call_shapes(pkg, case, model)
+        largest_workspace(model.graph.node, _analyze(model, inputs).value_shapes, model.graph.initializer)
+        for inputs in _call_inputs(pkg, case, model)
     ]
     return max(phases, key=lambda w: w.nbytes)
 
@@ -255,14 +273,14 @@ def budget(pkg: Path, case: Case, runtime_graph: Path | None = None) -> MemoryBu
     model = load_model(pkg / "model.onnx", check=False)
     weights = weight_bytes(model)
     workspace = _workspace(pkg, case, runtime_graph).nbytes
-    phases = _call_shapes(pkg, case, model)
+    phases = _call_inputs(pkg, case, model)
     if case.call != "generate":
         acts = _activations(model, phases[0], set())
         return MemoryBudget(weight_bytes=weights, activation_bytes=acts, workspace_bytes=workspace)
     gen = open_package(pkg, verify=False).manifest.generation
     kv_names = {i.name for i in model.graph.input if i.name.startswith("past")}
     kv_names |= {o.name for o in model.graph.output if o.name.startswith("present")}
-    acts = max(_activations(model, shapes, kv_names) for shapes in phases)
+    acts = max(_activations(model, inputs, kv_names) for inputs in phases)
     kv = kv_cache_for(gen, len(PROMPT_IDS) + new_tokens(pkg)).nbytes
     return MemoryBudget(weight_bytes=weights, kv_cache_bytes=kv, activation_bytes=acts, workspace_bytes=workspace)
 

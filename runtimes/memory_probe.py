@@ -88,18 +88,19 @@ def _trivial_session_bytes(ort: Any, np: Any) -> tuple[int | None, Any]:
 def _tokenizer_bytes(package: Path) -> int | None:
     """Resident bytes of a second copy of the package's tokenizer, read after the measured phases.
 
-    Why: the package's tokenizer (its vocabulary, in the tokenizers library's own structures) is loaded by
-    ``runtimes.load`` beside the session and is in the load figure; it is neither weights, KV cache nor
-    activations, so it is reported on its own. A second copy costs what the first did, without the library
-    code the first paged in. None for a package without ``tokenizer.json``.
+    Why: the package's tokenizer (its vocabulary: :class:`runtimes.wordpiece.CompactWordPiece` for a WordPiece
+    file, the tokenizers library's structures otherwise) is loaded by the pipeline beside the session and is in
+    the figures; it is neither weights, KV cache nor activations, so it is reported on its own. A second copy,
+    loaded as the runtime loads it, costs what the first did without the library code the first paged in.
+    None for a package without ``tokenizer.json``.
     """
     path = package / "tokenizer.json" if package.is_dir() else None
     if path is None or not path.is_file():
         return None
-    from tokenizers import Tokenizer
+    from runtimes.wordpiece import load_tokenizer
 
     before = read_process_memory().rss
-    copy = Tokenizer.from_file(str(path))
+    copy = load_tokenizer(path)
     after = read_process_memory().rss
     del copy
     return None if before is None or after is None else after - before

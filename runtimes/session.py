@@ -14,11 +14,12 @@ layout-specific kernels for one provider set and ISA. The entry stores the sha25
 checked on every hit; an entry that does not match is rebuilt, so an edited cached graph never runs. Later
 loads read it with optimizations off. Its weights live in a file beside the cached graph, which ONNX Runtime
 maps, and the load that writes an entry reopens the session from it; a static-shape CPU session runs once at
-load with its arena shrunk after it (``edgekit.ort_policy``: the memory policy). Measured here: a tiny unfused Llama export creates its session 3.4x
-faster from the cache (44 -> 13 ms); MiniLM already fused by the exporter gains ~1.07x (242 -> 227 ms),
-since its load is dominated by reading and pre-packing weights, not by optimization. Providers that compile
-subgraphs into their own format cannot be saved this way; they have their own caches (CoreML
-``ModelCacheDirectory``, OpenVINO ``cache_dir``), kept per model under the same cache dir.
+load with its arena shrunk after it, and CPU-only sessions plan no memory pattern (``edgekit.ort_policy``: the
+memory policy). Measured here: a tiny unfused Llama export creates its session 3.4x faster from the cache
+(44 -> 13 ms); MiniLM already fused by the exporter gains ~1.07x (242 -> 227 ms), since its load is dominated
+by reading and pre-packing weights, not by optimization. Providers that compile subgraphs into their own
+format cannot be saved this way; they have their own caches (CoreML ``ModelCacheDirectory``, OpenVINO
+``cache_dir``), kept per model under the same cache dir.
 
 Input validation runs before ONNX Runtime sees the inputs. Names must match; ranks and fixed dimensions must
 match; a symbolic dimension must take the same value in every input that names it. Dtypes: a numpy array
@@ -536,7 +537,7 @@ def _create(
     forced = [s.session_threads for s in specs if s is not None and s.session_threads]
     so.intra_op_num_threads = min(forced) if forced else threads
     so.inter_op_num_threads = 1
-    apply_memory_policy(so, low_memory=low_memory)
+    apply_memory_policy(so, low_memory=low_memory, cpu_only=providers == [CPU])
     entries = {k: v for spec in specs for k, v in (spec.session_config if spec else {}).items()}
     if config.allow_spinning is not None:
         entries.setdefault("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")

@@ -146,6 +146,15 @@ def test_memory_policy_sets_entries_and_low_memory_overrides_it() -> None:
     apply_memory_policy(opts, low_memory=True, policy=policy)
     assert opts.entries == {"session.disable_prepacking": "1"}
     assert (opts.enable_cpu_mem_arena, opts.enable_mem_pattern) == (False, False)
+    cpu = _Options()
+    apply_memory_policy(cpu, low_memory=False, cpu_only=True, policy=MemoryPolicy())
+    assert (cpu.enable_cpu_mem_arena, cpu.enable_mem_pattern) == (True, False)  # the arena stays, no pattern
+    gpu = _Options()
+    apply_memory_policy(gpu, low_memory=False, cpu_only=False, policy=MemoryPolicy())
+    assert gpu.enable_mem_pattern  # other providers keep ORT's default
+    pinned = _Options()
+    apply_memory_policy(pinned, low_memory=False, cpu_only=True, policy=MemoryPolicy(mem_pattern=True))
+    assert pinned.enable_mem_pattern  # an explicit setting wins
     off = MemoryPolicy(external_cache_weights=False)
     assert cached_graph_entries("model.onnx", force=False, policy=off) == {} and cache_key_suffix(off) == ""
     # protobuf's 2 GB limit needs the external file whatever the policy

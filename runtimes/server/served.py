@@ -35,7 +35,7 @@ class ServedModel:
     methods: frozenset[str]
     context_window: int | None
     created: int
-    tokenizer: Any | None = None  # tokenizers.Tokenizer, for counting input tokens and encoding chat prompts
+    tokenizer: Any | None = None  # load_tokenizer: counts input tokens, encodes chat prompts
     chat: ChatTemplate | None = None
     chat_unavailable: str = ""  # why chat is unavailable, for the 400 answer
 
@@ -152,9 +152,9 @@ def _tokenizer(model: Any, manifest: Any) -> Any | None:
     path = Path(root) / dict(manifest.preprocessing or {}).get("tokenizer_file", "tokenizer.json")
     if not path.is_file():
         return None
-    from tokenizers import Tokenizer
+    from runtimes.wordpiece import load_tokenizer
 
-    tok = Tokenizer.from_file(str(path))
+    tok = load_tokenizer(path)  # the compact WordPiece where the file is one, as the pipelines load it
     max_length = dict(manifest.preprocessing or {}).get("max_length")
     if max_length:
         tok.enable_truncation(int(max_length))  # count what the model sees
