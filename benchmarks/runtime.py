@@ -37,12 +37,14 @@ prefill tokens/s = 16 / that time. Medians over the same rounds.
 
 Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op spinning off, 1 thread,
 the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
-has one), int4 with ``accuracy_level`` None instead of 4, and int4 with MatMulNBits blocks of 128 instead of
-32. The 1-thread and default-threads rows are also compared with genai (which keeps ``--threads``) in their own
+has one), the session's weights left on 4 KiB pages (``edgekit.huge_pages`` off: what moving them into 2 MiB
+pages is worth), int4 with ``accuracy_level`` None instead of 4, and int4 with MatMulNBits blocks of 128 instead
+of 32; ``--diagnostics`` picks some of them. The 1-thread and default-threads rows are also compared with genai (which keeps ``--threads``) in their own
 table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
+                                 [--diagnostics nospin,t1,default,pages,acc0,b128]
 """
 
 from __future__ import annotations
@@ -102,6 +104,17 @@ DIAG_NOSPIN, DIAG_T1, DIAG_ACC0 = "diag: spinning off", "diag: 1 thread", "diag:
 DIAG_DEFAULT = "diag: runtime's default threads"
 # int4 with MatMulNBits blocks of 128 instead of the recipe's 32: a quarter of the scales; coarser weights
 DIAG_B128 = "diag: int4 block_size 128"
+# The session's weights left on 4 KiB pages (edgekit.huge_pages off): what the huge pages are worth
+DIAG_SMALL_PAGES = "diag: 4 KiB pages"
+# --diagnostics names -> peer names
+DIAG_KEYS = {
+    "nospin": DIAG_NOSPIN,
+    "t1": DIAG_T1,
+    "default": DIAG_DEFAULT,
+    "pages": DIAG_SMALL_PAGES,
+    "acc0": DIAG_ACC0,
+    "b128": DIAG_B128,
+}
 # Minimum edgekit / peer decode-rate ratios, per size (issue 3's optimum / pytorch rows; issue 14: >= 1.0x genai).
 TARGETS: dict[str, dict[str, float]] = {
     "tiny": {OPTIMUM: 3.0, PYTORCH: 5.0, GENAI: 1.0},
@@ -431,6 +444,19 @@ class Peer:
 
 
 @contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Diagnostic only: load an edgekit session without moving its weights into huge pages."""
+    from edgekit import ort_policy
+
+    real = ort_policy.MEMORY_POLICY
+    ort_policy.MEMORY_POLICY = dataclasses.replace(real, huge_pages=False)
+    try:
+        yield
+    finally:
+        ort_policy.MEMORY_POLICY = real
+
+
+@contextlib.contextmanager
 def _spinning_off() -> Iterator[None]:
     """Diagnostic only: load an edgekit session with ORT's intra-op spinning off.
 
@@ -459,8 +485,13 @@ def edgekit_peer(name: str, pkg: Path, threads: int | None, prompt: list[int], d
     import runtimes
 
     spin_off = kw.pop("spinning_off", False)
-    with _spinning_off() if spin_off else contextlib.nullcontext():
+    small_pages = kw.pop("small_pages", False)
+    with (
+        _spinning_off() if spin_off else contextlib.nullcontext(),
+        _small_pages() if small_pages else contextlib.nullcontext(),
+    ):
         model = runtimes.load(pkg, threads=threads, cache_dir=str(pkg.parent / "ort-cache"))
+    kw.setdefault("notes", {})["huge_pages"] = model.info().get("huge_pages")
 
     def run() -> tuple[list[int], float, float]:
         r = model.generate(prompt, max_tokens=NEW_TOKENS, temperature=0, ignore_eos=True)
@@ -635,38 +666,36 @@ def _diagnostic_peers(
     best_pkg: Path,
     fusion_recipes: dict[str, str],
 ) -> list[Peer]:
-    """The edgekit variants that explain a gap: spinning off, one thread, int4 at accuracy_level None."""
+    """The edgekit variants that explain a gap (``args.diagnostics``: the DIAG_KEYS to run, all by default)."""
     base = EDGEKIT_FUSED if fusion_recipes else EDGEKIT
-    peers = [
-        edgekit_peer(
-            DIAG_NOSPIN,
-            best_pkg,
-            args.threads,
-            prompt,
-            f"{base}, ORT intra-op spinning off",
-            spinning_off=True,
-            diagnostic=True,
-        ),
-        edgekit_peer(DIAG_T1, best_pkg, 1, prompt, f"{base}, 1 intra-op thread", diagnostic=True),
-        edgekit_peer(
-            DIAG_DEFAULT,
-            best_pkg,
-            None,
-            prompt,
-            f"{base}, the runtime's default threads (no threads=)",
-            diagnostic=True,
-        ),
-    ]
-    if precision == "int4":
-        recipe = fusion_recipes.get("int4", "int4")
+    wanted = set(args.diagnostics)
+    peers = []
+    if "nospin" in wanted:
+        desc = f"{base}, ORT intra-op spinning off"
+        peers.append(
+            edgekit_peer(DIAG_NOSPIN, best_pkg, args.threads, prompt, desc, spinning_off=True, diagnostic=True)
+        )
+    if "t1" in wanted:
+        peers.append(edgekit_peer(DIAG_T1, best_pkg, 1, prompt, f"{base}, 1 intra-op thread", diagnostic=True))
+    if "default" in wanted:
+        desc = f"{base}, the runtime's default threads (no threads=)"
+        peers.append(edgekit_peer(DIAG_DEFAULT, best_pkg, None, prompt, desc, diagnostic=True))
+    if "pages" in wanted:
+        desc = f"{base}, weights on 4 KiB pages (edgekit.huge_pages off)"
+        peers.append(
+            edgekit_peer(DIAG_SMALL_PAGES, best_pkg, args.threads, prompt, desc, small_pages=True, diagnostic=True)
+        )
+    if precision != "int4":
+        return peers
+    recipe = fusion_recipes.get("int4", "int4")
+    if "acc0" in wanted:
         apkg, _ = export_edgekit(hf, work, recipe, {"accuracy_level": None}, f"{size}-int4-acc0")
-        peers.append(
-            edgekit_peer(DIAG_ACC0, apkg, args.threads, prompt, f"{base}, int4 accuracy_level None", diagnostic=True)
-        )
+        desc = f"{base}, int4 accuracy_level None"
+        peers.append(edgekit_peer(DIAG_ACC0, apkg, args.threads, prompt, desc, diagnostic=True))
+    if "b128" in wanted:
         bpkg, _ = export_edgekit(hf, work, recipe, {"block_size": 128}, f"{size}-int4-b128")
-        peers.append(
-            edgekit_peer(DIAG_B128, bpkg, args.threads, prompt, f"{base}, int4 block_size 128", diagnostic=True)
-        )
+        desc = f"{base}, int4 block_size 128"
+        peers.append(edgekit_peer(DIAG_B128, bpkg, args.threads, prompt, desc, diagnostic=True))
     return peers
 
 
@@ -957,7 +986,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sizes", default="tiny,32m", help="comma-separated: tiny, 32m")
     ap.add_argument("--precisions", default="fp32,int4", help="comma-separated: fp32, int4")
     ap.add_argument("--no-genai", dest="genai", action="store_false", help="skip onnxruntime-genai (no venv)")
-    ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", help="skip the edgekit variants")
+    ap.add_argument(
+        "--diagnostics",
+        default=",".join(DIAG_KEYS),
+        help=f"comma-separated edgekit variants to time beside the peers (default all: {','.join(DIAG_KEYS)})",
+    )
+    ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_const", const="", help="no edgekit variants")
     ap.add_argument("--genai-venv", default=str(GENAI_VENV), help="the onnxruntime-genai venv (created if missing)")
     return ap
 
@@ -982,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p for p in args.precisions.split(",") if p]
     if not set(sizes) <= set(TARGETS) or not set(precisions) <= {"fp32", "int4"}:
         ap.error("--sizes takes tiny,32m and --precisions fp32,int4")
+    args.diagnostics = [d for d in args.diagnostics.split(",") if d]
+    if not set(args.diagnostics) <= set(DIAG_KEYS):
+        ap.error(f"--diagnostics takes {','.join(DIAG_KEYS)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -1033,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompt_text": PROMPT_TEXT,
             "targets": TARGETS,
             "work": str(work),
+            "diagnostics": args.diagnostics,
             "command": "python benchmarks/runtime.py " + " ".join(argv or sys.argv[1:]),
         },
         "environment": environment(("torch", "transformers", "optimum", "tokenizers")),

@@ -39,3 +39,17 @@ def test_every_run_is_followed_by_the_settle_pause(monkeypatch: pytest.MonkeyPat
     assert timings["a"].rounds == pytest.approx([0.254 / steps] * 3)
     assert prefill["c"].rounds == pytest.approx([0.00127] * 3)
     assert tokens["b"] == [0] * bench.NEW_TOKENS
+
+
+def test_diagnostics_option_picks_variants_and_the_small_pages_variant_restores_the_policy() -> None:
+    from edgekit import ort_policy
+
+    assert bench._parser().parse_args([]).diagnostics.split(",") == list(bench.DIAG_KEYS)
+    assert bench._parser().parse_args(["--no-diagnostics"]).diagnostics == ""
+    with pytest.raises(SystemExit):
+        bench.main(["--diagnostics", "pages,nope", "--no-genai"])
+    real = ort_policy.MEMORY_POLICY
+    with bench._small_pages():
+        assert ort_policy.MEMORY_POLICY.huge_pages is False
+        assert not ort_policy.huge_pages_wanted(low_memory=False)
+    assert ort_policy.MEMORY_POLICY is real and ort_policy.huge_pages_wanted(low_memory=False)
