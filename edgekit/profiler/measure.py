@@ -597,6 +597,9 @@ def _calibration_sessions(
     return suite
 
 
+_MIN_PASSES = 10  # suite passes interleaved with each phase's timed runs, at least (runs permitting)
+
+
 class _Interleaved:
     """The calibration suite and the speed probe (:mod:`.speed`) between the model's blocks of runs.
 
@@ -658,9 +661,10 @@ def _timed_phase(
         session.run(None, f)
         progress()
     # Runs go in blocks of back-to-back calls (at least 3, about 0.1 s), a suite pass after each block:
-    # the median run is then a warm one, as in an app's steady loop.
+    # the median run is then a warm one, as in an app's steady loop. At least _MIN_PASSES blocks, so that a
+    # fast model (100 runs of 20 us fit in one 0.1-s block) still has the suite interleaved with its runs.
     warm_s = (time.perf_counter() - tick) / max(1, warmup)
-    block = max(3, int(0.1 / max(warm_s, 1e-6)))
+    block = max(3, min(int(0.1 / max(warm_s, 1e-6)), runs // _MIN_PASSES))
     between.around(0)  # the probe just before the first block
     samples: list[float] = []
     probes: list[float] = []
