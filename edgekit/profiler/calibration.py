@@ -33,11 +33,15 @@ normalization       8 LayerNormalization / SkipSimplified-       rate of normali
 attention_prefill   4 GroupQueryAttention (rotary, 4 / 2 heads   attention on projected inputs: a
                     of 16) on a 64-token prompt                  fixed cost per call and a rate,
 attention_decode    the same, one token over 64 cached ones      the two solved from the two cases
+probe               2 convs 64->64 3x3 at 14x14, Relu            not fitted: the speed of the moment
+                                                                 every sample is normalised by
 ==================  ===========================================  ====================================
 
-The timing cases run in the model's own timing process, one pass after each timed run of the model,
-because this host is shared: the factors must describe the same machine state as the measurement they
-predict.
+The timing cases run in the model's own timing process, one pass after each block of the model's timed runs,
+because this host is shared and its speed is bimodal: the factors must describe the same machine state as the
+measurement they predict. A speed probe (the ``probe`` case, never fitted) is timed around every block and
+every pass, and each case's samples are normalised by it to the speed the model ran at before their first
+quartile is taken (:mod:`.speed`).
 
 Memory is calibrated apart, each graph in a fresh process: the resident memory ONNX Runtime itself adds (its
 environment, thread pool and a session), and the resident bytes per stored weight byte of convolution

@@ -15,9 +15,9 @@ The memory process (nothing else ran in it, so no freed memory can hide an alloc
    token and decode tokens/s.
 
 The timing process: per phase, ``warmup`` untimed runs and ``runs`` timed runs (p50 / p90 / p99 / mean /
-std, throughput), in blocks of back-to-back calls with one pass over the estimator's calibration suite
-(:mod:`edgekit.profiler.calibration`) after each block, on one shared thread pool; then ONNX Runtime's own
-per-op profile over a few runs. Threads: the host profile's ``default_threads``.
+std, throughput), in blocks of back-to-back calls (at least 10 blocks) with one pass over the estimator's
+calibration suite (:mod:`edgekit.profiler.calibration`) after each block and the speed probe (:mod:`.speed`)
+timed between every two, on one shared thread pool; then ONNX Runtime's own per-op profile over a few runs. Threads: the host profile's ``default_threads``.
 
 Memory figures come from ``/proc/self/status`` (Linux); elsewhere they are ``None``.
 """
