@@ -33,11 +33,15 @@ normalization       8 LayerNormalization / SkipSimplified-       rate of normali
 attention_prefill   4 GroupQueryAttention (rotary, 4 / 2 heads   attention on projected inputs: a
                     of 16) on a 64-token prompt                  fixed cost per call and a rate,
 attention_decode    the same, one token over 64 cached ones      the two solved from the two cases
+probe               2 convs 64->64 3x3 at 14x14, Relu            not fitted: the speed of the moment
+                                                                 every sample is normalised by
 ==================  ===========================================  ====================================
 
-The timing cases run in the model's own timing process, one pass after each timed run of the model,
-because this host is shared: the factors must describe the same machine state as the measurement they
-predict.
+The timing cases run in the model's own timing process, one pass after each block of the model's timed runs,
+because this host is shared and its speed is bimodal: the factors must describe the same machine state as the
+measurement they predict. A speed probe (the ``probe`` case, never fitted) is timed around every block and
+every pass, and each case's samples are normalised by it to the speed the model ran at before their first
+quartile is taken (:mod:`.speed`).
 
 Memory is calibrated apart, each graph in a fresh process: the resident memory ONNX Runtime itself adds (its
 environment, thread pool and a session), and the resident bytes per stored weight byte of convolution
@@ -60,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.profiler import layout
+from edgekit.profiler import layout, speed
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, analyze, runtime_graph
 
 __all__ = [
@@ -74,12 +78,12 @@ __all__ = [
     "memory_calibration",
 ]
 
-# 6: convolutions left in NCHW (conv_nchw cases); 5: the cases count the host's NCHWc reorders apart (layout.py)
-SUITE_VERSION = 6
-# A case's time: the median of its samples. The cases run interleaved with the model's timed runs, so
-# their medians describe the same machine state as the model's median (a low quantile would describe a
-# luckier host than the one the model met).
-CASE_QUANTILE = 0.5
+# 7: samples normalised by the speed probe (speed.py); 6: convolutions left in NCHW (conv_nchw cases)
+SUITE_VERSION = 7
+# A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
+# beside it (speed.py); the model's check figure is the same quantile of its own normalised runs.
+CASE_QUANTILE = speed.SPEED_QUANTILE
+PROBE_CASE = "probe"
 
 # A node is "threaded" when ONNX Runtime splits it over the intra-op pool; those pay a synchronization cost
 # on top of the dispatch. The thresholds are where MLAS / ORT's cost model start to parallelize.
@@ -98,6 +102,8 @@ class SuiteCase:
     feeds_file: Path
     budget_s: float
     analysis: StaticAnalysis  # of the graph ONNX Runtime runs (its own optimizations applied)
+    # the speed probe (:mod:`.speed`): timed beside every block of runs to normalise the rest, never fitted
+    probe: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -516,6 +522,8 @@ def build_suite(work: Path) -> list[SuiteCase]:
         # 58 channels (ShuffleNet v2's), a multiple of neither NCHWc block (8, 16): the host runs these in NCHW
         "conv_nchw": (_depthwise(work / "cal_conv_nchw.onnx", 58, 28, 3, 17, group=1, k=1), {"x": (1, 58, 28, 28)}),
         "conv_nchw_dw": (_depthwise(work / "cal_conv_nchw_dw.onnx", 58, 28, 3, 18), {"x": (1, 58, 28, 28)}),
+        # the speed probe (speed.py): ~0.1-0.2 ms of blocked convolution and Relu on the model's thread pool
+        PROBE_CASE: (_convs(work / "cal_probe.onnx", 64, 14, 2, 19), {"x": (1, 64, 14, 14)}),
         "gemm_tiny": (_matmuls(work / "cal_gemm_tiny.onnx", 1, 64, 8, 12), {"x": (1, 64)}),
         # 48 MB of weights, one row through them: beyond the last-level cache, bound by DRAM bandwidth
         "weights_dram": (_matmuls(work / "cal_weights_dram.onnx", 1, 1024, 12, 13), {"x": (1, 1024)}),
@@ -541,6 +549,7 @@ def build_suite(work: Path) -> list[SuiteCase]:
                 feeds_file=feeds_file,
                 budget_s=0.0,
                 analysis=layout.with_layout(analysis, reorders),
+                probe=name == PROBE_CASE,
             )
         )
     return cases
@@ -548,7 +557,8 @@ def build_suite(work: Path) -> list[SuiteCase]:
 
 def suite_job_entries(cases: Sequence[SuiteCase]) -> list[dict[str, Any]]:
     return [
-        {"name": c.name, "path": str(c.path), "feeds_file": str(c.feeds_file), "budget_s": c.budget_s} for c in cases
+        {"name": c.name, "path": str(c.path), "feeds_file": str(c.feeds_file), "budget_s": c.budget_s, "probe": c.probe}
+        for c in cases
     ]
 
 
@@ -574,11 +584,19 @@ def last_level_cache_bytes(default: int = 8 << 20) -> int:
     return best or default
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+def case_times(
+    samples_ms: Mapping[str, Sequence[float]],
+    probes_ms: Mapping[str, Sequence[float]] | None = None,
+    reference_ms: float = 0.0,
+) -> dict[str, float]:
+    """Each case's time (ms): ``CASE_QUANTILE`` of its samples, each at the reference speed (``speed.normalised``:
+    x reference / the probe timed beside it) when probes are given."""
+    probes_ms = probes_ms or {}
+    return {
+        k: speed.quantile(speed.normalised(v, probes_ms.get(k, ()), reference_ms), CASE_QUANTILE)
+        for k, v in samples_ms.items()
+        if v
+    }
 
 
 def _fixed_costs(t: Mapping[str, float], by: Mapping[str, SuiteCase]) -> tuple[float, float, float]:
@@ -684,13 +702,23 @@ class _Solver:
         return _positive(weight_bytes / max(dram_s, 1e-9), 1e8)
 
 
-def fit(cases: Sequence[SuiteCase], samples_ms: Mapping[str, Sequence[float]], threads: int) -> HostEfficiency:
+def fit(
+    cases: Sequence[SuiteCase],
+    samples_ms: Mapping[str, Sequence[float]],
+    threads: int,
+    *,
+    probes_ms: Mapping[str, Sequence[float]] | None = None,
+    reference_ms: float = 0.0,
+) -> HostEfficiency:
     """Solve the factors one case at a time, each from the cases before it (see the module table).
 
-    Each case's time is the median of its samples, taken between the model's own timed runs.
+    Each case's time is ``case_times``': its samples, taken between the model's own timed runs, normalised to
+    the reference speed by the probe beside each (``reference_ms``: the median probe over the model's runs),
+    then their ``CASE_QUANTILE``. The factors then describe this host at the speed the model's check figure is
+    normalised to.
     """
-    by = {c.name: c for c in cases}
-    t = {k: _quantile(v, CASE_QUANTILE) for k, v in samples_ms.items() if v}
+    by = {c.name: c for c in cases if not c.probe}
+    t = {k: v for k, v in case_times(samples_ms, probes_ms, reference_ms).items() if k in by}
     node_s, run_s, io_s = _fixed_costs(t, by)
     sv = _Solver(by=by, t=t, threads=threads, node_s=node_s, run_s=run_s, io_s=io_s).streamed()
     conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.bw)

@@ -15,9 +15,9 @@ The memory process (nothing else ran in it, so no freed memory can hide an alloc
    token and decode tokens/s.
 
 The timing process: per phase, ``warmup`` untimed runs and ``runs`` timed runs (p50 / p90 / p99 / mean /
-std, throughput), in blocks of back-to-back calls with one pass over the estimator's calibration suite
-(:mod:`edgekit.profiler.calibration`) after each block, on one shared thread pool; then ONNX Runtime's own
-per-op profile over a few runs. Threads: the host profile's ``default_threads``.
+std, throughput), in blocks of back-to-back calls (at least 10 blocks) with one pass over the estimator's
+calibration suite (:mod:`edgekit.profiler.calibration`) after each block and the speed probe (:mod:`.speed`)
+timed between every two, on one shared thread pool; then ONNX Runtime's own per-op profile over a few runs. Threads: the host profile's ``default_threads``.
 
 Memory figures come from ``/proc/self/status`` (Linux); elsewhere they are ``None``.
 """
@@ -105,6 +105,13 @@ class PhaseMeasurement:
     item: str  # "inputs" | "tokens"
     top_ops: tuple[Mapping[str, Any], ...] = ()
     top_nodes: tuple[Mapping[str, Any], ...] = ()
+    probe_ms: tuple[float, ...] = ()  # the speed probe of each run's moment (speed.py); () when not timed
+
+    def normalised_ms(self, reference_ms: float) -> float:
+        """The host estimate's check figure: ``speed.SPEED_QUANTILE`` of the runs at the reference speed."""
+        from edgekit.profiler import speed
+
+        return speed.quantile(speed.normalised(self.samples_ms, self.probe_ms, reference_ms), speed.SPEED_QUANTILE)
 
     @property
     def throughput_per_s(self) -> float:
@@ -118,6 +125,7 @@ class PhaseMeasurement:
             "throughput_unit": f"{self.item}/s",
             "items_per_run": self.items_per_run,
             "samples_ms": list(self.samples_ms),
+            "probe_ms": list(self.probe_ms),
             "top_ops": [dict(o) for o in self.top_ops],
             "top_nodes": [dict(n) for n in self.top_nodes],
         }
@@ -137,8 +145,16 @@ class Measurement:
     inference_peak_rss_mb: float | None  # peak during inference, above the baseline: the model's footprint
     generation: Mapping[str, Any] | None = None
     calibration_samples_ms: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    calibration_probe_ms: Mapping[str, Sequence[float]] = field(default_factory=dict)  # one per sample
     seconds: float = 0.0
     warm_load_ms: float | None = None  # a second session of the same model in the same process
+
+    @property
+    def speed(self) -> Any:
+        """The speed probes timed beside the model's runs (every phase): their median is the reference speed."""
+        from edgekit.profiler.speed import SpeedTrace
+
+        return SpeedTrace(probes_ms=tuple(p for ph in self.phases for p in ph.probe_ms))
 
     def phase(self, name: str) -> PhaseMeasurement:
         for p in self.phases:
@@ -160,6 +176,7 @@ class Measurement:
             "inference_peak_rss_mb": self.inference_peak_rss_mb,
             "phases": [p.to_dict() for p in self.phases],
             "generation": dict(self.generation) if self.generation else None,
+            "speed_probe": self.speed.to_dict(),
             "seconds": self.seconds,
         }
 
@@ -308,6 +325,7 @@ def measurement_from_dict(d: Mapping[str, Any]) -> Measurement:
             item=p["item"],
             top_ops=tuple(p.get("top_ops", ())),
             top_nodes=tuple(p.get("top_nodes", ())),
+            probe_ms=tuple(p.get("probe_ms", ())),
         )
         for p in d["phases"]
     )
@@ -325,6 +343,7 @@ def measurement_from_dict(d: Mapping[str, Any]) -> Measurement:
         inference_peak_rss_mb=d.get("inference_peak_rss_mb"),
         generation=d.get("generation"),
         calibration_samples_ms=d.get("calibration_samples_ms", {}),
+        calibration_probe_ms=d.get("calibration_probe_ms", {}),
         seconds=d.get("seconds", 0.0),
     )
 
@@ -545,22 +564,6 @@ def _memory_job(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _calibration_sessions(ort: Any, job: Mapping[str, Any], threads: int) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(name, session, feeds) per calibration case, each run twice so its first timed pass is warm."""
-    import numpy as np
-
-    suite = []
-    for case in job.get("calibration", []):
-        cf = dict(np.load(case["feeds_file"], allow_pickle=False))
-        cs = ort.InferenceSession(
-            case["path"], _session_options(ort, threads, shared_pool=True), providers=["CPUExecutionProvider"]
-        )
-        for _ in range(2):
-            cs.run(None, cf)
-        suite.append((case["name"], cs, cf))
-    return suite
-
-
 def _add_op_profiles(
     ort: Any, job: Mapping[str, Any], threads: int, feeds: Mapping[str, Any], phases_out: list[dict[str, Any]]
 ) -> None:
@@ -575,12 +578,115 @@ def _add_op_profiles(
         del prof
 
 
-def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The timed runs, each followed by one pass over the calibration suite.
+def _calibration_sessions(
+    ort: Any, job: Mapping[str, Any], threads: int
+) -> list[tuple[str, Any, dict[str, Any], bool]]:
+    """(name, session, feeds) per calibration case (the speed probe among them), each run twice so its first
+    timed pass is warm."""
+    import numpy as np
 
-    This host is shared with other work whose load changes from second to second. Interleaving gives the
-    suite and the model the same machine state, so the calibrated estimate and the measurement agree on
-    what "this host" was.
+    suite = []
+    for case in job.get("calibration", []):
+        cf = dict(np.load(case["feeds_file"], allow_pickle=False))
+        cs = ort.InferenceSession(
+            case["path"], _session_options(ort, threads, shared_pool=True), providers=["CPUExecutionProvider"]
+        )
+        for _ in range(2):
+            cs.run(None, cf)
+        suite.append((case["name"], cs, cf, bool(case.get("probe"))))
+    return suite
+
+
+_MIN_PASSES = 10  # suite passes interleaved with each phase's timed runs, at least (runs permitting)
+
+
+class _Interleaved:
+    """The calibration suite and the speed probe (:mod:`.speed`) between the model's blocks of runs.
+
+    The probe is timed at every boundary (before and after each block of model runs and each suite pass); each
+    sample in between is tagged with the geometric mean of the two probes around it.
+    """
+
+    def __init__(self, sessions: Sequence[tuple[str, Any, dict[str, Any], bool]]) -> None:
+        from edgekit.profiler import speed
+
+        self._speed = speed
+        self.cases = [(n, cs, cf) for n, cs, cf, probe in sessions if not probe]
+        self.probe = next(((cs, cf) for _, cs, cf, probe in sessions if probe), None)
+        self.samples: dict[str, list[float]] = {name: [] for name, _, _ in self.cases}
+        self.probes: dict[str, list[float]] = {name: [] for name, _, _ in self.cases}
+        self.last_probe = self.time_probe()
+
+    def time_probe(self) -> float:
+        """The fastest of a few back-to-back probe calls (one call preempted must not make the moment slow)."""
+        if self.probe is None:
+            return 0.0
+        cs, cf = self.probe
+        best = math.inf
+        for _ in range(self._speed.PROBE_CALLS):
+            tick = time.perf_counter()
+            cs.run(None, cf)
+            best = min(best, (time.perf_counter() - tick) * 1e3)
+        return best
+
+    def around(self, count: int) -> list[float]:
+        """Probes for the ``count`` samples taken since the last probe; times a new one."""
+        before, self.last_probe = self.last_probe, self.time_probe()
+        return self._speed.moment_probes(before, self.last_probe, count) if self.probe else []
+
+    def suite_pass(self) -> None:
+        # Each case twice, the second call timed: the model's runs are back-to-back (warm), so the
+        # suite's must be too.
+        for name, cs, cf in self.cases:
+            cs.run(None, cf)
+            tick = time.perf_counter()
+            cs.run(None, cf)
+            self.samples[name].append((time.perf_counter() - tick) * 1e3)
+        for name, p in zip(self.samples, self.around(len(self.cases)), strict=False):
+            self.probes[name].append(p)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "calibration_samples_ms": {k: v for k, v in self.samples.items() if v},
+            "calibration_probe_ms": {k: v for k, v in self.probes.items() if v},
+        }
+
+
+def _timed_phase(
+    session: Any, f: Mapping[str, Any], runs: int, warmup: int, between: _Interleaved, progress: Callable[[], None]
+) -> tuple[list[float], list[float]]:
+    """One phase's timed runs and the probe of each run's moment."""
+    tick = time.perf_counter()
+    for _ in range(warmup):
+        session.run(None, f)
+        progress()
+    # Runs go in blocks of back-to-back calls (at least 3, about 0.1 s), a suite pass after each block:
+    # the median run is then a warm one, as in an app's steady loop. At least _MIN_PASSES blocks, so that a
+    # fast model (100 runs of 20 us fit in one 0.1-s block) still has the suite interleaved with its runs.
+    warm_s = (time.perf_counter() - tick) / max(1, warmup)
+    block = max(3, min(int(0.1 / max(warm_s, 1e-6)), runs // _MIN_PASSES))
+    between.around(0)  # the probe just before the first block
+    samples: list[float] = []
+    probes: list[float] = []
+    for i in range(runs):
+        tick = time.perf_counter()
+        session.run(None, f)
+        samples.append((time.perf_counter() - tick) * 1e3)
+        if i % block == block - 1 or i == runs - 1:
+            probes += between.around(len(samples) - len(probes))
+            between.suite_pass()
+        progress()
+    return samples, probes
+
+
+def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The timed runs, in blocks each followed by one pass over the calibration suite, the speed probe timed
+    between every two.
+
+    This host is shared with other work whose load changes from second to second, and its own speed is bimodal.
+    Interleaving gives the suite and the model the same machine state, and the probes let both be normalised to
+    one reference speed (:mod:`.speed`), so the calibrated estimate and the measurement agree on what "this host"
+    was.
     """
     import onnxruntime as ort
 
@@ -588,61 +694,36 @@ def _timing_job(job: Mapping[str, Any]) -> dict[str, Any]:
     feeds = _load_feeds(job)
     runs, warmup = int(job["runs"]), int(job["warmup"])
     ort.set_global_thread_pool_sizes(threads, 1)
-    suite = _calibration_sessions(ort, job, threads)
-    cal: dict[str, list[float]] = {name: [] for name, _, _ in suite}
-
-    def suite_pass() -> None:
-        # Each case twice, the second call timed: the model's runs are back-to-back (warm), so the
-        # suite's must be too.
-        for name, cs, cf in suite:
-            cs.run(None, cf)
-            tick = time.perf_counter()
-            cs.run(None, cf)
-            cal[name].append((time.perf_counter() - tick) * 1e3)
-
+    between = _Interleaved(_calibration_sessions(ort, job, threads))
     session = _model_session(ort, job, _session_options(ort, threads, shared_pool=True))
     total = len(job["phases"]) * (runs + warmup)
     done = 0
+
+    def progress() -> None:
+        nonlocal done
+        done += 1
+        if done % 5 == 0 or done == total:
+            _emit({"event": "progress", "done": done, "total": total})
+
     phases_out = []
     for p in job["phases"]:
-        f = feeds[p["name"]]
-        tick = time.perf_counter()
-        for _ in range(warmup):
-            session.run(None, f)
-            done += 1
-        # Runs go in blocks of back-to-back calls (at least 3, about 0.1 s), a suite pass after each block:
-        # the median run is then a warm one, as in an app's steady loop.
-        warm_s = (time.perf_counter() - tick) / max(1, warmup)
-        block = max(3, int(0.1 / max(warm_s, 1e-6)))
-        samples = []
-        for i in range(runs):
-            tick = time.perf_counter()
-            session.run(None, f)
-            samples.append((time.perf_counter() - tick) * 1e3)
-            if i % block == block - 1:
-                suite_pass()
-            done += 1
-            if i % 5 == 4 or i == runs - 1:
-                _emit({"event": "progress", "done": done, "total": total})
+        samples, probes = _timed_phase(session, feeds[p["name"]], runs, warmup, between, progress)
         phases_out.append(
             {
                 "name": p["name"],
                 "samples_ms": samples,
+                "probe_ms": probes,
                 "items_per_run": p["items_per_run"],
                 "item": p["item"],
             }
         )
     del session
-    while suite and min(len(v) for v in cal.values()) < int(job.get("min_calibration_samples", 15)):
-        suite_pass()
+    while between.cases and min(len(v) for v in between.samples.values()) < int(job.get("min_calibration_samples", 15)):
+        between.suite_pass()
 
     if job.get("op_profile_runs", 0) > 0:
         _add_op_profiles(ort, job, threads, feeds, phases_out)
-    return {
-        "threads": threads,
-        "phases": phases_out,
-        "calibration_samples_ms": {k: v for k, v in cal.items() if v},
-    }
+    return {"threads": threads, "phases": phases_out, **between.result()}
 
 
 def _child(job_path: str) -> int:

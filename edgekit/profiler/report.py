@@ -209,12 +209,20 @@ def _coverage_text(coverage: Mapping[str, Any]) -> str:
     return ", ".join(parts) if parts else "CPU only"
 
 
+_CHECK_SHOWN = 0.05  # the check figure is printed beside p50 when it differs by more than this
+
+
 def _latency_cell(device: Mapping[str, Any], phase: str) -> str:
     est = next((p for p in device["estimate"]["phases"] if p["phase"] == phase), None)
     measured = (device.get("measured") or {}).get("phases", {}).get(phase)
     if measured:
         err = measured.get("estimate_error")
-        return f"{_fmt(measured['p50_ms'])} (est {_fmt(est['latency_ms'] if est else None)}{_pct(err)})"
+        cell = f"{_fmt(measured['p50_ms'])} (est {_fmt(est['latency_ms'] if est else None)}{_pct(err)}"
+        check, p50 = measured.get("check_ms"), measured["p50_ms"]
+        if check and p50 and abs(check / p50 - 1) > _CHECK_SHOWN:
+            # the error is against the runs at the reference speed (speed.py); say so where that is not the p50
+            cell += f" of {_fmt(check)} at the probe's speed"
+        return cell + ")"
     return f"est {_fmt(est['latency_ms'] if est else None)}{_band(est)}"
 
 
