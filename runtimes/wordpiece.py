@@ -120,7 +120,10 @@ class CompactWordPiece:
         raw = Path(path).read_bytes()
         read = read_vocab(raw)
         if read is None:  # not the layout the fast reader knows: parse it whole (same result, more transient)
-            doc = json.loads(raw)
+            try:
+                doc = json.loads(raw)
+            except ValueError:  # a broken file: the library's loader names it as a tokenizer file, with the fix
+                return None
             vocab_map = (doc.get("model") or {}).get("vocab")
             if _unsupported(doc) is not None or not isinstance(vocab_map, dict):
                 return None
