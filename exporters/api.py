@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,8 +184,6 @@ def export(
     ``max_accuracy_drop``, ``with_kv_cache``, ``ort_format``, ``force``, ...). ``device_speedup``: the target
     devices' estimator (``edgekit.export(devices=[...])`` passes the profiler's), see :mod:`.device_speedup`.
     """
-    import time
-
     t0 = time.perf_counter()
     opts = ExportOptions(task=task, recipe=recipe, **kwargs)
     _check_devices(opts, device_speedup)
@@ -214,10 +213,7 @@ def export(
         model_path, config, report, float_nodes, sensitivity = _meet_accuracy(
             opts, task_spec, recipe_spec, rctx, model_path, config, evaluate, samples
         )
-        report["reference_model_bytes"] = converted.onnx_path.stat().st_size
-        report["max_accuracy_drop"] = opts.max_accuracy_drop
-        if sensitivity is not None:
-            report["most_sensitive_nodes"] = sensitivity
+        _add_report_context(report, converted.onnx_path, opts.max_accuracy_drop, sensitivity)
         runtime = runtime_checks(
             kind=task_spec.kind,
             generation=converted.generation,
@@ -251,6 +247,15 @@ def export(
                 runtime=runtime,
             )
     return ExportResult(package_dir=out, manifest=manifest, steps=recipe_info.steps, seconds=time.perf_counter() - t0)
+
+
+def _add_report_context(report: dict[str, Any], reference: Path, max_drop: Any, sensitivity: Any) -> None:
+    """What the accuracy report is judged against: the reference graph's size, the allowed drop, the most
+    sensitive nodes when the search ran."""
+    report["reference_model_bytes"] = reference.stat().st_size
+    report["max_accuracy_drop"] = max_drop
+    if sensitivity is not None:
+        report["most_sensitive_nodes"] = sensitivity
 
 
 def _check_devices(opts: ExportOptions, estimator: DeviceSpeedupEstimator | None) -> None:
