@@ -108,11 +108,9 @@ def test_both_sides_take_the_first_quartile_of_their_normalised_samples() -> Non
     assert speed.normalised([1.0, 2.0], [0.1], 0.1) == [1.0, 2.0]
 
 
-def test_the_model_check_equals_p50_when_only_the_speed_changes() -> None:
-    factors = _bimodal(30, slow_share=0.48)  # a near-even mixture: the case the median flips on
-    probes = tuple(0.15 * f for f in factors)
-    samples = tuple(5.0 * f for f in factors)
-    phase = measure.PhaseMeasurement(
+def _phase(samples: tuple[float, ...], probes: tuple[float, ...]) -> measure.PhaseMeasurement:
+    """A forward phase whose every run has the speed probe of its moment beside it."""
+    return measure.PhaseMeasurement(
         name="forward",
         latency=measure.latency_stats(samples),
         samples_ms=samples,
@@ -120,6 +118,13 @@ def test_the_model_check_equals_p50_when_only_the_speed_changes() -> None:
         item="inputs",
         probe_ms=probes,
     )
+
+
+def test_the_model_check_equals_p50_when_only_the_speed_changes() -> None:
+    factors = _bimodal(30, slow_share=0.48)  # a near-even mixture: the case the median flips on
+    probes = tuple(0.15 * f for f in factors)
+    samples = tuple(5.0 * f for f in factors)
+    phase = _phase(samples, probes)
     trace = speed.SpeedTrace(probes_ms=probes)
     # at the reference (the probes' median) the runs' median is exactly their p50 ...
     assert phase.normalised_ms(trace.reference_ms) == pytest.approx(phase.latency.p50_ms, rel=1e-12)
@@ -134,14 +139,7 @@ def test_host_check_compares_the_estimate_with_the_runs_at_the_reference_speed()
     factors = [1.0, 1.0, 1.0, 2.0] * 10
     samples = tuple(4.0 * f for f in factors)
     probes = tuple(0.2 * f for f in factors)
-    phase = measure.PhaseMeasurement(
-        name="forward",
-        latency=measure.latency_stats(samples),
-        samples_ms=samples,
-        items_per_run=1,
-        item="inputs",
-        probe_ms=probes,
-    )
+    phase = _phase(samples, probes)
     m = SimpleNamespace(phase=lambda name: phase, speed=speed.SpeedTrace(probes_ms=probes), inference_peak_rss_mb=10.0)
     check = api._host_check(m, [SimpleNamespace(phase="forward", latency_ms=4.4)], 10.0)["phases"]["forward"]
     assert check["check_ms"] == pytest.approx(4.0)
