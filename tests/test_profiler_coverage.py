@@ -34,6 +34,42 @@ def test_an_op_nnapi_lacks_splits_the_graph_in_two() -> None:
     assert cpu.nodes_supported == 3 and cpu.partitions == 1
 
 
+def _relu_if_model():
+    """x -> If(cond: Relu, else: Relu -> Neg) -> y, the shape of the int8 encoders' unpadding branch."""
+    from onnx import TensorProto, helper
+
+    def branch(name: str, ops: list[str]):
+        nodes, prev = [], "x"
+        for k, op in enumerate(ops):
+            nodes.append(helper.make_node(op, [prev], [f"{name}{k}"]))
+            prev = f"{name}{k}"
+        out = helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 8])
+        return helper.make_graph(nodes, name, [], [out])
+
+    nodes = [
+        helper.make_node("ReduceMin", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "zero"], ["c"]),
+        helper.make_node(
+            "If", ["c"], ["y"], then_branch=branch("t", ["Relu"]), else_branch=branch("e", ["Relu", "Neg"])
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nodes_inside_an_if_count_in_the_total_as_in_the_taken() -> None:
+    nnapi = _coverage(_relu_if_model(), "pixel-8")["NnapiExecutionProvider"]
+    # 3 top-level nodes + 1 + 2 in the branches, as ONNX Runtime's checker counts them
+    assert nnapi.nodes_total == 6
+    assert nnapi.nodes_supported is not None and nnapi.nodes_supported <= nnapi.nodes_total
+
+
 def test_qnn_takes_no_float_graph() -> None:
     qnn = _coverage(g.conv_erf_conv(), "galaxy-s24-snapdragon")["QNNExecutionProvider"]
     assert qnn.nodes_supported == 0 and qnn.partitions == 0

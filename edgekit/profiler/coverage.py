@@ -634,14 +634,16 @@ def _checked_coverage(
     return ProviderCoverage(
         provider=entry.name,
         known=True,
-        nodes_total=total,
+        # ORT's checker counts the nodes of If / Loop subgraphs as well: the total must count the same nodes,
+        # or an unpadding If makes "taken" exceed "total"
+        nodes_total=info.num_nodes,
         nodes_supported=info.num_supported_nodes,
         partitions=info.num_partitions,
         partition_sizes=tuple(len(g) for g in info.supported_groups),
         unsupported_ops=tuple(sorted(info.unsupported_ops)),
         reasons=reasons,
         nodes_supported_as_exported=exported.num_supported_nodes if exported is not None else None,
-        suitability=info.suitability().name.lower() if total else None,
+        suitability=info.suitability().name.lower() if info.num_nodes else None,
         constraints=entry.constraints,
         source=rule.source,
         caveats=tuple(checker.get_caveats()[:8]),
