@@ -226,6 +226,46 @@ def test_mapped_file_bytes_count_the_touched_pages_of_that_file(tmp_path: Path) 
     assert mapped_file_bytes([path]) == 0  # unmapped
 
 
+def _filesystem(path: Path) -> str:
+    """The type of the file system ``path`` is on (the longest matching mount point of /proc/mounts)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, fstype = line.split()[:3]
+        if str(path.resolve()).startswith(point.rstrip("/") + "/") and len(point) > len(best):
+            best, kind = point, fstype
+    return kind
+
+
+@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="needs Linux posix_fadvise and /proc/mounts")
+def test_the_benchmark_drops_a_cache_entry_from_the_page_cache(tmp_path: Path) -> None:
+    import ctypes
+    import mmap
+
+    from benchmarks.memory import evict_from_page_cache
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = tmp_path / "model.onnx.data"
+    data = np.random.default_rng(0).integers(0, 255, 16 * 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(data)  # written: every page in the page cache (dirty until written back)
+
+    def cached_pages() -> int:
+        # mincore on a file mapping tells which of its pages the page cache holds, touched or not
+        vec = (ctypes.c_ubyte * 16)()
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = np.frombuffer(m, dtype=np.uint8)
+            ok = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(len(m)), vec)
+            del view  # the mapping closes only once no buffer refers to it
+        assert ok == 0, ctypes.get_errno()
+        return sum(b & 1 for b in vec)
+
+    assert cached_pages() == 16
+    if _filesystem(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip("a memory file system keeps its pages: nothing to evict")
+    evict_from_page_cache([path, tmp_path / "missing.data"])  # a missing file is skipped
+    assert cached_pages() == 0
+    assert path.read_bytes() == data
+
+
 def test_text_preprocessing_imports_no_image_or_audio_code() -> None:
     code = (
         "import sys, runtimes.preprocess as p\n"
