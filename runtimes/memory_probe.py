@@ -3,7 +3,8 @@
 ``python -m runtimes.memory_probe JOB.json`` prints one JSON line. The process does nothing else, so no
 memory freed by an earlier model can hide an allocation, and no peer's pages are counted. Phases:
 
-1. baseline: numpy, onnxruntime, tokenizers and edgekit's runtime (its pipelines too) imported, the host
+1. baseline: numpy, onnxruntime, tokenizers and edgekit's runtime (its pipelines too, and the modules a load
+   imports on first use, :data:`RUNTIME_LOAD_MODULES`: what they add is ``runtime_modules_bytes``) imported, the host
    detected and ONNX Runtime's environment created (a 4x4 MatMul session, then run): libraries and the
    runtime itself, which a second model in the same app would not pay again; not the model's cost. A second
    4x4 session is then built and run, and what it adds is reported as the runtime's fixed cost of a session
@@ -11,7 +12,9 @@ memory freed by an earlier model can hide an allocation, and no peer's pages are
 2. load: ``runtimes.load(package)`` (checksums, session, pipeline): resident after it and its transient peak;
 3. inference: the job's call (``embed`` texts, ``generate`` token ids, ``run`` arrays from an ``.npz``)
    ``repeats`` times, the peak after resetting it post-load (:func:`edgekit.memory_budget.reset_peak`);
-4. afterwards, what a second copy of the package's tokenizer costs (``tokenizer_bytes``: in the load figure,
+   With ``job['warm']`` (another package's job), that package is loaded and called before the baseline, so
+   the figures are what the package adds in a process where the runtime's first use is already paid;
+4. afterwards, the resident pages of the mapped weight file (``mapped_weight_bytes``), what a second copy of the package's tokenizer costs (``tokenizer_bytes``: in the load figure,
    reported apart because it is neither weights, KV cache nor activations) and, when the job asks
    (``second_copy``), what a second load of the whole package, called once, adds (``second_copy_bytes``).
 
@@ -30,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.memory_budget import library_code_bytes, read_process_memory, reset_peak
+from edgekit.memory_budget import library_code_bytes, mapped_file_bytes, read_process_memory, reset_peak
 
 __all__ = ["measure", "tiny_model_bytes"]
 
@@ -85,6 +88,51 @@ def _trivial_session_bytes(ort: Any, np: Any) -> tuple[int | None, Any]:
     return (None if before is None or after is None else after - before), session
 
 
+# The runtime's modules a load imports on first use (runtimes.load imports runtimes.model lazily, and it
+# the package reader, the text preprocessing and the tokenizer loader): edgekit's own code, paid once per
+# process whatever the package, so imported before the baseline and reported apart.
+RUNTIME_LOAD_MODULES = ("runtimes.model", "edgekit.package", "runtimes.preprocess", "runtimes.wordpiece")
+
+
+def _runtime_module_bytes() -> int | None:
+    """Resident bytes the modules of :data:`RUNTIME_LOAD_MODULES` add (none of them a package's cost)."""
+    import importlib
+
+    before = read_process_memory().rss
+    for name in RUNTIME_LOAD_MODULES:
+        importlib.import_module(name)
+    after = read_process_memory().rss
+    return None if before is None or after is None else after - before
+
+
+def _warm_up(partner: Mapping[str, Any]) -> str:
+    """Load and call another package first (``job['warm']``, a job of its own), so what the measured package
+    adds is its own: the runtime's per-process first use (ONNX Runtime's set-up for these op types, the
+    tokenizer library's, the pipeline's) is then paid already. The partner stays loaded; what its load freed
+    goes back to the OS first (as every load does), so the measured package does not reuse it.
+    """
+    import runtimes
+    from edgekit.ort_policy import release_freed_heap
+
+    model = runtimes.load(
+        partner["package"], threads=int(partner.get("threads", 1)), cache_dir=partner.get("cache_dir")
+    )
+    for _ in range(int(partner.get("repeats", 1))):
+        _call(model, partner)
+    _WARM.append(model)
+    release_freed_heap()
+    return str(partner["package"])
+
+
+_WARM: list[Any] = []  # the warm-up partner, alive until the process ends
+
+
+def _mapped_weight_bytes(model: Any) -> int | None:
+    """Resident bytes of the weight files ONNX Runtime maps for ``model`` (the cache entry's ``.data`` file)."""
+    path = model.session.cache.path
+    return mapped_file_bytes([f"{path}.data"]) if path else None
+
+
 def _tokenizer_bytes(package: Path) -> int | None:
     """Resident bytes of a second copy of the package's tokenizer, read after the measured phases.
 
@@ -136,6 +184,8 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
 
     _override(job)
     physical_cores(), host_fingerprint()  # host detection, cached for the process: not the model's cost
+    modules = _runtime_module_bytes()
+    partner = _warm_up(job["warm"]) if job.get("warm") else None  # kept alive: the process stays warm
     tiny = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
     tiny.run(None, {"A": np.ones((4, 4), np.float32)})
     session_fixed, _second = _trivial_session_bytes(ort, np)
@@ -152,6 +202,7 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         _call(model, job)
         times.append(time.perf_counter() - tick)
     ran, ran_code = read_process_memory(), library_code_bytes()
+    mapped = _mapped_weight_bytes(model)
     tokenizer = _tokenizer_bytes(Path(job["package"]))
     second = _second_copy_bytes(job) if job.get("second_copy") else None
 
@@ -169,6 +220,9 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         "load_library_code_bytes": None if base_code is None or loaded_code is None else loaded_code - base_code,
         "library_code_bytes": None if base_code is None or ran_code is None else ran_code - base_code,
         "tokenizer_bytes": tokenizer,
+        "runtime_modules_bytes": modules,
+        "mapped_weight_bytes": mapped,
+        "warm_with": partner,
         "second_copy_bytes": second,
         "load_seconds": load_s,
         "call_seconds": times,

@@ -2,21 +2,42 @@
 
 Shared by the runtime pipelines and by the exporters (validation samples, calibration data), so the
 numbers a package is validated on are produced exactly as on the device. Images and audio live in
-:mod:`runtimes.image_preprocess` and :mod:`runtimes.audio_preprocess` (re-exported here).
+:mod:`runtimes.image_preprocess` and :mod:`runtimes.audio_preprocess` (re-exported here, imported on first
+use: a text package's load does not pay for them, ~0.8 MB resident measured in a fresh process).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.errors import InvalidInputError, MissingDependencyError, PackageError
 from edgekit.ort_policy import release_freed_heap
-from runtimes.audio_preprocess import AudioBatch, AudioSettings, audio_batch, preprocess_audio, read_wav
-from runtimes.image_preprocess import ImageSettings, load_image, preprocess_images
 from runtimes.wordpiece import load_tokenizer
+
+if TYPE_CHECKING:
+    from runtimes.audio_preprocess import AudioBatch, AudioSettings, audio_batch, preprocess_audio, read_wav
+    from runtimes.image_preprocess import ImageSettings, load_image, preprocess_images
+
+# Re-exported names -> the module that defines them, imported when a name is first asked for (PEP 562).
+_LAZY = {
+    **dict.fromkeys(("AudioBatch", "AudioSettings", "audio_batch", "preprocess_audio", "read_wav"), "audio"),
+    **dict.fromkeys(("ImageSettings", "load_image", "preprocess_images"), "image"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    kind = _LAZY.get(name)
+    if kind is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"runtimes.{kind}_preprocess")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,23 @@ def test_load_and_inference_peak_stay_within_the_budget(mlp, tmp_path: Path) -> 
     (entry,) = (tmp_path / "cache" / "graphs").iterdir()
     assert entry.name.endswith("-xw-" + entry.name.rsplit("-", 1)[-1])
     assert (entry / "mlp.onnx.data").stat().st_size >= budget.weight_bytes
+    # the runtime's load-path modules are in the baseline, measured; the mapped weight file's resident pages
+    # are reported (the MLP's weights are packed at load, so little or none of the file stays mapped)
+    assert hit["runtime_modules_bytes"] >= 0 and hit["warm_with"] is None, hit
+    assert 0 <= hit["mapped_weight_bytes"] <= (entry / "mlp.onnx.data").stat().st_size, hit
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read peak RSS")
+def test_a_warm_process_measures_the_package_after_another_one(mlp, tmp_path: Path) -> None:
+    path, weights = mlp
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    job = {"package": str(path), "call": "run", "feeds": str(path.parent / "feeds.npz"), "threads": 1, "repeats": 2}
+    _probe(job, tmp_path, env)  # the cache entry
+    warm = _probe({**job, "warm": dict(job)}, tmp_path, env)
+    assert warm["warm_with"] == str(path) and warm["cache"] == "hit"
+    budget = MemoryBudget(weight_bytes=sum(w.nbytes for w in weights), activation_bytes=2 * BATCH * HIDDEN * 4)
+    # after the partner, the package still holds its own packed weights (nothing of it reused) and no more
+    assert 0.9 * budget.weight_bytes <= warm["load_bytes"] <= TARGET_RATIO * budget.total + ALLOWANCE, warm
 
 
 class _Options:
@@ -171,6 +188,96 @@ def test_library_code_counts_shared_library_mappings_only() -> None:
     assert library_code_bytes() > 1_000_000
     assert _is_shared_library("/x/libonnxruntime.so.1.32.0") and _is_shared_library("/x/_core.cpython-311-x86_64.so")
     assert not _is_shared_library("/cache/graphs/k/model.onnx.data") and not _is_shared_library("[heap]")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_reading_smaps_leaves_no_heap_behind() -> None:
+    import onnxruntime as ort
+
+    from edgekit.memory_budget import library_code_bytes, read_process_memory
+    from runtimes.memory_probe import tiny_model_bytes
+
+    # a process as the probe's at its baseline: ONNX Runtime's environment up, a session run
+    session = ort.InferenceSession(tiny_model_bytes(), providers=["CPUExecutionProvider"])
+    session.run(None, {"A": np.ones((4, 4), np.float32)})
+    before = read_process_memory().rss
+    for _ in range(5):
+        library_code_bytes()
+    # read line by line: the whole text read at once left ~0.5 MB resident here, which the probe (reading
+    # the baseline first) counted in every package's figures
+    assert read_process_memory().rss - before < 256 * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_mapped_file_bytes_count_the_touched_pages_of_that_file(tmp_path: Path) -> None:
+    import mmap
+
+    from edgekit.memory_budget import mapped_file_bytes
+
+    path, other = tmp_path / "w.data", tmp_path / "other.data"
+    path.write_bytes(bytes(64 * 4096))
+    other.write_bytes(bytes(4096))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert mapped_file_bytes([path]) <= 64 * 4096
+        _ = sum(m[i * 4096] for i in range(0, 64, 8))  # 8 pages touched, each may map its neighbours
+        touched = mapped_file_bytes([path])
+        assert 8 * 4096 <= touched <= 64 * 4096
+        assert mapped_file_bytes([other]) == 0
+    assert mapped_file_bytes([path]) == 0  # unmapped
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system ``path`` is on (the longest matching mount point of /proc/mounts)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, fstype = line.split()[:3]
+        if str(path.resolve()).startswith(point.rstrip("/") + "/") and len(point) > len(best):
+            best, kind = point, fstype
+    return kind
+
+
+@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="needs Linux posix_fadvise and /proc/mounts")
+def test_the_benchmark_drops_a_cache_entry_from_the_page_cache(tmp_path: Path) -> None:
+    import ctypes
+    import mmap
+
+    from benchmarks.memory import evict_from_page_cache
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = tmp_path / "model.onnx.data"
+    data = np.random.default_rng(0).integers(0, 255, 16 * 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(data)  # written: every page in the page cache (dirty until written back)
+
+    def cached_pages() -> int:
+        # mincore on a file mapping tells which of its pages the page cache holds, touched or not
+        vec = (ctypes.c_ubyte * 16)()
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = np.frombuffer(m, dtype=np.uint8)
+            ok = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(len(m)), vec)
+            del view  # the mapping closes only once no buffer refers to it
+        assert ok == 0, ctypes.get_errno()
+        return sum(b & 1 for b in vec)
+
+    assert cached_pages() == 16
+    if _filesystem(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip("a memory file system keeps its pages: nothing to evict")
+    evict_from_page_cache([path, tmp_path / "missing.data"])  # a missing file is skipped
+    assert cached_pages() == 0
+    assert path.read_bytes() == data
+
+
+def test_text_preprocessing_imports_no_image_or_audio_code() -> None:
+    code = (
+        "import sys, runtimes.preprocess as p\n"
+        "assert 'runtimes.image_preprocess' not in sys.modules and 'runtimes.audio_preprocess' not in sys.modules\n"
+        "from runtimes.preprocess import ImageSettings, read_wav\n"
+        "import runtimes.image_preprocess as i, runtimes.audio_preprocess as a\n"
+        "assert ImageSettings is i.ImageSettings and read_wav is a.read_wav\n"
+        "try:\n    p.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+        "else:\n    raise SystemExit('no AttributeError')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------- workspaces
