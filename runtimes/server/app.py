@@ -406,18 +406,30 @@ async def _await_job(job: Job, request: Request, deadline: Deadline) -> Any:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[None] = loop.create_future()
+
+    def wake_up(*_: Any) -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    # The first of: the job's end, the client's disconnect, the deadline (as asyncio.wait would, with a step less).
     watcher = asyncio.ensure_future(disconnected())
+    watcher.add_done_callback(wake_up)
+    timer = loop.call_later(deadline.remaining(), wake_up)
+    job.on_end(wake_up)
     try:
-        done, _ = await asyncio.wait({job.future, watcher}, timeout=deadline.remaining(), return_when="FIRST_COMPLETED")
+        await wake
     except asyncio.CancelledError:
         job.cancel.set()
         raise
     finally:
+        timer.cancel()
         watcher.cancel()
-    if job.future in done:
+    if job.future.done():
         return job.future.result()
     job.cancel.set()
-    if watcher in done:
+    if watcher.done():  # it ended by itself (cancel() above does not end a task at once)
         _record(request).cancelled = True
         raise errors.client_gone()
     return await job.result(Deadline.after(0))  # raises the timeout error
