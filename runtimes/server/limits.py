@@ -77,11 +77,20 @@ class Job:
 
     async def next_event(self, deadline: Deadline) -> tuple[str, Any]:
         """``("event", item)`` for each item the worker emits, then ``("end", future)`` once it returned."""
+        remaining = deadline.remaining()
+        if remaining > 0 and not self.events.empty():
+            return self.events.get_nowait()  # type: ignore[no-any-return]
         try:
-            return await asyncio.wait_for(self.events.get(), deadline.remaining())
+            if _TIMEOUT is not None:  # 3.11+: a timer, not wait_for's task (three loop steps per streamed token)
+                async with _TIMEOUT(remaining):
+                    return await self.events.get()  # type: ignore[no-any-return]
+            return await asyncio.wait_for(self.events.get(), remaining)  # type: ignore[no-any-return]
         except asyncio.TimeoutError:
             self.cancel.set()
             raise _timeout() from None
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 def _timeout() -> RequestTimeoutError:

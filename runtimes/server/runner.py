@@ -100,6 +100,7 @@ def _timed_h11(seconds: float) -> type:
 
         def on_response_complete(self) -> None:
             self.transport.flush()  # the whole response in one send, now rather than at the end of the step
+            self.transport.hold()
             super().on_response_complete()
             if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
                 self._arm()  # the next request on this connection gets the same bound
@@ -150,10 +151,11 @@ class _CoalescingTransport:
 
     uvicorn's h11 cycle writes a response's head and its body separately: two ``send`` calls, and on loopback
     two packets, each waking the client (which parses the head, then blocks again for the body). A fixed cost
-    per request, a tenth of a millisecond and more when client and server share a core. Here writes are held
-    until the response completes (the protocol flushes then) or the step ends (a ``call_soon``: a stream's
-    chunks still leave at once), and never more than ``_MAX_HELD`` bytes, so the transport's own flow control
-    (pause_writing past its high-water mark) still sees every byte. Everything else is the transport's.
+    per request, a tenth of a millisecond and more when client and server share a core. Here a response's
+    writes are held until it completes (the protocol flushes then) or the step ends (a ``call_soon``: a
+    stream's head leaves at once, and its chunks are not held at all), never more than ``_MAX_HELD`` bytes,
+    so the transport's own flow control (pause_writing past its high-water mark) still sees every byte.
+    Everything else is the transport's.
     """
 
     _MAX_HELD = 64 * 1024
@@ -164,12 +166,20 @@ class _CoalescingTransport:
         self._held: list[bytes] = []
         self._size = 0
         self._flush_handle: Any = None
+        self._holding = True  # from the start of a response to its first flush
+
+    def hold(self) -> None:
+        """Hold the writes of the next response (the protocol calls this once a response is complete)."""
+        self._holding = True
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...
         return getattr(self._transport, name)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
+            return
+        if not self._holding:  # a stream's chunks, once its head is out: no reason to wait
+            self._transport.write(data)
             return
         self._held.append(bytes(data))
         self._size += len(data)
@@ -186,6 +196,7 @@ class _CoalescingTransport:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._holding = False
         if self._held:
             data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
             self._held, self._size = [], 0
