@@ -78,7 +78,7 @@ class Job:
     async def next_event(self, deadline: Deadline) -> tuple[str, Any]:
         """``("event", item)`` for each item the worker emits, then ``("end", future)`` once it returned."""
         remaining = deadline.remaining()
-        if remaining > 0 and not self.events.empty():
+        if remaining > 0 and not self.events.empty():  # tokens that queued while the loop was busy: no wait
             return self.events.get_nowait()  # type: ignore[no-any-return]
         try:
             if _TIMEOUT is not None:  # 3.11+: a timer, not wait_for's task (three loop steps per streamed token)
