@@ -295,7 +295,14 @@ def _overhead_rows(lengths: list[int], timings: Mapping[str, Any], cpu: Mapping[
 
 
 def overhead(
-    url: str, lm_pkg: Path, *, server_pid: int, threads: int, lengths: list[int], rounds: int
+    url: str,
+    lm_pkg: Path,
+    *,
+    server_pid: int,
+    threads: int,
+    lengths: list[int],
+    rounds: int,
+    block_seconds: float = 0.3,
 ) -> dict[str, Any]:
     """The same generate call in process and over HTTP, for each generation length, in the same rounds."""
     import runtimes
@@ -313,7 +320,7 @@ def overhead(
         same_text &= peers[f"http{n}"]() == model.generate(PROMPT, max_tokens=n, ignore_eos=True).text
     # The timed calls do the call and nothing else: reading the server's CPU from /proc costs the client
     # tens of microseconds, which inside the timed region would be charged to the server.
-    timings = interleave(peers, rounds=rounds, block_seconds=0.3, max_calls=20)
+    timings = interleave(peers, rounds=rounds, block_seconds=block_seconds, max_calls=20)
     cpu = _cpu_per_call(peers, lengths, server_pid)
     fixed = _fixed_cost(conn, model, server_pid)
     conn.close()
@@ -324,6 +331,7 @@ def overhead(
     return {
         "threads": threads,
         "rounds": rounds,
+        "block_seconds": block_seconds,
         "pinned_cpus": sorted(pinned[0]) if pinned else None,
         "same_text": same_text,
         "by_length": rows,
@@ -504,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-max-tokens", type=int, default=16, help="tokens per generate call in the load run")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, in the server and in process")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds for the overhead")
+    p.add_argument(
+        "--block-seconds",
+        type=float,
+        default=0.3,
+        help="time per peer per round (at least 3 calls); shorter blocks pair the two paths closer in time",
+    )
     p.add_argument("--deadline", type=float, default=300.0, help="seconds the load run may take at most")
     p.add_argument("--quick", action="store_true", help="200 requests, 5 rounds")
     p.add_argument("--json", type=Path, help="also write the report here")
@@ -537,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             lengths=args.max_tokens,
             rounds=args.rounds,
+            block_seconds=args.block_seconds,
         )
     finally:
         summary = server.stop()
