@@ -14,9 +14,11 @@ path) on 127.0.0.1 with a free port; nothing leaves the machine.
 2. Overhead: the same generate call in process (``model.generate``) and through the idle server (one
    keep-alive connection, stdlib ``http.client``), same package, prompt, settings and thread count, both
    processes pinned to the same CPUs, timed in interleaved rounds (``benchmarks/_common.py``), for 32 and
-   128 generated tokens. The overhead is the median per-round wall-time ratio minus one (CPU time per call,
-   the server's read from ``/proc``, is shown beside it); the 10 % target is checked at 128 tokens, a
-   typical completion. The server's cost is mostly fixed per request (HTTP, validation, the hand-off to the
+   128 generated tokens. The overhead is the median per-round wall-time ratio minus one; the 10 % target is
+   checked at 128 tokens, a typical completion. The timed calls do the call and nothing else; CPU time per
+   call is taken on calls of its own: the server's from ``/proc`` (every thread, in nanoseconds, after a
+   pause that lets it finish the request's bookkeeping), and the client's own (building the request, parsing
+   the answer), which the wall time of an HTTP call includes. The server's cost is mostly fixed per request (HTTP, validation, the hand-off to the
    model's thread), so it is also measured alone, on 1-token calls.
 
     python benchmarks/server.py [--quick] [--json FILE] [--work DIR] [--threads 1]
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -253,7 +256,17 @@ async def load_run(url: str, *, requests: int, clients: int, max_tokens: int, de
 
 
 def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of another process (Linux ``/proc``); None where that is not available."""
+    """User + system CPU seconds of another process, all its threads (Linux ``/proc``); None where that is not
+    available. Each thread's ``schedstat`` counts nanoseconds; ``stat`` (the fallback) counts clock ticks of
+    10 ms, coarser than a short call."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        return total / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -261,17 +274,11 @@ def _process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _overhead_rows(
-    lengths: list[int], timings: Mapping[str, Any], cpu: Mapping[str, float], calls: Mapping[str, int]
-) -> list[dict[str, Any]]:
+def _overhead_rows(lengths: list[int], timings: Mapping[str, Any], cpu: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per generation length: wall and CPU time per call in process and over HTTP, and the overheads."""
-
-    def per_call(key: str) -> float | None:
-        return round(cpu[key] / calls[key] * 1e3, 2) if calls.get(key) else None
-
     rows = []
     for n in lengths:
-        local_cpu, http_cpu = per_call(f"local{n}"), per_call(f"http{n}")
+        local_cpu, http_cpu = cpu[f"local{n}"], cpu[f"http{n}"]
         rows.append(
             {
                 "max_tokens": n,
@@ -281,13 +288,21 @@ def _overhead_rows(
                 "in_process_cpu_ms": local_cpu,
                 "server_cpu_ms": http_cpu,
                 "cpu_overhead_fraction": round(http_cpu / local_cpu - 1, 4) if local_cpu and http_cpu else None,
+                "client_cpu_ms": cpu[f"client{n}"],
             }
         )
     return rows
 
 
 def overhead(
-    url: str, lm_pkg: Path, *, server_pid: int, threads: int, lengths: list[int], rounds: int
+    url: str,
+    lm_pkg: Path,
+    *,
+    server_pid: int,
+    threads: int,
+    lengths: list[int],
+    rounds: int,
+    block_seconds: float = 0.3,
 ) -> dict[str, Any]:
     """The same generate call in process and over HTTP, for each generation length, in the same rounds."""
     import runtimes
@@ -298,54 +313,25 @@ def overhead(
     model = runtimes.load(lm_pkg, threads=threads)
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    headers = {"Content-Type": "application/json"}
-    # CPU seconds per call besides wall time: on a shared machine, wall time also measures the neighbours,
-    # while CPU time counts only the work each path does (the server's, read from /proc, client excluded).
-    cpu: dict[str, float] = {}
-    calls: dict[str, int] = {}
     peers: dict[str, Any] = {}
     same_text = True
-
-    def in_process(n: int) -> Any:
-        def call() -> None:
-            c0 = time.process_time()
-            model.generate(PROMPT, max_tokens=n, ignore_eos=True)
-            cpu[f"local{n}"] = cpu.get(f"local{n}", 0.0) + time.process_time() - c0
-            calls[f"local{n}"] = calls.get(f"local{n}", 0) + 1
-
-        return call
-
-    def over_http(n: int) -> Any:
-        body = json.dumps({"model": "bench-llama", "prompt": PROMPT, "max_tokens": n, "ignore_eos": True})
-
-        def call() -> str:
-            c0 = _process_cpu_seconds(server_pid)
-            conn.request("POST", "/v1/generate", body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                raise SystemExit(f"generate over HTTP failed: {resp.status} {data[:300]!r}")
-            c1 = _process_cpu_seconds(server_pid)
-            if c0 is not None and c1 is not None:
-                cpu[f"http{n}"] = cpu.get(f"http{n}", 0.0) + c1 - c0
-                calls[f"http{n}"] = calls.get(f"http{n}", 0) + 1
-            return json.loads(data)["choices"][0]["text"]
-
-        return call
-
     for n in lengths:
-        peers[f"local{n}"], peers[f"http{n}"] = in_process(n), over_http(n)
+        peers[f"local{n}"], peers[f"http{n}"] = _in_process(model, n), _over_http(conn, n)
         same_text &= peers[f"http{n}"]() == model.generate(PROMPT, max_tokens=n, ignore_eos=True).text
-    timings = interleave(peers, rounds=rounds, block_seconds=0.3, max_calls=20)
+    # The timed calls do the call and nothing else: reading the server's CPU from /proc costs the client
+    # tens of microseconds, which inside the timed region would be charged to the server.
+    timings = interleave(peers, rounds=rounds, block_seconds=block_seconds, max_calls=20)
+    cpu = _cpu_per_call(peers, lengths, server_pid)
     fixed = _fixed_cost(conn, model, server_pid)
     conn.close()
     _unpin(pinned)
 
-    rows = _overhead_rows(lengths, timings, cpu, calls)
+    rows = _overhead_rows(lengths, timings, cpu)
     checked = rows[-1]
     return {
         "threads": threads,
         "rounds": rounds,
+        "block_seconds": block_seconds,
         "pinned_cpus": sorted(pinned[0]) if pinned else None,
         "same_text": same_text,
         "by_length": rows,
@@ -354,6 +340,53 @@ def overhead(
         "target_fraction": OVERHEAD_TARGET,
         "pass": checked["overhead_fraction"] <= OVERHEAD_TARGET,
     }
+
+
+def _in_process(model: Any, n: int) -> Any:
+    def call() -> str:
+        return model.generate(PROMPT, max_tokens=n, ignore_eos=True).text
+
+    return call
+
+
+def _over_http(conn: http.client.HTTPConnection, n: int) -> Any:
+    body = json.dumps({"model": "bench-llama", "prompt": PROMPT, "max_tokens": n, "ignore_eos": True})
+    headers = {"Content-Type": "application/json"}
+
+    def call() -> str:
+        conn.request("POST", "/v1/generate", body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"generate over HTTP failed: {resp.status} {data[:300]!r}")
+        return json.loads(data)["choices"][0]["text"]
+
+    return call
+
+
+def _cpu_per_call(peers: Mapping[str, Any], lengths: list[int], server_pid: int, calls: int = 30) -> dict[str, Any]:
+    """CPU ms per call, from calls of their own (in-process and HTTP alternating): in process (this process),
+    in the server (read from /proc, the client excluded), and the client's own for an HTTP call (building the
+    request, parsing the answer: work the wall time of an HTTP call includes, done by this process)."""
+    out: dict[str, Any] = {}
+    for n in lengths:
+        local = server = client = 0.0
+        counted = 0
+        for _ in range(calls):
+            t0 = time.process_time()
+            peers[f"local{n}"]()
+            local += time.process_time() - t0
+            c0, t0 = _process_cpu_seconds(server_pid), time.thread_time()
+            peers[f"http{n}"]()
+            client += time.thread_time() - t0
+            c1 = _server_cpu_after_call(server_pid)
+            if c0 is not None and c1 is not None:
+                server += c1 - c0
+                counted += 1
+        out[f"local{n}"] = round(local / calls * 1e3, 2)
+        out[f"http{n}"] = round(server / counted * 1e3, 2) if counted else None
+        out[f"client{n}"] = round(client / calls * 1e3, 2)
+    return out
 
 
 def _pin_together(server_pid: int, n: int) -> tuple[set[int], set[int], set[int]] | None:
@@ -375,6 +408,13 @@ def _unpin(pinned: tuple[set[int], set[int], set[int]] | None) -> None:
         os.sched_setaffinity(0, pinned[1])
 
 
+def _server_cpu_after_call(server_pid: int) -> float | None:
+    # The server still has work after the answer's last byte (metrics, the request's bookkeeping); on a shared
+    # core the client may run first. A pause lets it finish, so that work is counted with the call it belongs to.
+    time.sleep(0.002)
+    return _process_cpu_seconds(server_pid)
+
+
 def _fixed_cost(conn: http.client.HTTPConnection, model: Any, server_pid: int, calls: int = 100) -> dict[str, Any]:
     """CPU per one-token generate call, in process and in the server: the server's own per-request cost
     (HTTP, validation, the worker hand-off, JSON), which a longer generation spreads over its tokens."""
@@ -384,7 +424,7 @@ def _fixed_cost(conn: http.client.HTTPConnection, model: Any, server_pid: int, c
         c0 = _process_cpu_seconds(server_pid)
         conn.request("POST", "/v1/generate", body=body, headers={"Content-Type": "application/json"})
         conn.getresponse().read()
-        c1 = _process_cpu_seconds(server_pid)
+        c1 = _server_cpu_after_call(server_pid)
         if c0 is None or c1 is None:
             return {"in_process_cpu_ms": None, "server_cpu_ms": None, "per_request_cpu_ms": None}
         cpu_server += c1 - c0
@@ -431,6 +471,7 @@ def render(report: dict[str, Any]) -> str:
                 "in-process CPU ms",
                 "server CPU ms",
                 "overhead (CPU)",
+                "client CPU ms",
             ],
             [
                 [
@@ -441,6 +482,7 @@ def render(report: dict[str, Any]) -> str:
                     r["in_process_cpu_ms"],
                     r["server_cpu_ms"],
                     _fraction(r["cpu_overhead_fraction"]),
+                    r["client_cpu_ms"],
                 ]
                 for r in ov["by_length"]
             ],
@@ -470,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-max-tokens", type=int, default=16, help="tokens per generate call in the load run")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, in the server and in process")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds for the overhead")
+    p.add_argument(
+        "--block-seconds",
+        type=float,
+        default=0.3,
+        help="time per peer per round (at least 3 calls); shorter blocks pair the two paths closer in time",
+    )
     p.add_argument("--deadline", type=float, default=300.0, help="seconds the load run may take at most")
     p.add_argument("--quick", action="store_true", help="200 requests, 5 rounds")
     p.add_argument("--json", type=Path, help="also write the report here")
@@ -503,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             lengths=args.max_tokens,
             rounds=args.rounds,
+            block_seconds=args.block_seconds,
         )
     finally:
         summary = server.stop()

@@ -92,10 +92,10 @@ class GenerationConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationConfig:
         if not isinstance(d, Mapping):
             raise ConfigError(f"a generation config must be an object (got {type(d).__name__})")
-        known = [f.name for f in fields(cls)]
+        known = _CONFIG_FIELDS
         for key in d:
             if key not in known:
-                raise ConfigError(unknown_message("generation option", str(key), known), param=str(key))
+                raise ConfigError(unknown_message("generation option", str(key), list(known)), param=str(key))
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +105,9 @@ class GenerationConfig:
 
     def replace(self, **changes: Any) -> GenerationConfig:
         return GenerationConfig.from_dict({**self.to_dict(), **changes})
+
+
+_CONFIG_FIELDS = tuple(f.name for f in fields(GenerationConfig))  # from_dict runs on every server request
 
 
 def _utf8_prompt(data: bytes) -> str:

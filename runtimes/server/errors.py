@@ -157,7 +157,13 @@ def settle(scope: Any, exc: EdgekitError) -> None:
         refund()
 
 
-def install(app: Any, routes: list[str]) -> None:
+def handled() -> tuple[type[BaseException], ...]:
+    """The exceptions answered by the handler ``install`` registers (the rest are the 500 boundary's)."""
+    return (EdgekitError, *(row.load() for row in FOREIGN))
+
+
+def install(app: Any, routes: list[str]) -> Callable[[Any, Exception], Any]:
+    """Register the error handler on ``app`` and return it (the app's direct routes call it too)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
@@ -167,5 +173,6 @@ def install(app: Any, routes: list[str]) -> None:
         settle(request.scope, err)
         return JSONResponse(error_body(err), status_code=int(err.http_status), headers=error_headers(err))
 
-    for kind in (EdgekitError, *(row.load() for row in FOREIGN)):
+    for kind in handled():
         app.add_exception_handler(kind, on_error)
+    return on_error

@@ -50,6 +50,20 @@ class Job:
         self.future = future
         self.cancel = cancel
         self.events = events
+        self._on_end: list[Callable[[], None]] = []
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the loop when the job ends (at once if it has), in the step that ends it:
+        a done callback of ``future`` would run one event-loop step later."""
+        if self.future.done():
+            callback()
+        else:
+            self._on_end.append(callback)
+
+    def _ended(self) -> None:
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback()
 
     async def result(self, deadline: Deadline) -> Any:
         try:
@@ -63,11 +77,20 @@ class Job:
 
     async def next_event(self, deadline: Deadline) -> tuple[str, Any]:
         """``("event", item)`` for each item the worker emits, then ``("end", future)`` once it returned."""
+        remaining = deadline.remaining()
+        if remaining > 0 and not self.events.empty():  # tokens that queued while the loop was busy: no wait
+            return self.events.get_nowait()  # type: ignore[no-any-return]
         try:
-            return await asyncio.wait_for(self.events.get(), deadline.remaining())
+            if _TIMEOUT is not None:  # 3.11+: a timer, not wait_for's task (three loop steps per streamed token)
+                async with _TIMEOUT(remaining):
+                    return await self.events.get()  # type: ignore[no-any-return]
+            return await asyncio.wait_for(self.events.get(), remaining)  # type: ignore[no-any-return]
         except asyncio.TimeoutError:
             self.cancel.set()
             raise _timeout() from None
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 def _timeout() -> RequestTimeoutError:
@@ -146,27 +169,43 @@ class ModelSlots:
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue[Any] = asyncio.Queue()
+        job = Job(loop.create_future(), cancel, events)
 
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("event", item))
 
         started = time.monotonic()
-        try:
-            future = loop.run_in_executor(self._executor, fn, cancel, emit)
-        except BaseException:
-            self.release()
-            raise
 
-        def done(f: asyncio.Future[Any]) -> None:
+        def finish(result: Any, error: BaseException | None) -> None:  # on the loop, once the thread is done
             seconds = time.monotonic() - started
             self._job_seconds = seconds if not self._job_seconds else (1 - _EWMA) * self._job_seconds + _EWMA * seconds
             self.release()
-            events.put_nowait(("end", f))
-            if not f.cancelled():
-                f.exception()  # mark it retrieved: a request that went away must not log "never retrieved"
+            future = job.future
+            if not future.done():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+                    future.exception()  # mark it retrieved: a request that went away must not log "never retrieved"
+            events.put_nowait(("end", future))
+            job._ended()
 
-        future.add_done_callback(done)
-        return Job(future, cancel, events)
+        def run() -> None:  # in the worker thread
+            # The outcome goes to the loop in one call (not run_in_executor's future chained to an asyncio
+            # future, whose callbacks then take two more loop steps to reach the waiting request).
+            try:
+                outcome: tuple[Any, BaseException | None] = (fn(cancel, emit), None)
+            except BaseException as exc:  # handed to the request, as run_in_executor would
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(finish, *outcome)
+
+        try:
+            self._executor.submit(run)
+        except BaseException:
+            self.release()
+            raise
+        return job
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
