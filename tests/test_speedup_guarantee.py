@@ -1,7 +1,8 @@
 """The speed-up guarantee: a quantized export is timed against its own fp32 graph and refused when slower.
 
 The decision is tested with injected measurements (``exporters.speed.interleaved`` replaced by fixed per-round
-times), so nothing depends on this CPU; one real export checks that the manifest carries a measured speed-up.
+times), so nothing depends on this CPU; real exports check that the manifest carries a measured speed-up, and that
+a graph int8 really makes slower (a chain of narrow products, ~2.4x: far outside any noise band) is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from edgekit.package import read_manifest
 from edgekit.session_policy import SPEEDUP_TOLERANCE, speedup_verdict
 from exporters import export
 from tests.conftest import assert_valid_manifest
-from tests.onnx_builders import mlp_classifier
+from tests.onnx_builders import mlp_classifier, narrow_matmul_chain
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,18 @@ def test_a_real_export_records_its_measured_speedup(mlp, tmp_path):
     assert speed.cpu == detect_cpu().model and speed.workload.startswith("median sample: x[")
     policy = manifest["runtime"]["session_policy"]
     assert policy["rule"] in ("measured", "per-node-work") and policy["work"]["host_core_ms"] > 0
+
+
+def test_a_really_slower_package_is_refused_by_default_and_recorded_with_warn(tmp_path):
+    """No injected timing: int8-dynamic on narrow products over many rows measures slower than fp32 itself."""
+    src = narrow_matmul_chain(tmp_path / "narrow.onnx")
+    with pytest.raises(SlowerThanFp32Error) as err:
+        export(src, output=tmp_path / "refused", task="tensor", recipe="int8-dynamic", progress=False)
+    assert "the time of the fp32 graph" in err.value.message and "no package was written" in err.value.message
+    assert not (tmp_path / "refused").exists()
+    with pytest.warns(SlowerThanFp32Warning):
+        export(src, output=tmp_path / "kept", task="tensor", recipe="int8-dynamic", progress=False, on_slower="warn")
+    speed = read_manifest(tmp_path / "kept").runtime.speedup
+    assert speed.verdict == "slower" and speed.median_ratio > 1 + speed.tolerance
+    # compared against the fp32 graph at its own policy's set-up, recorded beside the package's own threads
+    assert speed.fp32_threads >= 1 and isinstance(speed.fp32_spinning, bool)
