@@ -210,68 +210,74 @@ def measure_policy(
     return policy, many if policy.allow_spinning or quiet is None else quiet
 
 
-def fp32_calls(fp32_path: Path, feeds: Mapping[str, np.ndarray], *, cores: int) -> list[tuple[int, bool, Call]]:
-    """The fp32 graph's set-ups its own policy chooses from, (threads, spinning, call): one thread, and all
-    cores with spinning on and off (:func:`measure_policy`'s candidates)."""
+def setup_calls(model_path: Path, feeds: Mapping[str, np.ndarray], *, cores: int) -> list[tuple[int, bool, Call]]:
+    """The set-ups a thread policy chooses from, (threads, spinning, call): one thread, and all cores with
+    spinning on and off (the candidates of :func:`measure_policy`)."""
     ups = [(1, False)] + ([(cores, True), (cores, False)] if cores > 1 else [])
-    return [(n, spin, timed_call(fp32_path, feeds, threads=n, spinning=spin)) for n, spin in ups]
+    return [(n, spin, timed_call(model_path, feeds, threads=n, spinning=spin)) for n, spin in ups]
 
 
-def fp32_choice(rounds: Sequence[Sequence[float]], cores: int) -> int:
-    """Which fp32 set-up (index into :func:`fp32_calls`, columns 1.. of ``rounds``) the fp32 package's own policy
-    takes from these rounds: the rule :func:`edgekit.session_policy.choose_policy` applies to a package."""
+def _choice(rounds: Sequence[Sequence[float]], first: int, cores: int, work: CallWork, cpu: str) -> SessionPolicy:
+    """The policy the rule takes from set-up columns ``first`` (1 thread), +1 (all, spinning), +2 (all, not)."""
     if cores <= 1:
-        return 0
-    one_vs_all = per_round_ratios(rounds, 1, 2)
-    spin = per_round_ratios(rounds, 3, 2)
-    work = CallWork(workload="", nodes=1, host_core_ms=0.0, host_core_gflops=1.0)
-    policy = choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu="")
-    if policy.intra_op_threads != ALL:
-        return 0
-    return 1 if policy.allow_spinning else 2
+        return choose_policy(one_vs_all=None, spin_off_vs_on=None, all_threads=cores, work=work, cpu=cpu)
+    one_vs_all = per_round_ratios(rounds, first, first + 1)
+    spin = per_round_ratios(rounds, first + 2, first + 1)
+    return choose_policy(one_vs_all=one_vs_all, spin_off_vs_on=spin, all_threads=cores, work=work, cpu=cpu)
+
+
+def _column(policy: SessionPolicy, first: int, cores: int) -> int:
+    if cores <= 1 or policy.intra_op_threads != ALL:
+        return first
+    return first + 1 if policy.allow_spinning else first + 2
 
 
 def measure_speedup(
     fp32_path: Path,
-    package: Call,
+    model_path: Path,
     workload: Workload,
     *,
-    threads: int,
     cores: int,
     cpu: str,
     isa: Sequence[str],
     on_slower: str,
     clock: Clock = time.perf_counter,
-) -> SpeedupRecord:
-    """The package at its own thread policy against the fp32 graph at the fp32 graph's own policy.
+) -> tuple[SessionPolicy, SpeedupRecord]:
+    """The package's thread policy, and the package at that policy against the fp32 graph at *its* policy.
 
-    Why not the fp32 graph at the package's threads: a user without the package runs the fp32 package, at the
-    threads its policy picks. EfficientNet-B0 int8-static, whose policy is one thread, measured 1.01x the fp32
-    graph at one thread while the fp32 graph at two threads ran 1.4x faster than the package. Both policies
-    come from the same rule (ties within THREADS_TOLERANCE go to one thread), the fp32 one from the rounds
-    measured here, interleaved with the package's."""
-    refs = fp32_calls(fp32_path, workload.feeds, cores=cores)
-    rounds = interleaved([package, *(call for _, _, call in refs)], clock=clock)
-    chosen = fp32_choice(rounds, cores)
-    ratios = per_round_ratios(rounds, 0, chosen + 1)
-    median, verdict = speedup_verdict(ratios)
-    return SpeedupRecord(
+    One interleaved run times both graphs at every set-up (package's first, then fp32's), and the same rule
+    (:func:`edgekit.session_policy.choose_policy`) picks each graph's policy from it: what a user runs is the
+    package at its policy, and without it the fp32 package at its own. Why not the fp32 graph at the package's
+    threads: EfficientNet-B0 int8-static, whose policy was one thread, measured 1.01x the fp32 graph at one thread
+    while the fp32 graph at two threads ran 1.4x faster than it; and a policy measured apart from the comparison
+    (under another load) could pick one thread for the package and two for the fp32 graph."""
+    ups = setup_calls(model_path, workload.feeds, cores=cores)
+    refs = setup_calls(fp32_path, workload.feeds, cores=cores)
+    rounds = interleaved([call for _, _, call in ups + refs], clock=clock)
+    work = CallWork(
+        workload=workload.description,
+        nodes=_node_count(model_path),
+        host_core_ms=round(statistics.median(r[0] for r in rounds) * 1e3, 4),
+        host_core_gflops=round(host_core_gflops(), 2),
+    )
+    policy = _choice(rounds, 0, cores, work, cpu)
+    fp32_policy = _choice(rounds, len(ups), cores, work, cpu)
+    mine, theirs = _column(policy, 0, cores), _column(fp32_policy, len(ups), cores)
+    median, verdict = speedup_verdict(per_round_ratios(rounds, mine, theirs))
+    record = SpeedupRecord(
         speedup=round(1.0 / median, 4),
         median_ratio=round(median, 4),
         verdict=verdict,
-        rounds=len(ratios),
-        threads=threads,
-        fp32_threads=refs[chosen][0],
-        fp32_spinning=refs[chosen][1],
+        rounds=len(rounds),
+        threads=ups[mine][0],
+        fp32_threads=refs[theirs - len(ups)][0],
+        fp32_spinning=refs[theirs - len(ups)][1],
         workload=workload.description,
         cpu=cpu,
         isa=list(isa),
         on_slower=on_slower,
     )
-
-
-def policy_threads(policy: SessionPolicy, cores: int) -> int:
-    return cores if policy.intra_op_threads == ALL else int(policy.intra_op_threads)
+    return policy, record
 
 
 def _node_count(model_path: Path) -> int:
@@ -304,23 +310,17 @@ def runtime_checks(
     cores = physical_cores()
     inputs, _ = graph.io_specs(graph.load_model(model_path, load_weights=False, check=False))
     workload = typical_call(kind, generation, samples, [spec.name for spec in inputs])
-    policy, package = measure_policy(model_path, workload, cores=cores, cpu=host.model)
-    log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
     if fp32_path is None or on_slower == "off":
+        policy, _ = measure_policy(model_path, workload, cores=cores, cpu=host.model)
+        log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
         if device_estimator is not None:
             why = "the recipe is the fp32 baseline" if fp32_path is None else "on_slower='off' skips the comparison"
             log(f"target devices not estimated: {why}")
         return RuntimeInfo(session_policy=policy)
-    record = measure_speedup(
-        fp32_path,
-        package,
-        workload,
-        threads=policy_threads(policy, cores),
-        cores=cores,
-        cpu=host.model,
-        isa=host.isa_features,
-        on_slower=on_slower,
+    policy, record = measure_speedup(
+        fp32_path, model_path, workload, cores=cores, cpu=host.model, isa=host.isa_features, on_slower=on_slower
     )
+    log(f"session policy: {policy.intra_op_threads} thread(s), {policy.reason}")
     log(f"speed-up over fp32: {record.speedup:.2f}x ({record.verdict}, {record.rounds} rounds)")
     if record.verdict == "slower":
         what = (
