@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edgekit.cli import main
@@ -110,3 +111,19 @@ def test_a_really_slower_package_is_refused_by_default_and_recorded_with_warn(tm
     assert speed.verdict == "slower" and speed.median_ratio > 1 + speed.tolerance
     # compared against the fp32 graph at its own policy's set-up, recorded beside the package's own threads
     assert speed.fp32_threads >= 1 and isinstance(speed.fp32_spinning, bool)
+
+
+def test_the_fp32_graph_runs_at_its_own_policy_not_the_packages(mlp, monkeypatch):
+    """Each graph's policy comes from the same rounds by the same rule: the package ties at 1 thread (1 thread
+    chosen), the fp32 graph is 2x faster on 2 cores with spinning (chosen), so the package at 1 thread is compared
+    with fp32 at 2. The old comparison, fp32 at the package's 1 thread, read this package as 2x faster."""
+    import exporters.speed as speed
+
+    # columns: package at 1 / 2 spinning / 2 not spinning, then the fp32 graph at the same three
+    row = [1.0, 0.95, 0.96, 2.0, 1.0, 1.2]
+    monkeypatch.setattr(speed, "interleaved", lambda calls, **_: [list(row) for _ in range(7)])
+    workload = speed.Workload(feeds={"x": np.ones((1, 16), np.float32)}, description="one row")
+    policy, record = speed.measure_speedup(mlp, mlp, workload, cores=2, cpu="test", isa=[], on_slower="refuse")
+    assert policy.intra_op_threads == 1 and record.threads == 1
+    assert (record.fp32_threads, record.fp32_spinning) == (2, True)
+    assert record.median_ratio == 1.0 and record.verdict == "within-noise"
