@@ -503,10 +503,11 @@ def _float_rewrites(path: Path, cfg: Any) -> dict[str, Any]:
     """The exact float rewrites int8 needs on SiLU / squeeze-excite CNNs (exporters/static_rewrites.py)."""
     model = graph.load_model(path, check=False)
     pools = static_rewrites.global_average_pools(model)
+    pads = static_rewrites.fold_pads(model)
     silus = static_rewrites.fuse_silu(model) if getattr(cfg, "silu", "float") == "float" else 0
-    if pools or silus:
+    if pools or pads or silus:
         graph.save_model(model, path)
-    return {"global_average_pools": pools, "silu_fused": silus}
+    return {"global_average_pools": pools, "pads_folded": pads, "silu_fused": silus}
 
 
 @contextlib.contextmanager

@@ -204,6 +204,43 @@ def test_a_pool_wider_than_its_input_becomes_global_and_stays_exact(tmp_path: Pa
         assert float(np.abs(r).max()) > 0 and _cosine(f, r) >= 0.99, (f, r)
 
 
+def test_a_zero_pad_before_a_valid_conv_folds_into_its_pads(tmp_path: Path) -> None:
+    """transformers' EfficientNet: ZeroPad2d (asymmetric, 1 before / 2 after) then a VALID stride-2 depthwise Conv.
+    Folded into the Conv's own pads the float graph gives the same values and has no Pad left."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from exporters.static_rewrites import fold_pads
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "pads": np.array([0, 0, 1, 1, 0, 0, 2, 2], np.int64),
+        "zero": np.array(0.0, np.float32),
+        "w": rng.standard_normal((3, 1, 5, 5)).astype(np.float32),
+        "wh": rng.standard_normal((CLASSES, 3)).astype(np.float32),
+        "bh": np.zeros(CLASSES, np.float32),
+    }
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "zero"], ["xp"], mode="constant", name="pad"),
+        helper.make_node("Conv", ["xp", "w"], ["c"], group=3, strides=[2, 2], auto_pad="VALID", name="dw"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wh", "bh"], ["logits"], transB=1, name="head"),
+    ]
+    src = _save_cnn(tmp_path / "pad.onnx", "pad", nodes, inits)
+    model = onnx.load(str(src))
+    assert fold_pads(model) == ["pad"]
+    assert [n.op_type for n in model.graph.node][0] == "Conv" and {"pads", "zero"}.isdisjoint(
+        i.name for i in model.graph.initializer
+    )
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    before = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(str(tmp_path / "folded.onnx"), providers=["CPUExecutionProvider"])
+    for x in _inputs(7, 3):
+        np.testing.assert_allclose(after.run(None, {"x": x})[0], before.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_only_gates_of_sigmoid_and_mul_are_quantized() -> None:
     """A Mul fed by a Sigmoid (a gate) and a Sigmoid feeding only gates are int8; a scale Mul, GELU's
     ``x * 0.5`` and a Sigmoid read by anything else stay float."""
