@@ -364,8 +364,14 @@ def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
             hint="the graph is inconsistent (types or shapes between nodes disagree): re-export it from its source",
         ) from None
     before = len(graph.load_model(src, check=False).graph.node)
-    after = len(graph.load_model(dst, check=False).graph.node)
-    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after}
+    optimized = graph.load_model(dst, check=False)
+    # A zero Pad ahead of a VALID Conv (transformers' EfficientNet), which ORT's PadFusion leaves, moves into the
+    # Conv's pads: exact, and EfficientNet-B0's fp32 graph runs ~15 % faster (exporters/static_rewrites.py).
+    pads = static_rewrites.fold_pads(optimized)
+    if pads:
+        graph.save_model(optimized, dst)
+    after = len(optimized.graph.node)
+    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after, "pads_folded": pads}
     if before == after:
         details["reason"] = "constant folding and redundant-node elimination found nothing to remove"
     return before != after, details
