@@ -18,6 +18,7 @@ from edgekit.errors import ConfigError, SlowerThanFp32Error, SlowerThanFp32Warni
 from edgekit.package import read_manifest
 from edgekit.session_policy import SPEEDUP_TOLERANCE, speedup_verdict
 from exporters import export
+from exporters.speed import MAX_ROUNDS, MIN_ROUNDS
 from tests.conftest import assert_valid_manifest
 from tests.onnx_builders import mlp_classifier, narrow_matmul_chain
 
@@ -92,7 +93,7 @@ def test_a_real_export_records_its_measured_speedup(mlp, tmp_path):
     manifest = assert_valid_manifest(tmp_path / "q")  # the schema holds the new records
     speed = read_manifest(tmp_path / "q").runtime.speedup
     assert speed.speedup > 0 and speed.median_ratio == pytest.approx(1 / speed.speedup, rel=1e-3)
-    assert 5 <= speed.rounds <= 11 and speed.threads >= 1
+    assert MIN_ROUNDS <= speed.rounds <= MAX_ROUNDS and speed.threads >= 1
     assert speed.cpu == detect_cpu().model and speed.workload.startswith("median sample: x[")
     policy = manifest["runtime"]["session_policy"]
     assert policy["rule"] in ("measured", "per-node-work") and policy["work"]["host_core_ms"] > 0
