@@ -122,13 +122,18 @@ def _shape(dims: list[Any]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def _fp32_setup(threads: Any) -> str:
+    """What the package was compared against, when the manifest says (older manifests: the package's threads)."""
+    return f" vs fp32 at {threads}" if threads else ""
+
+
 def _runtime_lines(runtime: dict[str, Any]) -> list[str]:
     lines = []
     speed = runtime.get("speedup")
     if speed:
         lines.append(
             f"  speed-up         {speed['speedup']:.2f}x fp32 ({speed['verdict']}; {speed['workload']},"
-            f" {speed['threads']} thread(s), {speed['cpu']})"
+            f" {speed['threads']} thread(s){_fp32_setup(speed.get('fp32_threads'))}, {speed['cpu']})"
         )
         lines += [
             f"    on {d['device']}: {d['speedup']:.2f}x fp32, estimated ("

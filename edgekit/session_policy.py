@@ -14,11 +14,14 @@ time per node on the target's fastest core (device profile peak) and runs a grap
 :data:`OVERHEAD_BOUND_NODE_US` per node on one thread and anything larger on all big cores (the profile's
 ``default_threads``).
 
-Speed-up. A quantized package is timed against the fp32 graph of the same export (the graph just before the
-quantizing step), interleaved rounds, median of the per-round ratios. It is *slower* only when that median
-ratio exceeds ``1 + SPEEDUP_TOLERANCE``: a ratio within 5 % of parity is ``within-noise`` and kept, so a noisy
-machine cannot flip a clear case; a median says more than a mean because one descheduled round moves it
-little.
+Speed-up. A quantized package, at its own thread policy, is timed against the fp32 graph of the same export
+(the graph just before the quantizing step) at the set-up that graph's own policy takes on the host (one thread,
+or all cores with spinning on or off, by the rule below: what the fp32 package would run), interleaved rounds of
+blocks of calls, median of the per-round ratios. It is *slower* when that median ratio exceeds ``1 + SPEEDUP_TOLERANCE``: a ratio within 2 % of
+parity is ``within-noise`` and kept, so a noisy machine cannot flip a tie; a median says more than a mean
+because one descheduled round moves it little. The band was 5 % with single alternating calls compared at the
+package's threads, which let EfficientNet-B0 int8-static ship at "1.01x" while it ran 1.4x slower than the fp32
+package (2026-12-02 d).
 
 Speed-up on the target devices. The export host is rarely the device: where the user names target devices, the
 profiler (supplied by the edgekit layer: exporters never import it) estimates the same call on each device's
@@ -68,7 +71,7 @@ ALL = "all"
 # (~2-3 us per node) is 1.5-1.9x faster on one thread; MiniLM at 64 tokens (~100 us per node) is faster
 # on all cores.
 OVERHEAD_BOUND_NODE_US = 20.0
-SPEEDUP_TOLERANCE = 0.05
+SPEEDUP_TOLERANCE = 0.02
 # All cores must beat one thread by more than this (median per-round ratio) to be chosen: within it the two
 # are a tie on a noisy machine, and one thread does the same work with the rest of the CPU left free.
 THREADS_TOLERANCE = 0.10
@@ -164,11 +167,14 @@ class SpeedupRecord:
     median_ratio: float  # package / fp32, median over rounds
     verdict: str  # faster | within-noise | slower
     rounds: int
-    threads: int
+    threads: int  # the package's, from its session policy
     workload: str
     cpu: str
     isa: list[str] = field(default_factory=list)
     tolerance: float = SPEEDUP_TOLERANCE
+    # the fp32 graph's set-up by its own policy on this host, the one compared against (1.3 additive; None: older)
+    fp32_threads: int | None = None
+    fp32_spinning: bool | None = None
     on_slower: str = "refuse"  # what the export was told to do with a slower package
     # the target devices' estimates (none named: empty) and what the export was told to do with a slower one
     devices: list[DeviceSpeedup] = field(default_factory=list)

@@ -26,7 +26,7 @@ from edgekit.errors import CalibrationError, ConfigError, CorruptModelError, Uns
 from edgekit.onnx_graph import topological
 from edgekit.recipe_names import RECIPE_DESCRIPTIONS
 from edgekit.registry import Registry
-from exporters import graph, index_subgraph, static_ops
+from exporters import graph, index_subgraph, static_ops, static_rewrites
 from exporters.decoder_fusions import step_decoder_fusions
 from exporters.isa import isa_choices
 from exporters.ort_guard import guarded
@@ -109,9 +109,10 @@ class Int8DynamicConfig:
 # The multiply-accumulate ops, plus the ops ORT's QDQ fusion (level EXTENDED and up) folds into integer
 # kernels or passes int8 through, so no float round trip sits between two quantized convs: Relu / Clip vanish
 # into the preceding QLinearConv's output range, Add -> QLinearAdd (residuals), GlobalAveragePool ->
-# QLinearGlobalAveragePool, Concat -> QLinearConcat, pooling and shape ops carry int8 unchanged. Measured
-# (tests/test_int8_static_vision.py; benchmarks/cnn_int8.py): MobileNetV2's level-ALL graph goes from 36 to
-# 1 DequantizeLinear. Mul, Sigmoid, Softmax and the normalizations stay float (see Int8StaticConfig.op_types).
+# QLinearGlobalAveragePool, Concat -> QLinearConcat, Sigmoid / Mul gates -> QLinearSigmoid / QLinearMul, pooling
+# and shape ops carry int8 unchanged. Measured (tests/test_int8_static_vision.py; benchmarks/cnn_int8.py):
+# MobileNetV2's level-ALL graph goes from 36 to 1 DequantizeLinear. Of Sigmoid and Mul only gates are quantized
+# (exporters/static_rewrites.py); other Muls, Softmax and the normalizations stay float.
 STATIC_OP_TYPES = (
     "Conv",
     "MatMul",
@@ -130,6 +131,8 @@ STATIC_OP_TYPES = (
     "Unsqueeze",
     "Transpose",
     "Pad",
+    "Sigmoid",
+    "Mul",
 )
 
 
@@ -147,10 +150,13 @@ class Int8StaticConfig:
     weight_type: Literal["int8", "uint8"] = "int8"
     max_calibration_samples: int = 128
     nodes_to_exclude: tuple[str, ...] = ()
-    # Mul, Sigmoid and the normalizations stay float: ORT 1.32's fused QLinearMul collapsed a tiny EfficientNet's
-    # output to exactly 0 (SiLU and squeeze-excite Muls), and DeiT's quantized Softmax / LayerNorm / GELU cost its
-    # worst-sample cosine 0.82 -> 0.99. A SiLU network therefore keeps a float round trip per activation.
+    # Of Sigmoid and Mul only gates (a Mul fed by a Sigmoid: squeeze-excite) are quantized; DeiT's quantized
+    # Softmax / LayerNorm / GELU cost its worst-sample cosine 0.82 -> 0.99, so those stay float.
     op_types: tuple[str, ...] = STATIC_OP_TYPES
+    # SiLU (x * Sigmoid(x)): "float" fuses it to ORT's QuickGelu kernel between int8 convs (fastest on ORT's CPU
+    # provider: EfficientNet-B0 0.81x fp32 against 0.96x, one thread); "int8" keeps Sigmoid + Mul as QDQ
+    # (QLinearSigmoid / QLinearMul), for providers that take QDQ graphs only (exporters/static_rewrites.py).
+    silu: Literal["float", "int8"] = "float"
     # 7-bit weights (None: for int8 weights only). Without VNNI, MLAS's u8s8 kernel (vpmaddubsw) sums uint8 x
     # int8 pairs in int16 and saturates with 8-bit int8 weights (tiny MobileNetV2, worst cosine 0.54 fused vs
     # 0.94 unfused). The package runs on CPUs the exporter never sees: not chosen from the build host's flags.
@@ -358,8 +364,14 @@ def _ort_basic(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
             hint="the graph is inconsistent (types or shapes between nodes disagree): re-export it from its source",
         ) from None
     before = len(graph.load_model(src, check=False).graph.node)
-    after = len(graph.load_model(dst, check=False).graph.node)
-    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after}
+    optimized = graph.load_model(dst, check=False)
+    # A zero Pad ahead of a VALID Conv (transformers' EfficientNet), which ORT's PadFusion leaves, moves into the
+    # Conv's pads: exact, and EfficientNet-B0's fp32 graph runs ~15 % faster (exporters/static_rewrites.py).
+    pads = static_rewrites.fold_pads(optimized)
+    if pads:
+        graph.save_model(optimized, dst)
+    after = len(optimized.graph.node)
+    details: dict[str, Any] = {"level": "basic", "nodes_before": before, "nodes_after": after, "pads_folded": pads}
     if before == after:
         details["reason"] = "constant folding and redundant-node elimination found nothing to remove"
     return before != after, details
@@ -486,10 +498,22 @@ def step_preprocess(src: Path, dst: Path, cfg: Any, ctx: RecipeContext) -> tuple
     with _cwd(ctx.work):
         try:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=False, auto_merge=True)
-            return True, {"symbolic_shape_inference": True}
+            details: dict[str, Any] = {"symbolic_shape_inference": True}
         except Exception as exc:  # it does not know every op; quantization still works without it
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-            return True, {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+            details = {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+    return True, {**details, **_float_rewrites(dst, cfg)}
+
+
+def _float_rewrites(path: Path, cfg: Any) -> dict[str, Any]:
+    """The exact float rewrites int8 needs on SiLU / squeeze-excite CNNs (exporters/static_rewrites.py)."""
+    model = graph.load_model(path, check=False)
+    pools = static_rewrites.global_average_pools(model)
+    pads = static_rewrites.fold_pads(model)
+    silus = static_rewrites.fuse_silu(model) if getattr(cfg, "silu", "float") == "float" else 0
+    if pools or pads or silus:
+        graph.save_model(model, path)
+    return {"global_average_pools": pools, "pads_folded": pads, "silu_fused": silus}
 
 
 @contextlib.contextmanager
@@ -532,6 +556,7 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
     index_nodes = [n for n in index_subgraph.index_nodes(model) if n not in cfg.nodes_to_exclude]
     float_adds = [n for n in static_ops.float_adds(model) if n not in cfg.nodes_to_exclude]
     float_adds = float_adds if "Add" in cfg.op_types else []
+    float_gates = [n for n in static_rewrites.float_sigmoid_muls(model) if n not in cfg.nodes_to_exclude]
     ctx.log(f"calibrating on {len(samples)} samples ({cfg.method})…")
     guarded(
         lambda: quantize_static(
@@ -545,7 +570,7 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
             calibrate_method=method,
             op_types_to_quantize=list(cfg.op_types),
             reduce_range=cfg.weights_7bit,
-            nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes, *float_adds],
+            nodes_to_exclude=[*cfg.nodes_to_exclude, *index_nodes, *float_adds, *float_gates],
             extra_options={"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": False},
         ),
         during="int8-static calibration",
@@ -557,8 +582,9 @@ def step_int8_static(src: Path, dst: Path, cfg: Int8StaticConfig, ctx: RecipeCon
         "nodes_kept_float": list(cfg.nodes_to_exclude),
         "index_nodes_kept_float": index_nodes,
         "adds_kept_float": len(float_adds),
+        "sigmoid_muls_kept_float": len(float_gates),
         "op_types_quantized": list(cfg.op_types),
-        "why_other_ops_float": "Mul, Sigmoid, Softmax and normalizations lose accuracy in ORT's integer kernels",
+        "why_other_ops_float": "Softmax, normalizations and non-gate Muls lose accuracy in ORT's integer kernels",
         "weight_type": cfg.weight_type,
         "reduce_range": cfg.weights_7bit,
     }

@@ -3,7 +3,9 @@ int8, what ORT's optimizer leaves of the QDQ pairs, and that the fused int8 kern
 arithmetic.
 
 Measured failures shaped the recipe (tests/test_architecture_matrix.py's tiny EfficientNet, MobileNetV2 and DeiT):
-ORT's fused QLinearMul collapsed the SiLU / squeeze-excite Muls to 0, so Mul and Sigmoid stay float; MLAS's AVX2
+ORT's QLinearAveragePool returns 0 for transformers' EfficientNet pooler (a window wider than its input), so such a
+pool becomes GlobalAveragePool first; SiLU runs as ORT's float QuickGelu between int8 convs and squeeze-excite
+gates as QLinearSigmoid / QLinearMul (exporters/static_rewrites.py); MLAS's AVX2
 u8s8 kernel saturates its int16 pair sums with 8-bit int8 weights, so int8 weights are stored 7-bit; quantized
 residual Adds ahead of LayerNorm cost DeiT's cosine, so those stay float. The ops ORT folds into integer kernels
 (Relu / Clip into the QLinearConv, residual Add, pooling, Concat) are quantized: a ReLU CNN runs int8 from its
@@ -142,18 +144,121 @@ def _optimized_ops(model: Path, tmp_path: Path) -> dict[str, int]:
     return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
 
 
-def test_silu_and_gate_stay_float_conv_gemm_and_pooling_run_int8(exported, tmp_path: Path) -> None:
-    """What ORT's QDQ fusion makes of the SiLU CNN: integer Conv / Gemm / pooling kernels, float Sigmoid / Mul."""
+def test_silu_runs_as_one_float_kernel_and_the_gate_in_int8(exported, tmp_path: Path) -> None:
+    """What ORT's QDQ fusion makes of the SiLU CNN: integer Conv / Gemm / pooling kernels, each SiLU one float
+    QuickGelu between a DequantizeLinear and a QuantizeLinear, the squeeze-excite gate QLinearSigmoid / QLinearMul."""
     from exporters.recipes import STATIC_OP_TYPES
 
     ops = _optimized_ops(_model_file(exported["int8"]), tmp_path)
     assert ops["QLinearConv"] == 2 and ops["QGemm"] == 1 and ops["QLinearGlobalAveragePool"] == 2, ops
-    assert ops["Sigmoid"] == 3 and ops["Mul"] == 3, ops
-    assert not ops["QLinearMul"] and not ops["QLinearSigmoid"], ops
+    assert ops["QuickGelu"] == 2 and ops["QLinearSigmoid"] == 1 and ops["QLinearMul"] == 1, ops
+    assert not ops["Sigmoid"] and not ops["Mul"], ops
+    # one round trip per SiLU, plus the input's QuantizeLinear and the output's DequantizeLinear
+    assert ops["QuantizeLinear"] == 3 and ops["DequantizeLinear"] == 3, ops
     step = next(s for s in exported["int8"].steps if s["name"] == "quantize")
     assert step["details"]["op_types_quantized"] == list(STATIC_OP_TYPES)
-    assert "Mul" not in STATIC_OP_TYPES and "Sigmoid" not in STATIC_OP_TYPES
     assert step["details"]["weight_type"] == "int8" and step["details"]["reduce_range"] is True
+    pre = next(s for s in exported["int8"].steps if s["name"] == "preprocess")
+    assert pre["details"]["silu_fused"] == 2
+
+
+def test_silu_int8_keeps_sigmoid_and_mul_as_qdq(exported, tmp_path: Path) -> None:
+    """``silu="int8"`` (providers that take QDQ graphs only): every Sigmoid / Mul is an int8 kernel, no float op."""
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=_inputs(1, 16)[:, 0])
+    result = _export(exported["src"], tmp_path / "silu-int8", cal, {"silu": "int8"})
+    ops = _optimized_ops(_model_file(result), tmp_path)
+    assert ops["QLinearSigmoid"] == 3 and ops["QLinearMul"] == 3 and not ops["QuickGelu"], ops
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops
+    ref, fused = _session(exported["src"], fused=True), _session(_model_file(result), fused=True)
+    for x in _inputs(7, 4):
+        assert _cosine(fused.run(None, {"x": x})[0], ref.run(None, {"x": x})[0]) >= 0.99
+
+
+def test_a_pool_wider_than_its_input_becomes_global_and_stays_exact(tmp_path: Path) -> None:
+    """transformers' EfficientNet pooler, AvgPool2d(1280, ceil_mode=True) over 4x4 here: ORT's QLinearAveragePool
+    divides by the whole window and returns 0; rewritten to GlobalAveragePool it is the same float value and int8."""
+    from onnx import helper
+
+    inits = {"wh": np.eye(CLASSES, 3, dtype=np.float32), "bh": np.zeros(CLASSES, np.float32)}
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["m"], kernel_shape=[4, 4], strides=[4, 4], name="maxpool"),
+        helper.make_node(
+            "AveragePool", ["m"], ["p"], kernel_shape=[1280, 1280], strides=[1280, 1280], ceil_mode=1, name="pooler"
+        ),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wh", "bh"], ["logits"], transB=1, name="head"),
+    ]
+    src = _save_cnn(tmp_path / "pooler.onnx", "pooler", nodes, inits)
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=_inputs(1, 16)[:, 0])
+    result = _export(src, tmp_path / "int8", cal, {})
+    pre = next(s for s in result.steps if s["name"] == "preprocess")
+    assert pre["details"]["global_average_pools"] == ["pooler"]
+    ops = _optimized_ops(_model_file(result), tmp_path)
+    assert ops["QLinearGlobalAveragePool"] == 1 and not ops["QLinearAveragePool"], ops
+    ref, fused = _session(src, fused=True), _session(_model_file(result), fused=True)
+    for x in _inputs(7, 4):
+        r, f = ref.run(None, {"x": x})[0], fused.run(None, {"x": x})[0]
+        assert float(np.abs(r).max()) > 0 and _cosine(f, r) >= 0.99, (f, r)
+
+
+def test_a_zero_pad_before_a_valid_conv_folds_into_its_pads(tmp_path: Path) -> None:
+    """transformers' EfficientNet: ZeroPad2d (asymmetric, 1 before / 2 after) then a VALID stride-2 depthwise Conv.
+    Folded into the Conv's own pads the float graph gives the same values and has no Pad left."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from exporters.static_rewrites import fold_pads
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "pads": np.array([0, 0, 1, 1, 0, 0, 2, 2], np.int64),
+        "zero": np.array(0.0, np.float32),
+        "w": rng.standard_normal((3, 1, 5, 5)).astype(np.float32),
+        "wh": rng.standard_normal((CLASSES, 3)).astype(np.float32),
+        "bh": np.zeros(CLASSES, np.float32),
+    }
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "zero"], ["xp"], mode="constant", name="pad"),
+        helper.make_node("Conv", ["xp", "w"], ["c"], group=3, strides=[2, 2], auto_pad="VALID", name="dw"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wh", "bh"], ["logits"], transB=1, name="head"),
+    ]
+    src = _save_cnn(tmp_path / "pad.onnx", "pad", nodes, inits)
+    model = onnx.load(str(src))
+    assert fold_pads(model) == ["pad"]
+    assert [n.op_type for n in model.graph.node][0] == "Conv" and {"pads", "zero"}.isdisjoint(
+        i.name for i in model.graph.initializer
+    )
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    before = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(str(tmp_path / "folded.onnx"), providers=["CPUExecutionProvider"])
+    for x in _inputs(7, 3):
+        np.testing.assert_allclose(after.run(None, {"x": x})[0], before.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_only_gates_of_sigmoid_and_mul_are_quantized() -> None:
+    """A Mul fed by a Sigmoid (a gate) and a Sigmoid feeding only gates are int8; a scale Mul, GELU's
+    ``x * 0.5`` and a Sigmoid read by anything else stay float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters.static_rewrites import float_sigmoid_muls
+
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["g"], name="gate_sigmoid"),
+        helper.make_node("Mul", ["x", "g"], ["gx"], name="gate_mul"),
+        helper.make_node("Mul", ["gx", "half"], ["h"], name="scale_mul"),
+        helper.make_node("Sigmoid", ["h"], ["y"], name="output_sigmoid"),
+    ]
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(helper.make_graph(nodes, "gates", [x], [y], [half]))
+    assert float_sigmoid_muls(model) == ["scale_mul", "output_sigmoid"]
 
 
 @pytest.mark.parametrize("wtype", ["uint8", "int8"])

@@ -124,7 +124,7 @@ def test_runtime_applies_the_manifest_policy(tensor_package, fresh_copy, tmp_pat
 
 
 def test_interleaved_rounds_rotate_and_report_per_call_time():
-    from exporters.speed import MAX_ROUNDS, interleaved, per_round_ratios
+    from exporters.speed import MAX_ROUNDS, ROUND_TARGET_S, WARMUP_CALLS, interleaved, per_round_ratios
 
     now = [0.0]
     order: list[str] = []
@@ -137,7 +137,10 @@ def test_interleaved_rounds_rotate_and_report_per_call_time():
         return run
 
     rounds = interleaved([call("a", 0.002), call("b", 0.001)], clock=lambda: now[0])
-    assert len(rounds) == MAX_ROUNDS  # 3 ms a round never reaches the time budget
+    assert len(rounds) == MAX_ROUNDS  # 40 ms a round never reaches the time budget
     assert per_round_ratios(rounds, 0, 1) == pytest.approx([2.0] * MAX_ROUNDS)
-    # two warm-up calls each, then one call each per round, the first place rotating
-    assert order[:8] == ["a", "a", "b", "b", "a", "b", "b", "a"]
+    # warm-up calls, one sizing call each, then per round one block per peer (about ROUND_TARGET_S long), the
+    # first place rotating
+    a, b = round(ROUND_TARGET_S / 0.002), round(ROUND_TARGET_S / 0.001)
+    head = ["a"] * (WARMUP_CALLS + 1) + ["b"] * (WARMUP_CALLS + 1)
+    assert order[: len(head) + a + 2 * b + a] == head + ["a"] * a + ["b"] * b + ["b"] * b + ["a"] * a

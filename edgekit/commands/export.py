@@ -195,7 +195,7 @@ def _runtime_lines(runtime: Any) -> list[str]:
     if speed is not None:
         lines.append(
             f"  speed-up vs fp32: {speed.speedup:.2f}x ({speed.verdict}; {speed.workload}, {speed.threads}"
-            f" thread(s), median of {speed.rounds} rounds on {speed.cpu})"
+            f" thread(s) vs fp32 at {speed.fp32_threads}, median of {speed.rounds} rounds on {speed.cpu})"
         )
         lines += [
             f"    estimated on {d.device}: {d.speedup:.2f}x ({d.fp32_ms:.3g} -> {d.package_ms:.3g} ms; {d.summary()})"
