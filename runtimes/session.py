@@ -427,7 +427,10 @@ def build_session(
     providers = list(plan.providers)
     fallbacks = list(plan.dropped)
     start = time.perf_counter()
-    mapped_before = huge_pages.anonymous_ranges()
+    wants_pages = huge_pages_wanted(low_memory=low_memory)
+    if wants_pages:  # freed pages handed back first: the snapshot then tells the load's new pages from old ones
+        release_freed_heap()
+    mapped_before = huge_pages.snapshot() if wants_pages else None
     while True:
         try:
             session, resolved, cache = _create(
@@ -454,7 +457,7 @@ def build_session(
     release_freed_heap()  # the load's freed weight copies back to the OS (edgekit.ort_policy)
     pages = (  # after the trim: a range trimmed later would split its huge pages again
         huge_pages.collapse_new(mapped_before)
-        if huge_pages_wanted(low_memory=low_memory)
+        if mapped_before is not None
         else huge_pages.HugePageResult(status="off", reason="low_memory session" if low_memory else "memory policy")
     )
     assignment = _node_assignment(session)
