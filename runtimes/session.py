@@ -110,6 +110,10 @@ class SessionConfig:
     # ORT ``session.intra_op.allow_spinning``; None: ORT's default (a provider's own setting wins either way).
     # ``load`` sets it from the package's session policy (edgekit.session_policy).
     allow_spinning: bool | None = None
+    # The caller runs one set of input shapes over and over (the in-place KV decode loop): the memory policy's
+    # ``repeated_shapes_mem_pattern`` then decides ORT's memory pattern (edgekit.ort_policy). ``load`` sets it
+    # for generation packages with a shared KV buffer.
+    repeated_shapes: bool = False
 
     def __post_init__(self) -> None:
         if self.threads is not None and (
@@ -555,7 +559,7 @@ def _create(
     forced = [s.session_threads for s in specs if s is not None and s.session_threads]
     so.intra_op_num_threads = min(forced) if forced else threads
     so.inter_op_num_threads = 1
-    apply_memory_policy(so, low_memory=low_memory, cpu_only=providers == [CPU])
+    apply_memory_policy(so, low_memory=low_memory, cpu_only=providers == [CPU], repeated_shapes=config.repeated_shapes)
     entries = {k: v for spec in specs for k, v in (spec.session_config if spec else {}).items()}
     if config.allow_spinning is not None:
         entries.setdefault("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
