@@ -104,17 +104,22 @@ def grown_huge_pages(before: Snapshot, now: Snapshot) -> list[int]:
     """Whole huge pages of ranges mapped before the load, wholly resident now, with at least
     :data:`GROWN_SHARE` of their pages absent before: memory the load took from ranges that already existed."""
     out = []
-    for r_now, bits_now in now.resident.items():
-        for r_old, bits_old in before.resident.items():
-            lo, hi = max(r_now[0], r_old[0]), min(r_now[1], r_old[1])
-            a = -(-lo // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
-            for page in range(a, hi - HUGE_PAGE_BYTES + 1, HUGE_PAGE_BYTES):
-                i, j = (page - r_now[0]) // _PAGE, (page - r_old[0]) // _PAGE
-                if 0 in bits_now[i : i + _PAGES_PER_HUGE]:  # not wholly resident: left alone
-                    continue
-                if bits_old[j : j + _PAGES_PER_HUGE].count(0) >= GROWN_SHARE * _PAGES_PER_HUGE:
-                    out.append(page)
-    return sorted(out)
+    old, cur = sorted(before.resident.items()), sorted(now.resident.items())
+    i = j = 0
+    while i < len(cur) and j < len(old):  # one sweep over both sorted range lists: each overlap once
+        (r_now, bits_now), (r_old, bits_old) = cur[i], old[j]
+        lo, hi = max(r_now[0], r_old[0]), min(r_now[1], r_old[1])
+        for page in range(-(-lo // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES, hi - HUGE_PAGE_BYTES + 1, HUGE_PAGE_BYTES):
+            a, b = (page - r_now[0]) // _PAGE, (page - r_old[0]) // _PAGE
+            if 0 in bits_now[a : a + _PAGES_PER_HUGE]:  # not wholly resident: left alone
+                continue
+            if bits_old[b : b + _PAGES_PER_HUGE].count(0) >= GROWN_SHARE * _PAGES_PER_HUGE:
+                out.append(page)
+        if r_now[1] <= r_old[1]:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def anonymous_ranges(maps_text: str | None = None) -> list[Range]:
