@@ -188,6 +188,9 @@ def load(
     if config.allow_spinning is None and applied.allow_spinning is not None:
         config = dataclasses.replace(config, allow_spinning=applied.allow_spinning)
     n_threads = applied.threads
+    gen = manifest.generation if manifest else None
+    if gen is not None and gen.with_kv_cache and gen.shared_kv_buffer:  # decode steps: the same shapes each time
+        config = dataclasses.replace(config, repeated_shapes=True)
     if low_memory is None:
         budget = profile.app_memory_budget_mb * 2**20 if profile else None
         low_memory = bool(budget and model_path.stat().st_size * _LOW_MEMORY_FACTOR > budget)

@@ -110,6 +110,10 @@ class SessionConfig:
     # ORT ``session.intra_op.allow_spinning``; None: ORT's default (a provider's own setting wins either way).
     # ``load`` sets it from the package's session policy (edgekit.session_policy).
     allow_spinning: bool | None = None
+    # The caller runs one set of input shapes over and over (the in-place KV decode loop): the memory policy's
+    # ``repeated_shapes_mem_pattern`` then decides ORT's memory pattern (edgekit.ort_policy). ``load`` sets it
+    # for generation packages with a shared KV buffer.
+    repeated_shapes: bool = False
 
     def __post_init__(self) -> None:
         if self.threads is not None and (
@@ -427,7 +431,10 @@ def build_session(
     providers = list(plan.providers)
     fallbacks = list(plan.dropped)
     start = time.perf_counter()
-    mapped_before = huge_pages.anonymous_ranges()
+    wants_pages = huge_pages_wanted(low_memory=low_memory)
+    if wants_pages:  # freed pages handed back first: the snapshot then tells the load's new pages from old ones
+        release_freed_heap()
+    mapped_before = huge_pages.snapshot() if wants_pages else None
     while True:
         try:
             session, resolved, cache = _create(
@@ -454,7 +461,7 @@ def build_session(
     release_freed_heap()  # the load's freed weight copies back to the OS (edgekit.ort_policy)
     pages = (  # after the trim: a range trimmed later would split its huge pages again
         huge_pages.collapse_new(mapped_before)
-        if huge_pages_wanted(low_memory=low_memory)
+        if mapped_before is not None
         else huge_pages.HugePageResult(status="off", reason="low_memory session" if low_memory else "memory policy")
     )
     assignment = _node_assignment(session)
@@ -552,7 +559,7 @@ def _create(
     forced = [s.session_threads for s in specs if s is not None and s.session_threads]
     so.intra_op_num_threads = min(forced) if forced else threads
     so.inter_op_num_threads = 1
-    apply_memory_policy(so, low_memory=low_memory, cpu_only=providers == [CPU])
+    apply_memory_policy(so, low_memory=low_memory, cpu_only=providers == [CPU], repeated_shapes=config.repeated_shapes)
     entries = {k: v for spec in specs for k, v in (spec.session_config if spec else {}).items()}
     if config.allow_spinning is not None:
         entries.setdefault("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")

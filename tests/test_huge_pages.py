@@ -65,8 +65,8 @@ def _anon_huge_kb() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
 def test_session_load_collapses_its_prepacked_weights_and_results_are_unchanged(tmp_path: Path) -> None:
-    # A fresh process: inside the suite a load may reuse memory an earlier test's session freed, which keeps
-    # its small pages (the collapse only takes memory the load newly mapped).
+    # A fresh process: inside the suite a load may reuse memory an earlier test's session freed and still holds
+    # resident (pages the trim cannot hand back), which is not told from old data and keeps its small pages.
     import os
     import subprocess
 
@@ -144,4 +144,38 @@ def test_only_wholly_resident_huge_pages_are_collapsed_so_resident_memory_does_n
     assert 3 * h <= result.collapsed_bytes <= 4 * h, result
     assert result.skipped_bytes >= 3 * h, result
     assert region[0] == 1 and region[4 * h] == 0  # contents unchanged
+    region.close()
+
+
+def test_grown_huge_pages_are_the_old_ranges_stretches_the_load_made_resident() -> None:
+    h, per = hp.HUGE_PAGE_BYTES, hp.HUGE_PAGE_BYTES // 4096
+    r = (h, 5 * h)  # four huge pages, mapped before the load
+    before = hp.Snapshot(
+        ranges=(r,), resident={r: b"\x01" * per + b"\x00" * per + b"\x01" * (per // 2) + b"\x00" * (per * 3 // 2)}
+    )
+    now = hp.Snapshot(ranges=(r,), resident={r: b"\x01" * (3 * per) + b"\x01" * (per - 1) + b"\x00"})
+    # page 1: resident before (old data); page 2: all new; page 3: half new (GROWN_SHARE); page 4: not whole now
+    assert hp.grown_huge_pages(before, now) == [2 * h, 3 * h]
+    assert hp.grown_huge_pages(now, now) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+def test_a_load_into_memory_mapped_before_is_collapsed_too() -> None:
+    # An in-process export or an earlier session leaves freed (absent) pages in ranges that stay mapped; the
+    # next load's weights land there, in no new range.
+    import mmap
+
+    h = hp.HUGE_PAGE_BYTES
+    region = mmap.mmap(-1, 8 * h, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for off in range(0, 4 * h, 4096):  # resident before the "load"
+        region[off] = 1
+    before = hp.snapshot()
+    for off in range(4 * h, 8 * h, 4096):  # the "load" fills the rest of the old range
+        region[off] = 2
+    result = hp.collapse_new(before)
+    if result.status == "unsupported":
+        pytest.skip(f"this kernel refuses MADV_COLLAPSE: {result.reason}")
+    # the second half's 3-4 whole huge pages, not the first half's (resident before: not the load's memory)
+    assert 3 * h <= result.collapsed_bytes <= 4 * h, result
+    assert region[0] == 1 and region[4 * h] == 2 and region[8 * h - 4096] == 2
     region.close()

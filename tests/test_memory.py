@@ -169,6 +169,16 @@ def test_memory_policy_sets_entries_and_low_memory_overrides_it() -> None:
     gpu = _Options()
     apply_memory_policy(gpu, low_memory=False, cpu_only=False, policy=MemoryPolicy())
     assert gpu.enable_mem_pattern  # other providers keep ORT's default
+    decode = _Options()  # the in-place KV decode loop runs the same shapes every step: the pattern pays
+    apply_memory_policy(decode, low_memory=False, cpu_only=True, policy=MemoryPolicy(), repeated_shapes=True)
+    assert decode.enable_mem_pattern
+    no = MemoryPolicy(repeated_shapes_mem_pattern=False)
+    decode_off = _Options()
+    apply_memory_policy(decode_off, low_memory=False, cpu_only=True, policy=no, repeated_shapes=True)
+    assert not decode_off.enable_mem_pattern
+    small = _Options()
+    apply_memory_policy(small, low_memory=True, cpu_only=True, policy=MemoryPolicy(), repeated_shapes=True)
+    assert not small.enable_mem_pattern  # low_memory wins
     pinned = _Options()
     apply_memory_policy(pinned, low_memory=False, cpu_only=True, policy=MemoryPolicy(mem_pattern=True))
     assert pinned.enable_mem_pattern  # an explicit setting wins

@@ -159,6 +159,17 @@ def test_exporter_marks_in_place_kv_only_for_groupqueryattention_graphs(
     assert lm.manifest.generation.shared_kv_buffer
 
 
+def test_in_place_decode_sessions_plan_a_memory_pattern(lm: Any, lm_package_nokv: Path) -> None:
+    # The shared-KV loop binds the same shapes every step, so ORT's memory pattern is planned (edgekit.ort_policy);
+    # a package without a KV cache reruns a growing sequence and keeps the CPU policy's no-pattern.
+    assert lm.session.config.repeated_shapes and lm.session.session.get_session_options().enable_mem_pattern
+    nokv = runtimes.load(lm_package_nokv, threads=1)
+    assert not nokv.session.config.repeated_shapes
+    assert not nokv.session.session.get_session_options().enable_mem_pattern
+    a = lm.generate("the quick brown", max_tokens=12, ignore_eos=True)
+    assert a.token_ids == nokv.generate("the quick brown", max_tokens=12, ignore_eos=True).token_ids
+
+
 def test_seed_makes_sampling_reproducible(lm: Any) -> None:
     opts = {"max_tokens": 20, "temperature": 1.2, "top_k": 50, "top_p": 0.95, "ignore_eos": True}
     a = lm.generate("edge devices", seed=7, **opts)
