@@ -176,3 +176,60 @@ def test_a_58_channel_conv_stays_in_nchw_on_this_host_and_a_16_channel_one_does_
         (extra,) = layout.host_layout_nodes(src, tmp_path / f"host{channels}.onnx", [portable])
         convs = [n for n in layout.with_layout(portable, extra).nodes if n.kind == static.NodeKind.CONV]
         assert len(convs) == 2 and all(n.nchw_on_host is expected for n in convs)
+
+
+def _weights_model(convs: list[tuple[str, str, str, tuple[int, ...]]]) -> object:
+    """A graph of (node name, domain, output, weight dims) convolutions, weights as initializers."""
+    nodes = [helper.make_node("Conv", ["x", f"w_{n}"], [out], domain=d, name=n) for n, d, out, _ in convs]
+    inits = [
+        numpy_helper.from_array(np.zeros(dims, np.float32), f"w_{n}") for n, _, _, dims in convs
+    ]  # fmt: skip
+    return helper.make_model(helper.make_graph(nodes, "g", [], [], inits))
+
+
+def test_a_blocked_conv_does_the_work_of_its_channels_padded_to_whole_blocks() -> None:
+    # MobileNet-v2 on AVX-512: 96 -> 24 stored, [32, 96] once blocked; 24 -> 144 reads 32 padded channels
+    portable = _weights_model(
+        [
+            ("reduce", "", "r", (24, 96, 1, 1)),
+            ("expand", "", "e", (144, 24, 1, 1)),
+            ("full", "", "f", (64, 64, 3, 3)),
+            ("nchw", "", "n", (58, 58, 1, 1)),
+        ]
+    )
+    host = _weights_model(
+        [
+            ("r_nchwc", layout.NCHWC_DOMAIN, "rb", (32, 96, 1, 1)),
+            ("e_nchwc", layout.NCHWC_DOMAIN, "eb", (144, 32, 1, 1)),
+            ("f_nchwc", layout.NCHWC_DOMAIN, "fb", (64, 64, 3, 3)),
+            ("nchw", "", "n", (58, 58, 1, 1)),
+        ]
+    )
+    nodes = tuple(
+        replace(_conv(name, flops=9_600), output_elements=100) for name in ("reduce", "expand", "full", "nchw")
+    )
+    analysis = replace(_empty_analysis(), nodes=nodes)
+    padded = {n.name: n for n in layout.padded_convs(host, portable, analysis)}
+    assert set(padded) == {"reduce", "expand"}  # full blocks and NCHW convs keep their work
+    assert padded["reduce"].total_flops == 12_800 and padded["reduce"].output_elements == 133  # x 32 / 24 outputs
+    assert padded["expand"].total_flops == 12_800 and padded["expand"].reduction == pytest.approx(4800 * 4 / 3 / 100)
+    after = layout.with_layout(analysis, tuple(padded.values()))
+    assert [n.name for n in after.nodes] == ["reduce", "expand", "full", "nchw"]  # replaced in place, none added
+    assert after.flops == 12_800 * 2 + 9_600 * 2
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MLAS's NCHWc layout is x86's")
+def test_the_host_pads_a_24_channel_conv_only_where_its_block_is_wider_than_8(tmp_path: Path) -> None:
+    src = _conv_erf_conv(tmp_path / "m.onnx", channels=24)
+    portable_path = static.runtime_graph(src, tmp_path / "rt.onnx")
+    portable = static.analyze(portable_path, feeds={"x": np.zeros((1, 24, 8, 8), np.float32)})
+    (extra,) = layout.host_layout_nodes(src, tmp_path / "host.onnx", [portable], portable=portable_path)
+    host_dims = {i.name: tuple(i.dims) for i in static.load_onnx(tmp_path / "host.onnx").graph.initializer}
+    blocked = [d for d in host_dims.values() if len(d) == 4]
+    grown = [n for n in extra if n.kind == static.NodeKind.CONV and not n.nchw_on_host]
+    # AVX-512's block of 16 pads 24 channels to 32 (the conv's work x 32/24 or more); AVX2's of 8 does not
+    if any(d[0] == 32 for d in blocked):
+        before = {n.name: n.total_flops for n in portable.nodes}
+        assert grown and all(n.total_flops > before[n.name] for n in grown)
+    else:
+        assert not grown
