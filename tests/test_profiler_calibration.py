@@ -232,3 +232,16 @@ def test_the_host_runs_pad_at_its_own_bandwidth_and_the_stem_at_its_rate() -> No
     # another device never gets the host's calibration
     pi = device_rates(get_device("raspberry-pi-5"), fit, host)
     assert pi.op_bandwidth_gbps == {} and pi.depthwise_call_us == 0.0
+
+
+def test_the_nchw_pool_rate_is_solved_from_its_case_where_the_host_leaves_it_in_nchw(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    truth = _host_rates(nchw_pool_gflops=4.0)
+    case = suite["pool_nchw"]
+    t = {"pool_nchw": estimate_latency("pool", case.analysis, truth).latency_ms}
+    solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    if any(n.nchw_on_host for n in case.analysis.nodes):  # 58 channels: NCHW on every NCHWc host
+        assert solver.nchw_pool() == pytest.approx(4.0, rel=1e-6)
+    else:  # a host without the NCHWc pass marks nothing: no separate rate
+        assert solver.nchw_pool() == 0.0

@@ -233,3 +233,41 @@ def test_the_host_pads_a_24_channel_conv_only_where_its_block_is_wider_than_8(tm
         assert grown and all(n.total_flops > before[n.name] for n in grown)
     else:
         assert not grown
+
+
+def _pool(name: str, flops: int) -> static.NodeCost:
+    return static.NodeCost(
+        name=name, op_type="MaxPool", domain="", kind=static.NodeKind.ELEMENTWISE, flops={"fp32": flops}, macs=0,
+        bytes_read=0, bytes_written=0, weight_bytes=0,
+    )  # fmt: skip
+
+
+def test_pools_left_in_nchw_are_marked_and_run_at_the_nchw_pool_rate() -> None:
+    host = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("MaxPool", ["a"], ["b"], domain=layout.NCHWC_DOMAIN, name="blocked"),
+                helper.make_node("MaxPool", ["b"], ["c"], name="plain"),
+            ],
+            "h",
+            [],
+            [],
+        )
+    )
+    analysis = replace(_empty_analysis(), nodes=(_pool("blocked", 1_000_000), _pool("plain", 1_000_000)))
+    marked = layout.nchw_pools(host, analysis)
+    assert [(n.name, n.nchw_on_host) for n in marked] == [("plain", True)]
+    rates = DeviceRates(
+        device="host", threads=1, gemm_gflops={"fp32": 1.0}, conv_gflops={"fp32": 1.0}, vector_gflops=100.0,
+        normalization_gflops=1.0, lrn_gflops=1.0, bandwidth_gbps=1000.0, dram_bandwidth_gbps=1.0, cache_bytes=1 << 30,
+        conv_half_reduction=0.0, attention_gflops={"fp32": 1.0}, call_overhead_us={}, node_overhead_us=0.0,
+        parallel_node_overhead_us=0.0, run_overhead_ms=0.0, io_overhead_us=0.0, basis="test",
+        nchw_conv_gflops=1.0, nchw_group_us=100.0, nchw_pool_gflops=10.0,
+    )  # fmt: skip
+    est = estimate_latency("forward", layout.with_layout(analysis, marked), rates)
+    # blocked: 1e6 / 100 GFLOP/s = 10 us; in NCHW: 1e6 / 10 = 100 us (never the NCHW conv's rate or per-group cost)
+    assert est.latency_ms == pytest.approx(0.110, rel=1e-9)
+    # a device (no NCHW pool rate) runs the marked pool at the vector rate
+    assert estimate_latency(
+        "forward", layout.with_layout(analysis, marked), replace(rates, nchw_pool_gflops=0.0)
+    ).latency_ms == pytest.approx(0.020, rel=1e-9)

@@ -29,6 +29,9 @@ conv_stem           one 3x3 conv 3->32, stride 2, at 224x224     rate of the RGB
                                                                  the dense curve overstates it)
 pad                 one Pad (1 row, 1 column) of 96 ch at 56x56  bandwidth of Pad (EfficientNet's
                                                                  "same" padding), a row-by-row copy
+pool_nchw           one MaxPool 3x3 / 2 of 58 ch at 56x56        rate of pooling left in NCHW (58 is
+                                                                 a multiple of neither block): far
+                                                                 below the blocked pooling kernel
 conv_nchw           3 1x1 convs 58->58 at 28x28                  convolutions the host's NCHWc pass
 conv_nchw_dw        3 depthwise 3x3 convs, 58 ch at 28x28        leaves in NCHW (58 is a multiple of
                     (ShuffleNet v2's channel count)              neither block, 8 or 16): a rate and a
@@ -84,7 +87,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-# 8: depthwise cost per call, the stem and Pad cases; 7: samples normalised by the speed probe (speed.py);
+# 8: depthwise cost per call, the stem, Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
 # 6: convolutions left in NCHW (conv_nchw cases)
 SUITE_VERSION = 8
 # A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
@@ -149,6 +152,9 @@ class HostEfficiency:
     # Pad (EfficientNet's "same" padding before its strided convs): ONNX Runtime copies row by row, far below
     # the streaming rate of elementwise kernels; bytes read + written per second
     pad_gbps: float = 0.0
+    # MaxPool / AveragePool the NCHWc pass leaves in NCHW (static.NodeCost.nchw_on_host; ShuffleNet's 24-channel
+    # stem pool on AVX-512): MLAS's NCHW pooling ran ~3x slower per output than the vector rate here
+    nchw_pool_gflops: float = 0.0
     # Convolutions the NCHWc pass leaves in NCHW on this host (static.NodeCost.nchw_on_host): im2col + one
     # GEMM per group, at this rate plus this cost per group (solved from conv_nchw and conv_nchw_dw).
     nchw_conv_gflops: float = 0.0
@@ -180,6 +186,7 @@ class HostEfficiency:
             "depthwise_call_us": self.depthwise_call_us,
             "stem_gflops": self.stem_gflops,
             "pad_gbps": self.pad_gbps,
+            "nchw_pool_gflops": self.nchw_pool_gflops,
             "nchw_conv_gflops": self.nchw_conv_gflops,
             "nchw_group_us": self.nchw_group_us,
             "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
@@ -343,6 +350,15 @@ def _pad(path: Path, channels: int, size: int) -> Path:
     node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")
     shape = [1, channels, size, size]
     return _save([node], [_vi("x", shape)], [_vi("y", [1, channels, size + 1, size + 1])], [pads], path)
+
+
+def _maxpool(path: Path, channels: int, size: int) -> Path:
+    """One MaxPool 3x3, stride 2, padding 1 (the stem pool of ResNet and ShuffleNet)."""
+    from onnx import helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4, name="pool")
+    out = [1, channels, size // 2, size // 2]
+    return _save([node], [_vi("x", [1, channels, size, size])], [_vi("y", out)], [], path)
 
 
 def _quantized(src: Path, dst: Path) -> Path:
@@ -570,6 +586,7 @@ def build_suite(work: Path) -> list[SuiteCase]:
         ),
         "conv_stem": (_stem(work / "cal_conv_stem.onnx", 32, 224, 24), {"x": (1, 3, 224, 224)}),
         "pad": (_pad(work / "cal_pad.onnx", 96, 56), {"x": (1, 96, 56, 56)}),
+        "pool_nchw": (_maxpool(work / "cal_pool_nchw.onnx", 58, 56), {"x": (1, 58, 56, 56)}),
         # 58 channels (ShuffleNet v2's), a multiple of neither NCHWc block (8, 16): the host runs these in NCHW
         "conv_nchw": (_depthwise(work / "cal_conv_nchw.onnx", 58, 28, 3, 17, group=1, k=1), {"x": (1, 58, 28, 28)}),
         "conv_nchw_dw": (_depthwise(work / "cal_conv_nchw_dw.onnx", 58, 28, 3, 18), {"x": (1, 58, 28, 28)}),
@@ -782,6 +799,18 @@ class _Solver:
         floor = nbytes / (self.t["pad"] / 1e3)
         return _positive(nbytes / max(self.left_s("pad", pads), 1e-9), floor) / 1e9
 
+    def nchw_pool(self) -> float:
+        """GFLOP/s of the pooling case where this host leaves it in NCHW (0 without the case, or where the
+        case's pool is blocked: no separate rate there)."""
+        if "pool_nchw" not in self.t:
+            return 0.0
+        pools = [n for n in self.nodes("pool_nchw") if n.nchw_on_host]
+        if not pools:
+            return 0.0
+        flops = sum(n.total_flops for n in pools)
+        floor = flops / (self.t["pool_nchw"] / 1e3)
+        return _positive(flops / max(self.left_s("pool_nchw", pools), 1e-9), floor) / 1e9
+
     def dram_bandwidth(self) -> float:
         """Bytes per second of weights streamed from DRAM (the weights_dram case), the rest at cache bandwidth."""
         dram = self.nodes("weights_dram")
@@ -842,6 +871,7 @@ def fit(
         **sv.depthwise(conv_call),
         stem_gflops=sv.stem(conv_call),
         pad_gbps=sv.pad(),
+        nchw_pool_gflops=sv.nchw_pool(),
         **sv.nchw_convs(conv_call),
         gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
         conv_gflops={"fp32": sv.rate("conv_fp32", {NodeKind.CONV}, "fp32")},

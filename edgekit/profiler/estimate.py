@@ -93,6 +93,7 @@ class DeviceRates:
     # host only: a depthwise convolution's cost per call beyond dispatch (solved with its rate from a large and
     # a small map), and op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
     depthwise_call_us: float = 0.0
+    nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
     error_band: validation.ErrorBand | None = None
 
@@ -118,6 +119,7 @@ class DeviceRates:
             "run_overhead_ms": self.run_overhead_ms,
             "io_overhead_us": self.io_overhead_us,
             "depthwise_call_us": self.depthwise_call_us,
+            "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
             "basis": self.basis,
             "assumptions": list(self.assumptions),
@@ -189,6 +191,7 @@ def device_rates(
         nchw_conv_gflops=getattr(host, "nchw_conv_gflops", 0.0),
         nchw_group_us=getattr(host, "nchw_group_us", 0.0),
         depthwise_call_us=getattr(host, "depthwise_call_us", 0.0),
+        nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
@@ -328,7 +331,11 @@ def _attention_split(node: NodeCost) -> tuple[dict[str, int], str, int]:
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
     if node.kind == NodeKind.VIEW:
         return 0.0, "overhead"
-    if node.nchw_on_host and rates.nchw_conv_gflops > 0:
+    if node.nchw_on_host and node.kind != NodeKind.CONV and rates.nchw_pool_gflops > 0:  # a pool left in NCHW
+        compute = node.total_flops / (rates.nchw_pool_gflops * 1e9)
+        memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
+        return (compute, "compute") if compute >= memory else (memory, "memory")
+    if node.nchw_on_host and node.kind == NodeKind.CONV and rates.nchw_conv_gflops > 0:
         compute = node.total_flops / (rates.nchw_conv_gflops * 1e9) + node.groups * rates.nchw_group_us / 1e6
         memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
         return (compute, "compute") if compute >= memory else (memory, "memory")

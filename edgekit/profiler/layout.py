@@ -28,6 +28,7 @@ __all__ = [
     "REORDERS",
     "host_layout_nodes",
     "nchw_convs",
+    "nchw_pools",
     "padded_convs",
     "reorder_nodes",
     "with_layout",
@@ -83,6 +84,18 @@ def nchw_convs(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCost, 
     return tuple(replace(n, nchw_on_host=True) for n in analysis.nodes if n.kind == NodeKind.CONV and n.name in names)
 
 
+_POOL_OPS = frozenset({"MaxPool", "AveragePool"})
+
+
+def nchw_pools(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCost, ...]:
+    """``analysis``' MaxPool / AveragePool nodes that ``host_model`` (level "all") runs outside the NCHWc domain
+    (ShuffleNet's 24-channel stem pool, pools on channel counts not a multiple of the block), marked
+    ``nchw_on_host``: MLAS's NCHW pooling kernel is far slower per output than its blocked one."""
+    graph = host_model.graph.node  # type: ignore[attr-defined]
+    names = {n.name for n in graph if n.op_type in _POOL_OPS and n.domain != NCHWC_DOMAIN}
+    return tuple(replace(n, nchw_on_host=True) for n in analysis.nodes if n.op_type in _POOL_OPS and n.name in names)
+
+
 def _weight_dims(model: object) -> dict[str, tuple[int, ...]]:
     return {i.name: tuple(i.dims) for i in model.graph.initializer}  # type: ignore[attr-defined]
 
@@ -131,14 +144,14 @@ def host_layout_nodes(
     graph is saved at ``dst``), its convolutions left in NCHW and, given the ``portable`` graph the analyses
     are of, its blocked convolutions padded to whole channel blocks; none, and no second session, for a graph
     without convolutions, which the NCHWc pass leaves alone."""
-    if not any(n.kind == NodeKind.CONV for a in analyses for n in a.nodes):
+    if not any(n.kind == NodeKind.CONV or n.op_type in _POOL_OPS for a in analyses for n in a.nodes):
         return [() for _ in analyses]
     host_model = load_onnx(runtime_graph(src, dst, host_layout=True), load_weights=False)
     portable_model = load_onnx(portable, load_weights=False) if portable is not None else None
     out = []
     for a in analyses:
         padded = padded_convs(host_model, portable_model, a) if portable_model is not None else ()
-        out.append(reorder_nodes(host_model, a) + nchw_convs(host_model, a) + padded)
+        out.append(reorder_nodes(host_model, a) + nchw_convs(host_model, a) + nchw_pools(host_model, a) + padded)
     return out
 
 
