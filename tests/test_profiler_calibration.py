@@ -163,3 +163,85 @@ def test_other_devices_keep_the_prior_copies_and_the_measured_overhead() -> None
     other = host.for_other_devices()
     assert other.runtime_overhead_mb == 11.0
     assert other.bytes_per_weight_byte == calibration.RESIDENT_COPIES
+
+
+def _host_rates(**kw: object) -> DeviceRates:
+    base = dict(
+        device="host", threads=1, gemm_gflops={"fp32": 100.0}, conv_gflops={"fp32": 200.0}, vector_gflops=10.0,
+        normalization_gflops=5.0, lrn_gflops=1.0, bandwidth_gbps=1000.0, dram_bandwidth_gbps=20.0,
+        cache_bytes=1 << 30, conv_half_reduction=0.0, attention_gflops={"fp32": 50.0}, call_overhead_us={},
+        node_overhead_us=0.0, parallel_node_overhead_us=0.0, run_overhead_ms=0.0, io_overhead_us=0.0, basis="test",
+    )  # fmt: skip
+    base.update(kw)
+    return DeviceRates(**base)  # type: ignore[arg-type]
+
+
+def test_depthwise_rate_and_cost_per_call_stem_and_pad_rates_are_recovered(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    from edgekit.profiler.kernels import WorkKind
+
+    truth = _host_rates(
+        work_gflops={WorkKind.CONV_DEPTHWISE: {"fp32": 80.0}, WorkKind.CONV_SMALL: {"fp32": 120.0}},
+        depthwise_call_us=6.0,
+        op_bandwidth_gbps={"Pad": 15.0},
+    )
+    names = ("conv_depthwise", "conv_depthwise_small", "conv_stem", "pad")
+    t = {k: estimate_latency(k, suite[k].analysis, truth).latency_ms for k in names}
+    solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    dw = solver.depthwise(0.0)
+    assert dw["depthwise_gflops"] == pytest.approx(80.0, rel=1e-6)
+    assert dw["depthwise_call_us"] == pytest.approx(6.0, rel=1e-6)
+    assert solver.stem(0.0) == pytest.approx(120.0, rel=1e-6)
+    assert solver.pad() == pytest.approx(15.0, rel=1e-6)
+    # the small map costs more per FLOP than the large one: what the cost per call stands for
+    per_flop = {k: t[k] / sum(n.total_flops for n in suite[k].analysis.nodes) for k in names[:2]}
+    assert per_flop["conv_depthwise_small"] > per_flop["conv_depthwise"]
+
+
+def test_without_the_small_map_or_on_noise_depthwise_falls_back_to_one_rate(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    from edgekit.profiler.kernels import WorkKind
+
+    truth = _host_rates(work_gflops={WorkKind.CONV_DEPTHWISE: {"fp32": 80.0}})
+    t = {"conv_depthwise": estimate_latency("dw", suite["conv_depthwise"].analysis, truth).latency_ms}
+    solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    assert solver.depthwise(0.0) == {"depthwise_gflops": pytest.approx(80.0, rel=1e-6)}
+    # a small map measured faster per FLOP than the large one (a preempted large-map sample) has no positive cost
+    noisy = dict(t, conv_depthwise_small=t["conv_depthwise"] / 50)
+    solver = calibration._Solver(by=suite, t=noisy, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    assert set(solver.depthwise(0.0)) == {"depthwise_gflops"}
+
+
+def test_the_host_runs_pad_at_its_own_bandwidth_and_the_stem_at_its_rate() -> None:
+    from edgekit.devices import get_device
+    from edgekit.profiler.estimate import device_rates
+    from edgekit.profiler.kernels import WorkKind
+
+    host = get_device("host")
+    fit = calibration.HostEfficiency(
+        run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
+        bandwidth_gbps=100.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
+        gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, depthwise_gflops=80.0,
+        depthwise_call_us=6.0, stem_gflops=120.0, pad_gbps=15.0, threads=1, timings_ms={},
+    )  # fmt: skip
+    rates = device_rates(host, fit, host)
+    assert rates.op_bandwidth_gbps == {"Pad": 15.0} and rates.depthwise_call_us == 6.0
+    assert rates.work_gflops[WorkKind.CONV_SMALL]["fp32"] == 120.0
+    # another device never gets the host's calibration
+    pi = device_rates(get_device("raspberry-pi-5"), fit, host)
+    assert pi.op_bandwidth_gbps == {} and pi.depthwise_call_us == 0.0
+
+
+def test_the_nchw_pool_rate_is_solved_from_its_case_where_the_host_leaves_it_in_nchw(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    truth = _host_rates(nchw_pool_gflops=4.0)
+    case = suite["pool_nchw"]
+    t = {"pool_nchw": estimate_latency("pool", case.analysis, truth).latency_ms}
+    solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    if any(n.nchw_on_host for n in case.analysis.nodes):  # 58 channels: NCHW on every NCHWc host
+        assert solver.nchw_pool() == pytest.approx(4.0, rel=1e-6)
+    else:  # a host without the NCHWc pass marks nothing: no separate rate
+        assert solver.nchw_pool() == 0.0

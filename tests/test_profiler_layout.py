@@ -176,3 +176,98 @@ def test_a_58_channel_conv_stays_in_nchw_on_this_host_and_a_16_channel_one_does_
         (extra,) = layout.host_layout_nodes(src, tmp_path / f"host{channels}.onnx", [portable])
         convs = [n for n in layout.with_layout(portable, extra).nodes if n.kind == static.NodeKind.CONV]
         assert len(convs) == 2 and all(n.nchw_on_host is expected for n in convs)
+
+
+def _weights_model(convs: list[tuple[str, str, str, tuple[int, ...]]]) -> object:
+    """A graph of (node name, domain, output, weight dims) convolutions, weights as initializers."""
+    nodes = [helper.make_node("Conv", ["x", f"w_{n}"], [out], domain=d, name=n) for n, d, out, _ in convs]
+    inits = [
+        numpy_helper.from_array(np.zeros(dims, np.float32), f"w_{n}") for n, _, _, dims in convs
+    ]  # fmt: skip
+    return helper.make_model(helper.make_graph(nodes, "g", [], [], inits))
+
+
+def test_a_blocked_conv_does_the_work_of_its_channels_padded_to_whole_blocks() -> None:
+    # MobileNet-v2 on AVX-512: 96 -> 24 stored, [32, 96] once blocked; 24 -> 144 reads 32 padded channels
+    portable = _weights_model(
+        [
+            ("reduce", "", "r", (24, 96, 1, 1)),
+            ("expand", "", "e", (144, 24, 1, 1)),
+            ("full", "", "f", (64, 64, 3, 3)),
+            ("nchw", "", "n", (58, 58, 1, 1)),
+        ]
+    )
+    host = _weights_model(
+        [
+            ("r_nchwc", layout.NCHWC_DOMAIN, "rb", (32, 96, 1, 1)),
+            ("e_nchwc", layout.NCHWC_DOMAIN, "eb", (144, 32, 1, 1)),
+            ("f_nchwc", layout.NCHWC_DOMAIN, "fb", (64, 64, 3, 3)),
+            ("nchw", "", "n", (58, 58, 1, 1)),
+        ]
+    )
+    nodes = tuple(
+        replace(_conv(name, flops=9_600), output_elements=100) for name in ("reduce", "expand", "full", "nchw")
+    )
+    analysis = replace(_empty_analysis(), nodes=nodes)
+    padded = {n.name: n for n in layout.padded_convs(host, portable, analysis)}
+    assert set(padded) == {"reduce", "expand"}  # full blocks and NCHW convs keep their work
+    assert padded["reduce"].total_flops == 12_800 and padded["reduce"].output_elements == 133  # x 32 / 24 outputs
+    assert padded["expand"].total_flops == 12_800 and padded["expand"].reduction == pytest.approx(4800 * 4 / 3 / 100)
+    after = layout.with_layout(analysis, tuple(padded.values()))
+    assert [n.name for n in after.nodes] == ["reduce", "expand", "full", "nchw"]  # replaced in place, none added
+    assert after.flops == 12_800 * 2 + 9_600 * 2
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MLAS's NCHWc layout is x86's")
+def test_the_host_pads_a_24_channel_conv_only_where_its_block_is_wider_than_8(tmp_path: Path) -> None:
+    src = _conv_erf_conv(tmp_path / "m.onnx", channels=24)
+    portable_path = static.runtime_graph(src, tmp_path / "rt.onnx")
+    portable = static.analyze(portable_path, feeds={"x": np.zeros((1, 24, 8, 8), np.float32)})
+    (extra,) = layout.host_layout_nodes(src, tmp_path / "host.onnx", [portable], portable=portable_path)
+    host_dims = {i.name: tuple(i.dims) for i in static.load_onnx(tmp_path / "host.onnx").graph.initializer}
+    blocked = [d for d in host_dims.values() if len(d) == 4]
+    grown = [n for n in extra if n.kind == static.NodeKind.CONV and not n.nchw_on_host]
+    # AVX-512's block of 16 pads 24 channels to 32 (the conv's work x 32/24 or more); AVX2's of 8 does not
+    if any(d[0] == 32 for d in blocked):
+        before = {n.name: n.total_flops for n in portable.nodes}
+        assert grown and all(n.total_flops > before[n.name] for n in grown)
+    else:
+        assert not grown
+
+
+def _pool(name: str, flops: int) -> static.NodeCost:
+    return static.NodeCost(
+        name=name, op_type="MaxPool", domain="", kind=static.NodeKind.ELEMENTWISE, flops={"fp32": flops}, macs=0,
+        bytes_read=0, bytes_written=0, weight_bytes=0,
+    )  # fmt: skip
+
+
+def test_pools_left_in_nchw_are_marked_and_run_at_the_nchw_pool_rate() -> None:
+    host = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("MaxPool", ["a"], ["b"], domain=layout.NCHWC_DOMAIN, name="blocked"),
+                helper.make_node("MaxPool", ["b"], ["c"], name="plain"),
+            ],
+            "h",
+            [],
+            [],
+        )
+    )
+    analysis = replace(_empty_analysis(), nodes=(_pool("blocked", 1_000_000), _pool("plain", 1_000_000)))
+    marked = layout.nchw_pools(host, analysis)
+    assert [(n.name, n.nchw_on_host) for n in marked] == [("plain", True)]
+    rates = DeviceRates(
+        device="host", threads=1, gemm_gflops={"fp32": 1.0}, conv_gflops={"fp32": 1.0}, vector_gflops=100.0,
+        normalization_gflops=1.0, lrn_gflops=1.0, bandwidth_gbps=1000.0, dram_bandwidth_gbps=1.0, cache_bytes=1 << 30,
+        conv_half_reduction=0.0, attention_gflops={"fp32": 1.0}, call_overhead_us={}, node_overhead_us=0.0,
+        parallel_node_overhead_us=0.0, run_overhead_ms=0.0, io_overhead_us=0.0, basis="test",
+        nchw_conv_gflops=1.0, nchw_group_us=100.0, nchw_pool_gflops=10.0,
+    )  # fmt: skip
+    est = estimate_latency("forward", layout.with_layout(analysis, marked), rates)
+    # blocked: 1e6 / 100 GFLOP/s = 10 us; in NCHW: 1e6 / 10 = 100 us (never the NCHW conv's rate or per-group cost)
+    assert est.latency_ms == pytest.approx(0.110, rel=1e-9)
+    # a device (no NCHW pool rate) runs the marked pool at the vector rate
+    assert estimate_latency(
+        "forward", layout.with_layout(analysis, marked), replace(rates, nchw_pool_gflops=0.0)
+    ).latency_ms == pytest.approx(0.020, rel=1e-9)

@@ -405,7 +405,9 @@ def _profile_one(
     # the host's estimate runs on the same graph plus the layout conversions only this host adds (NCHWc)
     host_runtime = runtime
     if any(p.kind == DeviceKind.HOST for p in profiles):
-        reorders = layout.host_layout_nodes(target.model_path, work / "host_layout.onnx", runtime)
+        reorders = layout.host_layout_nodes(
+            target.model_path, work / "host_layout.onnx", runtime, portable=work / "runtime.onnx"
+        )
         host_runtime = [layout.with_layout(a, r) for a, r in zip(runtime, reorders, strict=True)]
     graphs = {"stored": GraphIndex.of(model), "runtime": GraphIndex.of(runtime_model)}
     del runtime_model  # only its wiring is kept

@@ -21,8 +21,17 @@ gemm_int8           the same, quantized dynamically (int8)       int8 GEMM rate 
 conv_fp32           a ResNet bottleneck at 28x28 (256/64 ch)     fp32 convolution rate, as a curve
 conv_wide           one 3x3 conv 256->256 at 14x14               of the reduction length (C x k x k)
 conv_tiny/gemm_tiny 4 convs 16->16 at 8x8 / 8 MatMuls 1x64x64   fixed cost per conv / GEMM call
-conv_depthwise      3 depthwise 3x3 convs, 144 ch at 56x56       depthwise rate (MobileNet/EfficientNet:
-                    (MobileNet-v2's second block)                far below the dense-conv curve at r = 9)
+conv_depthwise      3 depthwise 3x3 convs, 144 ch at 56x56       depthwise rate and cost per call
+                    (MobileNet-v2's second block)                (MobileNet/EfficientNet: far below the
+conv_depthwise_     3 depthwise 3x3 convs, 384 ch at 14x14       dense-conv curve at r = 9; a small map
+small               (MobileNet-v2's 14x14 blocks)                runs at ~2/3 of a large one's rate)
+conv_stem           one 3x3 conv 3->32, stride 2, at 224x224     rate of the RGB stem (reduction 27:
+                                                                 the dense curve overstates it)
+pad                 one Pad (1 row, 1 column) of 96 ch at 56x56  bandwidth of Pad (EfficientNet's
+                                                                 "same" padding), a row-by-row copy
+pool_nchw           one MaxPool 3x3 / 2 of 58 ch at 56x56        rate of pooling left in NCHW (58 is
+                                                                 a multiple of neither block): far
+                                                                 below the blocked pooling kernel
 conv_nchw           3 1x1 convs 58->58 at 28x28                  convolutions the host's NCHWc pass
 conv_nchw_dw        3 depthwise 3x3 convs, 58 ch at 28x28        leaves in NCHW (58 is a multiple of
                     (ShuffleNet v2's channel count)              neither block, 8 or 16): a rate and a
@@ -78,8 +87,9 @@ __all__ = [
     "memory_calibration",
 ]
 
-# 7: samples normalised by the speed probe (speed.py); 6: convolutions left in NCHW (conv_nchw cases)
-SUITE_VERSION = 7
+# 8: depthwise cost per call, the stem, Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
+# 6: convolutions left in NCHW (conv_nchw cases)
+SUITE_VERSION = 8
 # A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
 # beside it (speed.py); the model's check figure is the same quantile of its own normalised runs.
 CASE_QUANTILE = speed.SPEED_QUANTILE
@@ -132,6 +142,19 @@ class HostEfficiency:
     # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
     # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.
     depthwise_gflops: float = 0.0
+    # ... plus this cost per depthwise conv (solved with the rate from a large and a small map): on a 14x14 map
+    # the blocked depthwise kernel ran at ~2/3 of its 56x56 rate here (threads split little work, each plane
+    # pays its edge handling), which a single rate from the large map did not see
+    depthwise_call_us: float = 0.0
+    # The RGB stem (3 input channels, 3x3, stride 2): MLAS's NCHW-input conv kernel, measured on its own (the
+    # dense-conv curve at its reduction of 27 ran it ~1.5x too fast here)
+    stem_gflops: float = 0.0
+    # Pad (EfficientNet's "same" padding before its strided convs): ONNX Runtime copies row by row, far below
+    # the streaming rate of elementwise kernels; bytes read + written per second
+    pad_gbps: float = 0.0
+    # MaxPool / AveragePool the NCHWc pass leaves in NCHW (static.NodeCost.nchw_on_host; ShuffleNet's 24-channel
+    # stem pool on AVX-512): MLAS's NCHW pooling ran ~3x slower per output than the vector rate here
+    nchw_pool_gflops: float = 0.0
     # Convolutions the NCHWc pass leaves in NCHW on this host (static.NodeCost.nchw_on_host): im2col + one
     # GEMM per group, at this rate plus this cost per group (solved from conv_nchw and conv_nchw_dw).
     nchw_conv_gflops: float = 0.0
@@ -160,6 +183,10 @@ class HostEfficiency:
             "attention_gflops": self.attention_gflops,
             "normalization_gflops": self.normalization_gflops,
             "depthwise_gflops": self.depthwise_gflops,
+            "depthwise_call_us": self.depthwise_call_us,
+            "stem_gflops": self.stem_gflops,
+            "pad_gbps": self.pad_gbps,
+            "nchw_pool_gflops": self.nchw_pool_gflops,
             "nchw_conv_gflops": self.nchw_conv_gflops,
             "nchw_group_us": self.nchw_group_us,
             "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
@@ -298,6 +325,40 @@ def _depthwise(path: Path, channels: int, size: int, n_layers: int, seed: int, *
         prev = out
     shape = [1, channels, size, size]
     return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path)
+
+
+def _stem(path: Path, out_channels: int, size: int, seed: int) -> Path:
+    """An RGB stem: one 3x3 convolution 3 -> ``out_channels``, stride 2, padding 1, with Relu (MobileNet-v2's,
+    ShuffleNet's)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((out_channels, 3, 3, 3)) / math.sqrt(27)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4, strides=[2, 2], name="stem"),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    out = [1, out_channels, size // 2, size // 2]
+    return _save(nodes, [_vi("x", [1, 3, size, size])], [_vi("y", out)], [numpy_helper.from_array(w, "w")], path)
+
+
+def _pad(path: Path, channels: int, size: int) -> Path:
+    """One Pad of a row and a column at the end (EfficientNet's "same" padding of a stride-2 conv)."""
+    from onnx import helper, numpy_helper
+
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")
+    shape = [1, channels, size, size]
+    return _save([node], [_vi("x", shape)], [_vi("y", [1, channels, size + 1, size + 1])], [pads], path)
+
+
+def _maxpool(path: Path, channels: int, size: int) -> Path:
+    """One MaxPool 3x3, stride 2, padding 1 (the stem pool of ResNet and ShuffleNet)."""
+    from onnx import helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4, name="pool")
+    out = [1, channels, size // 2, size // 2]
+    return _save([node], [_vi("x", [1, channels, size, size])], [_vi("y", out)], [], path)
 
 
 def _quantized(src: Path, dst: Path) -> Path:
@@ -519,6 +580,13 @@ def build_suite(work: Path) -> list[SuiteCase]:
         "conv_wide": (_convs(work / "cal_conv_wide.onnx", 256, 14, 1, 10), {"x": (1, 256, 14, 14)}),
         "conv_tiny": (_convs(work / "cal_conv_tiny.onnx", 16, 8, 4, 11), {"x": (1, 16, 8, 8)}),
         "conv_depthwise": (_depthwise(work / "cal_conv_depthwise.onnx", 144, 56, 3, 16), {"x": (1, 144, 56, 56)}),
+        "conv_depthwise_small": (
+            _depthwise(work / "cal_conv_depthwise_small.onnx", 384, 14, 3, 23),
+            {"x": (1, 384, 14, 14)},
+        ),
+        "conv_stem": (_stem(work / "cal_conv_stem.onnx", 32, 224, 24), {"x": (1, 3, 224, 224)}),
+        "pad": (_pad(work / "cal_pad.onnx", 96, 56), {"x": (1, 96, 56, 56)}),
+        "pool_nchw": (_maxpool(work / "cal_pool_nchw.onnx", 58, 56), {"x": (1, 58, 56, 56)}),
         # 58 channels (ShuffleNet v2's), a multiple of neither NCHWc block (8, 16): the host runs these in NCHW
         "conv_nchw": (_depthwise(work / "cal_conv_nchw.onnx", 58, 28, 3, 17, group=1, k=1), {"x": (1, 58, 28, 28)}),
         "conv_nchw_dw": (_depthwise(work / "cal_conv_nchw_dw.onnx", 58, 28, 3, 18), {"x": (1, 58, 28, 28)}),
@@ -539,9 +607,10 @@ def build_suite(work: Path) -> list[SuiteCase]:
         }
         feeds_file = work / f"cal_{name}.npz"
         np.savez(feeds_file, **feeds)
-        analysis = analyze(runtime_graph(path, work / f"cal_{name}.runtime.onnx"), feeds=feeds)
+        portable = runtime_graph(path, work / f"cal_{name}.runtime.onnx")
+        analysis = analyze(portable, feeds=feeds)
         # the host's NCHWc reorders are timed apart (as in the models), not folded into the conv rates
-        (reorders,) = layout.host_layout_nodes(path, work / f"cal_{name}.host.onnx", [analysis])
+        (reorders,) = layout.host_layout_nodes(path, work / f"cal_{name}.host.onnx", [analysis], portable=portable)
         cases.append(
             SuiteCase(
                 name=name,
@@ -688,6 +757,60 @@ class _Solver:
         inv_rate, group_s = solved
         return {"nchw_conv_gflops": 1.0 / inv_rate / 1e9, "nchw_group_us": max(0.0, group_s) * 1e6}
 
+    def left_s(self, name: str, target: Sequence[NodeCost], per_call_s: float = 0.0) -> float:
+        """A case's time minus its run, binding, dispatch and non-target nodes (memory-bound) and the target
+        nodes' known cost per call: what the targets' own work took."""
+        ns = self.nodes(name)
+        rest = sum(n.bytes_moved / self.bw for n in ns if n not in target)
+        return self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - per_call_s * len(target)
+
+    def depthwise(self, conv_call_s: float) -> dict[str, float]:
+        """Depthwise rate and cost per call, T = flops / R + n x c, from a large and a small map; one rate from
+        the large map alone (c = 0) when the small case is missing or the two do not separate."""
+        if "conv_depthwise" not in self.t:
+            return {}
+        single = {"depthwise_gflops": self.rate("conv_depthwise", {NodeKind.CONV}, "fp32")}
+        rows = []
+        for name in ("conv_depthwise", "conv_depthwise_small"):
+            if name not in self.t:
+                return single
+            convs = [n for n in self.nodes(name) if n.kind == NodeKind.CONV]
+            rows.append((sum(n.total_flops for n in convs), len(convs), self.left_s(name, convs, conv_call_s)))
+        solved = _solve2(*rows)  # (1 / R, c)
+        if solved is None or solved[0] <= 0 or solved[1] < 0:
+            return single
+        return {"depthwise_gflops": 1.0 / solved[0] / 1e9, "depthwise_call_us": solved[1] * 1e6}
+
+    def stem(self, conv_call_s: float) -> float:
+        """GFLOP/s of the RGB stem case's convolution (0 without the case)."""
+        if "conv_stem" not in self.t:
+            return 0.0
+        convs = [n for n in self.nodes("conv_stem") if n.kind == NodeKind.CONV]
+        flops = sum(n.total_flops for n in convs)
+        floor = flops / (self.t["conv_stem"] / 1e3)  # the rate if nothing else took time
+        return _positive(flops / max(self.left_s("conv_stem", convs, conv_call_s), 1e-9), floor) / 1e9
+
+    def pad(self) -> float:
+        """GB/s (read + written) of the Pad case (0 without the case)."""
+        if "pad" not in self.t:
+            return 0.0
+        pads = [n for n in self.nodes("pad") if n.op_type == "Pad"]
+        nbytes = sum(n.bytes_moved for n in pads)
+        floor = nbytes / (self.t["pad"] / 1e3)
+        return _positive(nbytes / max(self.left_s("pad", pads), 1e-9), floor) / 1e9
+
+    def nchw_pool(self) -> float:
+        """GFLOP/s of the pooling case where this host leaves it in NCHW (0 without the case, or where the
+        case's pool is blocked: no separate rate there)."""
+        if "pool_nchw" not in self.t:
+            return 0.0
+        pools = [n for n in self.nodes("pool_nchw") if n.nchw_on_host]
+        if not pools:
+            return 0.0
+        flops = sum(n.total_flops for n in pools)
+        floor = flops / (self.t["pool_nchw"] / 1e3)
+        return _positive(flops / max(self.left_s("pool_nchw", pools), 1e-9), floor) / 1e9
+
     def dram_bandwidth(self) -> float:
         """Bytes per second of weights streamed from DRAM (the weights_dram case), the rest at cache bandwidth."""
         dram = self.nodes("weights_dram")
@@ -745,7 +868,10 @@ def fit(
         vector_gflops=sv.rate("vector", {NodeKind.ELEMENTWISE, NodeKind.OTHER, NodeKind.NORMALIZATION}),
         lrn_gflops=sv.rate("lrn", {NodeKind.LRN}),
         normalization_gflops=sv.rate("normalization", {NodeKind.NORMALIZATION}),
-        depthwise_gflops=sv.rate("conv_depthwise", {NodeKind.CONV}, "fp32") if "conv_depthwise" in t else 0.0,
+        **sv.depthwise(conv_call),
+        stem_gflops=sv.stem(conv_call),
+        pad_gbps=sv.pad(),
+        nchw_pool_gflops=sv.nchw_pool(),
         **sv.nchw_convs(conv_call),
         gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
         conv_gflops={"fp32": sv.rate("conv_fp32", {NodeKind.CONV}, "fp32")},

@@ -90,6 +90,11 @@ class DeviceRates:
     # host only: convolutions its NCHWc pass left in NCHW (NodeCost.nchw_on_host), rate and cost per group
     nchw_conv_gflops: float = 0.0
     nchw_group_us: float = 0.0
+    # host only: a depthwise convolution's cost per call beyond dispatch (solved with its rate from a large and
+    # a small map), and op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
+    depthwise_call_us: float = 0.0
+    nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
+    op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
     error_band: validation.ErrorBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +118,9 @@ class DeviceRates:
             "parallel_node_overhead_us": self.parallel_node_overhead_us,
             "run_overhead_ms": self.run_overhead_ms,
             "io_overhead_us": self.io_overhead_us,
+            "depthwise_call_us": self.depthwise_call_us,
+            "nchw_pool_gflops": self.nchw_pool_gflops,
+            "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
             "basis": self.basis,
             "assumptions": list(self.assumptions),
         }
@@ -182,15 +190,25 @@ def device_rates(
         io_overhead_us=host.io_overhead_us,
         nchw_conv_gflops=getattr(host, "nchw_conv_gflops", 0.0),
         nchw_group_us=getattr(host, "nchw_group_us", 0.0),
+        depthwise_call_us=getattr(host, "depthwise_call_us", 0.0),
+        nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
+        op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
     )
 
 
 def _host_work(host: HostEfficiency) -> dict[str, dict[str, float]]:
-    """Depthwise convolutions on the host at their own calibrated rate (the dense-conv curve overstates them)."""
-    dw = getattr(host, "depthwise_gflops", 0.0)
-    return {WorkKind.CONV_DEPTHWISE: {"fp32": dw, "fp16": dw, "int8": dw}} if dw > 0 else {}
+    """Depthwise convolutions and the RGB stem on the host at their own calibrated rates (the dense-conv curve
+    overstates both)."""
+    work = {}
+    for kind, rate in (
+        (WorkKind.CONV_DEPTHWISE, getattr(host, "depthwise_gflops", 0.0)),
+        (WorkKind.CONV_SMALL, getattr(host, "stem_gflops", 0.0)),
+    ):
+        if rate > 0:
+            work[kind] = {"fp32": rate, "fp16": rate, "int8": rate}
+    return work
 
 
 def _scaled_peak(profile: DeviceProfile, precision: str, threads: int, thread_efficiency: float) -> float:
@@ -313,11 +331,16 @@ def _attention_split(node: NodeCost) -> tuple[dict[str, int], str, int]:
 def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) -> tuple[float, str]:
     if node.kind == NodeKind.VIEW:
         return 0.0, "overhead"
-    if node.nchw_on_host and rates.nchw_conv_gflops > 0:
+    if node.nchw_on_host and node.kind != NodeKind.CONV and rates.nchw_pool_gflops > 0:  # a pool left in NCHW
+        compute = node.total_flops / (rates.nchw_pool_gflops * 1e9)
+        memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
+        return (compute, "compute") if compute >= memory else (memory, "memory")
+    if node.nchw_on_host and node.kind == NodeKind.CONV and rates.nchw_conv_gflops > 0:
         compute = node.total_flops / (rates.nchw_conv_gflops * 1e9) + node.groups * rates.nchw_group_us / 1e6
         memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
         return (compute, "compute") if compute >= memory else (memory, "memory")
-    work = rates.work_gflops.get(kernels.work_kind(node)) if rates.work_gflops else None
+    kind = kernels.work_kind(node)
+    work = rates.work_gflops.get(kind) if rates.work_gflops else None
     flops_by_precision, fp, core = _attention_split(node)
     # the attention after a fused projection runs at the attention rate (the GEMM's on devices: their table
     # has one row for both)
@@ -328,12 +351,15 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         else:
             rate = KIND_RATES.get(node.kind, _vector_rate)(rates, node, precision)
         compute += flops / (rate * 1e9)
+    if kind == WorkKind.CONV_DEPTHWISE:
+        compute += rates.depthwise_call_us / 1e6
+    bandwidth = rates.op_bandwidth_gbps.get(node.op_type, rates.bandwidth_gbps)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
-        memory = (node.bytes_moved - node.weight_bytes) / (rates.bandwidth_gbps * 1e9) + node.weight_bytes / (
+        memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
             rates.dram_bandwidth_gbps * 1e9
         )
     else:
-        memory = node.bytes_moved / (rates.bandwidth_gbps * 1e9)
+        memory = node.bytes_moved / (bandwidth * 1e9)
     return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
