@@ -444,18 +444,7 @@ def build_session(
         except ConfigError:
             raise
         except Exception as exc:
-            failing = next((p for p in providers if p != CPU), None)
-            if failing is None:
-                raise _load_error(model_path, exc) from exc
-            providers.remove(failing)
-            fallbacks.append(
-                Fallback(
-                    asked=failing,
-                    asked_by=dict(plan.asked).get(failing, "caller"),
-                    reason=f"failed to initialize ({_first_line(exc)})",
-                    available=plan.available,
-                )
-            )
+            fallbacks.append(_drop_failing_provider(model_path, plan, providers, exc))
     running = list(session.get_providers())
     _settle_arena(ort, session, allowed=not low_memory, cpu_only=running == [CPU])  # memory: edgekit.ort_policy
     release_freed_heap()  # the load's freed weight copies back to the OS (edgekit.ort_policy)
@@ -489,6 +478,21 @@ def build_session(
         cache=cache,
         huge_pages=pages,
         load_seconds=time.perf_counter() - start,
+    )
+
+
+def _drop_failing_provider(model_path: Path, plan: ProviderPlan, providers: list[str], exc: Exception) -> Fallback:
+    """Take the first non-CPU provider out of ``providers`` after a failed session creation, as a fallback;
+    with only the CPU provider left the failure is the model's, raised as a load error."""
+    failing = next((p for p in providers if p != CPU), None)
+    if failing is None:
+        raise _load_error(model_path, exc) from exc
+    providers.remove(failing)
+    return Fallback(
+        asked=failing,
+        asked_by=dict(plan.asked).get(failing, "caller"),
+        reason=f"failed to initialize ({_first_line(exc)})",
+        available=plan.available,
     )
 
 
