@@ -328,7 +328,7 @@ def runtime_checks(
         what = (
             f"the {recipe} package runs {record.workload} in {record.median_ratio:.2f}x the time of the fp32 graph"
             f" of this export on this host ({host.model}, {record.threads} thread(s) against the fp32 graph at"
-            f" {record.fp32_threads}, its own policy; median of {record.rounds}"
+            f" {record.fp32_threads}, its own policy, median of {record.rounds}"
             f" interleaved rounds, tolerance {record.tolerance:.0%})"
         )
         if on_slower == "refuse":
