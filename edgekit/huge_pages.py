@@ -244,11 +244,9 @@ def _collapse_pages(todo: list[int]) -> HugePageResult:
     )
 
 
-def collapse_new(before: Snapshot | Iterable[Range]) -> HugePageResult:
-    """Collapse what was mapped since ``before`` (a :func:`snapshot`, or :func:`anonymous_ranges`), and with a
-    snapshot also the huge pages of old ranges the load filled (:func:`grown_huge_pages`)."""
-    if not isinstance(before, Snapshot):
-        return collapse_ranges(new_ranges(before, anonymous_ranges()))
+def collapse_new(before: Snapshot) -> HugePageResult:
+    """Collapse what was mapped since the :func:`snapshot` ``before``, and the huge pages of old ranges the
+    load filled (:func:`grown_huge_pages`)."""
     now = snapshot()
     pages = set(_huge_pages_in(new_ranges(before.ranges, now.ranges)))
     pages.update(grown_huge_pages(before, now))

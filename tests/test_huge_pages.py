@@ -132,7 +132,7 @@ def test_only_wholly_resident_huge_pages_are_collapsed_so_resident_memory_does_n
     import mmap
 
     h = hp.HUGE_PAGE_BYTES
-    before = hp.anonymous_ranges()
+    before = hp.snapshot()
     region = mmap.mmap(-1, 8 * h, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # 7 or 8 whole huge pages
     for off in range(0, 4 * h, 4096):  # the first half resident, the second never touched
         region[off] = 1
