@@ -194,12 +194,7 @@ def measure_policy(
     one = timed_call(model_path, workload.feeds, threads=1, spinning=False)
     many = timed_call(model_path, workload.feeds, threads=cores, spinning=True) if cores > 1 else None
     rounds = interleaved([one, many] if many else [one], clock=clock)
-    work = CallWork(
-        workload=workload.description,
-        nodes=_node_count(model_path),
-        host_core_ms=round(statistics.median(r[0] for r in rounds) * 1e3, 4),
-        host_core_gflops=round(host_core_gflops(), 2),
-    )
+    work = _call_work(model_path, workload, rounds, 0, host_core_gflops())
     one_vs_all = per_round_ratios(rounds, 0, 1) if many else None
     spin: list[float] | None = None
     quiet = None
@@ -210,6 +205,18 @@ def measure_policy(
     if policy.intra_op_threads != ALL or many is None:
         return policy, one
     return policy, many if policy.allow_spinning or quiet is None else quiet
+
+
+def _call_work(
+    model_path: Path, workload: Workload, rounds: Sequence[Sequence[float]], one_thread: int, gflops: float
+) -> CallWork:
+    """The per-node work the policy rule reads: the graph's nodes and its one-thread call (column ``one_thread``)."""
+    return CallWork(
+        workload=workload.description,
+        nodes=_node_count(model_path),
+        host_core_ms=round(statistics.median(r[one_thread] for r in rounds) * 1e3, 4),
+        host_core_gflops=round(gflops, 2),
+    )
 
 
 def setup_calls(model_path: Path, feeds: Mapping[str, np.ndarray], *, cores: int) -> list[tuple[int, bool, Call]]:
@@ -256,14 +263,10 @@ def measure_speedup(
     ups = setup_calls(model_path, workload.feeds, cores=cores)
     refs = setup_calls(fp32_path, workload.feeds, cores=cores)
     rounds = interleaved([call for _, _, call in ups + refs], clock=clock)
-    work = CallWork(
-        workload=workload.description,
-        nodes=_node_count(model_path),
-        host_core_ms=round(statistics.median(r[0] for r in rounds) * 1e3, 4),
-        host_core_gflops=round(host_core_gflops(), 2),
-    )
-    policy = _choice(rounds, 0, cores, work, cpu)
-    fp32_policy = _choice(rounds, len(ups), cores, work, cpu)
+    gflops = host_core_gflops()
+    policy = _choice(rounds, 0, cores, _call_work(model_path, workload, rounds, 0, gflops), cpu)
+    fp32_work = _call_work(fp32_path, workload, rounds, len(ups), gflops)  # the rule reads each graph's own work
+    fp32_policy = _choice(rounds, len(ups), cores, fp32_work, cpu)
     mine, theirs = _column(policy, 0, cores), _column(fp32_policy, len(ups), cores)
     median, verdict = speedup_verdict(per_round_ratios(rounds, mine, theirs))
     record = SpeedupRecord(
