@@ -66,7 +66,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -781,35 +781,32 @@ class _Solver:
             return single
         return {"depthwise_gflops": 1.0 / solved[0] / 1e9, "depthwise_call_us": solved[1] * 1e6}
 
-    def stem(self, conv_call_s: float) -> float:
-        """GFLOP/s of the RGB stem case's convolution (0 without the case)."""
-        if "conv_stem" not in self.t:
+    def own_rate(
+        self, name: str, wanted: Callable[[NodeCost], bool], amount: Callable[[NodeCost], int], per_call_s: float = 0.0
+    ) -> float:
+        """Giga-units (``amount``: flops or bytes) per second of case ``name``'s ``wanted`` nodes, from the time
+        left to them (:meth:`left_s`); 0 without the case or without such nodes."""
+        if name not in self.t:
             return 0.0
-        convs = [n for n in self.nodes("conv_stem") if n.kind == NodeKind.CONV]
-        flops = sum(n.total_flops for n in convs)
-        floor = flops / (self.t["conv_stem"] / 1e3)  # the rate if nothing else took time
-        return _positive(flops / max(self.left_s("conv_stem", convs, conv_call_s), 1e-9), floor) / 1e9
+        targets = [n for n in self.nodes(name) if wanted(n)]
+        if not targets:
+            return 0.0
+        total = sum(amount(n) for n in targets)
+        floor = total / (self.t[name] / 1e3)  # the rate if nothing else took time
+        return _positive(total / max(self.left_s(name, targets, per_call_s), 1e-9), floor) / 1e9
+
+    def stem(self, conv_call_s: float) -> float:
+        """GFLOP/s of the RGB stem case's convolution."""
+        return self.own_rate("conv_stem", lambda n: n.kind == NodeKind.CONV, lambda n: n.total_flops, conv_call_s)
 
     def pad(self) -> float:
-        """GB/s (read + written) of the Pad case (0 without the case)."""
-        if "pad" not in self.t:
-            return 0.0
-        pads = [n for n in self.nodes("pad") if n.op_type == "Pad"]
-        nbytes = sum(n.bytes_moved for n in pads)
-        floor = nbytes / (self.t["pad"] / 1e3)
-        return _positive(nbytes / max(self.left_s("pad", pads), 1e-9), floor) / 1e9
+        """GB/s (read + written) of the Pad case."""
+        return self.own_rate("pad", lambda n: n.op_type == "Pad", lambda n: n.bytes_moved)
 
     def nchw_pool(self) -> float:
-        """GFLOP/s of the pooling case where this host leaves it in NCHW (0 without the case, or where the
-        case's pool is blocked: no separate rate there)."""
-        if "pool_nchw" not in self.t:
-            return 0.0
-        pools = [n for n in self.nodes("pool_nchw") if n.nchw_on_host]
-        if not pools:
-            return 0.0
-        flops = sum(n.total_flops for n in pools)
-        floor = flops / (self.t["pool_nchw"] / 1e3)
-        return _positive(flops / max(self.left_s("pool_nchw", pools), 1e-9), floor) / 1e9
+        """GFLOP/s of the pooling case where this host leaves it in NCHW (0 where the case's pool is blocked:
+        no separate rate there)."""
+        return self.own_rate("pool_nchw", lambda n: n.nchw_on_host, lambda n: n.total_flops)
 
     def dram_bandwidth(self) -> float:
         """Bytes per second of weights streamed from DRAM (the weights_dram case), the rest at cache bandwidth."""
