@@ -6,7 +6,7 @@ previous defaults (Conv / MatMul / Gemm only, uint8 weights). The packages' grap
 at the same thread count (benchmarks/_common.interleave, ratios of per-round medians) and compared with the
 fp32 package on inputs disjoint from the calibration. The weights are redrawn He-scaled: transformers' init
 (std 0.02) lets EfficientNet's activations underflow to exactly 0 over its 16 blocks, which leaves no cosine to
-measure; latency does not depend on the values. ``speedup guarantee`` is the export's own verdict
+measure (and, on Intel CPUs, runs it through denormals: see ``benchmarks._cnn.he_scaled``). ``speedup guarantee`` is the export's own verdict
 (``runtime.speedup``: the package against its pre-quantization graph, at the package's thread policy).
 
     python benchmarks/cnn_int8.py [--only mobilenet_v2,resnet18,efficientnet_b0] [--threads 2] [--rounds 15] [--before]
@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
-from benchmarks._cnn import export_cnn
+from benchmarks._cnn import export_cnn, he_scaled
 from benchmarks._common import cpu_flags, cpu_model, interleave, markdown_table, ratio
 from edgekit.manifest import MANIFEST_NAME
 
@@ -35,27 +35,6 @@ MODELS = ("mobilenet_v2", "resnet18", "efficientnet_b0")
 BEFORE = {"op_types": ["Conv", "MatMul", "Gemm"], "weight_type": "uint8"}
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 INPUT = "pixel_values"
-
-
-def he_scaled(src: Path, dst: Path, seed: int = 0) -> Path:
-    """``src`` with every Conv / Gemm weight redrawn N(0, 2 / fan_in), so activations keep their scale."""
-    if dst.exists():
-        return dst
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src))
-    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
-    rng = np.random.default_rng(seed)
-    for init in model.graph.initializer:
-        if init.name in weights:
-            shape = tuple(init.dims)
-            fan_in = int(np.prod(shape[1:]))
-            init.CopyFrom(
-                numpy_helper.from_array(rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32), init.name)
-            )
-    onnx.save(model, str(dst))
-    return dst
 
 
 def export_packages(name: str, work: Path, before: bool) -> dict[str, Path]:
