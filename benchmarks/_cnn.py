@@ -224,7 +224,6 @@ def quantize_qdq(src: Path, dst: Path, *, seed: int = 0) -> Path:
     """int8 QDQ (per-channel weights, static activations from a few random images): AI Hub's ``w8a8`` export."""
     if dst.exists():
         return dst
-    import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -262,10 +261,10 @@ def he_scaled(src: Path, dst: Path, seed: int = 0) -> Path:
     """``src`` with every Conv / Gemm weight redrawn N(0, 2 / fan_in), so activations keep their scale.
 
     Why a benchmark that times these models needs it: with transformers' init (std 0.02) EfficientNet-B0's
-    activations decay through denormals to exactly 0 over its 16 blocks. AMD Zen runs denormal arithmetic at
-    nearly full speed, Intel cores take a microcode assist per operation: on the Intel Xeon (AMX) host of
-    2026-12-02 the transformers-init graph ran 208 ms against 11.7 ms He-scaled. A trained model's activations
-    do not vanish, so the He-scaled graph is the one that says what a user's model costs."""
+    activations shrink block by block, through denormals, to an all-zero output. On the Intel Xeon (AMX) host of
+    2026-12-02 that graph ran 7-10x slower than the He-scaled one, interleaved (283-309 ms against 31-44 ms;
+    ORT's session.set_denormal_as_zero recovered part, 174-183 ms); the AMD hosts before showed no such gap. A
+    trained model's activations do not vanish, so the He-scaled graph is the one that says what a user's model costs."""
     if dst.exists():
         return dst
     import onnx
