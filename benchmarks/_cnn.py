@@ -1,8 +1,9 @@
 """The CNNs the device validation and the profiler benchmark use, built in code with random weights.
 
 torchvision is not importable here, so each architecture is either a transformers model (its config class
-sized to the published variant) or a plain torch module written below. Weights are random (fixed seed):
-latency does not depend on their values. Each model is exported to ONNX once and cached.
+sized to the published variant) or a plain torch module written below. Weights are random (fixed seed);
+a benchmark that times a model redraws them with ``he_scaled`` first (transformers' init drives EfficientNet's
+activations to 0, 7-10x slower on Intel). Each model is exported to ONNX once and cached.
 
     from benchmarks._cnn import CNNS, export_cnn
     path = export_cnn("mobilenet_v2", Path(".cache/cnn"))

@@ -6,8 +6,8 @@ previous defaults (Conv / MatMul / Gemm only, uint8 weights). The packages' grap
 at the same thread count (benchmarks/_common.interleave, ratios of per-round medians) and compared with the
 fp32 package on inputs disjoint from the calibration. The weights are redrawn He-scaled: transformers' init
 (std 0.02) lets EfficientNet's activations underflow to exactly 0 over its 16 blocks, which leaves no cosine to
-measure (and, on Intel CPUs, runs it through denormals: see ``benchmarks._cnn.he_scaled``). ``speedup guarantee`` is the export's own verdict
-(``runtime.speedup``: the package against its pre-quantization graph, at the package's thread policy).
+measure (and, on Intel CPUs, runs it through denormals: see ``benchmarks._cnn.he_scaled``). ``speedup
+guarantee`` is the export's own verdict (``runtime.speedup``: the package against its pre-quantization graph, at the package's thread policy).
 
     python benchmarks/cnn_int8.py [--only mobilenet_v2,resnet18,efficientnet_b0] [--threads 2] [--rounds 15] [--before]
 """
