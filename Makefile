@@ -28,8 +28,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	@$(PY) -m edgekit.demo
 
+# One worker per core, at most two (the CI machine's cores): the suite is CPU-bound, so more workers than cores
+# only slow each other. loadfile keeps a file's tests on one worker in their order: module fixtures are built
+# once and the README's blocks run in sequence. `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/export.py

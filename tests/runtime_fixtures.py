@@ -137,10 +137,9 @@ def write_package(
 
 def _check_schema(root: Path) -> None:
     """Hand-written manifests are held to the same JSON Schema as the exporter's."""
-    import jsonschema
+    from tests.conftest import manifest_validator
 
-    schema = Path(__file__).resolve().parents[1] / "edgekit" / "schemas" / "manifest.schema.json"
-    jsonschema.validate(json.loads((root / MANIFEST_NAME).read_text()), json.loads(schema.read_text()))
+    manifest_validator().validate(json.loads((root / MANIFEST_NAME).read_text()))
 
 
 # ------------------------------------------------------------------------------------- hand-built graphs
