@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,38 @@ def test_depthwise_rate_and_cost_per_call_stem_and_pad_rates_are_recovered(
     assert per_flop["conv_depthwise_small"] > per_flop["conv_depthwise"]
 
 
+def test_copy_ops_bandwidth_is_recovered_from_the_shuffle_cases(suite: dict[str, calibration.SuiteCase]) -> None:
+    truth = _host_rates(copy_gbps=40.0, bandwidth_gbps=100.0)
+    names = ("copy_large", "copy_small")
+    t = {k: estimate_latency(k, suite[k].analysis, truth).latency_ms for k in names}
+    ops = {n.op_type for k in names for n in suite[k].analysis.nodes if calibration.is_copy(n)}
+    assert ops == {"Split", "Concat", "Transpose"}  # every copy of both cases is large enough to count
+    solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=100e9)
+    assert solver.copy_bandwidth() == pytest.approx(40e9, rel=1e-6)
+    # at the streaming rate the same cases would take 40 % of the time: the copy rate is what moved them
+    streaming = sum(estimate_latency(k, suite[k].analysis, _host_rates(bandwidth_gbps=100.0)).latency_ms for k in names)
+    assert streaming == pytest.approx(0.4 * sum(t.values()), rel=1e-6)
+    assert calibration._Solver(by=suite, t={}, threads=1, node_s=0.0, run_s=0.0, io_s=0.0).copy_bandwidth() == 0.0
+
+
+def test_a_large_transpose_moves_at_the_copy_rate_and_a_shape_concat_does_not() -> None:
+    from edgekit.profiler.estimate import _node_time_s
+    from edgekit.profiler.static import NodeCost, NodeKind
+
+    def data(op: str, nbytes: int) -> NodeCost:
+        return NodeCost(
+            name=op, op_type=op, domain="", kind=NodeKind.DATA, flops={}, macs=0, bytes_read=nbytes // 2,
+            bytes_written=nbytes // 2, weight_bytes=0, output_elements=nbytes // 8,
+        )  # fmt: skip
+
+    rates = _host_rates(copy_gbps=40.0, bandwidth_gbps=100.0)
+    big, tiny = data("Transpose", 800_000), data("Concat", 64)
+    assert calibration.is_copy(big) and not calibration.is_copy(tiny)
+    assert _node_time_s(big, rates)[0] == pytest.approx(800_000 / 40e9)
+    assert _node_time_s(tiny, rates)[0] == pytest.approx(64 / 100e9)
+    assert _node_time_s(data("Cast", 800_000), rates)[0] == pytest.approx(800_000 / 100e9)  # not a copy op
+
+
 def test_without_the_small_map_or_on_noise_depthwise_falls_back_to_one_rate(
     suite: dict[str, calibration.SuiteCase],
 ) -> None:
@@ -226,12 +259,12 @@ def test_the_host_runs_pad_at_its_own_bandwidth_and_the_stem_at_its_rate() -> No
         gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, depthwise_gflops=80.0,
         depthwise_call_us=6.0, stem_gflops=120.0, pad_gbps=15.0, threads=1, timings_ms={},
     )  # fmt: skip
-    rates = device_rates(host, fit, host)
-    assert rates.op_bandwidth_gbps == {"Pad": 15.0} and rates.depthwise_call_us == 6.0
+    rates = device_rates(host, replace(fit, copy_gbps=40.0), host)
+    assert rates.op_bandwidth_gbps == {"Pad": 15.0} and rates.depthwise_call_us == 6.0 and rates.copy_gbps == 40.0
     assert rates.work_gflops[WorkKind.CONV_SMALL]["fp32"] == 120.0
     # another device never gets the host's calibration
     pi = device_rates(get_device("raspberry-pi-5"), fit, host)
-    assert pi.op_bandwidth_gbps == {} and pi.depthwise_call_us == 0.0
+    assert pi.op_bandwidth_gbps == {} and pi.depthwise_call_us == 0.0 and pi.copy_gbps == 0.0
 
 
 def test_the_nchw_pool_rate_is_solved_from_its_case_where_the_host_leaves_it_in_nchw(

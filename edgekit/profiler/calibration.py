@@ -29,6 +29,9 @@ conv_stem           one 3x3 conv 3->32, stride 2, at 224x224     rate of the RGB
                                                                  the dense curve overstates it)
 pad                 one Pad (1 row, 1 column) of 96 ch at 56x56  bandwidth of Pad (EfficientNet's
                                                                  "same" padding), a row-by-row copy
+copy_large/small    3 ShuffleNet v2 units without convs (Split,  bandwidth of copy ops (COPY_OPS:
+                    Concat, Reshape, Transpose 0,2,1,3,4,        strided copies, far below the
+                    Reshape) at 116x28x28 / 464x7x7              elementwise streaming rate)
 pool_nchw           one MaxPool 3x3 / 2 of 58 ch at 56x56        rate of pooling left in NCHW (58 is
                                                                  a multiple of neither block): far
                                                                  below the blocked pooling kernel
@@ -89,7 +92,7 @@ __all__ = [
 
 # 8: depthwise cost per call, the stem, Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
 # 6: convolutions left in NCHW (conv_nchw cases)
-SUITE_VERSION = 8
+SUITE_VERSION = 9
 # A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
 # beside it (speed.py); the model's check figure is the same quantile of its own normalised runs.
 CASE_QUANTILE = speed.SPEED_QUANTILE
@@ -101,8 +104,20 @@ _PARALLEL_FLOPS = 200_000
 _PARALLEL_BYTES = 64 * 1024
 
 
+# Ops that only copy bytes, with their own strided kernels: on tensors of tens of kB and more they move them well
+# below the elementwise streaming rate. The shape Concats of a transformer are plain dispatch (the ``nodes``
+# case); Reshape and the other views move nothing. The NCHWc reorders are not among them: counted as copies
+# they moved the conv fit (their cases' edges) and put MobileNet-v2 at -26 % instead of -12 % here.
+COPY_OPS = frozenset({"Transpose", "Concat", "Split"})
+
+
 def is_parallel(node: NodeCost, threads: int) -> bool:
     return threads > 1 and (node.total_flops >= _PARALLEL_FLOPS or node.bytes_moved >= _PARALLEL_BYTES)
+
+
+def is_copy(node: NodeCost) -> bool:
+    """A copy op (:data:`COPY_OPS`) on tensors large enough to move at the copy rate, not at dispatch cost."""
+    return node.op_type in COPY_OPS and node.bytes_moved >= _PARALLEL_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +167,10 @@ class HostEfficiency:
     # Pad (EfficientNet's "same" padding before its strided convs): ONNX Runtime copies row by row, far below
     # the streaming rate of elementwise kernels; bytes read + written per second
     pad_gbps: float = 0.0
+    # Copy ops (is_copy: Transpose, Concat, Split), bytes read + written per second, from
+    # the copy_large and copy_small cases: on the 2-vCPU Xeon ~46 GB/s against ~80 GB/s for elementwise
+    # kernels (ShuffleNet's 5-D channel-shuffle Transpose: ~40 GB/s on two threads, ~65 GB/s on one)
+    copy_gbps: float = 0.0
     # MaxPool / AveragePool the NCHWc pass leaves in NCHW (static.NodeCost.nchw_on_host; ShuffleNet's 24-channel
     # stem pool on AVX-512): MLAS's NCHW pooling ran ~3x slower per output than the vector rate here
     nchw_pool_gflops: float = 0.0
@@ -186,6 +205,7 @@ class HostEfficiency:
             "depthwise_call_us": self.depthwise_call_us,
             "stem_gflops": self.stem_gflops,
             "pad_gbps": self.pad_gbps,
+            "copy_gbps": self.copy_gbps,
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "nchw_conv_gflops": self.nchw_conv_gflops,
             "nchw_group_us": self.nchw_group_us,
@@ -350,6 +370,32 @@ def _pad(path: Path, channels: int, size: int) -> Path:
     node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")
     shape = [1, channels, size, size]
     return _save([node], [_vi("x", shape)], [_vi("y", [1, channels, size + 1, size + 1])], [pads], path)
+
+
+def _shuffle_units(path: Path, channels: int, size: int, blocks: int) -> Path:
+    """ShuffleNet v2's data movement without its convolutions, ``blocks`` times: Split into halves, Concat them
+    swapped, then the channel shuffle (Reshape to 2 groups, Transpose 0,2,1,3,4, Reshape back)."""
+    from onnx import helper, numpy_helper
+
+    half = channels // 2
+    inits = [
+        numpy_helper.from_array(np.array([half, half], np.int64), "halves"),
+        numpy_helper.from_array(np.array([1, 2, half, size, size], np.int64), "groups"),
+        numpy_helper.from_array(np.array([1, channels, size, size], np.int64), "flat"),
+    ]
+    nodes, prev = [], "x"
+    for i in range(blocks):
+        out = "y" if i == blocks - 1 else f"s{i}"
+        nodes += [
+            helper.make_node("Split", [prev, "halves"], [f"a{i}", f"b{i}"], axis=1, name=f"split{i}"),
+            helper.make_node("Concat", [f"b{i}", f"a{i}"], [f"c{i}"], axis=1, name=f"concat{i}"),
+            helper.make_node("Reshape", [f"c{i}", "groups"], [f"g{i}"], name=f"group{i}"),
+            helper.make_node("Transpose", [f"g{i}"], [f"t{i}"], perm=[0, 2, 1, 3, 4], name=f"shuffle{i}"),
+            helper.make_node("Reshape", [f"t{i}", "flat"], [out], name=f"ungroup{i}"),
+        ]
+        prev = out
+    shape = [1, channels, size, size]
+    return _save(nodes, [_vi("x", shape)], [_vi("y", shape)], inits, path)
 
 
 def _maxpool(path: Path, channels: int, size: int) -> Path:
@@ -586,6 +632,9 @@ def build_suite(work: Path) -> list[SuiteCase]:
         ),
         "conv_stem": (_stem(work / "cal_conv_stem.onnx", 32, 224, 24), {"x": (1, 3, 224, 224)}),
         "pad": (_pad(work / "cal_pad.onnx", 96, 56), {"x": (1, 96, 56, 56)}),
+        # ShuffleNet v2's stage-2 and stage-4 shapes: the bandwidth of copy ops
+        "copy_large": (_shuffle_units(work / "cal_copy_large.onnx", 116, 28, 3), {"x": (1, 116, 28, 28)}),
+        "copy_small": (_shuffle_units(work / "cal_copy_small.onnx", 464, 7, 3), {"x": (1, 464, 7, 7)}),
         "pool_nchw": (_maxpool(work / "cal_pool_nchw.onnx", 58, 56), {"x": (1, 58, 56, 56)}),
         # 58 channels (ShuffleNet v2's), a multiple of neither NCHWc block (8, 16): the host runs these in NCHW
         "conv_nchw": (_depthwise(work / "cal_conv_nchw.onnx", 58, 28, 3, 17, group=1, k=1), {"x": (1, 58, 28, 28)}),
@@ -693,6 +742,7 @@ class _Solver:
     io_s: float
     bw: float = 0.0
     par_s: float = 0.0
+    copy_bw: float = 0.0  # bytes per second of copy ops (is_copy), once solved; until then the stream rate
 
     def nodes(self, name: str) -> tuple[NodeCost, ...]:
         return self.by[name].analysis.nodes
@@ -712,13 +762,17 @@ class _Solver:
     def overhead(self, ns: Sequence[NodeCost]) -> float:
         return sum(self.par_s if is_parallel(n, self.threads) else self.node_s for n in ns)
 
+    def move_s(self, n: NodeCost) -> float:
+        """Seconds a memory-bound node takes to move its bytes: copy ops at their rate, the rest streaming."""
+        return n.bytes_moved / (self.copy_bw if self.copy_bw > 0 and is_copy(n) else self.bw)
+
     def rate(self, name: str, kinds: set[NodeKind], precision: str | None = None) -> float:
         ns = self.nodes(name)
         target = [n for n in ns if n.kind in kinds]
         others = [n for n in ns if n.kind not in kinds]
         flops = sum((n.flops.get(precision, 0) if precision else n.total_flops) for n in target)
         # the non-target nodes (the quantizer of the int8 case, Relu...) are memory-bound by the model so far
-        rest = sum(n.bytes_moved / self.bw for n in others)
+        rest = sum(self.move_s(n) for n in others)
         remainder = self.t[name] / 1e3 - self.run_s - self.overhead(ns) - rest
         floor = flops / (self.t[name] / 1e3)  # the rate if nothing else took time: a hard lower bound
         ceiling = floor * 4  # overheads cannot explain more than three quarters of a compute case
@@ -728,7 +782,7 @@ class _Solver:
         """A kernel's fixed cost per call beyond plain dispatch, from a case of tiny ones (0 if noise hides it)."""
         ns = self.nodes(name)
         target = [n for n in ns if n.kind == kind]
-        rest = sum(n.bytes_moved / self.bw for n in ns if n.kind != kind)
+        rest = sum(self.move_s(n) for n in ns if n.kind != kind)
         work = sum(seconds_per_flop(n) for n in target)
         left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - work
         return max(0.0, left / max(1, len(target)))
@@ -748,7 +802,7 @@ class _Solver:
             convs = [n for n in ns if n.nchw_on_host]
             if not convs:
                 return {}
-            rest = sum(n.bytes_moved / self.bw for n in ns if n not in convs)
+            rest = sum(self.move_s(n) for n in ns if n not in convs)
             left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - conv_call_s * len(convs)
             rows.append((sum(n.total_flops for n in convs), sum(n.groups for n in convs), left))
         solved = _solve2(*rows)
@@ -761,7 +815,7 @@ class _Solver:
         """A case's time minus its run, binding, dispatch and non-target nodes (memory-bound) and the target
         nodes' known cost per call: what the targets' own work took."""
         ns = self.nodes(name)
-        rest = sum(n.bytes_moved / self.bw for n in ns if n not in target)
+        rest = sum(self.move_s(n) for n in ns if n not in target)
         return self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - per_call_s * len(target)
 
     def depthwise(self, conv_call_s: float) -> dict[str, float]:
@@ -803,6 +857,19 @@ class _Solver:
         """GB/s (read + written) of the Pad case."""
         return self.own_rate("pad", lambda n: n.op_type == "Pad", lambda n: n.bytes_moved)
 
+    def copy_bandwidth(self) -> float:
+        """Bytes per second of copy ops over both shuffle cases (the time left after run, binding and dispatch;
+        Reshape moves nothing); 0 without them (copies then stream at the elementwise rate)."""
+        if "copy_large" not in self.t or "copy_small" not in self.t:
+            return 0.0
+        moved = left = 0.0
+        for name in ("copy_large", "copy_small"):
+            ns = self.nodes(name)
+            moved += sum(n.bytes_moved for n in ns if is_copy(n))
+            left += self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns)
+        floor = moved / ((self.t["copy_large"] + self.t["copy_small"]) / 1e3)
+        return _positive(moved / max(left, 1e-9), floor)
+
     def nchw_pool(self) -> float:
         """GFLOP/s of the pooling case where this host leaves it in NCHW (0 where the case's pool is blocked:
         no separate rate there)."""
@@ -841,7 +908,9 @@ def fit(
     t = {k: v for k, v in case_times(samples_ms, probes_ms, reference_ms).items() if k in by}
     node_s, run_s, io_s = _fixed_costs(t, by)
     sv = _Solver(by=by, t=t, threads=threads, node_s=node_s, run_s=run_s, io_s=io_s).streamed()
-    conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.bw)
+    copy_bw = sv.copy_bandwidth()
+    sv = replace(sv, copy_bw=copy_bw)
+    conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.move_s)
     gemm32 = sv.rate("gemm_fp32", {NodeKind.GEMM}, "fp32")
 
     def conv_seconds(n: NodeCost) -> float:
@@ -868,6 +937,7 @@ def fit(
         **sv.depthwise(conv_call),
         stem_gflops=sv.stem(conv_call),
         pad_gbps=sv.pad(),
+        copy_gbps=copy_bw / 1e9,
         nchw_pool_gflops=sv.nchw_pool(),
         **sv.nchw_convs(conv_call),
         gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
@@ -896,7 +966,12 @@ def _solve2(row1: Sequence[float], row2: Sequence[float]) -> tuple[float, float]
 
 
 def _conv_curve(
-    small: Sequence[NodeCost], wide: Sequence[NodeCost], t: Mapping[str, float], run_s: float, overhead: Any, bw: float
+    small: Sequence[NodeCost],
+    wide: Sequence[NodeCost],
+    t: Mapping[str, float],
+    run_s: float,
+    overhead: Any,
+    move_s: Callable[[NodeCost], float],
 ) -> tuple[float, float]:
     """Fit rate(r) = R x r / (r + r0) to the two convolution cases.
 
@@ -906,7 +981,7 @@ def _conv_curve(
 
     def sums(ns: Sequence[NodeCost], name: str) -> tuple[float, float, float]:
         convs = [n for n in ns if n.kind == NodeKind.CONV and n.reduction > 0]
-        rest = sum(n.bytes_moved / bw for n in ns if n.kind != NodeKind.CONV)
+        rest = sum(move_s(n) for n in ns if n.kind != NodeKind.CONV)
         time_s = t[name] / 1e3 - run_s - overhead(ns) - rest
         return sum(n.total_flops for n in convs), sum(n.total_flops / n.reduction for n in convs), time_s
 

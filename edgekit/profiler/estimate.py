@@ -34,7 +34,7 @@ from typing import Any
 from edgekit.devices import DeviceKind, DeviceProfile
 from edgekit.errors import CalibrationError
 from edgekit.profiler import kernels, validation
-from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_parallel
+from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_copy, is_parallel
 from edgekit.profiler.kernels import WorkKind
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis
 
@@ -95,6 +95,7 @@ class DeviceRates:
     depthwise_call_us: float = 0.0
     nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
+    copy_gbps: float = 0.0  # host only: bandwidth of copy ops (calibration.is_copy); 0: the streaming rate
     error_band: validation.ErrorBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +122,7 @@ class DeviceRates:
             "depthwise_call_us": self.depthwise_call_us,
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
+            "copy_gbps": self.copy_gbps,
             "basis": self.basis,
             "assumptions": list(self.assumptions),
         }
@@ -193,6 +195,7 @@ def device_rates(
         depthwise_call_us=getattr(host, "depthwise_call_us", 0.0),
         nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
+        copy_gbps=getattr(host, "copy_gbps", 0.0),
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
     )
@@ -354,6 +357,8 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     if kind == WorkKind.CONV_DEPTHWISE:
         compute += rates.depthwise_call_us / 1e6
     bandwidth = rates.op_bandwidth_gbps.get(node.op_type, rates.bandwidth_gbps)
+    if rates.copy_gbps > 0 and is_copy(node):
+        bandwidth = rates.copy_gbps
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
         memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
             rates.dram_bandwidth_gbps * 1e9
