@@ -278,3 +278,19 @@ def test_the_nchw_pool_rate_is_solved_from_its_case_where_the_host_leaves_it_in_
         assert solver.nchw_pool() == pytest.approx(4.0, rel=1e-6)
     else:  # a host without the NCHWc pass marks nothing: no separate rate
         assert solver.nchw_pool() == 0.0
+
+
+def test_a_reported_cache_the_weights_case_streamed_past_is_capped_at_that_case(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    case_bytes = sum(n.weight_bytes for n in suite["weights_dram"].analysis.nodes)
+    assert 40 << 20 < case_bytes < 60 << 20
+    solver = calibration._Solver(by=suite, t={"weights_dram": 2.0}, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=75e9)
+    # a VM's sysfs reports the socket's 480 MiB L3, but the case's 48 MB streamed at 26 GB/s: not in cache
+    assert solver.effective_cache_bytes(480 << 20, 26e9) == case_bytes
+    # streamed near the cache rate: the reported cache holds; a case larger than the cache: nothing to cap
+    assert solver.effective_cache_bytes(480 << 20, 60e9) == 480 << 20
+    assert solver.effective_cache_bytes(32 << 20, 26e9) == 32 << 20
+    # without the case's timing the reported cache stands
+    bare = calibration._Solver(by=suite, t={}, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=75e9)
+    assert bare.effective_cache_bytes(480 << 20, 26e9) == 480 << 20
