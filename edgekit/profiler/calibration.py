@@ -91,7 +91,8 @@ __all__ = [
     "memory_calibration",
 ]
 
-# 8: depthwise cost per call, the stem, Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
+# 9: copy ops (copy_large / copy_small), the cache capped by weights_dram; 8: depthwise cost per call, the stem,
+# Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
 # 6: convolutions left in NCHW (conv_nchw cases)
 SUITE_VERSION = 9
 # A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
@@ -743,7 +744,6 @@ class _Solver:
     io_s: float
     bw: float = 0.0
     par_s: float = 0.0
-    copy_bw: float = 0.0  # bytes per second of copy ops (is_copy), once solved; until then the stream rate
 
     def nodes(self, name: str) -> tuple[NodeCost, ...]:
         return self.by[name].analysis.nodes
@@ -763,17 +763,13 @@ class _Solver:
     def overhead(self, ns: Sequence[NodeCost]) -> float:
         return sum(self.par_s if is_parallel(n, self.threads) else self.node_s for n in ns)
 
-    def move_s(self, n: NodeCost) -> float:
-        """Seconds a memory-bound node takes to move its bytes: copy ops at their rate, the rest streaming."""
-        return n.bytes_moved / (self.copy_bw if self.copy_bw > 0 and is_copy(n) else self.bw)
-
     def rate(self, name: str, kinds: set[NodeKind], precision: str | None = None) -> float:
         ns = self.nodes(name)
         target = [n for n in ns if n.kind in kinds]
         others = [n for n in ns if n.kind not in kinds]
         flops = sum((n.flops.get(precision, 0) if precision else n.total_flops) for n in target)
         # the non-target nodes (the quantizer of the int8 case, Relu...) are memory-bound by the model so far
-        rest = sum(self.move_s(n) for n in others)
+        rest = sum(n.bytes_moved / self.bw for n in others)
         remainder = self.t[name] / 1e3 - self.run_s - self.overhead(ns) - rest
         floor = flops / (self.t[name] / 1e3)  # the rate if nothing else took time: a hard lower bound
         ceiling = floor * 4  # overheads cannot explain more than three quarters of a compute case
@@ -783,7 +779,7 @@ class _Solver:
         """A kernel's fixed cost per call beyond plain dispatch, from a case of tiny ones (0 if noise hides it)."""
         ns = self.nodes(name)
         target = [n for n in ns if n.kind == kind]
-        rest = sum(self.move_s(n) for n in ns if n.kind != kind)
+        rest = sum(n.bytes_moved / self.bw for n in ns if n.kind != kind)
         work = sum(seconds_per_flop(n) for n in target)
         left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - work
         return max(0.0, left / max(1, len(target)))
@@ -803,7 +799,7 @@ class _Solver:
             convs = [n for n in ns if n.nchw_on_host]
             if not convs:
                 return {}
-            rest = sum(self.move_s(n) for n in ns if n not in convs)
+            rest = sum(n.bytes_moved / self.bw for n in ns if n not in convs)
             left = self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - conv_call_s * len(convs)
             rows.append((sum(n.total_flops for n in convs), sum(n.groups for n in convs), left))
         solved = _solve2(*rows)
@@ -816,7 +812,7 @@ class _Solver:
         """A case's time minus its run, binding, dispatch and non-target nodes (memory-bound) and the target
         nodes' known cost per call: what the targets' own work took."""
         ns = self.nodes(name)
-        rest = sum(self.move_s(n) for n in ns if n not in target)
+        rest = sum(n.bytes_moved / self.bw for n in ns if n not in target)
         return self.t[name] / 1e3 - self.run_s - 2 * self.io_s - self.overhead(ns) - rest - per_call_s * len(target)
 
     def depthwise(self, conv_call_s: float) -> dict[str, float]:
@@ -860,7 +856,8 @@ class _Solver:
 
     def copy_bandwidth(self) -> float:
         """Bytes per second of copy ops over both shuffle cases (the time left after run, binding and dispatch;
-        Reshape moves nothing); 0 without them (copies then stream at the elementwise rate)."""
+        Reshape moves nothing); 0 without them (copies then stream at the elementwise rate). No other case has
+        copy ops of that size, so the fits before and after it take every memory-bound node at the stream rate."""
         if "copy_large" not in self.t or "copy_small" not in self.t:
             return 0.0
         moved = left = 0.0
@@ -919,9 +916,7 @@ def fit(
     t = {k: v for k, v in case_times(samples_ms, probes_ms, reference_ms).items() if k in by}
     node_s, run_s, io_s = _fixed_costs(t, by)
     sv = _Solver(by=by, t=t, threads=threads, node_s=node_s, run_s=run_s, io_s=io_s).streamed()
-    copy_bw = sv.copy_bandwidth()
-    sv = replace(sv, copy_bw=copy_bw)
-    conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.move_s)
+    conv_inf, conv_half = _conv_curve(sv.nodes("conv_fp32"), sv.nodes("conv_wide"), t, run_s, sv.overhead, sv.bw)
     gemm32 = sv.rate("gemm_fp32", {NodeKind.GEMM}, "fp32")
 
     def conv_seconds(n: NodeCost) -> float:
@@ -948,7 +943,7 @@ def fit(
         **sv.depthwise(conv_call),
         stem_gflops=sv.stem(conv_call),
         pad_gbps=sv.pad(),
-        copy_gbps=copy_bw / 1e9,
+        copy_gbps=sv.copy_bandwidth() / 1e9,
         nchw_pool_gflops=sv.nchw_pool(),
         **sv.nchw_convs(conv_call),
         gemm_gflops={"fp32": gemm32, "int8": sv.rate("gemm_int8", {NodeKind.GEMM}, "int8")},
@@ -977,12 +972,7 @@ def _solve2(row1: Sequence[float], row2: Sequence[float]) -> tuple[float, float]
 
 
 def _conv_curve(
-    small: Sequence[NodeCost],
-    wide: Sequence[NodeCost],
-    t: Mapping[str, float],
-    run_s: float,
-    overhead: Any,
-    move_s: Callable[[NodeCost], float],
+    small: Sequence[NodeCost], wide: Sequence[NodeCost], t: Mapping[str, float], run_s: float, overhead: Any, bw: float
 ) -> tuple[float, float]:
     """Fit rate(r) = R x r / (r + r0) to the two convolution cases.
 
@@ -992,7 +982,7 @@ def _conv_curve(
 
     def sums(ns: Sequence[NodeCost], name: str) -> tuple[float, float, float]:
         convs = [n for n in ns if n.kind == NodeKind.CONV and n.reduction > 0]
-        rest = sum(move_s(n) for n in ns if n.kind != NodeKind.CONV)
+        rest = sum(n.bytes_moved / bw for n in ns if n.kind != NodeKind.CONV)
         time_s = t[name] / 1e3 - run_s - overhead(ns) - rest
         return sum(n.total_flops for n in convs), sum(n.total_flops / n.reduction for n in convs), time_s
 
