@@ -294,3 +294,38 @@ def test_a_reported_cache_the_weights_case_streamed_past_is_capped_at_that_case(
     # without the case's timing the reported cache stands
     bare = calibration._Solver(by=suite, t={}, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=75e9)
     assert bare.effective_cache_bytes(480 << 20, 26e9) == 480 << 20
+
+
+def test_small_nodes_stream_at_the_small_case_rate_on_one_thread(suite: dict[str, calibration.SuiteCase]) -> None:
+    from edgekit.profiler.estimate import _node_time_s
+    from edgekit.profiler.static import NodeCost, NodeKind
+
+    small, large = suite["stream_small"].analysis.nodes, suite["stream_large"].analysis.nodes
+    b_small, b_large = small[0].bytes_moved, large[0].bytes_moved
+    # one thread: 128 kB nodes at 60 GB/s (in L2), 2 MB nodes at 24 GB/s (past it), 0.3 us dispatch each
+    t = {
+        "stream_small": len(small) * (0.3e-6 + b_small / 60e9) * 1e3,
+        "stream_large": len(large) * (0.3e-6 + b_large / 24e9) * 1e3,
+    }
+    one = calibration._Solver(by=suite, t=t, threads=1, node_s=0.3e-6, run_s=0.0, io_s=0.0).streamed()
+    assert one.small_bw == pytest.approx(60e9, rel=1e-6)
+    assert one.bw < one.small_bw  # the two-size fit sees mostly the large nodes' rate
+    assert b_small <= one.small_bytes < b_large
+    # two threads, both sizes at one rate plus a thread pool's cost per node: the small rate is that rate
+    t2 = {
+        "stream_small": len(small) * (2e-6 + b_small / 50e9) * 1e3,
+        "stream_large": len(large) * (2e-6 + b_large / 50e9) * 1e3,
+    }
+    two = calibration._Solver(by=suite, t=t2, threads=2, node_s=0.3e-6, run_s=0.0, io_s=0.0).streamed()
+    assert two.par_s == pytest.approx(2e-6, rel=1e-6)
+    assert two.small_bw == pytest.approx(two.bw, rel=1e-6) and two.bw == pytest.approx(50e9, rel=1e-6)
+
+    def relu(nbytes: int) -> NodeCost:
+        return NodeCost(
+            name="r", op_type="Relu", domain="", kind=NodeKind.ELEMENTWISE, flops={"fp32": nbytes // 8}, macs=0,
+            bytes_read=nbytes // 2, bytes_written=nbytes // 2, weight_bytes=0, output_elements=nbytes // 8,
+        )  # fmt: skip
+
+    rates = _host_rates(bandwidth_gbps=24.0, small_bandwidth_gbps=60.0, small_bytes=one.small_bytes, vector_gflops=1e6)
+    assert _node_time_s(relu(b_small), rates)[0] == pytest.approx(b_small / 60e9)
+    assert _node_time_s(relu(b_large), rates)[0] == pytest.approx(b_large / 24e9)

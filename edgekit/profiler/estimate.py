@@ -96,6 +96,9 @@ class DeviceRates:
     nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
     copy_gbps: float = 0.0  # host only: bandwidth of copy ops (calibration.is_copy); 0: the streaming rate
+    # host only: nodes moving at most small_bytes stream at this rate (calibration: stream_small); 0: unset
+    small_bandwidth_gbps: float = 0.0
+    small_bytes: int = 0
     error_band: validation.ErrorBand | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +126,8 @@ class DeviceRates:
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
             "copy_gbps": self.copy_gbps,
+            "small_bandwidth_gbps": self.small_bandwidth_gbps,
+            "small_bytes": self.small_bytes,
             "basis": self.basis,
             "assumptions": list(self.assumptions),
         }
@@ -196,6 +201,8 @@ def device_rates(
         nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
         copy_gbps=getattr(host, "copy_gbps", 0.0),
+        small_bandwidth_gbps=getattr(host, "small_bandwidth_gbps", 0.0),
+        small_bytes=getattr(host, "small_bytes", 0),
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
     )
@@ -356,9 +363,7 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         compute += flops / (rate * 1e9)
     if kind == WorkKind.CONV_DEPTHWISE:
         compute += rates.depthwise_call_us / 1e6
-    bandwidth = rates.op_bandwidth_gbps.get(node.op_type, rates.bandwidth_gbps)
-    if rates.copy_gbps > 0 and is_copy(node):
-        bandwidth = rates.copy_gbps
+    bandwidth = _bandwidth_gbps(node, rates)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
         memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
             rates.dram_bandwidth_gbps * 1e9
@@ -366,6 +371,18 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     else:
         memory = node.bytes_moved / (bandwidth * 1e9)
     return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def _bandwidth_gbps(node: NodeCost, rates: DeviceRates) -> float:
+    """The rate a memory-bound node moves its bytes at: its op's own (Pad), the copy ops', the small nodes'
+    (host: stream_small's), else the streaming rate."""
+    if node.op_type in rates.op_bandwidth_gbps:
+        return rates.op_bandwidth_gbps[node.op_type]
+    if rates.copy_gbps > 0 and is_copy(node):
+        return rates.copy_gbps
+    if rates.small_bandwidth_gbps > 0 and node.bytes_moved <= rates.small_bytes:
+        return rates.small_bandwidth_gbps
+    return rates.bandwidth_gbps
 
 
 def estimate_latency(phase: str, analysis: StaticAnalysis, rates: DeviceRates) -> PhaseEstimate:
