@@ -57,17 +57,11 @@ def shared_session_build(name: str, build: Callable[[Path], object]) -> Path:
     """``build(dir)`` once per test session, shared by every pytest-xdist worker (read-only: copy it to change it).
 
     Session fixtures are per worker; the costly ones build under the session's cache directory (set above, before
-    the workers start, so they inherit it) behind a file lock, and the second worker reads the first one's."""
-    from tests.toy_models import _file_lock
+    the workers start, so they inherit it) through the toy models' locked build, and the second worker reads the
+    first one's. ``dir`` exists (empty) when ``build`` runs."""
+    from tests.toy_models import build_once
 
-    final = Path(os.environ["EDGEKIT_CACHE_DIR"]) / "suite-fixtures" / name
-    with _file_lock(final.with_name(f".{name}.lock")):
-        if not final.is_dir():
-            partial = final.with_name(f".{name}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            build(partial)
-            os.replace(partial, final)
-    return final
+    return build_once(Path(os.environ["EDGEKIT_CACHE_DIR"]) / "suite-fixtures" / name, build)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +71,13 @@ def minilm_fp32_pkg(minilm_dir) -> Path:
     return shared_session_build(
         "minilm-fp32",
         lambda out: export(
-            minilm_dir, output=out, task="feature-extraction", recipe="fp32", progress=False, validation_samples=8
+            minilm_dir,
+            output=out,
+            task="feature-extraction",
+            recipe="fp32",
+            progress=False,
+            validation_samples=8,
+            force=True,  # out is the empty directory the shared build made
         ),
     )
 
@@ -96,6 +96,7 @@ def minilm_int8_pkg(minilm_dir) -> Path:
             progress=False,
             validation_samples=32,
             on_slower="warn",
+            force=True,
         ),
     )
 

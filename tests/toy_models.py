@@ -274,8 +274,13 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _cached_build(kind: str, config: dict[str, Any], build: Callable[[Path], object]) -> Path:
     """Return ``<cache>/<kind>-<hash>``, running ``build(tmp_dir)`` and renaming it into place on a miss."""
-    root = cache_root()
-    final = root / f"{kind}-{_cache_key(kind, config)}"
+    return build_once(cache_root() / f"{kind}-{_cache_key(kind, config)}", build)
+
+
+def build_once(final: Path, build: Callable[[Path], object]) -> Path:
+    """``final``, built by ``build(tmp_dir)`` (an empty directory beside it, renamed into place) unless it exists;
+    parallel workers wait on a lock beside it, so only the first one builds."""
+    root = final.parent
     if final.is_dir():
         return final
     with _file_lock(root / f".{final.name}.lock"):
