@@ -64,41 +64,25 @@ def shared_session_build(name: str, build: Callable[[Path], object]) -> Path:
     return build_once(Path(os.environ["EDGEKIT_CACHE_DIR"]) / "suite-fixtures" / name, build)
 
 
-@pytest.fixture(scope="session")
-def minilm_fp32_pkg(minilm_dir) -> Path:
+def _shared_minilm_package(minilm_dir: Path, recipe: str, **options: Any) -> Path:
+    """MiniLM exported as a feature-extraction package with ``recipe``, once per session for every worker."""
     from exporters import export
 
-    return shared_session_build(
-        "minilm-fp32",
-        lambda out: export(
-            minilm_dir,
-            output=out,
-            task="feature-extraction",
-            recipe="fp32",
-            progress=False,
-            validation_samples=8,
-            force=True,  # out is the empty directory the shared build made
-        ),
-    )
+    def build(out: Path) -> None:
+        # force: out is the empty directory the shared build made
+        export(minilm_dir, output=out, task="feature-extraction", recipe=recipe, progress=False, force=True, **options)
+
+    return shared_session_build(f"minilm-{recipe}", build)
+
+
+@pytest.fixture(scope="session")
+def minilm_fp32_pkg(minilm_dir) -> Path:
+    return _shared_minilm_package(minilm_dir, "fp32", validation_samples=8)
 
 
 @pytest.fixture(scope="session")
 def minilm_int8_pkg(minilm_dir) -> Path:
-    from exporters import export
-
-    return shared_session_build(
-        "minilm-int8",
-        lambda out: export(
-            minilm_dir,
-            output=out,
-            task="feature-extraction",
-            recipe="int8-dynamic",
-            progress=False,
-            validation_samples=32,
-            on_slower="warn",
-            force=True,
-        ),
-    )
+    return _shared_minilm_package(minilm_dir, "int8-dynamic", validation_samples=32, on_slower="warn")
 
 
 def make_tiny_bert(out: Path, minilm_dir: Path, *, classifier: bool = False) -> Path:
