@@ -45,6 +45,9 @@ ROW_WISE = frozenset(
     {"MatMul", "Add", "Sub", "Mul", "Div", "LayerNormalization", "BiasGelu", "Gelu", "FastGelu", "Relu", "Tanh"}
 )
 _MASK_INPUT = 7  # EmbedLayerNormalization's mask input (its row sums are the sequence lengths)
+# Nodes that read the hidden state in the padded [batch, seq, hidden] layout (input 0) and write it (output 0):
+# the fused Attention, and the bidirectional GroupQueryAttention that replaces it (exporters/encoder_attention.py).
+PADDED_LAYOUT_OPS = frozenset({"Attention", "GroupQueryAttention"})
 # Every node the rewrite adds is named under PREFIX, so a later step (:func:`branch_on_padding`, after quantization
 # renamed the tensors around them) finds them in the graph it reads back.
 PREFIX = "unpad/"
@@ -92,9 +95,9 @@ def find_region(model: Any) -> tuple[Any, _Region] | str:
         t = queue.popleft()
         region.rows.add(t)
         for n in uses.get(t, []):
-            if n.op_type == "Attention" and n.domain == "com.microsoft":
+            if _padded_layout(n):
                 if list(n.input).count(t) != 1 or n.input[0] != t:
-                    return f"{n.name or 'Attention'} reads the hidden state other than as its input"
+                    return f"{n.name or n.op_type} reads the hidden state other than as its input"
                 if t not in region.roots:
                     region.unpack.add(t)
                 if n.output[0] not in region.roots:
@@ -108,11 +111,15 @@ def find_region(model: Any) -> tuple[Any, _Region] | str:
     if not seen_attention:
         return "no fused Attention reads the embeddings"
     for n in nodes:  # an elementwise node in the region must read nothing but packed tensors and constants
-        if any(i in region.rows for i in n.input) and n.op_type != "Attention":
+        if any(i in region.rows for i in n.input) and not _padded_layout(n):
             stray = [i for i in n.input if i and i not in region.rows and i not in inits]
             if stray:
                 return f"{n.op_type} node {n.name!r} mixes the hidden state with {stray[0]!r}"
     return embeds[0], region
+
+
+def _padded_layout(node: Any) -> bool:
+    return node.op_type in PADDED_LAYOUT_OPS and node.domain == "com.microsoft"
 
 
 def _attention_widths(model: Any, region: _Region, inits: dict[str, Any]) -> list[tuple[int, ...]]:
@@ -161,13 +168,13 @@ def remove_padding(model: Any) -> dict[str, Any]:
     for t in packed_outputs:
         rename[t] = f"{t}/packed"
     for n in list(g.node):
-        is_attention = n.op_type == "Attention" and n.domain == "com.microsoft"
+        is_attention = _padded_layout(n)
         for k, name in enumerate(n.input):
             if is_attention and k == 0 and name in region.unpack:
                 n.input[k] = f"{name}/unpadded"
             elif not is_attention and name in rename:
                 n.input[k] = rename[name]
-        if n.op_type != "Attention":
+        if not is_attention:
             for k, name in enumerate(n.output):
                 if name in packed_outputs:
                     n.output[k] = rename[name]

@@ -44,7 +44,7 @@ def test_the_isa_record_follows_the_injected_cpu(machine: str, flags: str, isa: 
 
 def test_int8_dynamic_runs_the_gelu_step_before_padding_removal():
     names = [name for name, _ in RECIPES.get("int8-dynamic").steps]
-    assert names == ["optimize", "gelu", "unpad", "smooth", "quantize"]
+    assert names == ["optimize", "gelu", "encoder_attention", "unpad", "smooth", "quantize"]
 
 
 def _bias_gelu(path: Path, b: np.ndarray) -> Path:

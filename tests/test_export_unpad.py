@@ -30,10 +30,13 @@ def test_unpadded_minilm_keeps_real_rows_and_zeroes_pad_rows(minilm_fp32_pkg: Pa
     model = onnx.load(str(minilm_fp32_pkg / "model.onnx"))
     before = _run(model, feeds := _padded_batch(minilm_fp32_pkg))
     details = remove_padding(model)
-    assert details == {"packed_tensors": 67, "attention_nodes": 6, "hidden": 384}
+    # the fp32 package's attention is a projection MatMul + Add and a GroupQueryAttention per layer
+    # (exporters/encoder_attention.py): the projections run packed too
+    assert details == {"packed_tensors": 79, "attention_nodes": 6, "hidden": 384}
     ops = [n.op_type for n in model.graph.node]
-    # 7 packs (embeddings + 6 Attention outputs), 5 Attention inputs and the output unpacked by one Gather each
-    assert ops.count("GatherND") == 7 and ops.count("Gather") == 6
+    # 7 packs (embeddings + 6 attention outputs); the 6 attention inputs and the output unpacked by one Gather
+    # each, and one Gather of the mask's length for the attention
+    assert ops.count("GatherND") == 7 and ops.count("Gather") == 8
     assert ops.count("NonZero") == 1 and ops.count("CumSum") == 1 and "ScatterND" not in ops
     onnx.checker.check_model(model)
     after = _run(model, feeds)
@@ -122,12 +125,14 @@ def test_unpadded_feeds_take_a_branch_without_packing_with_identical_outputs(
     branched = onnx.ModelProto()
     branched.CopyFrom(flat)
     details = branch_on_padding(branched)
-    assert details == {"top_level_nodes": 10, "unpadded_branch_nodes": 65, "padded_branch_nodes": 92}
+    assert details == {"top_level_nodes": 14, "unpadded_branch_nodes": 78, "padded_branch_nodes": 106}
     onnx.checker.check_model(branched)
     onnx.save(branched, str(tmp_path / "branched.onnx"))
     back = onnx.load(str(tmp_path / "branched.onnx"))
     top = [n.op_type for n in back.graph.node]
-    assert top.count("If") == 1 and "GatherND" not in top and "Attention" in top  # layer 0 reads the embeddings
+    # the attention's lengths are computed before the If; every layer (its projection reads the packed
+    # embeddings) is inside
+    assert top.count("If") == 1 and "GatherND" not in top and "GroupQueryAttention" not in top and "Max" in top
     (node,) = [n for n in back.graph.node if n.op_type == "If"]
     assert node.name == IF_NAME
     branches = {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
@@ -155,7 +160,7 @@ def test_the_shipped_int8_package_branches_on_padding(minilm_int8_pkg: Path) -> 
     model = onnx.load(str(minilm_int8_pkg / "model.onnx"))
     (node,) = [n for n in model.graph.node if n.op_type == "If"]
     then = [n.op_type for n in next(a.g for a in node.attribute if a.name == "then_branch").node]
-    assert "QAttention" in then and not {"GatherND", "Gather", "NonZero"} & set(then)
+    assert "GroupQueryAttention" in then and not {"GatherND", "Gather", "NonZero"} & set(then)
     padded_only = inline_ifs(model, lambda n: "else_branch")  # the flat padding-removal graph
     feeds = _padded_batch(minilm_int8_pkg)
     one = {k: v[:1, : int(feeds["attention_mask"][0].sum())] for k, v in feeds.items()}
