@@ -329,3 +329,47 @@ def test_small_nodes_stream_at_the_small_case_rate_on_one_thread(suite: dict[str
     rates = _host_rates(bandwidth_gbps=24.0, small_bandwidth_gbps=60.0, small_bytes=one.small_bytes, vector_gflops=1e6)
     assert _node_time_s(relu(b_small), rates)[0] == pytest.approx(b_small / 60e9)
     assert _node_time_s(relu(b_large), rates)[0] == pytest.approx(b_large / 24e9)
+
+
+def test_bidirectional_attention_has_its_own_cases_rate_and_call_cost(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    """The encoders' GroupQueryAttention (causal=0) is told apart from the decoder's; its pair of cases pins its
+    own call cost and rate, and the estimate times it with them (the decoder's attention keeps its own)."""
+    enc, short, dec = (suite[n].analysis for n in ("attention_encoder", "attention_encoder_short", "attention_prefill"))
+    assert {n.bidirectional for n in enc.nodes if n.kind == "attention_core"} == {True}
+    assert {n.bidirectional for n in dec.nodes if n.kind == "attention_core"} == {False}
+    t = {}
+    for name, a in (("attention_encoder", enc), ("attention_encoder_short", short)):
+        att = [n for n in a.nodes if n.kind == "attention_core"]
+        rest = sum(n.bytes_moved / 20e9 for n in a.nodes if n.kind != "attention_core")
+        io = (len(a.input_shapes) + a.output_count) * 2e-6
+        work = sum(20e-6 + n.total_flops / (70e9) for n in att)
+        t[name] = (20e-6 + io + len(a.nodes) * 1e-6 + rest + work) * 1e3
+    rate, call = calibration._attention_fit(
+        enc,
+        short,
+        t,
+        20e-6,
+        2e-6,
+        lambda ns: len(ns) * 1e-6,
+        20e9,
+        12.0,
+        names=("attention_encoder", "attention_encoder_short"),
+    )
+    assert rate == pytest.approx(70.0, rel=1e-6) and call == pytest.approx(20e-6, rel=1e-6)
+    rates = _host_rates(
+        bandwidth_gbps=1e6,
+        dram_bandwidth_gbps=1e6,
+        node_overhead_us=1.0,
+        parallel_node_overhead_us=1.0,
+        gemm_gflops={"fp32": 1000.0},
+        attention_gflops={"fp32": 10.0},
+        call_overhead_us={"attention_core": 3.0},
+        bidirectional_attention_gflops=70.0,
+        bidirectional_attention_call_us=20.0,
+    )
+    for a, rate_gflops, call_us in ((enc, 70.0, 20.0), (dec, 10.0, 3.0)):
+        flops = sum(n.total_flops for n in a.nodes if n.kind == "attention_core")
+        ms = estimate_latency("forward", a, rates).by_op_ms["GroupQueryAttention"]
+        assert ms == pytest.approx(4 * (1.0 + call_us) / 1e3 + flops / (rate_gflops * 1e9) * 1e3, rel=1e-9)

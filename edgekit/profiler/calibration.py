@@ -47,6 +47,10 @@ normalization       8 LayerNormalization / SkipSimplified-       rate of normali
 attention_prefill   4 GroupQueryAttention (rotary, 4 / 2 heads   attention on projected inputs: a
                     of 16) on a 64-token prompt                  fixed cost per call and a rate,
 attention_decode    the same, one token over 64 cached ones      the two solved from the two cases
+attention_encoder   4 GroupQueryAttention, causal=0, 12 heads    bidirectional attention (the encoders'
+                    of 32 on 64 tokens (MiniLM's shape)          rewrite): its own kernel path, a rate
+attention_encoder_  the same on 16 tokens                        and a call cost solved from the two
+short                                                            cases
 probe               2 convs 64->64 3x3 at 14x14, Relu            not fitted: the speed of the moment
                                                                  every sample is normalised by
 ==================  ===========================================  ====================================
@@ -95,7 +99,7 @@ __all__ = [
 # 10: small nodes at stream_small's rate; 9: copy ops (copy_large / copy_small), the cache capped by weights_dram; 8: depthwise cost per call, the stem,
 # Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
 # 6: convolutions left in NCHW (conv_nchw cases)
-SUITE_VERSION = 10
+SUITE_VERSION = 11
 # A case's time: this quantile of its samples, each normalised to the reference speed by the probe timed
 # beside it (speed.py); the model's check figure is the same quantile of its own normalised runs.
 CASE_QUANTILE = speed.SPEED_QUANTILE
@@ -160,6 +164,10 @@ class HostEfficiency:
     # Attention on already-projected Q/K/V (GroupQueryAttention, MultiHeadAttention): per-head products too
     # small for GEMM rates, plus rotary, masking and softmax, so it gets its own rate (and its own call cost).
     attention_gflops: float = 0.0
+    # ... and GroupQueryAttention with causal=0 (encoders, exporters/encoder_attention.py): no rotary, no KV
+    # cache, its own kernel path (~2.5x the decoder cases' rate here); 0: the attention rate
+    bidirectional_attention_gflops: float = 0.0
+    bidirectional_attention_call_us: float = 0.0  # its call cost (per node, ~8x the decoder cases' here)
     normalization_gflops: float = 0.0  # LayerNorm and its fused variants, FLOPs as static analysis counts them
     # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
     # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.
@@ -209,6 +217,8 @@ class HostEfficiency:
             "conv_peak_gflops": self.conv_peak_gflops,
             "conv_half_reduction": self.conv_half_reduction,
             "attention_gflops": self.attention_gflops,
+            "bidirectional_attention_gflops": self.bidirectional_attention_gflops,
+            "bidirectional_attention_call_us": self.bidirectional_attention_call_us,
             "normalization_gflops": self.normalization_gflops,
             "depthwise_gflops": self.depthwise_gflops,
             "depthwise_call_us": self.depthwise_call_us,
@@ -567,6 +577,45 @@ def _gqa(
     return path, feeds
 
 
+def _encoder_gqa(
+    path: Path, tokens: int, n_nodes: int, seed: int, *, heads: int = 12, head: int = 32
+) -> tuple[Path, dict[str, np.ndarray]]:
+    """``n_nodes`` bidirectional GroupQueryAttention nodes (causal=0, no rotary, no KV cache: the encoder rewrite
+    of exporters/encoder_attention.py) on one packed QKV input, summed; distinct scales keep them apart."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    nodes, outs = [], []
+    for i in range(n_nodes):
+        outs.append("y" if n_nodes == 1 else f"a{i}")
+        nodes.append(
+            helper.make_node(
+                "GroupQueryAttention",
+                ["qkv", "", "", "", "", "seqlens_k", "total_len"],
+                [outs[-1]],
+                domain="com.microsoft",
+                name=f"gqa{i}",
+                num_heads=heads,
+                kv_num_heads=heads,
+                causal=0,
+                scale=(1 + i / 100) / math.sqrt(head),
+            )
+        )
+    if n_nodes > 1:
+        nodes.append(helper.make_node("Sum", outs, ["y"]))
+    feeds = {
+        "qkv": rng.standard_normal((1, tokens, 3 * heads * head)).astype(np.float32),
+        "seqlens_k": np.array([tokens - 1], np.int32),
+        "total_len": np.array(tokens, np.int32),
+    }
+    graph_inputs = [
+        _vi("qkv", feeds["qkv"].shape),
+        _vi("seqlens_k", [1], TensorProto.INT32),
+        _vi("total_len", [], TensorProto.INT32),
+    ]
+    return _save(nodes, graph_inputs, [_vi("y", (1, tokens, heads * head))], [], path, contrib=True), feeds
+
+
 def _norms(path: Path, rows: int, hidden: int, n_nodes: int) -> Path:
     """Alternating LayerNormalization and SkipSimplifiedLayerNormalization (the BERT and Llama kinds)."""
     from onnx import helper, numpy_helper
@@ -656,6 +705,8 @@ def build_suite(work: Path) -> list[SuiteCase]:
         "normalization": (_norms(work / "cal_normalization.onnx", 64, 128, 8), {"x": (1, 64, 128)}),
         "attention_prefill": _gqa(work / "cal_attention_prefill.onnx", 64, 0, 4, 14),
         "attention_decode": _gqa(work / "cal_attention_decode.onnx", 1, 64, 4, 15),
+        "attention_encoder": _encoder_gqa(work / "cal_attention_encoder.onnx", 64, 4, 20),
+        "attention_encoder_short": _encoder_gqa(work / "cal_attention_encoder_short.onnx", 16, 4, 21),
     }
     paths["gemm_int8"] = (_quantized(paths["gemm_fp32"][0], work / "cal_gemm_int8.onnx"), {"x": (32, 384)})
     cases = []
@@ -945,6 +996,17 @@ def fit(
     att_rate, att_call = _attention_fit(
         by["attention_prefill"].analysis, by["attention_decode"].analysis, t, run_s, io_s, sv.overhead, sv.bw, gemm32
     )
+    bi_rate, bi_call = _attention_fit(
+        by["attention_encoder"].analysis,
+        by["attention_encoder_short"].analysis,
+        t,
+        run_s,
+        io_s,
+        sv.overhead,
+        sv.bw,
+        att_rate,
+        names=("attention_encoder", "attention_encoder_short"),
+    )
     return HostEfficiency(
         run_overhead_ms=run_s * 1e3,
         io_overhead_us=io_s * 1e6,
@@ -969,6 +1031,8 @@ def fit(
         conv_peak_gflops=conv_inf,
         conv_half_reduction=conv_half,
         attention_gflops=att_rate,
+        bidirectional_attention_gflops=bi_rate,
+        bidirectional_attention_call_us=bi_call * 1e6,
         call_overhead_us={
             NodeKind.CONV: conv_call * 1e6,
             NodeKind.GEMM: gemm_call * 1e6,
@@ -1014,19 +1078,22 @@ def _conv_curve(
 
 
 def _attention_fit(
-    prefill: StaticAnalysis,
-    decode: StaticAnalysis,
+    first: StaticAnalysis,
+    second: StaticAnalysis,
     t: Mapping[str, float],
     run_s: float,
     io_s: float,
     overhead: Any,
     bw: float,
     fallback_gflops: float,
+    names: tuple[str, str] = ("attention_prefill", "attention_decode"),
 ) -> tuple[float, float]:
-    """Solve time = calls x c + flops / R over the two attention cases for the call cost c and the rate R.
+    """Solve time = calls x c + flops / R over two attention cases (``names``, timed in ``t``) for the call cost c
+    and the rate R.
 
-    A decode step is nearly all call cost, a prompt mostly work, so the two pin both. Without a sensible
-    solution (noise), R falls back to the GEMM rate and c takes what is left, averaged over the calls.
+    A decode step is nearly all call cost, a prompt mostly work, so the two pin both (the bidirectional pair: 16
+    and 64 tokens). Without a sensible solution (noise), R falls back to ``fallback_gflops`` and c takes what is
+    left, averaged over the calls.
     """
 
     def sums(a: StaticAnalysis, name: str) -> tuple[int, float, float]:
@@ -1035,8 +1102,8 @@ def _attention_fit(
         io = (len(a.input_shapes) + a.output_count) * io_s
         return len(att), sum(n.total_flops for n in att), t[name] / 1e3 - run_s - io - overhead(a.nodes) - rest
 
-    n1, f1, t1 = sums(prefill, "attention_prefill")
-    n2, f2, t2 = sums(decode, "attention_decode")
+    n1, f1, t1 = sums(first, names[0])
+    n2, f2, t2 = sums(second, names[1])
     solved = _solve2((n1, f1, t1), (n2, f2, t2))  # (c, 1 / R)
     if solved is not None and solved[0] >= 0 and solved[1] > 0:
         return 1 / solved[1] / 1e9, solved[0]

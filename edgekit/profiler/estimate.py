@@ -76,6 +76,9 @@ class DeviceRates:
     cache_bytes: int
     conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
     attention_gflops: Mapping[str, float]  # attention on projected Q/K/V, by precision
+    # host only: bidirectional GroupQueryAttention (NodeCost.bidirectional), fp32; 0: attention_gflops
+    bidirectional_attention_gflops: float = 0.0
+    bidirectional_attention_call_us: float = 0.0  # host only: its call cost, instead of attention_core's
     call_overhead_us: Mapping[NodeKind, float]  # fixed cost per call beyond dispatch (conv, gemm, attention_core)
     node_overhead_us: float
     parallel_node_overhead_us: float
@@ -114,6 +117,8 @@ class DeviceRates:
             "lrn_gflops": self.lrn_gflops,
             "conv_half_reduction": self.conv_half_reduction,
             "attention_gflops": dict(self.attention_gflops),
+            "bidirectional_attention_gflops": self.bidirectional_attention_gflops or None,
+            "bidirectional_attention_call_us": self.bidirectional_attention_call_us or None,
             "call_overhead_us": {str(k): v for k, v in self.call_overhead_us.items()},
             "bandwidth_gbps": self.bandwidth_gbps,
             "dram_bandwidth_gbps": self.dram_bandwidth_gbps,
@@ -190,6 +195,8 @@ def device_rates(
         cache_bytes=host.cache_bytes,
         conv_half_reduction=host.conv_half_reduction,
         attention_gflops={"fp32": a32, "fp16": a32 * fp16_over_fp32},
+        bidirectional_attention_gflops=getattr(host, "bidirectional_attention_gflops", 0.0),
+        bidirectional_attention_call_us=getattr(host, "bidirectional_attention_call_us", 0.0),
         call_overhead_us=dict(host.call_overhead_us),
         node_overhead_us=host.node_overhead_us,
         parallel_node_overhead_us=host.parallel_node_overhead_us,
@@ -301,6 +308,12 @@ def _conv_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
     return rate
 
 
+def _attention_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
+    if node.bidirectional and rates.bidirectional_attention_gflops > 0 and precision == "fp32":
+        return rates.bidirectional_attention_gflops
+    return _by_precision(rates.attention_gflops, precision)
+
+
 def _vector_rate(rates: DeviceRates, node: NodeCost, precision: str) -> float:
     return rates.vector_gflops
 
@@ -311,7 +324,7 @@ KIND_RATES: Mapping[NodeKind, Callable[[DeviceRates, NodeCost, str], float]] = M
     {
         NodeKind.GEMM: lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
         NodeKind.ATTENTION: lambda rates, node, precision: _by_precision(rates.gemm_gflops, precision),
-        NodeKind.ATTENTION_CORE: lambda rates, node, precision: _by_precision(rates.attention_gflops, precision),
+        NodeKind.ATTENTION_CORE: _attention_rate,
         NodeKind.CONV: _conv_rate,
         NodeKind.LRN: lambda rates, node, precision: rates.lrn_gflops,
         NodeKind.NORMALIZATION: lambda rates, node, precision: rates.normalization_gflops,
@@ -325,6 +338,8 @@ _CALL_COST_KINDS: Mapping[NodeKind, tuple[NodeKind, ...]] = MappingProxyType(
 
 
 def call_cost_us(node: NodeCost, rates: DeviceRates) -> float:
+    if node.bidirectional and rates.bidirectional_attention_call_us > 0:
+        return rates.bidirectional_attention_call_us
     return sum(rates.call_overhead_us.get(k, 0.0) for k in _CALL_COST_KINDS.get(node.kind, (node.kind,)))
 
 

@@ -116,6 +116,9 @@ class NodeCost:
     # the vector block, or grouped but not depthwise). MLAS runs it as im2col + one GEMM per group, far below
     # the blocked kernels' rates, so it gets the rate and per-group cost of the ``conv_nchw`` cases.
     nchw_on_host: bool = False
+    # GroupQueryAttention with causal=0 (an encoder's, exporters/encoder_attention.py): ORT's bidirectional path,
+    # no rotary and no KV cache, ~2.5x the attention rate of the decoder cases; it gets the rate of its own case
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
@@ -1027,6 +1030,7 @@ def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) ->
         kernel_elems=_kernel_elems(node.op_type, ins) if entry.kind == NodeKind.CONV else 0,
         unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
         attention_flops=fused_attention_flops(view) if known and entry.kind == NodeKind.ATTENTION else 0,
+        bidirectional=node.op_type == "GroupQueryAttention" and int(view.attrs.get("causal", 1)) == 0,
     )
 
 
