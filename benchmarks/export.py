@@ -354,7 +354,15 @@ def gemm_ceiling(
 # ORT op types by the work they do, for the profile table.
 OP_GROUPS = {
     "GEMM": ("MatMul", "FusedMatMul", "Gemm", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"),
-    "attention": ("Attention", "QAttention", "Softmax", "Transpose", "Where"),
+    "attention": (
+        "Attention",
+        "QAttention",
+        "GroupQueryAttention",
+        "MultiHeadAttention",
+        "Softmax",
+        "Transpose",
+        "Where",
+    ),
     "quantize": ("DynamicQuantizeLinear",),
     "norm": ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "QEmbedLayerNormalization"),
     "GELU": ("BiasGelu", "Gelu", "FastGelu", "Erf"),
@@ -382,6 +390,47 @@ def profile(
             grouped["shape/index"] = round(sum(v for op, v in r["ops_ms"].items() if op not in known), 4)
             out[label][name] = {**r, "groups_ms": grouped}
     return out
+
+
+def spinning_on(
+    work: Path, batches: dict[str, dict[str, np.ndarray]], threads: int, rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Median ms per batch of fp32 ONNX, edgekit fp32 and int8 with ORT's default spinning, each session alone in
+    its own process (benchmarks/_spin_worker.py), the peers' order rotated round by round: ``{batch: {peer:
+    [per-round ms]}}``. Not a target: the deployment setting the in-process timing (spinning off) cannot show."""
+    import subprocess
+
+    feeds_file = work / "spin_feeds.npz"
+    np.savez(feeds_file, **{f"{b}/{k}": v for b, feeds in batches.items() for k, v in feeds.items()})
+    worker = Path(__file__).resolve().parent / "_spin_worker.py"
+    out: dict[str, dict[str, list[float]]] = {b: {n: [] for n in PROFILED} for b in batches}
+    for r in range(rounds):
+        for name in PROFILED[r % len(PROFILED) :] + PROFILED[: r % len(PROFILED)]:
+            cmd = [sys.executable, str(worker), str(work / name / "model.onnx"), str(feeds_file)]
+            cmd += ["--threads", str(threads)] + (["--edgekit-policy"] if name.startswith("edgekit") else [])
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            for b, ms in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                out[b][name].append(ms)
+    return out
+
+
+def _render_spinning(spin: dict[str, dict[str, list[float]]]) -> list[str]:
+    if not spin:
+        return []
+    rows = []
+    for label, peers in spin.items():
+        base = np.array(peers[ONNX_FP32])
+        for name, ms in peers.items():
+            rows.append([label, name, round(float(np.median(ms)), 2), round(float(np.median(np.array(ms) / base)), 3)])
+    return [
+        "",
+        markdown_table(["batch", "peer", "ms (spinning on, own process)", "× fp32 ONNX (median of rounds)"], rows),
+        "",
+        "Spinning on: ORT's default, as a deployment runs; each session alone in its own process, "
+        f"{len(next(iter(spin.values()))[ONNX_FP32])} rounds in rotated order (benchmarks/_spin_worker.py). Not a"
+        " target: the table above times every peer in one process, so there spinning is off for all of them, and"
+        " without spinning each parallel node pays a thread wake-up (the 290-node fp32 ONNX graph the most).",
+    ]
 
 
 def check_targets(
@@ -487,6 +536,7 @@ def render(result: dict[str, Any]) -> str:
             " work shrinks too."
         )
     parts += _render_profile(result.get("profile") or {})
+    parts += _render_spinning(result.get("spinning_on") or {})
     env = result["environment"]
     parts.append("")
     parts.append(
@@ -607,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = gemm_ceiling(work, batches, args.threads, rounds, block, budget / 5)
         log("ORT profile: per-op-type kernel time…")
         prof = profile(work, batches, args.threads, runs=10 if args.quick else 30)
+        log("spinning on, each peer in its own process…")
+        spin = spinning_on(work, batches, args.threads, rounds=3 if args.quick else 8)
 
     fp32_bytes = next(p.model_bytes for p in peers if p.name == ONNX_FP32)
     out_peers, targets = [], []
@@ -644,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": out_peers,
         "gemm_ceiling": ceiling,
         "profile": prof,
+        "spinning_on": spin,
         "targets": targets,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
