@@ -284,16 +284,24 @@ def test_a_reported_cache_the_weights_case_streamed_past_is_capped_at_that_case(
     suite: dict[str, calibration.SuiteCase],
 ) -> None:
     case_bytes = sum(n.weight_bytes for n in suite["weights_dram"].analysis.nodes)
-    assert 40 << 20 < case_bytes < 60 << 20
+    # four times the reported last-level cache, within 48-168 MiB
+    assert case_bytes == calibration.dram_layers() * 1024 * 1024 * 4
+    assert calibration.DRAM_CASE_BYTES[0] <= case_bytes <= calibration.DRAM_CASE_BYTES[1]
     solver = calibration._Solver(by=suite, t={"weights_dram": 2.0}, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=75e9)
-    # a VM's sysfs reports the socket's 480 MiB L3, but the case's 48 MB streamed at 26 GB/s: not in cache
+    # a VM's sysfs reports the socket's 480 MiB L3, but the case's weights streamed at 26 GB/s: not in cache
     assert solver.effective_cache_bytes(480 << 20, 26e9) == case_bytes
     # streamed near the cache rate: the reported cache holds; a case larger than the cache: nothing to cap
     assert solver.effective_cache_bytes(480 << 20, 60e9) == 480 << 20
-    assert solver.effective_cache_bytes(32 << 20, 26e9) == 32 << 20
+    assert solver.effective_cache_bytes(case_bytes - 1, 26e9) == case_bytes - 1
     # without the case's timing the reported cache stands
     bare = calibration._Solver(by=suite, t={}, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=75e9)
     assert bare.effective_cache_bytes(480 << 20, 26e9) == 480 << 20
+
+
+def test_the_weights_case_grows_with_the_reported_cache_within_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for llc, layers in ((2 << 20, 12), (24 << 20, 24), (480 << 20, 42)):
+        monkeypatch.setattr(calibration, "last_level_cache_bytes", lambda default=0, llc=llc: llc)
+        assert calibration.dram_layers() == layers, llc
 
 
 def test_small_nodes_stream_at_the_small_case_rate_on_one_thread(suite: dict[str, calibration.SuiteCase]) -> None:
