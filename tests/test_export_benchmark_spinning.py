@@ -1,0 +1,74 @@
+"""benchmarks/export.py's spinning-on diagnostic: each peer alone in a worker process, the order rotated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks import export as bench
+
+WORKER = Path(bench.__file__).resolve().parent / "_spin_worker.py"
+
+
+def _matmul_model(path: Path) -> Path:
+    w = numpy_helper.from_array(np.eye(8, dtype=np.float32) * 2, "w")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["input_ids_f", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("input_ids_f", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [w],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_worker_times_each_batch_of_its_feeds_alone(tmp_path: Path) -> None:
+    model = _matmul_model(tmp_path / "m.onnx")
+    feeds = tmp_path / "feeds.npz"
+    # the feeds file holds every batch's arrays; inputs the graph does not take are skipped
+    np.savez(
+        feeds,
+        **{
+            "batch 1/input_ids_f": np.ones((1, 8), np.float32),
+            "batch 8/input_ids_f": np.ones((8, 8), np.float32),
+            "batch 8/attention_mask": np.ones((8, 8), np.int64),
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(model), str(feeds), "--threads", "1", "--seconds", "0.05"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out) == {"batch 1", "batch 8"} and all(0 < ms < 1000 for ms in out.values())
+
+
+def test_the_peers_order_rotates_and_each_gets_a_time_per_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def fake_run(cmd: list[str], **kw: Any) -> Any:
+        name = Path(cmd[2]).parent.name
+        calls.append(name)
+        ms = {bench.ONNX_FP32: 4.0, bench.EK_FP32: 3.0, bench.EK_INT8: 1.0}[name]
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"batch 1": ms}) + "\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    out = bench.spinning_on(tmp_path, {"batch 1": {"x": np.zeros(1)}}, threads=2, rounds=3)
+    assert calls[:3] == list(bench.PROFILED) and calls[3] == bench.PROFILED[1] and calls[6] == bench.PROFILED[2]
+    assert out == {"batch 1": {bench.ONNX_FP32: [4.0] * 3, bench.EK_FP32: [3.0] * 3, bench.EK_INT8: [1.0] * 3}}
+    lines = "\n".join(bench._render_spinning(out))
+    assert "| batch 1 | edgekit-int8-dynamic | 1 | 0.25 |" in lines
