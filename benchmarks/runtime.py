@@ -39,12 +39,14 @@ Diagnostics (edgekit variants in the same rounds, not targets): ORT's intra-op s
 the runtime's default threads (``runtimes.load`` without ``threads=``: the package's thread policy where it
 has one), the session's weights left on 4 KiB pages (``edgekit.huge_pages`` off: what moving them into 2 MiB
 pages is worth), int4 with ``accuracy_level`` None instead of 4, and int4 with MatMulNBits blocks of 128 instead
-of 32; ``--diagnostics`` picks some of them. The 1-thread and default-threads rows are also compared with genai (which keeps ``--threads``) in their own
-table: the issue's targets are at equal threads.
+of 32, and the package in a worker process of its own (``_edgekit_worker.py``: the conditions genai's worker runs in,
+where the in-process peers share the benchmark's process with eight other sessions, PyTorch and optimum);
+``--diagnostics`` picks some of them. The 1-thread, default-threads and own-process rows are also compared with genai
+(which keeps ``--threads``) in their own table: the issue's targets are at equal threads.
 
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--no-genai] [--no-diagnostics]
-                                 [--diagnostics nospin,t1,default,pages,acc0,b128]
+                                 [--diagnostics nospin,t1,default,pages,acc0,b128,proc]
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GENAI_VENV = HERE / ".venv-genai"
 GENAI_WORKER = HERE / "_genai_worker.py"
+EDGEKIT_WORKER = HERE / "_edgekit_worker.py"
 GENAI_REQUIREMENTS = ("onnxruntime-genai", "transformers>=5", "onnx", "onnx_ir", "torch==2.13.0")
 DEFAULT_WORK = HERE / ".runtime-work"
 PROMPT_TEXT = "Once upon a time, in a small village by the sea, there lived an old fisherman"
@@ -106,6 +109,8 @@ DIAG_DEFAULT = "diag: runtime's default threads"
 DIAG_B128 = "diag: int4 block_size 128"
 # The session's weights left on 4 KiB pages (edgekit.huge_pages off): what the huge pages are worth
 DIAG_SMALL_PAGES = "diag: 4 KiB pages"
+# The same package in a worker process of its own, as genai runs (benchmarks/_edgekit_worker.py)
+DIAG_PROC = "diag: own process"
 # --diagnostics names -> peer names
 DIAG_KEYS = {
     "nospin": DIAG_NOSPIN,
@@ -114,6 +119,7 @@ DIAG_KEYS = {
     "pages": DIAG_SMALL_PAGES,
     "acc0": DIAG_ACC0,
     "b128": DIAG_B128,
+    "proc": DIAG_PROC,
 }
 # Minimum edgekit / peer decode-rate ratios, per size (issue 3's optimum / pytorch rows; issue 14: >= 1.0x genai).
 TARGETS: dict[str, dict[str, float]] = {
@@ -121,7 +127,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "32m": {OPTIMUM: 1.2, GENAI: 1.0},
 }
 # Edgekit thread policies also compared with genai (at its fixed threads): informational rows beside the targets.
-POLICY_ROWS = (DIAG_T1, DIAG_DEFAULT)
+POLICY_ROWS = (DIAG_T1, DIAG_DEFAULT, DIAG_PROC)
 SIZE_LABEL = {"tiny": "tiny Llama (2 layers, hidden 64)", "32m": "Llama ~32M (8 layers, hidden 512)"}
 
 
@@ -396,16 +402,15 @@ def build_genai(py: Path, hf: Path, work: Path, tag: str, precision: str, thread
     return root / "model", info
 
 
-class GenaiWorker:
-    """A persistent ``_genai_worker.py serve`` process in the genai venv."""
+class Worker:
+    """A persistent worker process answering one JSON request a line (``_genai_worker.py serve``,
+    ``_edgekit_worker.py``); while it runs a request the parent waits on the pipe."""
 
-    def __init__(self, py: Path) -> None:
+    label = "worker"
+
+    def __init__(self, cmd: list[str]) -> None:
         self.proc = subprocess.Popen(
-            [str(py), str(GENAI_WORKER), "serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
         )
 
     def ask(self, **req: Any) -> dict[str, Any]:
@@ -414,10 +419,10 @@ class GenaiWorker:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the genai worker exited (code {self.proc.poll()})")
+            raise RuntimeError(f"the {self.label} exited (code {self.proc.poll()})")
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"genai worker: {reply['error']}")
+            raise RuntimeError(f"{self.label}: {reply['error']}")
         return reply
 
     def close(self) -> None:
@@ -428,6 +433,15 @@ class GenaiWorker:
             self.proc.wait(timeout=10)
         if self.proc.poll() is None:
             self.proc.kill()
+
+
+class GenaiWorker(Worker):
+    """A persistent ``_genai_worker.py serve`` process in the genai venv."""
+
+    label = "genai worker"
+
+    def __init__(self, py: Path) -> None:
+        super().__init__([str(py), str(GENAI_WORKER), "serve"])
 
 
 # --------------------------------------------------------------------------------------------- peers
@@ -441,6 +455,7 @@ class Peer:
     run: Callable[[], tuple[list[int], float, float]]
     diagnostic: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], None] | None = None  # a worker process to stop once the group is timed
 
 
 @contextlib.contextmanager
@@ -563,6 +578,19 @@ def pytorch_peer(hf: Path, prompt: list[int], pad_id: int) -> Peer:
     return hf_generate_peer(PYTORCH, model, prompt, pad_id, "transformers generate (PyTorch eager, fp32)")
 
 
+def worker_peer(name: str, pkg: Path, threads: int | None, prompt: list[int], description: str) -> Peer:
+    """``pkg`` served by ``_edgekit_worker.py`` in a process of its own (the genai peer's conditions)."""
+    worker = Worker([sys.executable, str(EDGEKIT_WORKER)])
+    worker.label = "edgekit worker"
+    worker.ask(cmd="load", name=name, package=str(pkg), threads=threads)
+
+    def run() -> tuple[list[int], float, float]:
+        r = worker.ask(cmd="run", name=name, prompt=prompt, max_tokens=NEW_TOKENS)
+        return list(r["tokens"]), float(r["decode_seconds"]), float(r["prefill_seconds"])
+
+    return Peer(name, description, run, diagnostic=True, close=worker.close)
+
+
 def genai_peer(worker: GenaiWorker, model_dir: Path, key: str, prompt: list[int], info: dict[str, Any]) -> Peer:
     worker.ask(cmd="load", name=key, model=str(model_dir))
 
@@ -680,6 +708,8 @@ def _diagnostic_peers(
     if "default" in wanted:
         desc = f"{base}, the runtime's default threads (no threads=)"
         peers.append(edgekit_peer(DIAG_DEFAULT, best_pkg, None, prompt, desc, diagnostic=True))
+    if "proc" in wanted:
+        peers.append(worker_peer(DIAG_PROC, best_pkg, args.threads, prompt, f"{base}, in a worker process of its own"))
     if "pages" in wanted:
         desc = f"{base}, weights on 4 KiB pages (edgekit.huge_pages off)"
         peers.append(
@@ -802,6 +832,9 @@ def run_group(
     # Thread policies vs genai, and time to first token vs genai (edgekit's prefill time ÷ genai's, inverted).
     policy = {ek: speedup(timings[ek], timings[GENAI]) for ek in POLICY_ROWS if ek in timings and GENAI in timings}
     ttft_ratio = speedup(prefill[EDGEKIT], prefill[GENAI]) if GENAI in prefill else None
+    for p in peers:
+        if p.close is not None:
+            p.close()
     del peers
     gc.collect()
     return {
@@ -907,7 +940,8 @@ def _policy_and_prefill(groups: list[dict[str, Any]]) -> list[str]:
     if prows:
         out += [
             "",
-            f"Thread policies: edgekit variant ÷ {GENAI} (genai keeps its threads; decode, median of per-round ratios)",
+            f"Thread policies and the own-process row: edgekit variant ÷ {GENAI} (genai keeps its threads; decode, median"
+            " of per-round ratios)",
             "",
         ]
         out.append(markdown_table(["model", "precision", "edgekit", "vs genai"], prows))

@@ -1,0 +1,59 @@
+"""An edgekit peer in a process of its own, for benchmarks/runtime.py: the conditions onnxruntime-genai runs in.
+
+The benchmark times its edgekit peers inside its own process, beside eight other ORT sessions, PyTorch and
+optimum's models, while genai runs in a worker process with nothing else. On the 2-vCPU Xeon the 32M int4
+package decoded at ~1 053 us a token in the benchmark's process and 930-972 us alone (genai: ~951), so this
+worker serves one edgekit package alone in its process, with the same protocol as ``_genai_worker.py serve``:
+
+    {"cmd": "load", "name": N, "package": DIR, "threads": T or null} -> {"ok": true}
+    {"cmd": "run", "name": N, "prompt": [ids], "max_tokens": 128} ->
+        {"tokens": [...], "decode_seconds": s, "prefill_seconds": s}
+    {"cmd": "quit"}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def serve() -> None:
+    import runtimes
+
+    models: dict[str, Any] = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        cmd = req.get("cmd")
+        try:
+            if cmd == "quit":
+                break
+            if cmd == "load":
+                pkg = Path(req["package"])
+                models[req["name"]] = runtimes.load(
+                    pkg, threads=req.get("threads"), cache_dir=str(pkg.parent / "ort-cache")
+                )
+                reply: dict[str, Any] = {"ok": True}
+            elif cmd == "run":
+                r = models[req["name"]].generate(
+                    req["prompt"], max_tokens=int(req["max_tokens"]), temperature=0, ignore_eos=True
+                )
+                reply = {
+                    "tokens": list(r.token_ids),
+                    "decode_seconds": float(r.timings["decode_seconds"]),
+                    "prefill_seconds": float(r.timings["prefill_seconds"]),
+                }
+            else:
+                reply = {"error": f"unknown command {cmd!r}"}
+        except Exception as exc:  # reported to the parent, which raises
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
