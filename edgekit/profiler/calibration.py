@@ -165,9 +165,9 @@ class HostEfficiency:
     # small for GEMM rates, plus rotary, masking and softmax, so it gets its own rate (and its own call cost).
     attention_gflops: float = 0.0
     # ... and GroupQueryAttention with causal=0 (encoders, exporters/encoder_attention.py): no rotary, no KV
-    # cache, its own kernel path (~2.5x the decoder cases' rate here); 0: the attention rate
+    # cache, its own kernel path (58-67 GFLOP/s against the decoder cases' ~13 here); 0: the attention rate
     bidirectional_attention_gflops: float = 0.0
-    bidirectional_attention_call_us: float = 0.0  # its call cost (per node, ~8x the decoder cases' here)
+    bidirectional_attention_call_us: float = 0.0  # its call cost per node (~17 us against the decoder cases' ~3 here)
     normalization_gflops: float = 0.0  # LayerNorm and its fused variants, FLOPs as static analysis counts them
     # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
     # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.

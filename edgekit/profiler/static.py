@@ -117,7 +117,7 @@ class NodeCost:
     # the blocked kernels' rates, so it gets the rate and per-group cost of the ``conv_nchw`` cases.
     nchw_on_host: bool = False
     # GroupQueryAttention with causal=0 (an encoder's, exporters/encoder_attention.py): ORT's bidirectional path,
-    # no rotary and no KV cache, ~2.5x the attention rate of the decoder cases; it gets the rate of its own case
+    # no rotary and no KV cache, ~5x the decoder cases' attention rate here; it gets the rate of its own cases
     bidirectional: bool = False
 
     def __post_init__(self) -> None:
