@@ -13,7 +13,6 @@ worker serves one edgekit package alone in its process, with the same protocol a
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,35 +23,26 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 def serve() -> None:
     import runtimes
+    from benchmarks._worker_loop import serve as serve_requests
 
     models: dict[str, Any] = {}
-    for line in sys.stdin:
-        req = json.loads(line)
-        cmd = req.get("cmd")
-        try:
-            if cmd == "quit":
-                break
-            if cmd == "load":
-                pkg = Path(req["package"])
-                models[req["name"]] = runtimes.load(
-                    pkg, threads=req.get("threads"), cache_dir=str(pkg.parent / "ort-cache")
-                )
-                reply: dict[str, Any] = {"ok": True}
-            elif cmd == "run":
-                r = models[req["name"]].generate(
-                    req["prompt"], max_tokens=int(req["max_tokens"]), temperature=0, ignore_eos=True
-                )
-                reply = {
-                    "tokens": list(r.token_ids),
-                    "decode_seconds": float(r.timings["decode_seconds"]),
-                    "prefill_seconds": float(r.timings["prefill_seconds"]),
-                }
-            else:
-                reply = {"error": f"unknown command {cmd!r}"}
-        except Exception as exc:  # reported to the parent, which raises
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+
+    def load(req: Any) -> dict[str, Any]:
+        pkg = Path(req["package"])
+        models[req["name"]] = runtimes.load(pkg, threads=req.get("threads"), cache_dir=str(pkg.parent / "ort-cache"))
+        return {"ok": True}
+
+    def generate(req: Any) -> dict[str, Any]:
+        r = models[req["name"]].generate(
+            req["prompt"], max_tokens=int(req["max_tokens"]), temperature=0, ignore_eos=True
+        )
+        return {
+            "tokens": list(r.token_ids),
+            "decode_seconds": float(r.timings["decode_seconds"]),
+            "prefill_seconds": float(r.timings["prefill_seconds"]),
+        }
+
+    serve_requests({"load": load, "run": generate})
 
 
 if __name__ == "__main__":

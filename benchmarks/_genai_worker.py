@@ -66,26 +66,18 @@ def describe(model_path: Path) -> dict[str, Any]:
 
 def serve() -> None:
     import onnxruntime_genai as og
+    from _worker_loop import serve as serve_requests  # beside this script: the genai venv has no edgekit
 
     models: dict[str, Any] = {}
-    out = sys.stdout
-    for line in sys.stdin:
-        req = json.loads(line)
-        cmd = req.get("cmd")
-        try:
-            if cmd == "quit":
-                break
-            if cmd == "load":
-                models[req["name"]] = og.Model(req["model"])
-                reply: dict[str, Any] = {"ok": True, "version": og.__version__}
-            elif cmd == "run":
-                reply = run(og, models[req["name"]], req["prompt"], int(req["max_tokens"]))
-            else:
-                reply = {"error": f"unknown command {cmd!r}"}
-        except Exception as exc:  # reported to the parent, which raises
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+
+    def load(req: Any) -> dict[str, Any]:
+        models[req["name"]] = og.Model(req["model"])
+        return {"ok": True, "version": og.__version__}
+
+    def generate(req: Any) -> dict[str, Any]:
+        return run(og, models[req["name"]], req["prompt"], int(req["max_tokens"]))
+
+    serve_requests({"load": load, "run": generate})
 
 
 def run(og: Any, model: Any, prompt: list[int], max_tokens: int) -> dict[str, Any]:

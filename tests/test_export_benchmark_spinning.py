@@ -1,4 +1,5 @@
-"""benchmarks/export.py's spinning-on diagnostic: each peer alone in a worker process, the order rotated."""
+"""benchmarks/export.py's spinning-on diagnostic (each peer alone in a worker process, the order rotated), and the
+benchmark workers' request loop."""
 
 from __future__ import annotations
 
@@ -72,3 +73,27 @@ def test_the_peers_order_rotates_and_each_gets_a_time_per_round(
     assert out == {"batch 1": {bench.ONNX_FP32: [4.0] * 3, bench.EK_FP32: [3.0] * 3, bench.EK_INT8: [1.0] * 3}}
     lines = "\n".join(bench._render_spinning(out))
     assert "| batch 1 | edgekit-int8-dynamic | 1 | 0.25 |" in lines
+
+
+def test_the_workers_request_loop_answers_each_line_and_stops_at_quit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/_worker_loop.py (the genai and edgekit workers): a reply a line, errors as replies, quit ends it."""
+    import io
+
+    from benchmarks._worker_loop import serve
+
+    def boom(req: Any) -> dict[str, Any]:
+        raise KeyError(req["name"])
+
+    lines = [
+        {"cmd": "run", "x": 2},
+        {"cmd": "load", "name": "m"},
+        {"cmd": "nope"},
+        {"cmd": "quit"},
+        {"cmd": "run", "x": 9},
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in lines)))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    serve({"run": lambda req: {"twice": req["x"] * 2}, "load": boom})
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert replies == [{"twice": 4}, {"error": "KeyError: 'm'"}, {"error": "unknown command 'nope'"}]
