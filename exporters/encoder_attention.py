@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.onnx_graph import node_attr
 from exporters import graph
 
 PREFIX = "gqa_encoder/"
@@ -54,16 +55,9 @@ class _Site:
     scale: float | None
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _site(node: Any, inits: dict[str, Any], mask_index: str | None) -> _Site | str:
     """The rewrite of ``node``, or why it stays fused."""
-    attrs = _attrs(node)
-    extra = sorted(set(attrs) - _ALLOWED_ATTRS)
+    extra = sorted({a.name for a in node.attribute} - _ALLOWED_ATTRS)
     if extra:
         return f"attributes {extra}"
     ins = list(node.input)
@@ -74,10 +68,10 @@ def _site(node: Any, inits: dict[str, Any], mask_index: str | None) -> _Site | s
     w, b = inits.get(ins[1]), inits.get(ins[2]) if len(ins) > 2 else None
     if w is None or b is None or len(w.dims) != 2 or w.dims[1] != 3 * w.dims[0] or list(b.dims) != [w.dims[1]]:
         return "its weight is not a constant (hidden, 3 x hidden) with a bias"
-    heads = int(attrs.get("num_heads", 0))
+    heads = int(node_attr(node, "num_heads", 0))
     if heads <= 0 or w.dims[0] % heads:
         return f"num_heads {heads} does not divide hidden {w.dims[0]}"
-    scale = attrs.get("scale")
+    scale = node_attr(node, "scale")
     return _Site(node, heads, float(scale) if scale else None)
 
 
