@@ -30,6 +30,7 @@ from exporters import graph, index_subgraph, static_ops, static_rewrites
 from exporters.decoder_fusions import step_decoder_fusions
 from exporters.encoder_attention import step_encoder_attention
 from exporters.isa import isa_choices
+from exporters.merge_projections import step_merge_projections
 from exporters.ort_guard import guarded
 from exporters.smoothing import step_smooth
 from exporters.unpad import step_unpad
@@ -197,6 +198,9 @@ class Int4Config:
     accuracy_level: int | None = 4
     nodes_to_exclude: tuple[str, ...] = ()
     fusions: bool = True  # decoder fusions (GroupQueryAttention) before quantizing; false keeps optimum's graph
+    # A decoder's gate and up projections (and any Q/K/V left apart) as one MatMulNBits + Split: one input
+    # quantization per step instead of one per projection (exporters/merge_projections.py).
+    merge_projections: bool = True
 
     def __post_init__(self) -> None:
         ok = self.block_size >= 16 and (self.block_size & (self.block_size - 1)) == 0
@@ -713,7 +717,11 @@ RECIPES.add(
         config_cls=Int4Config,
         # No optimize step first: ORT's basic level fuses MatMul+Add into Gemm, which
         # MatMulNBits cannot take; the device session optimizes the int4 graph instead.
-        steps=(("decoder_fusions", step_decoder_fusions), ("quantize", step_int4)),
+        steps=(
+            ("decoder_fusions", step_decoder_fusions),
+            ("merge_projections", step_merge_projections),
+            ("quantize", step_int4),
+        ),
     ),
 )
 
