@@ -333,6 +333,8 @@ def gemm_ceiling(
             step_int8_dynamic(fp32, dst, cfg, None)  # type: ignore[arg-type]  # the step reads no context
         x = {"x": np.random.default_rng(1).standard_normal((rows, 384)).astype(np.float32)}
         runs = {name: ort_session(path, threads) for name, path in (("fp32", fp32), ("int8", s8), ("uint8", u8))}
+        if threads > 1:  # what the extra threads give each precision with spinning off (a wake-up per GEMM)
+            runs |= {"fp32_1t": ort_session(fp32, 1), "int8_1t": ort_session(s8, 1)}
         t = interleave(
             {k: (lambda s=s, x=x: s.run(None, x)) for k, s in runs.items()},
             rounds=rounds,
@@ -348,6 +350,9 @@ def gemm_ceiling(
             "int8_vs_fp32": ratio(t["int8"], t["fp32"]),
             "uint8_vs_fp32": ratio(t["uint8"], t["fp32"]),
         }
+        if threads > 1:
+            out[label]["fp32_threads_speedup"] = ratio(t["fp32_1t"], t["fp32"])
+            out[label]["int8_threads_speedup"] = ratio(t["int8_1t"], t["int8"])
     return out
 
 
@@ -512,29 +517,7 @@ def render(result: dict[str, Any]) -> str:
         )
     )
     ceiling = result.get("gemm_ceiling") or {}
-    if ceiling:
-        parts.append("")
-        parts.append(
-            markdown_table(
-                ["batch", "tokens", "fp32 GEMMs ms", "int8 (auto) × fp32", "uint8 × fp32"],
-                [
-                    [
-                        lb,
-                        c["rows"],
-                        round(c["fp32_ms"], 2),
-                        f"{round(c['int8_vs_fp32'], 2)} ({c['int8_weight_type']})",
-                        round(c["uint8_vs_fp32"], 2),
-                    ]
-                    for lb, c in ceiling.items()
-                ],
-            )
-        )
-        parts.append("")
-        parts.append(
-            "GEMM ceiling: one MiniLM layer's projection GEMMs alone, int8 (dynamic activations) against fp32 on this"
-            " CPU. An int8 model's latency ratio to the fp32 ONNX export cannot drop below this unless its other"
-            " work shrinks too."
-        )
+    parts += _render_ceiling(ceiling)
     parts += _render_profile(result.get("profile") or {})
     parts += _render_spinning(result.get("spinning_on") or {})
     env = result["environment"]
@@ -548,6 +531,48 @@ def render(result: dict[str, Any]) -> str:
         f" sizes vs {round(result['onnx_fp32_bytes'] / 1e6, 2)} MB fp32 ONNX."
     )
     return "\n".join(parts)
+
+
+def _render_ceiling(ceiling: dict[str, dict[str, Any]]) -> list[str]:
+    """The GEMM-ceiling table (:func:`gemm_ceiling`) and its note; nothing when it was not measured."""
+    if not ceiling:
+        return []
+    parts: list[str] = []
+    parts.append("")
+    parts.append(
+        markdown_table(
+            [
+                "batch",
+                "tokens",
+                "fp32 GEMMs ms",
+                "int8 (auto) × fp32",
+                "uint8 × fp32",
+                "fp32: 1 thread ÷ all",
+                "int8: 1 thread ÷ all",
+            ],
+            [
+                [
+                    lb,
+                    c["rows"],
+                    round(c["fp32_ms"], 2),
+                    f"{round(c['int8_vs_fp32'], 2)} ({c['int8_weight_type']})",
+                    round(c["uint8_vs_fp32"], 2),
+                    round(c["fp32_threads_speedup"], 2) if "fp32_threads_speedup" in c else "—",
+                    round(c["int8_threads_speedup"], 2) if "int8_threads_speedup" in c else "—",
+                ]
+                for lb, c in ceiling.items()
+            ],
+        )
+    )
+    parts.append("")
+    parts.append(
+        "GEMM ceiling: one MiniLM layer's projection GEMMs alone, int8 (dynamic activations) against fp32 on this"
+        " CPU. An int8 model's latency ratio to the fp32 ONNX export cannot drop below this unless its other"
+        " work shrinks too. The last two columns: the GEMMs' time on one intra-op thread over their time on all"
+        " of them, spinning off as in the table above (1 = the other threads give nothing: each GEMM's thread"
+        " wake-up costs what its share of the work saves)."
+    )
+    return parts
 
 
 def _render_profile(prof: dict[str, dict[str, dict[str, Any]]]) -> list[str]:

@@ -97,3 +97,25 @@ def test_the_workers_request_loop_answers_each_line_and_stops_at_quit(monkeypatc
     serve({"run": lambda req: {"twice": req["x"] * 2}, "load": boom})
     replies = [json.loads(line) for line in out.getvalue().splitlines()]
     assert replies == [{"twice": 4}, {"error": "KeyError: 'm'"}, {"error": "unknown command 'nope'"}]
+
+
+def test_the_gemm_ceiling_measures_what_the_threads_give_each_precision(tmp_path: Path) -> None:
+    """benchmarks/export.py's GEMM ceiling: int8 vs fp32 GEMMs, and each on one thread over all of them."""
+    batch = {"batch 1": {"input_ids": np.ones((1, 4), np.int64)}}
+    two = bench.gemm_ceiling(tmp_path, batch, threads=2, rounds=2, block=0.01, budget=5.0)["batch 1"]
+    assert two["rows"] == 4 and two["fp32_ms"] > 0
+    for key in ("int8_vs_fp32", "uint8_vs_fp32", "fp32_threads_speedup", "int8_threads_speedup"):
+        assert 0.05 < two[key] < 20, (key, two[key])
+    one = bench.gemm_ceiling(tmp_path, batch, threads=1, rounds=2, block=0.01, budget=5.0)["batch 1"]
+    assert "int8_threads_speedup" not in one  # one thread: nothing to compare it with
+    rows = [
+        line
+        for line in "\n".join(bench._render_ceiling({"batch 1": two, "batch 8": one})).splitlines()
+        if line.startswith(("| batch 1 ", "| batch 8 "))
+    ]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert cells[0][5] == str(round(two["fp32_threads_speedup"], 2)) and cells[0][6] == str(
+        round(two["int8_threads_speedup"], 2)
+    )
+    assert cells[1][5:] == ["—", "—"]
+    assert bench._render_ceiling({}) == []
