@@ -53,3 +53,37 @@ def test_diagnostics_option_picks_variants_and_the_small_pages_variant_restores_
         assert ort_policy.MEMORY_POLICY.huge_pages is False
         assert not ort_policy.huge_pages_wanted(low_memory=False)
     assert ort_policy.MEMORY_POLICY is real and ort_policy.huge_pages_wanted(low_memory=False)
+
+
+def test_a_peers_sessions_are_warmed_up_then_used_in_turn_across_rounds() -> None:
+    """--sessions: the edgekit and genai peers' sessions take the rounds in turn, so one session's memory
+    placement is not the peer's whole figure; the sessions after the first are warmed up when the peer is built."""
+    log: list[str] = []
+    runs = [_peer(f"s{i}", log, 0.1 * (i + 1)).run for i in range(3)]
+    peer = bench.Peer("edgekit", "edgekit", bench.in_turn(runs))
+    assert log == ["s1", "s2"]  # s0 is warmed up by time_peers, as every peer is
+    log.clear()
+    timings, _, _ = bench.time_peers([peer], rounds=5, settle=0.0)
+    assert log == ["s0", "s1", "s2", "s0", "s1", "s2"]  # time_peers' warm-up takes s0, then the rounds in turn
+    steps = bench.NEW_TOKENS - 1
+    assert timings["edgekit"].rounds == pytest.approx([x / steps for x in (0.2, 0.3, 0.1, 0.2, 0.3)])
+
+
+def test_the_genai_peer_loads_one_model_per_session_under_its_own_name() -> None:
+    asked: list[dict[str, Any]] = []
+
+    class FakeWorker:
+        def ask(self, **req: Any) -> dict[str, Any]:
+            asked.append(req)
+            return {"tokens": [1] * bench.NEW_TOKENS, "decode_seconds": 0.5, "prefill_seconds": 0.05}
+
+    peer = bench.genai_peer(FakeWorker(), bench.Path("/m"), "tiny-int4", [1, 2], {"command": "builder"}, sessions=2)
+    assert [(r["cmd"], r["name"]) for r in asked] == [
+        ("load", "tiny-int4"),
+        ("load", "tiny-int4#1"),
+        ("run", "tiny-int4#1"),
+    ]
+    asked.clear()
+    peer.run()
+    peer.run()
+    assert [r["name"] for r in asked] == ["tiny-int4", "tiny-int4#1"]
