@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -511,8 +512,8 @@ def in_turn(runs: list[RunFn]) -> RunFn:
     """
     for run in runs[1:]:  # the first is warmed up by time_peers, like every peer
         run()
-    turn = iter(range(1 << 62))
-    return lambda: runs[next(turn) % len(runs)]()
+    turn = itertools.cycle(runs)
+    return lambda: next(turn)()
 
 
 def edgekit_peer(
