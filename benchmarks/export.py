@@ -426,10 +426,14 @@ def _render_spinning(spin: dict[str, dict[str, list[float]]]) -> list[str]:
     for label, peers in spin.items():
         base = np.array(peers[ONNX_FP32])
         for name, ms in peers.items():
-            rows.append([label, name, round(float(np.median(ms)), 2), round(float(np.median(np.array(ms) / base)), 3)])
+            per_round = np.array(ms) / base
+            q1, q3 = np.percentile(per_round, [25, 75])
+            spread = f"{q1:.3f}-{q3:.3f}"
+            rows.append([label, name, round(float(np.median(ms)), 2), round(float(np.median(per_round)), 3), spread])
+    headers = ["batch", "peer", "ms (spinning on, own process)", "× fp32 ONNX (median of rounds)", "middle half"]
     return [
         "",
-        markdown_table(["batch", "peer", "ms (spinning on, own process)", "× fp32 ONNX (median of rounds)"], rows),
+        markdown_table(headers, rows),
         "",
         "Spinning on: ORT's default, as a deployment runs; each session alone in its own process, "
         f"{len(next(iter(spin.values()))[ONNX_FP32])} rounds in rotated order (benchmarks/_spin_worker.py). Not a"
@@ -683,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
         log("ORT profile: per-op-type kernel time…")
         prof = profile(work, batches, args.threads, runs=10 if args.quick else 30)
         log("spinning on, each peer in its own process…")
-        spin = spinning_on(work, batches, args.threads, rounds=3 if args.quick else 8)
+        # per process the host's speed mode is a draw: 16 rounds, and the middle half of the per-round ratios shown
+        spin = spinning_on(work, batches, args.threads, rounds=3 if args.quick else 16)
 
     fp32_bytes = next(p.model_bytes for p in peers if p.name == ONNX_FP32)
     out_peers, targets = [], []

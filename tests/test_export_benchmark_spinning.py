@@ -72,7 +72,7 @@ def test_the_peers_order_rotates_and_each_gets_a_time_per_round(
     assert calls[:3] == list(bench.PROFILED) and calls[3] == bench.PROFILED[1] and calls[6] == bench.PROFILED[2]
     assert out == {"batch 1": {bench.ONNX_FP32: [4.0] * 3, bench.EK_FP32: [3.0] * 3, bench.EK_INT8: [1.0] * 3}}
     lines = "\n".join(bench._render_spinning(out))
-    assert "| batch 1 | edgekit-int8-dynamic | 1 | 0.25 |" in lines
+    assert "| batch 1 | edgekit-int8-dynamic | 1 | 0.25 | 0.250-0.250 |" in lines
 
 
 def test_the_workers_request_loop_answers_each_line_and_stops_at_quit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +119,11 @@ def test_the_gemm_ceiling_measures_what_the_threads_give_each_precision(tmp_path
     )
     assert cells[1][5:] == ["—", "—"]
     assert bench._render_ceiling({}) == []
+
+
+def test_the_spinning_table_shows_the_middle_half_of_the_per_round_ratios() -> None:
+    spin = {"batch 8": {bench.ONNX_FP32: [4.0, 4.0, 4.0, 4.0], bench.EK_INT8: [1.0, 2.0, 1.0, 3.0]}}
+    lines = "\n".join(bench._render_spinning(spin))  # type: ignore[arg-type]
+    # per-round ratios 0.25 / 0.5 / 0.25 / 0.75: median 0.375, quartiles 0.25 and 0.5625
+    assert "| batch 8 | edgekit-int8-dynamic | 1.5 | 0.375 | 0.250-0.562 |" in lines
+    assert "| batch 8 | onnx-fp32 | 4 | 1 | 1.000-1.000 |" in lines
