@@ -1098,6 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p for p in args.precisions.split(",") if p]
     if not set(sizes) <= set(TARGETS) or not set(precisions) <= {"fp32", "int4"}:
         ap.error("--sizes takes tiny,32m and --precisions fp32,int4")
+    if args.sessions < 1:
+        ap.error("--sessions takes 1 or more")
     args.diagnostics = [d for d in args.diagnostics.split(",") if d]
     if not set(args.diagnostics) <= set(DIAG_KEYS):
         ap.error(f"--diagnostics takes {','.join(DIAG_KEYS)}")

@@ -63,13 +63,12 @@ def sibling_groups(model: Any, exclude: Collection[str] = ()) -> list[list[Any]]
     return [group for group in by_input.values() if len(group) > 1]
 
 
-def _merged_nodes(model: Any, group: Sequence[Any], k: int) -> tuple[list[Any], MergedGroup]:
+def _merged_nodes(model: Any, inits: dict[str, Any], group: Sequence[Any], k: int) -> tuple[list[Any], MergedGroup]:
     """The MatMul over the concatenated weights and the Split back into the group's outputs."""
     import numpy as np
     from onnx import helper, numpy_helper
 
     g = model.graph
-    inits = {i.name: i for i in g.initializer}
     weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
     widths = tuple(int(w.shape[1]) for w in weights)
     name = f"merged_projections/{k}"
@@ -94,10 +93,11 @@ def merge_sibling_matmuls(model: Any, exclude: Collection[str] = ()) -> list[Mer
     old_weights = {n.input[1] for group in groups for n in group}
     # The merged pair goes where the group's first MatMul was: its input exists there, and every reader of any
     # member's output comes after that member, so after the first one too.
+    inits = {i.name: i for i in g.initializer}
     at_first: dict[int, list[Any]] = {}
     merged = []
     for k, group in enumerate(groups):
-        nodes, record = _merged_nodes(model, group, k)
+        nodes, record = _merged_nodes(model, inits, group, k)
         at_first[id(group[0])] = nodes
         merged.append(record)
     new_nodes = []
