@@ -117,3 +117,25 @@ def test_fused_attention_core_flops_of_a_minilm_layer() -> None:
     )  # fmt: skip
     # 12 heads of 32 over 32 tokens: QK^T and AV, 2 x 12 x 32 x 32 x 32 MACs, x 2 FLOPs, + softmax 5 x 12 x 32 x 32
     assert fused_attention_flops(view) == 2 * (2 * 12 * 32 * 32 * 32) + 5 * 12 * 32 * 32
+
+
+@pytest.mark.parametrize(
+    ("activation", "passes"), [("Clip", True), ("HardSigmoid", True), ("Relu", False), ("", False)]
+)
+def test_an_activation_outside_the_kernel_moves_the_output_twice_more(activation: str, passes: bool) -> None:
+    from dataclasses import replace
+
+    from edgekit.profiler.estimate import IN_KERNEL_ACTIVATIONS
+
+    out = 1_000_000
+    conv = replace(_node("conv"), output_elements=out, activation=activation)
+    host = replace(RATES, activation_pass_gbps=8.0)
+    plain, _ = _node_time_s(conv, RATES)  # a device's rates: no pass (0 GB/s)
+    seconds, bound = _node_time_s(conv, host)
+    assert bound == "compute"
+    assert plain == pytest.approx(1.0 / 8.0, rel=1e-12)
+    assert seconds - plain == pytest.approx(2 * out * 4 / 8e9 if passes else 0.0, abs=1e-15)
+    assert (activation in IN_KERNEL_ACTIVATIONS) is not passes
+    # a GEMM never pays it, whatever the field says
+    gemm = replace(_node("gemm"), output_elements=out, activation=activation)
+    assert _node_time_s(gemm, host)[0] == _node_time_s(gemm, RATES)[0]

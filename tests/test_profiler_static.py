@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import profiler_graphs as g
 import pytest
 
@@ -129,3 +130,30 @@ def test_every_op_cost_entry_counts_something_sane() -> None:
     for name, entry in OP_COSTS.items():
         assert ":" in name
         assert entry.kind in kinds
+
+
+@pytest.mark.parametrize(("activation", "fused"), [("Clip", "Clip"), ("Relu", "Relu"), (None, "")])
+def test_a_fused_convolution_names_its_activation(tmp_path: Path, activation: str | None, fused: str) -> None:
+    # ONNX Runtime's extended level fuses Conv + Clip / Relu into FusedConv with an ``activation`` attribute,
+    # which the host estimate reads (MLAS applies Relu in the kernel, any other activation in a second pass)
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgekit.profiler.static import runtime_graph
+
+    model = g.conv(1, 16, 8, 8, 16, 3)
+    conv = model.graph.node[0]
+    if activation:
+        out = conv.output[0]
+        conv.output[0] = "pre"
+        extra = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0))]
+        model.graph.initializer.extend(extra if activation == "Clip" else [])
+        inputs = ["pre", "lo", "hi"] if activation == "Clip" else ["pre"]
+        model.graph.node.append(helper.make_node(activation, inputs, [out], name="act"))
+    src = g.save(model, tmp_path / "m.onnx")
+    runtime = onnx.load(str(runtime_graph(src, tmp_path / "rt.onnx")))
+    a = analyze_model(runtime)
+    (conv_cost,) = [n for n in a.nodes if n.kind == "conv"]
+    assert conv_cost.op_type == ("FusedConv" if activation else "Conv")
+    assert conv_cost.activation == fused
+    assert len(a.nodes) == 1  # the activation is inside the convolution, not a node of its own

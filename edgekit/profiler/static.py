@@ -119,6 +119,9 @@ class NodeCost:
     # GroupQueryAttention with causal=0 (an encoder's, exporters/encoder_attention.py): ORT's bidirectional path,
     # no rotary and no KV cache, ~5x the decoder cases' attention rate here; it gets the rate of its own cases
     bidirectional: bool = False
+    # FusedConv only: its fused activation (ONNX op name, "" for none). Host only (estimate.py): MLAS's NCHWc
+    # kernels apply Relu in the kernel and any other one as a second pass over the output
+    activation: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
@@ -1031,7 +1034,13 @@ def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) ->
         unit_stride=all(int(x) == 1 for x in view.attrs.get("strides", []) or []),
         attention_flops=fused_attention_flops(view) if known and entry.kind == NodeKind.ATTENTION else 0,
         bidirectional=node.op_type == "GroupQueryAttention" and int(view.attrs.get("causal", 1)) == 0,
+        activation=_activation(view.attrs) if entry.kind == NodeKind.CONV else "",
     )
+
+
+def _activation(attrs: Mapping[str, Any]) -> str:
+    value = attrs.get("activation") or ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def analyze_model(
