@@ -381,3 +381,22 @@ def test_bidirectional_attention_has_its_own_cases_rate_and_call_cost(
         flops = sum(n.total_flops for n in a.nodes if n.kind == "attention_core")
         ms = estimate_latency("forward", a, rates).by_op_ms["GroupQueryAttention"]
         assert ms == pytest.approx(4 * (1.0 + call_us) / 1e3 + flops / (rate_gflops * 1e9) * 1e3, rel=1e-9)
+
+
+def test_the_int8_gemm_case_is_quantized_as_the_recipe_stores_weights(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.profiler import calibration
+    from exporters.recipes import Int8DynamicConfig
+
+    src = calibration._ffn(tmp_path / "f.onnx", 4, 16, 32, 0)
+    model = onnx.load(str(calibration._quantized(src, tmp_path / "q.onnx")))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {n: a for n, a in inits.items() if n.endswith("_quantized") and a.ndim == 2}
+    assert len(weights) == 3
+    assert Int8DynamicConfig().per_channel  # the recipe's default, which the case mirrors
+    for name, w in weights.items():
+        assert w.dtype.name == "int8"
+        scale = inits[name.removesuffix("_quantized") + "_scale"]
+        assert scale.shape == (w.shape[1],)  # one scale per output column
