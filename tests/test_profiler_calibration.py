@@ -147,7 +147,7 @@ def test_memory_calibration_measures_each_kind_of_weight_in_its_own_process(
     cal = calibration.memory_calibration(tmp_path, 2)
     assert sorted(seen) == sorted(rises)
     conv_bytes = 8 * 256 * 256 * 9 * 4  # float32, stored and folded alike
-    int8_bytes = 16 * (512 * 512 + 1)  # the int8 weights and their int8 zero points (the float scales: "other")
+    int8_bytes = 16 * (512 * 512 + 512)  # int8 weights, an int8 zero point per channel (the float scales: "other")
     copies = cal.bytes_per_weight_byte
     assert copies["conv"] == pytest.approx(61.6e6 / conv_bytes, rel=1e-9)
     assert copies["folded_conv"] == pytest.approx(40.0e6 / conv_bytes, rel=1e-9)
