@@ -177,14 +177,14 @@ def _host_rates(**kw: object) -> DeviceRates:
     return DeviceRates(**base)  # type: ignore[arg-type]
 
 
-def test_depthwise_rate_and_cost_per_call_stem_and_pad_rates_are_recovered(
+def test_depthwise_rate_and_cost_per_row_stem_and_pad_rates_are_recovered(
     suite: dict[str, calibration.SuiteCase],
 ) -> None:
     from edgekit.profiler.kernels import WorkKind
 
     truth = _host_rates(
         work_gflops={WorkKind.CONV_DEPTHWISE: {"fp32": 80.0}, WorkKind.CONV_SMALL: {"fp32": 120.0}},
-        depthwise_call_us=6.0,
+        row_ns={WorkKind.CONV_DEPTHWISE: 6.0},
         op_bandwidth_gbps={"Pad": 15.0},
     )
     names = ("conv_depthwise", "conv_depthwise_small", "conv_stem", "pad")
@@ -192,10 +192,10 @@ def test_depthwise_rate_and_cost_per_call_stem_and_pad_rates_are_recovered(
     solver = calibration._Solver(by=suite, t=t, threads=1, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
     dw = solver.depthwise(0.0)
     assert dw["depthwise_gflops"] == pytest.approx(80.0, rel=1e-6)
-    assert dw["depthwise_call_us"] == pytest.approx(6.0, rel=1e-6)
+    assert dw["depthwise_row_ns"] == pytest.approx(6.0, rel=1e-6)
     assert solver.stem(0.0) == pytest.approx(120.0, rel=1e-6)
     assert solver.pad() == pytest.approx(15.0, rel=1e-6)
-    # the small map costs more per FLOP than the large one: what the cost per call stands for
+    # the small map costs more per FLOP than the large one: what the cost per row stands for
     per_flop = {k: t[k] / sum(n.total_flops for n in suite[k].analysis.nodes) for k in names[:2]}
     assert per_flop["conv_depthwise_small"] > per_flop["conv_depthwise"]
 
@@ -257,14 +257,18 @@ def test_the_host_runs_pad_at_its_own_bandwidth_and_the_stem_at_its_rate() -> No
         run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
         bandwidth_gbps=100.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
         gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, depthwise_gflops=80.0,
-        depthwise_call_us=6.0, stem_gflops=120.0, pad_gbps=15.0, threads=1, timings_ms={},
+        depthwise_row_ns=6.0, stem_gflops=120.0, pad_gbps=15.0, threads=1, timings_ms={},
     )  # fmt: skip
     rates = device_rates(host, replace(fit, copy_gbps=40.0), host)
-    assert rates.op_bandwidth_gbps == {"Pad": 15.0} and rates.depthwise_call_us == 6.0 and rates.copy_gbps == 40.0
+    assert (
+        rates.op_bandwidth_gbps == {"Pad": 15.0}
+        and rates.row_ns == {WorkKind.CONV_DEPTHWISE: 6.0}
+        and rates.copy_gbps == 40.0
+    )
     assert rates.work_gflops[WorkKind.CONV_SMALL]["fp32"] == 120.0
     # another device never gets the host's calibration
     pi = device_rates(get_device("raspberry-pi-5"), fit, host)
-    assert pi.op_bandwidth_gbps == {} and pi.depthwise_call_us == 0.0 and pi.copy_gbps == 0.0
+    assert pi.op_bandwidth_gbps == {} and pi.row_ns == {} and pi.copy_gbps == 0.0
 
 
 def test_the_nchw_pool_rate_is_solved_from_its_case_where_the_host_leaves_it_in_nchw(
@@ -400,3 +404,37 @@ def test_the_int8_gemm_case_is_quantized_as_the_recipe_stores_weights(tmp_path: 
         assert w.dtype.name == "int8"
         scale = inits[name.removesuffix("_quantized") + "_scale"]
         assert scale.shape == (w.shape[1],)  # one scale per output column
+
+
+def test_the_dense_conv_rate_and_cost_per_row_are_recovered_from_three_cases(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    from edgekit.profiler.kernels import WorkKind
+
+    truth = _host_rates(conv_gflops={"fp32": 180.0}, row_ns={WorkKind.CONV_DENSE: 14.0})
+    t = {k: estimate_latency(k, suite[k].analysis, truth).latency_ms for k in calibration.CONV_FIT_CASES}
+    cases = {k: suite[k].analysis.nodes for k in calibration.CONV_FIT_CASES}
+    fit = calibration._conv_fit(cases, t, 0.0, lambda ns: 0.0, 1000e9)
+    assert fit.peak_gflops == pytest.approx(180.0, rel=1e-6)
+    assert fit.row_ns == pytest.approx(14.0, rel=1e-6)
+    assert fit.half_reduction == 0.0
+    # the narrow case is what separates the two: 2.8x the rows per FLOP of the bottleneck, 18x the wide conv's
+    per_flop = {k: sum(n.output_rows for n in v) / sum(n.total_flops for n in v) for k, v in cases.items()}
+    assert per_flop["conv_narrow"] > 2.5 * per_flop["conv_fp32"] > 2.5 * 6 * per_flop["conv_wide"]
+    # a case time no positive row cost explains (the narrow case measured far too fast): the reduction curve, or
+    # one rate, never a negative cost
+    noisy = dict(t, conv_narrow=t["conv_narrow"] / 20)
+    fallback = calibration._conv_fit(cases, noisy, 0.0, lambda ns: 0.0, 1000e9)
+    assert fallback.row_ns == 0.0 and fallback.peak_gflops > 0 and fallback.half_reduction >= 0.0
+    # two cases solve exactly, as before
+    two = {k: cases[k] for k in ("conv_fp32", "conv_narrow")}
+    assert calibration._conv_fit(two, t, 0.0, lambda ns: 0.0, 1000e9).row_ns == pytest.approx(14.0, rel=1e-6)
+
+
+def test_least_squares_weighs_each_case_by_its_relative_error() -> None:
+    # x = 2, y = 3 fits the first two rows exactly; the third, 10 % off, moves the solution only a little
+    rows = [(1.0, 0.0, 2.0), (0.0, 1.0, 3.0), (1.0, 1.0, 5.5)]
+    x, y = calibration._least_squares2(rows)
+    assert 1.9 < x < 2.2 and 2.9 < y < 3.3
+    assert calibration._least_squares2(rows[:2]) == pytest.approx((2.0, 3.0))
+    assert calibration._least_squares2([(1.0, 2.0, 1.0), (2.0, 4.0, 2.0), (3.0, 6.0, 3.0)]) is None  # collinear

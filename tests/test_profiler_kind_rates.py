@@ -139,3 +139,20 @@ def test_an_activation_outside_the_kernel_moves_the_output_twice_more(activation
     # a GEMM never pays it, whatever the field says
     gemm = replace(_node("gemm"), output_elements=out, activation=activation)
     assert _node_time_s(gemm, host)[0] == _node_time_s(gemm, RATES)[0]
+
+
+def test_a_blocked_fp32_convolution_pays_its_cost_per_output_row_and_only_it() -> None:
+    from dataclasses import replace
+
+    from edgekit.profiler.kernels import WorkKind
+
+    conv = replace(_node("conv"), output_rows=1000)
+    host = replace(RATES, row_ns={WorkKind.CONV_DENSE: 50.0})
+    base, _ = _node_time_s(conv, RATES)
+    assert _node_time_s(conv, host)[0] - base == pytest.approx(1000 * 50e-9, rel=1e-9)
+    # int8 (no NCHWc kernel) and a convolution the host leaves in NCHW pay nothing per row
+    int8 = replace(conv, flops={"int8": 10**9})
+    assert _node_time_s(int8, host)[0] == _node_time_s(int8, RATES)[0]
+    nchw_host = replace(host, nchw_conv_gflops=8.0)
+    left = replace(conv, nchw_on_host=True)
+    assert _node_time_s(left, nchw_host)[0] == pytest.approx(1.0 / 8.0)

@@ -157,3 +157,9 @@ def test_a_fused_convolution_names_its_activation(tmp_path: Path, activation: st
     assert conv_cost.op_type == ("FusedConv" if activation else "Conv")
     assert conv_cost.activation == fused
     assert len(a.nodes) == 1  # the activation is inside the convolution, not a node of its own
+
+
+def test_a_convolution_counts_its_output_rows() -> None:
+    a = analyze_model(g.conv(2, 8, 6, 5, 4, 3))  # [2, 8, 6, 5] -> [2, 4, 6, 5]
+    assert _node(a, "conv").output_rows == 2 * 4 * 6  # N x C x H: every row of width W
+    assert _node(analyze_model(g.matmul(3, 5, 7)), "mm").output_rows == 0

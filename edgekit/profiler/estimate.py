@@ -75,6 +75,9 @@ class DeviceRates:
     dram_bandwidth_gbps: float  # weights, when they do not fit in cache_bytes
     cache_bytes: int
     conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
+    # host only: a blocked fp32 convolution's cost per output row (NodeCost.output_rows) by kind of work
+    # (dense, depthwise), solved with its rate; MLAS's NCHWc kernels run a row of a channel block per call
+    row_ns: Mapping[WorkKind, float] = field(default_factory=dict)
     attention_gflops: Mapping[str, float]  # attention on projected Q/K/V, by precision
     # host only: bidirectional GroupQueryAttention (NodeCost.bidirectional), fp32; 0: attention_gflops
     bidirectional_attention_gflops: float = 0.0
@@ -93,9 +96,7 @@ class DeviceRates:
     # host only: convolutions its NCHWc pass left in NCHW (NodeCost.nchw_on_host), rate and cost per group
     nchw_conv_gflops: float = 0.0
     nchw_group_us: float = 0.0
-    # host only: a depthwise convolution's cost per call beyond dispatch (solved with its rate from a large and
-    # a small map), and op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
-    depthwise_call_us: float = 0.0
+    # host only: op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
     nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
     copy_gbps: float = 0.0  # host only: bandwidth of copy ops (calibration.is_copy); 0: the streaming rate
@@ -131,7 +132,7 @@ class DeviceRates:
             "parallel_node_overhead_us": self.parallel_node_overhead_us,
             "run_overhead_ms": self.run_overhead_ms,
             "io_overhead_us": self.io_overhead_us,
-            "depthwise_call_us": self.depthwise_call_us,
+            "row_ns": {str(k): v for k, v in self.row_ns.items()},
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
             "copy_gbps": self.copy_gbps,
@@ -209,7 +210,7 @@ def device_rates(
         io_overhead_us=host.io_overhead_us,
         nchw_conv_gflops=getattr(host, "nchw_conv_gflops", 0.0),
         nchw_group_us=getattr(host, "nchw_group_us", 0.0),
-        depthwise_call_us=getattr(host, "depthwise_call_us", 0.0),
+        row_ns=_host_rows(host),
         nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
         copy_gbps=getattr(host, "copy_gbps", 0.0),
@@ -232,6 +233,15 @@ def _host_work(host: HostEfficiency) -> dict[str, dict[str, float]]:
         if rate > 0:
             work[kind] = {"fp32": rate, "fp16": rate, "int8": rate}
     return work
+
+
+def _host_rows(host: HostEfficiency) -> dict[WorkKind, float]:
+    """Dense and depthwise blocked convolutions' calibrated cost per output row, where the fit found one."""
+    rows = {
+        WorkKind.CONV_DENSE: getattr(host, "conv_row_ns", 0.0),
+        WorkKind.CONV_DEPTHWISE: getattr(host, "depthwise_row_ns", 0.0),
+    }
+    return {kind: ns for kind, ns in rows.items() if ns > 0}
 
 
 def _scaled_peak(profile: DeviceProfile, precision: str, threads: int, thread_efficiency: float) -> float:
@@ -382,8 +392,8 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         else:
             rate = KIND_RATES.get(node.kind, _vector_rate)(rates, node, precision)
         compute += flops / (rate * 1e9)
-    if kind == WorkKind.CONV_DEPTHWISE:
-        compute += rates.depthwise_call_us / 1e6
+    if "fp32" in node.flops and kind in rates.row_ns:  # the NCHWc kernels are float32 only
+        compute += node.output_rows * rates.row_ns[kind] / 1e9
     bandwidth = _bandwidth_gbps(node, rates)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
         memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (

@@ -122,6 +122,9 @@ class NodeCost:
     # FusedConv only: its fused activation (ONNX op name, "" for none). Host only (estimate.py): MLAS's NCHWc
     # kernels apply Relu in the kernel and any other one as a second pass over the output
     activation: str = ""
+    # Convolutions only: output elements / output width (N x C x H of a 2-D map; 0 when unknown). MLAS's
+    # depthwise kernels run one output row of one channel block per call, so their fixed cost goes by rows.
+    output_rows: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", NodeKind(self.kind))  # a name ("conv") from a test or a JSON file
@@ -1035,7 +1038,14 @@ def _node_cost(node: Any, index: int, tensor: Callable[[str], Tensor | None]) ->
         attention_flops=fused_attention_flops(view) if known and entry.kind == NodeKind.ATTENTION else 0,
         bidirectional=node.op_type == "GroupQueryAttention" and int(view.attrs.get("causal", 1)) == 0,
         activation=_activation(view.attrs) if entry.kind == NodeKind.CONV else "",
+        output_rows=_rows(outs[0]) if entry.kind == NodeKind.CONV and outs else 0,
     )
+
+
+def _rows(t: Tensor | None) -> int:
+    if t is None or t.shape is None or len(t.shape) < 3 or not t.shape[-1]:
+        return 0
+    return t.numel // int(t.shape[-1])
 
 
 def _activation(attrs: Mapping[str, Any]) -> str:
