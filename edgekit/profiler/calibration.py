@@ -157,12 +157,13 @@ class HostEfficiency:
     vector_gflops: float  # transcendental elementwise work, FLOPs as static analysis counts them
     lrn_gflops: float  # LRN (classic CNNs): scalar pow per element, far slower than vectorized kernels
     gemm_gflops: Mapping[str, float]  # by precision: fp32, int8
-    conv_gflops: Mapping[str, float]  # the bottleneck case's average (reported; the curve below is used)
-    # Convolution efficiency grows with the reduction length r = C/group x kernel (register reuse):
-    # rate(r) = conv_peak_gflops x r / (r + conv_half_reduction), fitted on the two convolution cases.
+    conv_gflops: Mapping[str, float]  # the bottleneck case's average (reported; the fit below is used)
+    # A dense blocked convolution: FLOPs at conv_peak_gflops plus conv_row_ns per output row (NodeCost.output_rows),
+    # fitted on CONV_FIT_CASES (ConvFit); where no positive row cost fits, a rate curve of the reduction length
+    # r = C/group x kernel instead: conv_peak_gflops x r / (r + conv_half_reduction)
     conv_peak_gflops: float = 0.0
     conv_half_reduction: float = 0.0
-    conv_row_ns: float = 0.0  # per output row (NodeCost.output_rows) of a dense blocked convolution
+    conv_row_ns: float = 0.0
     # Attention on already-projected Q/K/V (GroupQueryAttention, MultiHeadAttention): per-head products too
     # small for GEMM rates, plus rotary, masking and softmax, so it gets its own rate (and its own call cost).
     attention_gflops: float = 0.0
@@ -174,10 +175,10 @@ class HostEfficiency:
     # Depthwise convolutions (C/group == 1): MLAS runs them with a dedicated kernel bound by loads, not FMAs;
     # the dense-conv curve at their reduction (9) would be a guess, so they get their own measured rate.
     depthwise_gflops: float = 0.0
-    # ... plus this cost per depthwise conv (solved with the rate from a large and a small map): on a 14x14 map
-    # the blocked depthwise kernel ran at ~2/3 of its 56x56 rate here (threads split little work, each plane
-    # pays its edge handling), which a single rate from the large map did not see
-    depthwise_row_ns: float = 0.0  # per output row (NodeCost.output_rows) of a depthwise convolution
+    # ... plus this cost per output row (solved with the rate from a large and a small map): on a 14x14 map the
+    # blocked depthwise kernel ran at ~2/3 of its 56x56 rate here (MLAS runs it a row of a channel block at a
+    # time), which a single rate from the large map did not see
+    depthwise_row_ns: float = 0.0
     # The RGB stem (3 input channels, 3x3, stride 2): MLAS's NCHW-input conv kernel, measured on its own (the
     # dense-conv curve at its reduction of 27 ran it ~1.5x too fast here)
     stem_gflops: float = 0.0
@@ -1092,8 +1093,9 @@ def _least_squares2(rows: Sequence[Sequence[float]]) -> tuple[float, float] | No
     if len(rows) == 2:
         return _solve2(rows[0], rows[1])
     scaled = [(a / t, b / t) for a, b, t in rows if t > 0]
-    saa, sab, sbb = (sum(x * y for x, y in pairs) for pairs in (
-        [(a, a) for a, _ in scaled], [(a, b) for a, b in scaled], [(b, b) for _, b in scaled]))  # fmt: skip
+    saa = sum(a * a for a, _ in scaled)
+    sab = sum(a * b for a, b in scaled)
+    sbb = sum(b * b for _, b in scaled)
     return _solve2((saa, sab, sum(a for a, _ in scaled)), (sab, sbb, sum(b for _, b in scaled)))
 
 

@@ -96,8 +96,8 @@ class DeviceRates:
     # host only: convolutions its NCHWc pass left in NCHW (NodeCost.nchw_on_host), rate and cost per group
     nchw_conv_gflops: float = 0.0
     nchw_group_us: float = 0.0
-    # host only: op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
     nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
+    # host only: op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
     copy_gbps: float = 0.0  # host only: bandwidth of copy ops (calibration.is_copy); 0: the streaming rate
     # host only: nodes moving at most small_bytes stream at this rate (calibration: stream_small); 0: unset

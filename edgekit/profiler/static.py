@@ -123,7 +123,7 @@ class NodeCost:
     # kernels apply Relu in the kernel and any other one as a second pass over the output
     activation: str = ""
     # Convolutions only: output elements / output width (N x C x H of a 2-D map; 0 when unknown). MLAS's
-    # depthwise kernels run one output row of one channel block per call, so their fixed cost goes by rows.
+    # NCHWc kernels run one output row of one channel block per call, so their fixed cost goes by rows.
     output_rows: int = 0
 
     def __post_init__(self) -> None:
