@@ -6,7 +6,9 @@ Per node, with the rates of the device (below)::
     latency = run_overhead + sum(t_node over the graph ONNX Runtime runs)
 
 On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
-estimate is a prediction that the measurement beside it checks. On any other device the rates come from its
+estimate is a prediction that the measurement beside it checks. There a blocked (NCHWc) fp32 convolution's
+compute also pays a cost per output row (``row_ns``), and a fused activation other than Relu a second pass over
+its output (``IN_KERNEL_ACTIVATIONS``): how MLAS's NCHWc kernels run. On any other device the rates come from its
 profile and :mod:`.kernels` alone, never from the host (whose load would otherwise move them):
 
 - compute: per kind of work (dense / small-channel / grouped / depthwise convolution, GEMM, vector; fp32 and
