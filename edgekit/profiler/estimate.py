@@ -38,6 +38,7 @@ from edgekit.errors import CalibrationError
 from edgekit.profiler import kernels, validation
 from edgekit.profiler.calibration import HostEfficiency, MemoryCalibration, is_copy, is_parallel
 from edgekit.profiler.kernels import WorkKind
+from edgekit.profiler.layout import NCHWC_FLOAT_BYTES
 from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis
 
 __all__ = [
@@ -419,7 +420,7 @@ IN_KERNEL_ACTIVATIONS = frozenset({"", "Relu"})
 def _activation_pass_s(node: NodeCost, rates: DeviceRates) -> float:
     if rates.activation_pass_gbps <= 0 or node.kind != NodeKind.CONV or node.activation in IN_KERNEL_ACTIVATIONS:
         return 0.0
-    return 2 * node.output_elements * 4 / (rates.activation_pass_gbps * 1e9)
+    return 2 * node.output_elements * NCHWC_FLOAT_BYTES / (rates.activation_pass_gbps * 1e9)
 
 
 def _bandwidth_gbps(node: NodeCost, rates: DeviceRates) -> float:

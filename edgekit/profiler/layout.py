@@ -25,6 +25,7 @@ from edgekit.profiler.static import NodeCost, NodeKind, StaticAnalysis, load_onn
 
 __all__ = [
     "NCHWC_DOMAIN",
+    "NCHWC_FLOAT_BYTES",
     "REORDERS",
     "host_layout_nodes",
     "nchw_convs",
@@ -37,7 +38,7 @@ __all__ = [
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # reorder op -> whether its NCHW side is its input (ReorderInput) or its output (ReorderOutput)
 REORDERS = {"ReorderInput": "input", "ReorderOutput": "output"}
-_FLOAT_BYTES = 4  # MLAS's NCHWc kernels are float32 only
+NCHWC_FLOAT_BYTES = 4  # MLAS's NCHWc kernels are float32 only
 
 
 def reorder_nodes(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCost, ...]:
@@ -54,7 +55,7 @@ def reorder_nodes(host_model: object, analysis: StaticAnalysis) -> tuple[NodeCos
         numel = 1
         for d in shape:
             numel *= int(d)
-        nbytes = numel * _FLOAT_BYTES
+        nbytes = numel * NCHWC_FLOAT_BYTES
         out.append(
             NodeCost(
                 name=node.name or f"{node.op_type}_{index}",
