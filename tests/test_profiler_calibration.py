@@ -448,3 +448,62 @@ def test_the_int8_gemm_case_holds_weights_beyond_a_cores_l2(suite: dict[str, cal
     int8_bytes = sum(n.weight_bytes for n in nodes)
     assert int8_bytes > 4 * (2 << 20)  # 4x the largest per-core L2 of the hosts here (2 MB)
     assert int8_bytes < 16 << 20  # and inside a small host's L3
+
+
+def test_the_streamed_gemm_case_outgrows_the_cache_within_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = calibration._FFN_BLOCK_BYTES
+    for llc, blocks in ((2 << 20, 4), (32 << 20, 8), (480 << 20, 14)):
+        monkeypatch.setattr(calibration, "last_level_cache_bytes", lambda default=0, llc=llc: llc)
+        assert calibration.streamed_gemm_blocks() == blocks, llc
+        if blocks not in calibration.STREAMED_GEMM_BLOCKS:  # unclamped: past the cache, by less than a block over 1.25x
+            assert 1.25 * llc <= blocks * block < 1.25 * llc + block
+
+
+def test_the_streamed_gemm_pair_differs_only_in_its_weights(suite: dict[str, calibration.SuiteCase]) -> None:
+    dram, cached = suite["gemm_fp32_dram"], suite["gemm_fp32_cached"]
+    gemms = [n for n in dram.analysis.nodes if n.kind == "gemm"]
+    assert len(gemms) == 3 * calibration.streamed_gemm_blocks()
+    assert [n.flops for n in gemms] == [n.flops for n in cached.analysis.nodes if n.kind == "gemm"]
+    import onnx
+
+    stored = {c.name: sum(np.prod(t.dims) * 4 for t in onnx.load(c.path).graph.initializer) for c in (dram, cached)}
+    assert stored["gemm_fp32_dram"] == sum(n.weight_bytes for n in gemms) > calibration.last_level_cache_bytes()
+    assert stored["gemm_fp32_cached"] == calibration._FFN_BLOCK_BYTES
+
+
+def test_the_stream_cost_is_recovered_from_the_pair_and_added_to_streamed_fp32_gemms(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    dram = suite["gemm_fp32_dram"].analysis
+    # the cached case's 5.3 MB fit in the 8 MB cache, the dram case's weights do not
+    truth = _host_rates(cache_bytes=8 << 20, dram_bandwidth_gbps=1000.0, streamed_gemm_us_per_mb=15.0)
+    t = {"gemm_fp32_dram": estimate_latency("d", dram, truth).latency_ms}
+    t["gemm_fp32_cached"] = estimate_latency("c", dram, replace(truth, cache_bytes=1 << 30)).latency_ms
+    solver = calibration._Solver(by=suite, t=t, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=1e12)
+    assert solver.streamed_gemm() == pytest.approx(15.0, rel=1e-6)
+    # the stream ran no slower (noise): nothing added; without the pair: nothing
+    assert replace(solver, t={**t, "gemm_fp32_dram": 0.9 * t["gemm_fp32_cached"]}).streamed_gemm() == 0.0
+    assert replace(solver, t={"gemm_fp32_dram": 1.0}).streamed_gemm() == 0.0
+    # in the estimate: 15 us per MB of the weights over the in-cache time, only where they stream
+    weight_mb = dram.weight_bytes / 1e6
+    without = estimate_latency("d", dram, replace(truth, streamed_gemm_us_per_mb=0.0)).latency_ms
+    assert t["gemm_fp32_dram"] - without == pytest.approx(15.0 * weight_mb / 1e3, rel=1e-6)
+    assert t["gemm_fp32_cached"] == pytest.approx(without, rel=1e-9)
+
+
+def test_a_streamed_gemv_stays_bound_by_dram_and_int8_gemms_get_no_stream_cost(
+    suite: dict[str, calibration.SuiteCase], tmp_path: Path
+) -> None:
+    from edgekit.profiler.static import analyze
+
+    gemv = analyze(calibration._ffn(tmp_path / "gemv.onnx", 1, 384, 1536, 3, blocks=8))
+    rates = _host_rates(cache_bytes=8 << 20, dram_bandwidth_gbps=20.0)
+    # one row: 50 us per MB at 20 GB/s is above the in-cache time plus 15 us per MB
+    with_stream = estimate_latency("v", gemv, replace(rates, streamed_gemm_us_per_mb=15.0)).latency_ms
+    assert with_stream == pytest.approx(estimate_latency("v", gemv, rates).latency_ms, rel=1e-9)
+    assert with_stream == pytest.approx(gemv.weight_bytes / 20e9 * 1e3, rel=0.02)
+    int8 = suite["gemm_int8"].analysis
+    streamed = replace(rates, cache_bytes=1 << 20, dram_bandwidth_gbps=1000.0)
+    assert estimate_latency("q", int8, replace(streamed, streamed_gemm_us_per_mb=15.0)).latency_ms == pytest.approx(
+        estimate_latency("q", int8, streamed).latency_ms, rel=1e-9
+    )

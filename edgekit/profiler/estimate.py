@@ -77,6 +77,9 @@ class DeviceRates:
     bandwidth_gbps: float  # activations (cache-sized working sets)
     dram_bandwidth_gbps: float  # weights, when they do not fit in cache_bytes
     cache_bytes: int
+    # host only: what an fp32 GEMM pays per MB of weights from DRAM on top of its in-cache time, where the
+    # model's weights outgrow cache_bytes (calibration's gemm_fp32_dram case); 0: max(compute, memory) alone
+    streamed_gemm_us_per_mb: float = 0.0
     conv_half_reduction: float  # conv rate = conv_gflops x r / (r + this), r = C/group x kernel
     # host only: a blocked fp32 convolution's cost per output row (NodeCost.output_rows) by kind of work
     # (dense, depthwise), solved with its rate; MLAS's NCHWc kernels run a row of a channel block per call
@@ -131,6 +134,7 @@ class DeviceRates:
             "bandwidth_gbps": self.bandwidth_gbps,
             "dram_bandwidth_gbps": self.dram_bandwidth_gbps,
             "cache_bytes": self.cache_bytes,
+            "streamed_gemm_us_per_mb": self.streamed_gemm_us_per_mb,
             "node_overhead_us": self.node_overhead_us,
             "parallel_node_overhead_us": self.parallel_node_overhead_us,
             "run_overhead_ms": self.run_overhead_ms,
@@ -202,6 +206,7 @@ def device_rates(
         bandwidth_gbps=host.bandwidth_gbps,
         dram_bandwidth_gbps=host.dram_bandwidth_gbps,
         cache_bytes=host.cache_bytes,
+        streamed_gemm_us_per_mb=getattr(host, "streamed_gemm_us_per_mb", 0.0),
         conv_half_reduction=host.conv_half_reduction,
         attention_gflops={"fp32": a32, "fp16": a32 * fp16_over_fp32},
         bidirectional_attention_gflops=getattr(host, "bidirectional_attention_gflops", 0.0),
@@ -402,11 +407,23 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
             rates.dram_bandwidth_gbps * 1e9
         )
+        compute = _streamed_gemm_s(node, compute, bandwidth, rates)
     else:
         memory = node.bytes_moved / (bandwidth * 1e9)
     if compute >= memory:
         return compute + _activation_pass_s(node, rates), "compute"
     return memory + _activation_pass_s(node, rates), "memory"
+
+
+def _streamed_gemm_s(node: NodeCost, compute: float, bandwidth_gbps: float, rates: DeviceRates) -> float:
+    """An fp32 GEMM's compute term when its weights come from DRAM: its in-cache time plus what the stream
+    adds per byte (``streamed_gemm_us_per_mb``, host only), which the kernels do not hide behind the FLOPs (57 MB
+    of distinct weights ran 16-24 us per MB slower than one cached set at 1-64 rows here). Its max with the
+    DRAM-bound memory term still decides a GEMV (one row), as before. Other nodes: ``compute`` unchanged."""
+    if rates.streamed_gemm_us_per_mb <= 0 or node.kind != NodeKind.GEMM or "fp32" not in node.flops:
+        return compute
+    in_cache = max(compute, node.bytes_moved / (bandwidth_gbps * 1e9))
+    return in_cache + node.weight_bytes * rates.streamed_gemm_us_per_mb * 1e-12
 
 
 # MLAS's NCHWc convolution kernels apply these in registers (MLAS_CONV_KERNEL_FLAG_RELU_ACTIVATION); any other
