@@ -8,7 +8,8 @@ Per node, with the rates of the device (below)::
 On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
 estimate is a prediction that the measurement beside it checks. There a blocked (NCHWc) fp32 convolution's
 compute also pays a cost per output row (``row_ns``), and a fused activation other than Relu a second pass over
-its output (``IN_KERNEL_ACTIVATIONS``): how MLAS's NCHWc kernels run. On any other device the rates come from its
+its output (``IN_KERNEL_ACTIVATIONS``): how MLAS's NCHWc kernels run; and an op with a calibrated rate of its
+own (``op_gflops``: QuickGelu, MLAS's logistic kernel) runs at it. On any other device the rates come from its
 profile and :mod:`.kernels` alone, never from the host (whose load would otherwise move them):
 
 - compute: per kind of work (dense / small-channel / grouped / depthwise convolution, GEMM, vector; fp32 and
@@ -105,6 +106,8 @@ class DeviceRates:
     nchw_pool_gflops: float = 0.0  # host only: MaxPool / AveragePool its NCHWc pass left in NCHW
     # host only: op types whose bytes move at their own calibrated bandwidth (Pad: a row-by-row copy)
     op_bandwidth_gbps: Mapping[str, float] = field(default_factory=dict)
+    # host only: op types computing at their own calibrated rate (QuickGelu: MLAS's logistic kernel)
+    op_gflops: Mapping[str, float] = field(default_factory=dict)
     copy_gbps: float = 0.0  # host only: bandwidth of copy ops (calibration.is_copy); 0: the streaming rate
     # host only: nodes moving at most small_bytes stream at this rate (calibration: stream_small); 0: unset
     small_bandwidth_gbps: float = 0.0
@@ -142,6 +145,7 @@ class DeviceRates:
             "row_ns": {str(k): v for k, v in self.row_ns.items()},
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
+            "op_gflops": dict(self.op_gflops),
             "copy_gbps": self.copy_gbps,
             "small_bandwidth_gbps": self.small_bandwidth_gbps,
             "small_bytes": self.small_bytes,
@@ -221,6 +225,7 @@ def device_rates(
         row_ns=_host_rows(host),
         nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
+        op_gflops={"QuickGelu": host.quick_gelu_gflops} if getattr(host, "quick_gelu_gflops", 0.0) > 0 else {},
         copy_gbps=getattr(host, "copy_gbps", 0.0),
         small_bandwidth_gbps=getattr(host, "small_bandwidth_gbps", 0.0),
         small_bytes=getattr(host, "small_bytes", 0),
@@ -395,7 +400,9 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     # has one row for both)
     compute = core / (_by_precision(rates.attention_gflops, fp) * 1e9) if core else 0.0
     for precision, flops in flops_by_precision.items():
-        if work is not None and node.kind != NodeKind.ATTENTION_CORE:
+        if node.op_type in rates.op_gflops:
+            rate = rates.op_gflops[node.op_type]
+        elif work is not None and node.kind != NodeKind.ATTENTION_CORE:
             rate = work.get(precision, work["fp32"])
         else:
             rate = KIND_RATES.get(node.kind, _vector_rate)(rates, node, precision)
