@@ -406,7 +406,7 @@ def test_the_int8_gemm_case_is_quantized_as_the_recipe_stores_weights(tmp_path: 
         assert scale.shape == (w.shape[1],)  # one scale per output column
 
 
-def test_the_dense_conv_rate_and_cost_per_row_are_recovered_from_three_cases(
+def test_the_dense_conv_rate_and_cost_per_row_are_recovered_from_the_cases(
     suite: dict[str, calibration.SuiteCase],
 ) -> None:
     from edgekit.profiler.kernels import WorkKind
@@ -426,9 +426,38 @@ def test_the_dense_conv_rate_and_cost_per_row_are_recovered_from_three_cases(
     noisy = dict(t, conv_narrow=t["conv_narrow"] / 20)
     fallback = calibration._conv_fit(cases, noisy, 0.0, lambda ns: 0.0, 1000e9)
     assert fallback.row_ns == 0.0 and fallback.peak_gflops > 0 and fallback.half_reduction >= 0.0
-    # two cases solve exactly, as before
+    # two cases are solved exactly (by either term: two cases cannot tell them apart)
     two = {k: cases[k] for k in ("conv_fp32", "conv_narrow")}
-    assert calibration._conv_fit(two, t, 0.0, lambda ns: 0.0, 1000e9).row_ns == pytest.approx(14.0, rel=1e-6)
+    exact = calibration._conv_fit(two, t, 0.0, lambda ns: 0.0, 1000e9)
+    for k in two:
+        relus = sum(n.bytes_moved / 1000e9 for n in two[k] if n.kind != "conv")  # the rest, at the bandwidth given
+        convs = sum(exact.seconds(n) for n in two[k] if n.kind == "conv")
+        assert (convs + relus) * 1e3 == pytest.approx(t[k], rel=1e-6)
+
+
+def test_a_cost_per_activation_byte_is_told_from_a_cost_per_row_by_the_expand_pair(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    expand = [n for n in suite["conv_expand"].analysis.nodes if n.kind == "conv"]
+    # the pair moves the same activation bytes both ways at equal FLOPs, with 6x the output rows one way
+    assert [n.total_flops for n in expand] == [expand[0].total_flops] * 2
+    assert expand[0].activation_bytes == pytest.approx(expand[1].activation_bytes, rel=0.01)
+    assert expand[0].output_rows == 6 * expand[1].output_rows
+    truth = _host_rates(conv_gflops={"fp32": 300.0}, conv_activation_gbps=120.0)
+    t = {k: estimate_latency(k, suite[k].analysis, truth).latency_ms for k in calibration.CONV_FIT_CASES}
+    cases = {k: suite[k].analysis.nodes for k in calibration.CONV_FIT_CASES}
+    fit = calibration._conv_fit(cases, t, 0.0, lambda ns: 0.0, 1000e9)
+    assert fit.peak_gflops == pytest.approx(300.0, rel=1e-6)
+    assert fit.activation_gbps == pytest.approx(120.0, rel=1e-6) and fit.row_ns == 0.0
+    # the estimate adds the bytes term to dense convolutions only, and only on the host's rates
+    plain = estimate_latency("e", suite["conv_expand"].analysis, replace(truth, conv_activation_gbps=0.0)).latency_ms
+    moved = sum(n.activation_bytes for n in expand)
+    assert t["conv_expand"] - plain == pytest.approx(moved / 120e9 * 1e3, rel=1e-6)
+    dw = suite["conv_depthwise"].analysis
+    assert (
+        estimate_latency("d", dw, truth).latency_ms
+        == estimate_latency("d", dw, replace(truth, conv_activation_gbps=0.0)).latency_ms
+    )
 
 
 def test_least_squares_weighs_each_case_by_its_relative_error() -> None:
@@ -504,6 +533,10 @@ def test_a_streamed_gemv_stays_bound_by_dram_and_int8_gemms_get_no_stream_cost(
     with_stream = estimate_latency("v", gemv, replace(rates, streamed_gemm_us_per_mb=15.0)).latency_ms
     assert with_stream == pytest.approx(estimate_latency("v", gemv, rates).latency_ms, rel=1e-9)
     assert with_stream == pytest.approx(gemv.weight_bytes / 20e9 * 1e3, rel=0.02)
+    # the Xeon's figures: in-cache reads at 50 GB/s (20 us per MB), 31 us per MB of stream cost, DRAM at 25 GB/s
+    # (40 us per MB); the stream replaces the in-cache reads, so 40 us per MB, not 20 + 31
+    xeon = _host_rates(cache_bytes=8 << 20, bandwidth_gbps=50.0, dram_bandwidth_gbps=25.0, streamed_gemm_us_per_mb=31.0)
+    assert estimate_latency("x", gemv, xeon).latency_ms == pytest.approx(gemv.weight_bytes / 25e9 * 1e3, rel=0.02)
     int8 = suite["gemm_int8"].analysis
     streamed = replace(rates, cache_bytes=1 << 20, dram_bandwidth_gbps=1000.0)
     assert estimate_latency("q", int8, replace(streamed, streamed_gemm_us_per_mb=15.0)).latency_ms == pytest.approx(
@@ -542,3 +575,35 @@ def test_quick_gelu_runs_at_its_own_case_rate_on_the_host_and_nowhere_else(
     assert device_rates(host, fit, host).op_gflops == {"QuickGelu": 16.0}
     assert device_rates(host, replace(fit, quick_gelu_gflops=0.0), host).op_gflops == {}  # not measured
     assert device_rates(get_device("raspberry-pi-5"), fit, host).op_gflops == {}  # never another device's
+
+
+def test_the_clip_pass_rate_is_the_relu6_pairs_difference_and_the_estimate_uses_it(
+    suite: dict[str, calibration.SuiteCase],
+) -> None:
+    from edgekit.devices import get_device
+    from edgekit.profiler.estimate import device_rates
+
+    relu, relu6 = suite["conv_expand"].analysis, suite["conv_expand_relu6"].analysis
+    # the pair differs only in the activation ONNX Runtime fuses into each convolution
+    assert [(n.op_type, n.activation) for n in relu.nodes if n.kind == "conv"] == [("FusedConv", "Relu")] * 2
+    assert [(n.op_type, n.activation) for n in relu6.nodes if n.kind == "conv"] == [("FusedConv", "Clip")] * 2
+    truth = _host_rates(bandwidth_gbps=60.0, activation_pass_gbps=120.0)
+    t = {
+        "conv_expand": estimate_latency("r", relu, truth).latency_ms,
+        "conv_expand_relu6": estimate_latency("c", relu6, truth).latency_ms,
+    }
+    solver = calibration._Solver(by=suite, t=t, threads=2, node_s=0.0, run_s=0.0, io_s=0.0, bw=60e9)
+    assert solver.activation_pass() == pytest.approx(120.0, rel=1e-6)
+    # noise (Relu6 no slower, or absurdly slow) or an untimed pair: no measurement, the streaming rate stands
+    assert replace(solver, t={**t, "conv_expand_relu6": t["conv_expand"]}).activation_pass() == 0.0
+    assert replace(solver, t={**t, "conv_expand_relu6": 50 * t["conv_expand"]}).activation_pass() == 0.0
+    assert replace(solver, t={"conv_expand": 1.0}).activation_pass() == 0.0
+    host = get_device("host")
+    fit = calibration.HostEfficiency(
+        run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
+        bandwidth_gbps=60.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
+        gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, activation_pass_gbps=120.0,
+        threads=1, timings_ms={},
+    )  # fmt: skip
+    assert device_rates(host, fit, host).activation_pass_gbps == 120.0
+    assert device_rates(host, replace(fit, activation_pass_gbps=0.0), host).activation_pass_gbps == 60.0

@@ -7,7 +7,8 @@ Per node, with the rates of the device (below)::
 
 On ``host`` the rates are the ones the calibration suite just measured (:mod:`.calibration`), so the host
 estimate is a prediction that the measurement beside it checks. There a blocked (NCHWc) fp32 convolution's
-compute also pays a cost per output row (``row_ns``), and a fused activation other than Relu a second pass over
+compute also pays a cost per output row (``row_ns``) or per activation byte (``conv_activation_gbps``), whichever
+the calibration found to fit, and a fused activation other than Relu a second pass over
 its output (``IN_KERNEL_ACTIVATIONS``): how MLAS's NCHWc kernels run; and an op with a calibrated rate of its
 own (``op_gflops``: QuickGelu, MLAS's logistic kernel) runs at it. On any other device the rates come from its
 profile and :mod:`.kernels` alone, never from the host (whose load would otherwise move them):
@@ -85,6 +86,9 @@ class DeviceRates:
     # host only: a blocked fp32 convolution's cost per output row (NodeCost.output_rows) by kind of work
     # (dense, depthwise), solved with its rate; MLAS's NCHWc kernels run a row of a channel block per call
     row_ns: Mapping[WorkKind, float] = field(default_factory=dict)
+    # host only: ... or, where the calibration found that fits better, a dense one's activation bytes moved at
+    # this rate on top of its compute (0: no such term)
+    conv_activation_gbps: float = 0.0
     attention_gflops: Mapping[str, float]  # attention on projected Q/K/V, by precision
     # host only: bidirectional GroupQueryAttention (NodeCost.bidirectional), fp32; 0: attention_gflops
     bidirectional_attention_gflops: float = 0.0
@@ -143,6 +147,7 @@ class DeviceRates:
             "run_overhead_ms": self.run_overhead_ms,
             "io_overhead_us": self.io_overhead_us,
             "row_ns": {str(k): v for k, v in self.row_ns.items()},
+            "conv_activation_gbps": self.conv_activation_gbps,
             "nchw_pool_gflops": self.nchw_pool_gflops,
             "op_bandwidth_gbps": dict(self.op_bandwidth_gbps),
             "op_gflops": dict(self.op_gflops),
@@ -223,13 +228,14 @@ def device_rates(
         nchw_conv_gflops=getattr(host, "nchw_conv_gflops", 0.0),
         nchw_group_us=getattr(host, "nchw_group_us", 0.0),
         row_ns=_host_rows(host),
+        conv_activation_gbps=getattr(host, "conv_activation_gbps", 0.0),
         nchw_pool_gflops=getattr(host, "nchw_pool_gflops", 0.0),
         op_bandwidth_gbps={"Pad": host.pad_gbps} if getattr(host, "pad_gbps", 0.0) > 0 else {},
         op_gflops={"QuickGelu": host.quick_gelu_gflops} if getattr(host, "quick_gelu_gflops", 0.0) > 0 else {},
         copy_gbps=getattr(host, "copy_gbps", 0.0),
         small_bandwidth_gbps=getattr(host, "small_bandwidth_gbps", 0.0),
         small_bytes=getattr(host, "small_bytes", 0),
-        activation_pass_gbps=host.bandwidth_gbps,
+        activation_pass_gbps=getattr(host, "activation_pass_gbps", 0.0) or host.bandwidth_gbps,
         basis="measured: the calibration suite run beside the measurement on this host",
         work_gflops=_host_work(host),
     )
@@ -409,12 +415,14 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         compute += flops / (rate * 1e9)
     if "fp32" in node.flops and kind in rates.row_ns:  # the NCHWc kernels are float32 only
         compute += node.output_rows * rates.row_ns[kind] / 1e9
+    if "fp32" in node.flops and kind == WorkKind.CONV_DENSE and rates.conv_activation_gbps > 0:
+        compute += node.activation_bytes / (rates.conv_activation_gbps * 1e9)
     bandwidth = _bandwidth_gbps(node, rates)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
         memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
             rates.dram_bandwidth_gbps * 1e9
         )
-        compute = _streamed_gemm_s(node, compute, bandwidth, rates)
+        compute = _streamed_gemm_s(node, compute, rates)
     else:
         memory = node.bytes_moved / (bandwidth * 1e9)
     if compute >= memory:
@@ -422,15 +430,16 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
     return memory + _activation_pass_s(node, rates), "memory"
 
 
-def _streamed_gemm_s(node: NodeCost, compute: float, bandwidth_gbps: float, rates: DeviceRates) -> float:
-    """An fp32 GEMM's compute term when its weights come from DRAM: its in-cache time plus what the stream
-    adds per byte (``streamed_gemm_us_per_mb``, host only), which the kernels do not hide behind the FLOPs (57 MB
-    of distinct weights ran 16-24 us per MB slower than one cached set at 1-64 rows here). Its max with the
-    DRAM-bound memory term still decides a GEMV (one row), as before. Other nodes: ``compute`` unchanged."""
+def _streamed_gemm_s(node: NodeCost, compute: float, rates: DeviceRates) -> float:
+    """An fp32 GEMM's compute term when its weights come from DRAM: its compute plus what the stream adds per
+    byte (``streamed_gemm_us_per_mb``, host only), which the kernels do not hide behind the FLOPs (57 MB of
+    distinct weights ran 16-24 us per MB slower than one cached set at 1-64 rows on Zen 4). The stream replaces
+    the in-cache reads rather than adding to them, so a GEMV (one row) stays decided by its max with the
+    DRAM-bound memory term: with the in-cache reads counted too, AlexNet's and VGG's classifier GEMVs read
+    1.4x their time on the Xeon (31 us per MB there against 13.8 on Zen 4). Other nodes: ``compute`` unchanged."""
     if rates.streamed_gemm_us_per_mb <= 0 or node.kind != NodeKind.GEMM or "fp32" not in node.flops:
         return compute
-    in_cache = max(compute, node.bytes_moved / (bandwidth_gbps * 1e9))
-    return in_cache + node.weight_bytes * rates.streamed_gemm_us_per_mb * 1e-12
+    return compute + node.weight_bytes * rates.streamed_gemm_us_per_mb * 1e-12
 
 
 # MLAS's NCHWc convolution kernels apply these in registers (MLAS_CONV_KERNEL_FLAG_RELU_ACTIVATION); any other

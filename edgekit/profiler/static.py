@@ -153,6 +153,11 @@ class NodeCost:
     def bytes_moved(self) -> int:
         return self.bytes_read + self.bytes_written
 
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes moved that are not weights: the activations read and written."""
+        return max(0, self.bytes_moved - self.weight_bytes)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
