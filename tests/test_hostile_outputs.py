@@ -340,11 +340,14 @@ def test_quantize_carries_only_listed_files(tmp_path: Path, pkg_a: Path) -> None
 
 _CHILD = r"""
 import os, signal, sys, time
-import exporters.api as api
 
 stage, hold_s, ignore_hup = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
-if ignore_hup:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+# A terminal's dispositions, whatever the test run inherited: a shell starts background jobs with SIGINT ignored
+# and nohup ignores SIGHUP, and a child keeps both (the suite run as `nohup .ci/run &` failed these cases).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
+
+import exporters.api as api
 
 def hold():
     sys.__stdout__.write("READY\n")  # edgekit points sys.stdout elsewhere while a command runs

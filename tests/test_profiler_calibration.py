@@ -166,6 +166,17 @@ def test_other_devices_keep_the_prior_copies_and_the_measured_overhead() -> None
     assert other.bytes_per_weight_byte == calibration.RESIDENT_COPIES
 
 
+def _host_fit(**kw: object) -> calibration.HostEfficiency:
+    """A host calibration with round figures; ``kw`` overrides them."""
+    base = dict(
+        run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
+        bandwidth_gbps=100.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
+        gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, threads=1, timings_ms={},
+    )  # fmt: skip
+    base.update(kw)
+    return calibration.HostEfficiency(**base)  # type: ignore[arg-type]
+
+
 def _host_rates(**kw: object) -> DeviceRates:
     base = dict(
         device="host", threads=1, gemm_gflops={"fp32": 100.0}, conv_gflops={"fp32": 200.0}, vector_gflops=10.0,
@@ -566,12 +577,7 @@ def test_quick_gelu_runs_at_its_own_case_rate_on_the_host_and_nowhere_else(
         estimate_latency("e", erf, _host_rates(vector_gflops=10.0)).latency_ms, rel=1e-9
     )
     host = get_device("host")
-    fit = calibration.HostEfficiency(
-        run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
-        bandwidth_gbps=100.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
-        gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, quick_gelu_gflops=16.0,
-        threads=1, timings_ms={},
-    )  # fmt: skip
+    fit = _host_fit(quick_gelu_gflops=16.0)
     assert device_rates(host, fit, host).op_gflops == {"QuickGelu": 16.0}
     assert device_rates(host, replace(fit, quick_gelu_gflops=0.0), host).op_gflops == {}  # not measured
     assert device_rates(get_device("raspberry-pi-5"), fit, host).op_gflops == {}  # never another device's
@@ -599,11 +605,6 @@ def test_the_clip_pass_rate_is_the_relu6_pairs_difference_and_the_estimate_uses_
     assert replace(solver, t={**t, "conv_expand_relu6": 50 * t["conv_expand"]}).activation_pass() == 0.0
     assert replace(solver, t={"conv_expand": 1.0}).activation_pass() == 0.0
     host = get_device("host")
-    fit = calibration.HostEfficiency(
-        run_overhead_ms=0.0, io_overhead_us=0.0, node_overhead_us=0.0, parallel_node_overhead_us=0.0,
-        bandwidth_gbps=60.0, dram_bandwidth_gbps=20.0, cache_bytes=1 << 30, vector_gflops=10.0, lrn_gflops=1.0,
-        gemm_gflops={"fp32": 100.0, "int8": 200.0}, conv_gflops={"fp32": 200.0}, activation_pass_gbps=120.0,
-        threads=1, timings_ms={},
-    )  # fmt: skip
+    fit = _host_fit(bandwidth_gbps=60.0, activation_pass_gbps=120.0)
     assert device_rates(host, fit, host).activation_pass_gbps == 120.0
     assert device_rates(host, replace(fit, activation_pass_gbps=0.0), host).activation_pass_gbps == 60.0
