@@ -734,6 +734,35 @@ def suite() -> list[SuiteCase]:
 
 
 # A pass over the suite takes some 10-20 ms here; one runs after every block of timed runs of the model.
+def _conv_graphs(work: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The suite's convolution cases (dense, Clip pass, call cost, depthwise, stem): name -> (graph, feed shapes)."""
+    return {
+        "conv_fp32": (_bottleneck(work / "cal_conv_fp32.onnx", 28, 256, 64, 6), {"x": (1, 256, 28, 28)}),
+        "conv_wide": (_convs(work / "cal_conv_wide.onnx", 256, 14, 1, 10), {"x": (1, 256, 14, 14)}),
+        # many output rows per FLOP (MobileNet's narrow pointwise convs): separates the cost per row from the rate
+        "conv_narrow": (
+            _depthwise(work / "cal_conv_narrow.onnx", 32, 56, 3, 27, group=1, k=1),
+            {"x": (1, 32, 56, 56)},
+        ),
+        # MobileNet-v2's 24 <-> 144 expand / project pair at 56x56: equal FLOPs and bytes, 6x the rows one way,
+        # so it tells a cost per row from a cost per byte of activations
+        "conv_expand": (_pointwise_pair(work / "cal_conv_expand.onnx", 24, 144, 56, 30), {"x": (1, 24, 56, 56)}),
+        # the same with Relu6: MLAS applies Clip in a second pass over each output block; the pair's difference
+        # is that pass's rate
+        "conv_expand_relu6": (
+            _pointwise_pair(work / "cal_conv_expand_relu6.onnx", 24, 144, 56, 30, relu6=True),
+            {"x": (1, 24, 56, 56)},
+        ),
+        "conv_tiny": (_convs(work / "cal_conv_tiny.onnx", 16, 8, 4, 11), {"x": (1, 16, 8, 8)}),
+        "conv_depthwise": (_depthwise(work / "cal_conv_depthwise.onnx", 144, 56, 3, 16), {"x": (1, 144, 56, 56)}),
+        "conv_depthwise_small": (
+            _depthwise(work / "cal_conv_depthwise_small.onnx", 384, 14, 3, 23),
+            {"x": (1, 384, 14, 14)},
+        ),
+        "conv_stem": (_stem(work / "cal_conv_stem.onnx", 32, 224, 24), {"x": (1, 3, 224, 224)}),
+    }
+
+
 def build_suite(work: Path) -> list[SuiteCase]:
     """Write the timing suite's graphs and feeds under ``work`` and analyse what ONNX Runtime will run."""
     work.mkdir(parents=True, exist_ok=True)
@@ -760,29 +789,7 @@ def build_suite(work: Path) -> list[SuiteCase]:
             _ffn(work / "cal_gemm_fp32_cached.onnx", 32, 384, 1536, 28, blocks=streamed_gemm_blocks(), shared=True),
             {"x": (32, 384)},
         ),
-        "conv_fp32": (_bottleneck(work / "cal_conv_fp32.onnx", 28, 256, 64, 6), {"x": (1, 256, 28, 28)}),
-        "conv_wide": (_convs(work / "cal_conv_wide.onnx", 256, 14, 1, 10), {"x": (1, 256, 14, 14)}),
-        # many output rows per FLOP (MobileNet's narrow pointwise convs): separates the cost per row from the rate
-        "conv_narrow": (
-            _depthwise(work / "cal_conv_narrow.onnx", 32, 56, 3, 27, group=1, k=1),
-            {"x": (1, 32, 56, 56)},
-        ),
-        # MobileNet-v2's 24 <-> 144 expand / project pair at 56x56: equal FLOPs and bytes, 6x the rows one way,
-        # so it tells a cost per row from a cost per byte of activations
-        "conv_expand": (_pointwise_pair(work / "cal_conv_expand.onnx", 24, 144, 56, 30), {"x": (1, 24, 56, 56)}),
-        # the same with Relu6: MLAS applies Clip in a second pass over each output block; the pair's difference
-        # is that pass's rate
-        "conv_expand_relu6": (
-            _pointwise_pair(work / "cal_conv_expand_relu6.onnx", 24, 144, 56, 30, relu6=True),
-            {"x": (1, 24, 56, 56)},
-        ),
-        "conv_tiny": (_convs(work / "cal_conv_tiny.onnx", 16, 8, 4, 11), {"x": (1, 16, 8, 8)}),
-        "conv_depthwise": (_depthwise(work / "cal_conv_depthwise.onnx", 144, 56, 3, 16), {"x": (1, 144, 56, 56)}),
-        "conv_depthwise_small": (
-            _depthwise(work / "cal_conv_depthwise_small.onnx", 384, 14, 3, 23),
-            {"x": (1, 384, 14, 14)},
-        ),
-        "conv_stem": (_stem(work / "cal_conv_stem.onnx", 32, 224, 24), {"x": (1, 3, 224, 224)}),
+        **_conv_graphs(work),
         "pad": (_pad(work / "cal_pad.onnx", 96, 56), {"x": (1, 96, 56, 56)}),
         # ShuffleNet v2's stage-2 and stage-4 shapes: the bandwidth of copy ops
         "copy_large": (_shuffle_units(work / "cal_copy_large.onnx", 116, 28, 3), {"x": (1, 116, 28, 28)}),
