@@ -197,6 +197,7 @@ def test_depthwise_rate_and_cost_per_row_stem_and_pad_rates_are_recovered(
         work_gflops={WorkKind.CONV_DEPTHWISE: {"fp32": 80.0}, WorkKind.CONV_SMALL: {"fp32": 120.0}},
         row_ns={WorkKind.CONV_DEPTHWISE: 6.0},
         op_bandwidth_gbps={"Pad": 15.0},
+        vector_gflops=1e4,  # the pool after the stem memory-bound, as the solver takes the other nodes to be
     )
     names = ("conv_depthwise", "conv_depthwise_small", "conv_stem", "pad")
     t = {k: estimate_latency(k, suite[k].analysis, truth).latency_ms for k in names}
@@ -205,6 +206,10 @@ def test_depthwise_rate_and_cost_per_row_stem_and_pad_rates_are_recovered(
     assert dw["depthwise_gflops"] == pytest.approx(80.0, rel=1e-6)
     assert dw["depthwise_row_ns"] == pytest.approx(6.0, rel=1e-6)
     assert solver.stem(0.0) == pytest.approx(120.0, rel=1e-6)
+    # the stem's map stays blocked to the end (pooled there): no reorder of it for the stem's rate to absorb
+    stem_case = suite["conv_stem"].analysis.nodes
+    assert [n.op_type for n in stem_case] == ["FusedConv", "GlobalAveragePool", "ReorderOutput"]
+    assert stem_case[-1].bytes_moved < 1e3
     assert solver.pad() == pytest.approx(15.0, rel=1e-6)
     # the small map costs more per FLOP than the large one: what the cost per row stands for
     per_flop = {k: t[k] / sum(n.total_flops for n in suite[k].analysis.nodes) for k in names[:2]}
