@@ -92,7 +92,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -737,7 +737,6 @@ def suite() -> list[SuiteCase]:
     return _SUITE_CACHE["suite"]
 
 
-# A pass over the suite takes some 10-20 ms here; one runs after every block of timed runs of the model.
 def _conv_graphs(work: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     """The suite's convolution cases (dense, Clip pass, call cost, depthwise, stem): name -> (graph, feed shapes)."""
     return {
@@ -767,6 +766,7 @@ def _conv_graphs(work: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     }
 
 
+# A pass over the suite takes some 10-20 ms here; one runs after every block of timed runs of the model.
 def build_suite(work: Path) -> list[SuiteCase]:
     """Write the timing suite's graphs and feeds under ``work`` and analyse what ONNX Runtime will run."""
     work.mkdir(parents=True, exist_ok=True)
@@ -1134,7 +1134,7 @@ class _Solver:
             - self.run_s
             - 2 * self.io_s
             - self.overhead(dram)
-            - sum((n.bytes_moved - n.weight_bytes) / self.bw for n in dram)
+            - sum(n.activation_bytes / self.bw for n in dram)
         )
         return _positive(weight_bytes / max(dram_s, 1e-9), 1e8)
 
@@ -1265,6 +1265,17 @@ class ConvFit:
         return math.sqrt(sum(e * e for e in errs) / max(1, len(errs)))
 
 
+class _ConvCase(NamedTuple):
+    """One conv fit case's dense convolutions, summed, and the time left to them (seconds)."""
+
+    convs: list[NodeCost]
+    flops: float
+    per_reduction: float  # sum of flops / reduction: the curve's second term
+    rows: float
+    activation_bytes: float
+    seconds: float
+
+
 # Chains of 24 shapes on Zen 4 (1x1 C -> C and MobileNet's expand/project pairs, 16-960 channels at 7x7-112x112,
 # 3x3 at 7x7-56x56; 2 threads, one interleaved process): a rate and a cost per output row fitted all of them
 # with an rms error of 14 % (18 of 24 within 10 %), a rate curve of the reduction length 26 % (7 of 24): the
@@ -1280,30 +1291,34 @@ def _conv_fit(
     rows x c or plus activation bytes / B, whichever fits the cases better; where neither has a sensible
     solution (noise), the curve rate(r) = R x r / (r + r0); else one rate."""
 
-    def sums(ns: Sequence[NodeCost], name: str) -> tuple[list[NodeCost], float, float, float, float, float]:
+    def sums(ns: Sequence[NodeCost], name: str) -> _ConvCase:
         convs = [n for n in ns if n.kind == NodeKind.CONV and n.reduction > 0]
         rest = sum(n.bytes_moved / bw for n in ns if n.kind != NodeKind.CONV)
-        time_s = t[name] / 1e3 - run_s - overhead(ns) - rest
-        flops = sum(n.total_flops for n in convs)
-        per_r = sum(n.total_flops / n.reduction for n in convs)
-        return convs, flops, per_r, sum(n.output_rows for n in convs), sum(n.activation_bytes for n in convs), time_s
+        return _ConvCase(
+            convs=convs,
+            flops=sum(n.total_flops for n in convs),
+            per_reduction=sum(n.total_flops / n.reduction for n in convs),
+            rows=sum(n.output_rows for n in convs),
+            activation_bytes=sum(n.activation_bytes for n in convs),
+            seconds=t[name] / 1e3 - run_s - overhead(ns) - rest,
+        )
 
     rows = [sums(ns, name) for name, ns in cases.items()]
-    timed = [(r[0], r[5]) for r in rows]
+    timed = [(r.convs, r.seconds) for r in rows]
     if len(rows) >= 2:
         fits = []
-        by_rows = _least_squares2([(f, n, ts) for _, f, _, n, _, ts in rows])  # (1 / R, c)
+        by_rows = _least_squares2([(r.flops, r.rows, r.seconds) for r in rows])  # (1 / R, c)
         if by_rows is not None and by_rows[0] > 0 and by_rows[1] >= 0:
             fits.append(ConvFit(peak_gflops=1 / by_rows[0] / 1e9, row_ns=by_rows[1] * 1e9))
-        by_bytes = _least_squares2([(f, b, ts) for _, f, _, _, b, ts in rows])  # (1 / R, 1 / B)
+        by_bytes = _least_squares2([(r.flops, r.activation_bytes, r.seconds) for r in rows])  # (1 / R, 1 / B)
         if by_bytes is not None and by_bytes[0] > 0 and by_bytes[1] > 0:
             fits.append(ConvFit(peak_gflops=1 / by_bytes[0] / 1e9, activation_gbps=1 / by_bytes[1] / 1e9))
         if fits:
             return min(fits, key=lambda fit: fit.relative_rms(timed))
-        curve = _least_squares2([(f, g, ts) for _, f, g, _, _, ts in rows])  # (1 / R, r0 / R)
+        curve = _least_squares2([(r.flops, r.per_reduction, r.seconds) for r in rows])  # (1 / R, r0 / R)
         if curve is not None and curve[0] > 0 and curve[1] >= 0:
             return ConvFit(peak_gflops=1 / curve[0] / 1e9, half_reduction=curve[1] / curve[0])
-    total_f, total_t = sum(r[1] for r in rows), max(sum(r[5] for r in rows), 1e-9)
+    total_f, total_t = sum(r.flops for r in rows), max(sum(r.seconds for r in rows), 1e-9)
     return ConvFit(peak_gflops=total_f / total_t / 1e9)
 
 

@@ -419,9 +419,7 @@ def _node_time_s(node: NodeCost, rates: DeviceRates, *, streamed: bool = False) 
         compute += node.activation_bytes / (rates.conv_activation_gbps * 1e9)
     bandwidth = _bandwidth_gbps(node, rates)
     if streamed:  # the model's weights do not fit in cache: they come from DRAM on every run
-        memory = (node.bytes_moved - node.weight_bytes) / (bandwidth * 1e9) + node.weight_bytes / (
-            rates.dram_bandwidth_gbps * 1e9
-        )
+        memory = node.activation_bytes / (bandwidth * 1e9) + node.weight_bytes / (rates.dram_bandwidth_gbps * 1e9)
         compute = _streamed_gemm_s(node, compute, rates)
     else:
         memory = node.bytes_moved / (bandwidth * 1e9)
