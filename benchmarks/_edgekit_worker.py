@@ -1,9 +1,10 @@
 """An edgekit peer in a process of its own, for benchmarks/runtime.py: the conditions onnxruntime-genai runs in.
 
-The benchmark times its edgekit peers inside its own process, beside eight other ORT sessions, PyTorch and
-optimum's models, while genai runs in a worker process with nothing else. On the 2-vCPU Xeon the 32M int4
-package decoded at ~1 053 us a token in the benchmark's process and 930-972 us alone (genai: ~951), so this
-worker serves one edgekit package alone in its process, with the same protocol as ``_genai_worker.py serve``:
+genai can only run in a worker process of its own (its venv), while the benchmark's other peers share its
+process with each other's sessions, PyTorch and optimum's models. On the 2-vCPU Xeon the 32M int4 package decoded
+at 0.91-0.94x in the benchmark's process what it decoded in a worker (five runs), so the genai targets compare
+this worker's peer, ``edgekit (own process)``: it serves the package's sessions alone in its process, with the
+same protocol as ``_genai_worker.py serve``:
 
     {"cmd": "load", "name": N, "package": DIR, "threads": T or null} -> {"ok": true}
     {"cmd": "run", "name": N, "prompt": [ids], "max_tokens": 128} ->

@@ -87,3 +87,62 @@ def test_the_genai_peer_loads_one_model_per_session_under_its_own_name() -> None
     peer.run()
     peer.run()
     assert [r["name"] for r in asked] == ["tiny-int4", "tiny-int4#1"]
+
+
+def test_the_own_process_edgekit_peer_loads_its_sessions_in_its_worker_and_uses_them_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[dict[str, Any]] = []
+
+    class FakeWorker:
+        label = "worker"
+
+        def __init__(self, cmd: list[str]) -> None:
+            assert cmd[-1].endswith("_edgekit_worker.py")
+
+        def ask(self, **req: Any) -> dict[str, Any]:
+            asked.append(req)
+            return {"tokens": [1] * bench.NEW_TOKENS, "decode_seconds": 0.5, "prefill_seconds": 0.05}
+
+        def close(self) -> None:
+            asked.append({"cmd": "quit"})
+
+    monkeypatch.setattr(bench, "Worker", FakeWorker)
+    peer = bench.worker_peer(bench.EDGEKIT_PROC, bench.Path("/pkg"), 2, [1, 2], "own process", sessions=2)
+    assert [(r["cmd"], r["name"]) for r in asked] == [
+        ("load", bench.EDGEKIT_PROC),
+        ("load", f"{bench.EDGEKIT_PROC}#1"),
+        ("run", f"{bench.EDGEKIT_PROC}#1"),  # the second session's warm-up
+    ]
+    assert all(r["threads"] == 2 and r["package"] == "/pkg" for r in asked if r["cmd"] == "load")
+    assert not peer.diagnostic  # a target's peer, not a diagnostic row
+    asked.clear()
+    peer.run()
+    peer.run()
+    assert [r["name"] for r in asked] == [bench.EDGEKIT_PROC, f"{bench.EDGEKIT_PROC}#1"]
+    assert peer.close is not None
+    peer.close()
+    assert asked[-1] == {"cmd": "quit"}
+
+
+def test_each_target_compares_the_edgekit_peer_that_runs_in_the_peers_kind_of_process() -> None:
+    """genai runs in a worker process, so its target takes the edgekit package in a worker process; optimum and
+    PyTorch share the benchmark's process with the in-process edgekit peer, which their targets take."""
+    ratios = {
+        bench.EDGEKIT: {bench.OPTIMUM: 15.0, bench.PYTORCH: 25.0, bench.GENAI: 0.93, bench.EDGEKIT_PROC: 0.92},
+        bench.EDGEKIT_PROC: {bench.OPTIMUM: 16.0, bench.PYTORCH: 27.0, bench.GENAI: 1.04, bench.EDGEKIT: 1.08},
+    }
+    targets = bench._targets("tiny", "int4", ratios)
+    got = {(t["edgekit"], t["peer"]): (t["ratio"], t["pass"]) for t in targets}
+    assert got == {
+        (bench.EDGEKIT, bench.OPTIMUM): (15.0, True),
+        (bench.EDGEKIT, bench.PYTORCH): (25.0, True),
+        (bench.EDGEKIT_PROC, bench.GENAI): (1.04, True),
+    }
+    ratios[bench.EDGEKIT_PROC][bench.GENAI] = 0.97
+    (genai,) = [t for t in bench._targets("32m", "int4", ratios) if t["peer"] == bench.GENAI]
+    assert genai["edgekit"] == bench.EDGEKIT_PROC and genai["pass"] is False
+    # without the genai peer (--no-genai) its target is there, unmeasured
+    del ratios[bench.EDGEKIT_PROC]
+    (genai,) = [t for t in bench._targets("32m", "int4", ratios) if t["peer"] == bench.GENAI]
+    assert genai["ratio"] is None and genai["pass"] is None
