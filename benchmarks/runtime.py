@@ -620,9 +620,24 @@ def worker_peer(
     ``sessions`` taking the rounds in turn as genai's do."""
     worker = Worker([sys.executable, str(EDGEKIT_WORKER)])
     worker.label = "edgekit worker"
+    run = _served_in_turn(worker, name, sessions, prompt, package=str(pkg), threads=threads)
+    return Peer(name, description, run, close=worker.close)
+
+
+def genai_peer(
+    worker: GenaiWorker, model_dir: Path, key: str, prompt: list[int], info: dict[str, Any], sessions: int = 1
+) -> Peer:
+    desc = f"onnxruntime-genai generator; model from its builder ({info.get('command', '').split(' -o ')[0]} ...)"
+    notes = {"matmulnbits": info.get("matmulnbits"), "nodes": info.get("nodes")}
+    return Peer(GENAI, desc, _served_in_turn(worker, key, sessions, prompt, model=str(model_dir)), notes=notes)
+
+
+def _served_in_turn(worker: Any, name: str, sessions: int, prompt: list[int], **load: Any) -> RunFn:
+    """``sessions`` models loaded in ``worker`` as ``name``, ``name#1``, ... (``load``: the rest of each load
+    request), used in turn a run each (:func:`in_turn`)."""
     keys = [name if i == 0 else f"{name}#{i}" for i in range(sessions)]
     for key in keys:
-        worker.ask(cmd="load", name=key, package=str(pkg), threads=threads)
+        worker.ask(cmd="load", name=key, **load)
 
     def runner(key: str) -> RunFn:
         def run() -> tuple[list[int], float, float]:
@@ -631,26 +646,7 @@ def worker_peer(
 
         return run
 
-    return Peer(name, description, in_turn([runner(k) for k in keys]), close=worker.close)
-
-
-def genai_peer(
-    worker: GenaiWorker, model_dir: Path, key: str, prompt: list[int], info: dict[str, Any], sessions: int = 1
-) -> Peer:
-    names = [key if i == 0 else f"{key}#{i}" for i in range(sessions)]  # one og.Model each, in the worker
-    for name in names:
-        worker.ask(cmd="load", name=name, model=str(model_dir))
-
-    def runner(name: str) -> RunFn:
-        def run() -> tuple[list[int], float, float]:
-            r = worker.ask(cmd="run", name=name, prompt=prompt, max_tokens=NEW_TOKENS)
-            return list(r["tokens"]), float(r["decode_seconds"]), float(r["prefill_seconds"])
-
-        return run
-
-    desc = f"onnxruntime-genai generator; model from its builder ({info.get('command', '').split(' -o ')[0]} ...)"
-    notes = {"matmulnbits": info.get("matmulnbits"), "nodes": info.get("nodes")}
-    return Peer(GENAI, desc, in_turn([runner(n) for n in names]), notes=notes)
+    return in_turn([runner(k) for k in keys])
 
 
 def matmul_weight_bytes(model_path: Path) -> int:
