@@ -148,7 +148,7 @@ def test_host_check_compares_the_estimate_with_the_runs_at_the_reference_speed()
 
 
 def test_the_timing_child_tags_every_sample_with_a_probe(suite: list[calibration.SuiteCase], tmp_path: Path) -> None:
-    cases = [c for c in suite if c.name in ("run", "nodes", "probe")]
+    cases = [c for c in suite if c.name in ("run", "nodes", "vector", "probe")]
     feeds = tmp_path / "forward.npz"
     np.savez(feeds, x=np.ones((1, 4), np.float32))
     job = {
@@ -167,9 +167,15 @@ def test_the_timing_child_tags_every_sample_with_a_probe(suite: list[calibration
     assert all(p > 0 for p in phase["probe_ms"])
     # a fast model still gets the suite between its runs: 30 runs in 10 blocks of 3, each with its own moment
     assert len(set(phase["probe_ms"])) == 10
-    assert set(result["calibration_samples_ms"]) == {"run", "nodes"}  # the probe is not a fitted case
+    assert set(result["calibration_samples_ms"]) == {"run", "nodes", "vector"}  # the probe is not a fitted case
     for name, samples in result["calibration_samples_ms"].items():
         assert len(result["calibration_probe_ms"][name]) == len(samples) >= 4
+    # the fixed-cost cases give HOT_CALLS back-to-back samples a pass, each tagged with that pass's moment
+    samples, probes = result["calibration_samples_ms"], result["calibration_probe_ms"]
+    passes, hot = len(samples["vector"]), calibration.HOT_CALLS
+    assert hot > 1 and {c.name: c.calls for c in cases if not c.probe} == {"run": hot, "nodes": hot, "vector": 1}
+    assert len(samples["run"]) == len(samples["nodes"]) == hot * passes
+    assert [probes["run"][i * hot : (i + 1) * hot] for i in range(passes)] == [[p] * hot for p in probes["vector"]]
     m = measure.measurement_from_dict({**result, "providers": [], "load_ms": 0.0, "first_inference_ms": 0.0})
     assert m.speed.reference_ms > 0
     assert json.loads(json.dumps(m.to_dict()))["speed_probe"]["probes"] == 30

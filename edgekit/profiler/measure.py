@@ -35,7 +35,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgekit.errors import RuntimeBackendError
 from edgekit.ort_policy import disabled_optimizers
@@ -578,11 +578,8 @@ def _add_op_profiles(
         del prof
 
 
-def _calibration_sessions(
-    ort: Any, job: Mapping[str, Any], threads: int
-) -> list[tuple[str, Any, dict[str, Any], bool]]:
-    """(name, session, feeds) per calibration case (the speed probe among them), each run twice so its first
-    timed pass is warm."""
+def _calibration_sessions(ort: Any, job: Mapping[str, Any], threads: int) -> list[_SuiteSession]:
+    """One per calibration case (the speed probe among them), each run twice so its first timed pass is warm."""
     import numpy as np
 
     suite = []
@@ -593,11 +590,19 @@ def _calibration_sessions(
         )
         for _ in range(2):
             cs.run(None, cf)
-        suite.append((case["name"], cs, cf, bool(case.get("probe"))))
+        suite.append(_SuiteSession(case["name"], cs, cf, bool(case.get("probe")), max(1, int(case.get("calls", 1)))))
     return suite
 
 
 _MIN_PASSES = 10  # suite passes interleaved with each phase's timed runs, at least (runs permitting)
+
+
+class _SuiteSession(NamedTuple):
+    name: str
+    session: Any
+    feeds: dict[str, Any]
+    probe: bool
+    calls: int  # timed back to back in each pass, each call a sample (calibration.HOT_CASES)
 
 
 class _Interleaved:
@@ -607,14 +612,14 @@ class _Interleaved:
     sample in between is tagged with the geometric mean of the two probes around it.
     """
 
-    def __init__(self, sessions: Sequence[tuple[str, Any, dict[str, Any], bool]]) -> None:
+    def __init__(self, sessions: Sequence[_SuiteSession]) -> None:
         from edgekit.profiler import speed
 
         self._speed = speed
-        self.cases = [(n, cs, cf) for n, cs, cf, probe in sessions if not probe]
-        self.probe = next(((cs, cf) for _, cs, cf, probe in sessions if probe), None)
-        self.samples: dict[str, list[float]] = {name: [] for name, _, _ in self.cases}
-        self.probes: dict[str, list[float]] = {name: [] for name, _, _ in self.cases}
+        self.cases = [s for s in sessions if not s.probe]
+        self.probe = next(((s.session, s.feeds) for s in sessions if s.probe), None)
+        self.samples: dict[str, list[float]] = {s.name: [] for s in self.cases}
+        self.probes: dict[str, list[float]] = {s.name: [] for s in self.cases}
         self.last_probe = self.time_probe()
 
     def time_probe(self) -> float:
@@ -635,15 +640,16 @@ class _Interleaved:
         return self._speed.moment_probes(before, self.last_probe, count) if self.probe else []
 
     def suite_pass(self) -> None:
-        # Each case twice, the second call timed: the model's runs are back-to-back (warm), so the
-        # suite's must be too.
-        for name, cs, cf in self.cases:
-            cs.run(None, cf)
-            tick = time.perf_counter()
-            cs.run(None, cf)
-            self.samples[name].append((time.perf_counter() - tick) * 1e3)
-        for name, p in zip(self.samples, self.around(len(self.cases)), strict=False):
-            self.probes[name].append(p)
+        # Each case once untimed, then its calls timed one by one: the model's runs are back-to-back (warm),
+        # so the suite's must be too.
+        for case in self.cases:
+            case.session.run(None, case.feeds)
+            for _ in range(case.calls):
+                tick = time.perf_counter()
+                case.session.run(None, case.feeds)
+                self.samples[case.name].append((time.perf_counter() - tick) * 1e3)
+        for case, p in zip(self.cases, self.around(len(self.cases)), strict=False):
+            self.probes[case.name] += [p] * case.calls
 
     def result(self) -> dict[str, Any]:
         return {
