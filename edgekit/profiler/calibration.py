@@ -112,7 +112,7 @@ __all__ = [
     "memory_calibration",
 ]
 
-# 21: the stem case ends in a GlobalAveragePool (no reorder of its map); 20: dense convs at a rate plus a cost per row or per activation byte, whichever fits (conv_expand), the Clip pass measured (conv_expand_relu6); 19: QuickGelu at its own rate (quick_gelu); 18: fp32 GEMMs over weights beyond the last-level cache against the same over one block (gemm_fp32_dram / _cached); 17: the int8 GEMM case over 8 blocks of weights (beyond L2); 16: dense convolutions' cost per output row (conv_narrow); 15: depthwise cost per output row, not per call; 14: the int8 GEMM case quantized per channel, as the int8-dynamic recipe stores it; 10: small nodes at stream_small's rate; 9: copy ops (copy_large / copy_small), the cache capped by weights_dram; 8: depthwise cost per call, the stem,
+# 22: the fixed-cost cases (HOT_CASES) timed HOT_CALLS calls in a row a pass; 21: the stem case ends in a GlobalAveragePool (no reorder of its map); 20: dense convs at a rate plus a cost per row or per activation byte, whichever fits (conv_expand), the Clip pass measured (conv_expand_relu6); 19: QuickGelu at its own rate (quick_gelu); 18: fp32 GEMMs over weights beyond the last-level cache against the same over one block (gemm_fp32_dram / _cached); 17: the int8 GEMM case over 8 blocks of weights (beyond L2); 16: dense convolutions' cost per output row (conv_narrow); 15: depthwise cost per output row, not per call; 14: the int8 GEMM case quantized per channel, as the int8-dynamic recipe stores it; 10: small nodes at stream_small's rate; 9: copy ops (copy_large / copy_small), the cache capped by weights_dram; 8: depthwise cost per call, the stem,
 # Pad and NCHW pooling cases; 7: samples normalised by the speed probe (speed.py);
 # 6: convolutions left in NCHW (conv_nchw cases)
 SUITE_VERSION = 22
@@ -774,7 +774,7 @@ def _conv_graphs(work: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
 # one made once after the other cases' runs is slower than the model's back-to-back runs. On the 2-vCPU Xeon a bare
 # one-Relu graph was estimated at 7.3 us from such calls and measured at 4.6 us, and the digits CNN (7 nodes,
 # ~14 us) at +25..+31 % in four benchmark runs (suite v21). Each pass times HOT_CALLS calls of them in a row, each
-# call one sample, as the model's runs are: +15 / +17 % in two runs (v22).
+# call one sample, as the model's runs are: +10..+17 % in six runs (v22).
 HOT_CASES = frozenset({"run", "nodes", "io", "conv_tiny", "gemm_tiny"})
 HOT_CALLS = 8
 

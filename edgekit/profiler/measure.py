@@ -578,6 +578,14 @@ def _add_op_profiles(
         del prof
 
 
+class _SuiteSession(NamedTuple):
+    name: str
+    session: Any
+    feeds: dict[str, Any]
+    probe: bool
+    calls: int  # timed back to back in each pass, each call a sample (calibration.HOT_CASES)
+
+
 def _calibration_sessions(ort: Any, job: Mapping[str, Any], threads: int) -> list[_SuiteSession]:
     """One per calibration case (the speed probe among them), each run twice so its first timed pass is warm."""
     import numpy as np
@@ -595,14 +603,6 @@ def _calibration_sessions(ort: Any, job: Mapping[str, Any], threads: int) -> lis
 
 
 _MIN_PASSES = 10  # suite passes interleaved with each phase's timed runs, at least (runs permitting)
-
-
-class _SuiteSession(NamedTuple):
-    name: str
-    session: Any
-    feeds: dict[str, Any]
-    probe: bool
-    calls: int  # timed back to back in each pass, each call a sample (calibration.HOT_CASES)
 
 
 class _Interleaved:
