@@ -226,6 +226,10 @@ def _decode_shapes(model: Any, generation: Any, past: int, seq: int) -> dict[str
             shapes[i.name] = kv
         elif i.name == generation.attention_mask_name:
             shapes[i.name] = (1, seq if generation.shared_kv_buffer else past + seq)
+        elif i.name == generation.seqlens_k_name:
+            shapes[i.name] = (1,)
+        elif i.name == generation.total_sequence_length_name:
+            shapes[i.name] = ()
         else:
             shapes[i.name] = (1, seq)
     return shapes

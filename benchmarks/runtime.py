@@ -53,7 +53,7 @@ with genai (which keeps ``--threads``) in their own table: the issue's targets a
     python benchmarks/runtime.py [--quick] [--json FILE] [--work DIR] [--sizes tiny,32m]
                                  [--precisions fp32,int4] [--rounds N] [--sessions N] [--no-genai]
                                  [--no-diagnostics]
-                                 [--diagnostics nospin,t1,default,pages,acc0,b128]
+                                 [--diagnostics nospin,t1,default,pages,mask,acc0,b128]
 """
 
 from __future__ import annotations
@@ -119,12 +119,16 @@ DIAG_DEFAULT = "diag: runtime's default threads"
 DIAG_B128 = "diag: int4 block_size 128"
 # The session's weights left on 4 KiB pages (edgekit.huge_pages off): what the huge pages are worth
 DIAG_SMALL_PAGES = "diag: 4 KiB pages"
+# The package exported with length_inputs false: the graph computes GroupQueryAttention's lengths from the
+# attention mask (six nodes a step), as before schema 1.4: what taking them as inputs is worth
+DIAG_MASK = "diag: attention_mask input"
 # --diagnostics names -> peer names
 DIAG_KEYS = {
     "nospin": DIAG_NOSPIN,
     "t1": DIAG_T1,
     "default": DIAG_DEFAULT,
     "pages": DIAG_SMALL_PAGES,
+    "mask": DIAG_MASK,
     "acc0": DIAG_ACC0,
     "b128": DIAG_B128,
 }
@@ -760,6 +764,12 @@ def _diagnostic_peers(
         peers.append(
             edgekit_peer(DIAG_SMALL_PAGES, best_pkg, args.threads, prompt, desc, small_pages=True, diagnostic=True)
         )
+    if "mask" in wanted:
+        mpkg, _ = export_edgekit(
+            hf, work, fusion_recipes.get(precision, precision), {"length_inputs": False}, f"{size}-{precision}-mask"
+        )
+        desc = f"{base}, attention_mask input (length_inputs false)"
+        peers.append(edgekit_peer(DIAG_MASK, mpkg, args.threads, prompt, desc, diagnostic=True))
     if precision != "int4":
         return peers
     recipe = fusion_recipes.get("int4", "int4")

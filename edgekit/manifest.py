@@ -19,7 +19,7 @@ from edgekit.errors import PackageError
 from edgekit.hashing import is_sha256
 from edgekit.session_policy import SessionPolicy, SpeedupRecord
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 MANIFEST_NAME = "edgekit.json"
 MODEL_NAME = "model.onnx"
 
@@ -57,6 +57,10 @@ class GenerationSpec:
     input_ids_name: str = "input_ids"
     attention_mask_name: str | None = "attention_mask"
     position_ids_name: str | None = None
+    # Schema 1.4: GroupQueryAttention's lengths taken as inputs in place of the mask (runtimes.decoder_feeds);
+    # None where the graph computes them from the mask. Set by the package writer from the final graph.
+    seqlens_k_name: str | None = None
+    total_sequence_length_name: str | None = None
     bos_token_id: int | None = None
     eos_token_ids: list[int] = field(default_factory=list)
     pad_token_id: int | None = None

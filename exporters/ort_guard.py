@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from edgekit.errors import EdgekitError, GraphRunError
+from runtimes.decoder_feeds import fit_to_graph
 
 T = TypeVar("T")
 
@@ -63,4 +64,7 @@ def guarded(call: Callable[[], T], *, during: str, hint: str | None = None) -> T
 
 
 def run_session(sess: Any, outputs: list[str] | None, feeds: dict[str, Any], *, during: str) -> list[Any]:
-    return guarded(lambda: sess.run(outputs, feeds), during=during)
+    """``sess.run``, translated. A sample written with an attention mask runs on a decoder that takes
+    GroupQueryAttention's lengths instead (the reference and the package graph share one set of samples)."""
+    names = {i.name for i in sess.get_inputs()}
+    return guarded(lambda: sess.run(outputs, fit_to_graph(feeds, names)), during=during)

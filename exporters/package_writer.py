@@ -25,6 +25,7 @@ from edgekit.manifest import (
 )
 from exporters import graph
 from exporters.sources import ConvertedModel, copy_assets
+from runtimes.decoder_feeds import SEQLENS_K, TOTAL_SEQUENCE_LENGTH
 
 
 def write_ort_format(model_path: Path, dest: Path) -> list[str]:
@@ -104,11 +105,19 @@ def portable_source(source: SourceInfo) -> SourceInfo:
 
 
 def _generation(spec: GenerationSpec | None, model: Any) -> GenerationSpec | None:
-    """The generation spec, with what the final graph allows: GroupQueryAttention updates its KV in place."""
+    """The generation spec, with what the final graph allows: GroupQueryAttention updates its KV in place, and
+    takes the lengths in place of the mask where the fusion made them inputs."""
     if spec is None or not spec.with_kv_cache:
         return spec
     shared = any(n.op_type == "GroupQueryAttention" for n in model.graph.node)
-    return dataclasses.replace(spec, shared_kv_buffer=shared)
+    names = {i.name for i in model.graph.input}
+    return dataclasses.replace(
+        spec,
+        shared_kv_buffer=shared,
+        attention_mask_name=spec.attention_mask_name if spec.attention_mask_name in names else None,
+        seqlens_k_name=SEQLENS_K if SEQLENS_K in names else None,
+        total_sequence_length_name=TOTAL_SEQUENCE_LENGTH if TOTAL_SEQUENCE_LENGTH in names else None,
+    )
 
 
 def _json_default(obj: Any) -> Any:

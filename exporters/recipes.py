@@ -54,9 +54,16 @@ FUSION_TASK_KINDS = {"embedding", "classification"}
 # ------------------------------------------------------------------------------------------- configs
 
 
+# A fused decoder takes GroupQueryAttention's seqlens_k / total_sequence_length as inputs in place of its
+# attention mask, where nothing else reads the mask (six nodes fewer a step, runtimes/decoder_feeds.py);
+# false keeps the attention_mask input (the graph computes the lengths), for callers that feed the mask.
+LENGTH_INPUTS_DEFAULT = True
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fp32Config:
     fusions: bool = True
+    length_inputs: bool = LENGTH_INPUTS_DEFAULT
     # The fused encoder Attention as a projection MatMul + bidirectional GroupQueryAttention, whose CPU kernel
     # runs the attention itself faster (exporters/encoder_attention.py).
     encoder_gqa: bool = True
@@ -198,6 +205,7 @@ class Int4Config:
     accuracy_level: int | None = 4
     nodes_to_exclude: tuple[str, ...] = ()
     fusions: bool = True  # decoder fusions (GroupQueryAttention) before quantizing; false keeps optimum's graph
+    length_inputs: bool = LENGTH_INPUTS_DEFAULT  # as Fp32Config's
     # A decoder's gate and up projections (and any Q/K/V left apart) as one MatMulNBits + Split: one input
     # quantization per step instead of one per projection (exporters/merge_projections.py).
     merge_projections: bool = True

@@ -39,6 +39,7 @@ from edgekit.session_policy import (
     speedup_verdict,
 )
 from exporters import graph
+from runtimes.decoder_feeds import fit_to_graph
 from runtimes.samples import decode_step_feeds
 
 # More rounds than a quiet host needs: on a shared one (load 4 on 2 vCPU) two exports of one EfficientNet int8
@@ -74,6 +75,8 @@ def typical_call(
     if kind == "generation" and generation is not None and generation.with_kv_cache:
         past = max(0, min(DECODE_PAST_TOKENS, generation.max_context_tokens - 1))
         feeds = decode_step_feeds(generation, past=past)
+        if input_names:  # the graph may take GroupQueryAttention's lengths for the mask
+            feeds = fit_to_graph(feeds, input_names)
         if all(name in feeds for name in input_names):
             return Workload(feeds=feeds, description=f"decode step: 1 token over {past} cached tokens")
     ordered = sorted(samples, key=lambda s: sum(int(np.asarray(v).size) for v in s.values()))
@@ -105,8 +108,9 @@ def timed_call(model_path: Path, feeds: Mapping[str, np.ndarray], *, threads: in
     )
     # The fp16 recipe may change float I/O types: each session gets the feeds in its own dtypes.
     own = {}
+    fitted = fit_to_graph(feeds, {spec.name for spec in sess.get_inputs()})
     for spec in sess.get_inputs():
-        arr = feeds[spec.name]
+        arr = fitted[spec.name]
         target = _ORT_FLOATS.get(spec.type)
         own[spec.name] = arr.astype(target) if target is not None and arr.dtype != target else arr
     names = [o.name for o in sess.get_outputs()]

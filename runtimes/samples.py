@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.manifest import GenerationSpec, TensorSpec
+from runtimes.decoder_feeds import length_values
 from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, audio_batch, preprocess_images
 
 _BASE_SENTENCES = [
@@ -157,9 +158,7 @@ def prompt_ids(enc: TextEncoder, text: str, gen: GenerationSpec) -> np.ndarray:
 def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """Prefill feeds with an empty KV cache, as the runtime's first step sends them."""
     b, s = ids.shape
-    feeds = {gen.input_ids_name: ids}
-    if gen.attention_mask_name:
-        feeds[gen.attention_mask_name] = np.ones((b, s), np.int64)
+    feeds = {gen.input_ids_name: ids, **attention_feeds(gen, np.ones((b, s), np.int64))}
     if gen.position_ids_name:
         feeds[gen.position_ids_name] = np.tile(np.arange(s, dtype=np.int64), (b, 1))
     if gen.with_kv_cache:
@@ -171,11 +170,21 @@ def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSp
     return feeds
 
 
+def attention_feeds(gen: GenerationSpec, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """What the package's graph takes for ``mask``, by its manifest: the mask, GroupQueryAttention's lengths
+    (:mod:`runtimes.decoder_feeds`), or neither."""
+    feeds: dict[str, np.ndarray] = {}
+    if gen.attention_mask_name:
+        feeds[gen.attention_mask_name] = mask
+    if gen.seqlens_k_name and gen.total_sequence_length_name:
+        feeds[gen.seqlens_k_name], feeds[gen.total_sequence_length_name] = length_values(mask)
+    return feeds
+
+
 def decode_step_feeds(gen: GenerationSpec, *, past: int, token: int = 1) -> dict[str, np.ndarray]:
     """One decode step: a single new token over ``past`` cached tokens (the call a generation loop repeats)."""
     feeds: dict[str, np.ndarray] = {gen.input_ids_name: np.asarray([[token]], np.int64)}
-    if gen.attention_mask_name:
-        feeds[gen.attention_mask_name] = np.ones((1, past + 1), np.int64)
+    feeds.update(attention_feeds(gen, np.ones((1, past + 1), np.int64)))
     if gen.position_ids_name:
         feeds[gen.position_ids_name] = np.asarray([[past]], np.int64)
     rng = np.random.default_rng(0)

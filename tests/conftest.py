@@ -268,6 +268,13 @@ def lm_package(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, P
 
 
 @pytest.fixture(scope="session")
+def lm_package_mask(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
+    """The fused llama package with its attention_mask input kept (``length_inputs: false``), as schema <= 1.3
+    packages are: the graph computes GroupQueryAttention's lengths from the mask."""
+    return export_lm_package(tmp_path_factory, lm_hf_dirs["llama"], True, "llama-mask", {"length_inputs": False})
+
+
+@pytest.fixture(scope="session")
 def lm_package_nokv(tmp_path_factory: pytest.TempPathFactory, lm_hf_dirs: dict[str, Path]) -> Path:
     return export_lm_package(tmp_path_factory, lm_hf_dirs["llama"], False, "llama-nokv")
 

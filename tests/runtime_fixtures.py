@@ -278,7 +278,13 @@ def save_hf_lm(arch: str, out: Path, tok: Any) -> Path:
     return out
 
 
-def export_lm_package(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path, with_kv: bool, name: str) -> Path:
+def export_lm_package(
+    tmp_path_factory: pytest.TempPathFactory,
+    hf_dir: Path,
+    with_kv: bool,
+    name: str,
+    options: dict[str, Any] | None = None,
+) -> Path:
     """Export with edgekit's own exporter, so these tests also hold the runtime to the exporter's manifests."""
     from exporters import export
 
@@ -288,6 +294,7 @@ def export_lm_package(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path, wi
         output=out,
         task="text-generation",
         recipe="fp32",
+        recipe_options=options or {},
         with_kv_cache=with_kv,
         progress=False,
         validation_samples=4,

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from exporters.architectures import ARCHITECTURES
+from runtimes.samples import attention_feeds
 from tests import arch_zoo
 from tests.conftest import assert_valid_manifest
 
@@ -321,9 +322,8 @@ def _centered(logits: np.ndarray) -> np.ndarray:
 def _run_generation(model: Any, ref: dict[str, Any], recipe: str) -> None:
     gen = model.manifest.generation
     ids = np.asarray([ref["ids"]], dtype=np.int64)
-    feeds: dict[str, np.ndarray] = {gen.input_ids_name: ids}
-    if gen.attention_mask_name:
-        feeds[gen.attention_mask_name] = np.ones_like(ids)
+    # the mask, or GroupQueryAttention's lengths in its place, as the manifest names them
+    feeds: dict[str, np.ndarray] = {gen.input_ids_name: ids, **attention_feeds(gen, np.ones_like(ids))}
     if gen.position_ids_name:
         feeds[gen.position_ids_name] = np.arange(ids.shape[1], dtype=np.int64)[None]
     for layer in range(gen.num_layers):  # an empty cache of the manifest's shape: the manifest must be right

@@ -66,7 +66,24 @@ def test_attention_becomes_one_group_query_attention_per_layer(fused_llama: dict
 
 
 def test_graph_inputs_and_outputs_keep_their_names_and_dtypes(fused_llama: dict[str, Any]) -> None:
-    assert _io(fused_llama["dst"]) == _io(fused_llama["src"])
+    """Every name and dtype stays, but the mask: nothing else reads it in a llama graph, so it becomes
+    GroupQueryAttention's two int32 length inputs, in its place."""
+    (src_in, src_out), (dst_in, dst_out) = _io(fused_llama["src"]), _io(fused_llama["dst"])
+    assert fused_llama["details"]["lengths_as_inputs"] is True
+    at = src_in.index(("attention_mask", onnx.TensorProto.INT64))
+    int32 = onnx.TensorProto.INT32
+    assert dst_in == src_in[:at] + [("seqlens_k", int32), ("total_sequence_length", int32)] + src_in[at + 1 :]
+    assert dst_out == src_out
+
+
+def test_length_inputs_false_keeps_the_mask_input(fused_llama: dict[str, Any], tmp_path: Path) -> None:
+    src, out = fused_llama["src"], tmp_path / "fused.onnx"
+    ctx = _ctx(tmp_path, fused_llama["hf"], "llama")
+    changed, details = step_decoder_fusions(src, out, Fp32Config(length_inputs=False), ctx)
+    assert changed and details["lengths_as_inputs"] is False and details["check"]["ok"]
+    assert _io(out) == _io(src)
+    fused = onnx.load(str(fused_llama["dst"]), load_external_data=False).graph
+    assert len(onnx.load(str(out), load_external_data=False).graph.node) == len(fused.node) + 6
 
 
 def test_fused_graph_generates_the_tokens_of_transformers(

@@ -46,7 +46,14 @@ def test_generation_has_a_prefill_and_a_decode_phase(lm_package: Path) -> None:
     past = decode.feeds[gen.past_key_template.format(layer=0)]
     assert past.shape == (1, gen.num_kv_heads, prompt, gen.head_size)
     assert prefill.feeds[gen.past_key_template.format(layer=0)].shape[2] == 0
-    assert decode.feeds[gen.attention_mask_name].shape == (1, prompt + 1)
+    # the graph takes GroupQueryAttention's lengths in place of the mask: prompt + 1 tokens attended
+    assert gen.attention_mask_name is None
+    assert decode.feeds[gen.seqlens_k_name].tolist() == [prompt] and decode.feeds[gen.seqlens_k_name].dtype == "int32"
+    assert (
+        decode.feeds[gen.total_sequence_length_name].shape == ()
+        and int(decode.feeds["total_sequence_length"]) == prompt + 1
+    )
+    assert prefill.feeds[gen.seqlens_k_name].tolist() == [prompt - 1]
     assert decode.feeds[gen.position_ids_name].tolist() == [[prompt]]
     model = load_onnx(target.model_path)
     a_prefill = analyze_model(model, feeds=prefill.feeds)

@@ -116,7 +116,9 @@ def test_profiler_decode_consumes_the_prompt_and_rates_agree(lm_packages):
         phases = {p["name"]: p for p in v["phases"]}
         shapes = phases["decode"]["input_shapes"]
         assert shapes["input_ids"] == [1, 1]
-        assert shapes["attention_mask"] == [1, prompt + 1]
+        # GroupQueryAttention's lengths in place of the mask (their values: tests/test_profiler_feeds.py)
+        assert "attention_mask" not in shapes
+        assert shapes["seqlens_k"] == [1] and shapes["total_sequence_length"] == []
         assert shapes["position_ids"] == [1, 1]
         pasts = [s for n, s in shapes.items() if n.startswith("past_key_values.")]
         assert pasts and all(s[2] == prompt for s in pasts), shapes
@@ -173,6 +175,8 @@ def test_fp16_package_is_sorted_and_its_device_profile_runs(tmp_path, toy_llama_
             shapes[vi.name] = (1, dims[1], past, dims[3])
         elif vi.name == "attention_mask":
             shapes[vi.name] = (1, past + 1)
+        elif vi.name in ("seqlens_k", "total_sequence_length"):  # GroupQueryAttention's lengths, as inputs
+            shapes[vi.name] = (1,) if vi.name == "seqlens_k" else ()
         else:
             shapes[vi.name] = (1, 1)
     a = analyze_model(model, shapes)

@@ -87,13 +87,24 @@ def test_kv_cache_stays_in_ort_values(lm: Any, monkeypatch: pytest.MonkeyPatch, 
     assert res.token_ids == reference
 
 
+@pytest.fixture(scope="module")
+def lm_mask(lm_package_mask: Path) -> Any:
+    return runtimes.load(lm_package_mask, threads=1)
+
+
 @pytest.mark.parametrize("padded", [True, False])
-def test_shared_loop_binds_decode_inputs_once(lm: Any, monkeypatch: pytest.MonkeyPatch, padded: bool) -> None:
-    """The in-place loop rewrites the token id, position, mask and logits buffers in place: after the prefill
-    binds, the decode steps bind the one-element ids / positions buffers and the full-length mask once and
-    nothing per step (``PADDED_MASK``); without the padded mask each step rebinds a growing mask slice."""
+@pytest.mark.parametrize("kind", ["lengths", "mask"])
+def test_shared_loop_binds_decode_inputs_once(
+    lm: Any, lm_mask: Any, monkeypatch: pytest.MonkeyPatch, padded: bool, kind: str
+) -> None:
+    """The in-place loop rewrites the token id, position, length (or mask) and logits buffers in place: after
+    the prefill binds, the decode steps bind the one-element ids / positions buffers once and nothing per step.
+    A graph taking GroupQueryAttention's lengths gets its two buffers bound once, at the prefill. A graph taking
+    the mask (``length_inputs: false``, schema <= 1.3 packages) gets the full-length mask bound once
+    (``PADDED_MASK``), or without the padded mask a growing mask slice each step."""
+    model = {"lengths": lm, "mask": lm_mask}[kind]
     monkeypatch.setattr(GeneratePipeline, "PADDED_MASK", padded)
-    reference = lm.generate("the", max_tokens=6, ignore_eos=True).token_ids
+    reference = model.generate("the", max_tokens=6, ignore_eos=True).token_ids
     binds: list[tuple[str, tuple[int, ...]]] = []
     real_array = _Binding.bind_array
 
@@ -102,22 +113,68 @@ def test_shared_loop_binds_decode_inputs_once(lm: Any, monkeypatch: pytest.Monke
         real_array(self, name, array)
 
     monkeypatch.setattr(_Binding, "bind_array", bind_array)
-    res = lm.generate("the", max_tokens=6, ignore_eos=True)
+    res = model.generate("the", max_tokens=6, ignore_eos=True)
     assert res.token_ids == reference
-    spec = lm.manifest.generation
+    spec = model.manifest.generation
     names = [name for name, _ in binds]
     assert names.count(spec.input_ids_name) == 2  # the prompt, then the one-element step buffer
     assert names.count(spec.position_ids_name) == 2
-    masks = [shape[1] for name, shape in binds if name == spec.attention_mask_name]
     n = res.usage.prompt_tokens
+    if kind == "lengths":
+        assert spec.attention_mask_name is None and "attention_mask" not in names
+        assert (spec.seqlens_k_name, spec.total_sequence_length_name) == ("seqlens_k", "total_sequence_length")
+        assert names.count("seqlens_k") == 1 and names.count("total_sequence_length") == 1
+        return
+    assert spec.seqlens_k_name is None and spec.total_sequence_length_name is None
+    masks = [shape[1] for name, shape in binds if name == spec.attention_mask_name]
     # the prompt's exact mask, then one (prompt + max_tokens) mask, or one growing slice per decode step (5)
     assert masks == ([n, n + 6] if padded else [n, *range(n + 1, n + 6)])
 
 
-def test_padded_decode_mask_gives_bit_identical_logits(lm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """GroupQueryAttention reads the valid length from the mask's sum: the full-length mask with zeros past
-    it gives exactly the logits of the exact-length mask at every step."""
-    pipe = lm._pipeline
+def test_length_inputs_give_the_mask_graphs_logits_at_every_step(lm: Any, lm_mask: Any) -> None:
+    """The graph taking seqlens_k / total_sequence_length and the one computing them from the mask (same
+    source, same fusion): identical greedy tokens and the same logits, prompt and decode steps."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for kind, model in (("lengths", lm), ("mask", lm_mask)):
+        pipe = model._pipeline
+        prompt = pipe.encode_prompt("once upon a time", GenerationConfig())[0]
+        seen: list[np.ndarray] = []
+        greedy = Sampler(vocab_size=pipe.vocab_size)
+
+        def record(row: np.ndarray, seen: list[np.ndarray] = seen, greedy: Sampler = greedy) -> int:
+            seen.append(np.array(row, copy=True))
+            return greedy(row)
+
+        list(pipe.tokens(prompt, record, 12))
+        rows[kind] = seen
+    assert len(rows["lengths"]) == len(rows["mask"]) == 12
+    for a, b in zip(rows["lengths"], rows["mask"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        assert int(np.argmax(a)) == int(np.argmax(b))
+
+
+def test_length_inputs_take_six_nodes_out_of_the_graph(lm_package: Path, lm_package_mask: Path) -> None:
+    import onnx
+
+    graphs = {
+        k: onnx.load(str(p / "model.onnx"), load_external_data=False).graph
+        for k, p in (("lengths", lm_package), ("mask", lm_package_mask))
+    }
+    inputs = {k: [i.name for i in g.input] for k, g in graphs.items()}
+    assert "attention_mask" in inputs["mask"] and "attention_mask" not in inputs["lengths"]
+    assert {"seqlens_k", "total_sequence_length"} <= set(inputs["lengths"])
+    assert len(graphs["mask"].node) - len(graphs["lengths"].node) == 6
+    assert not any(n.op_type == "ReduceSum" for n in graphs["lengths"].node)
+
+
+@pytest.mark.parametrize("kind", ["lengths", "mask"])
+def test_padded_decode_mask_gives_bit_identical_logits(
+    lm: Any, lm_mask: Any, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """GroupQueryAttention reads the valid length from seqlens_k (the mask's sum): the full-length span (mask
+    with zeros past it, or total_sequence_length the buffer's length) gives exactly the logits of the exact
+    span at every step."""
+    pipe = {"lengths": lm, "mask": lm_mask}[kind]._pipeline
     prompt = pipe.encode_prompt("once upon a time", GenerationConfig())[0]
 
     def rows(padded: bool) -> np.ndarray:

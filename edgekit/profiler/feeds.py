@@ -128,6 +128,8 @@ def text_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: An
 
 
 def generation_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
+    from runtimes.samples import attention_feeds
+
     manifest = target.manifest
     assert manifest is not None and manifest.generation is not None
     gen = manifest.generation
@@ -145,9 +147,10 @@ def generation_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], spe
 
     def feeds_for(step_ids: np.ndarray, past: int) -> dict[str, np.ndarray]:
         b, s = step_ids.shape
-        f: dict[str, np.ndarray] = {gen.input_ids_name: step_ids}
-        if gen.attention_mask_name:
-            f[gen.attention_mask_name] = np.ones((b, past + s), np.int64)
+        f: dict[str, np.ndarray] = {
+            gen.input_ids_name: step_ids,
+            **attention_feeds(gen, np.ones((b, past + s), np.int64)),
+        }
         if gen.position_ids_name:
             f[gen.position_ids_name] = np.tile(np.arange(past, past + s, dtype=np.int64), (b, 1))
         if gen.with_kv_cache:

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, EncodingError, InvalidInputError, PackageError, RuntimeBackendError
 from edgekit.registry import unknown_message
+from runtimes.decoder_feeds import length_values
 from runtimes.pipelines import PipelineContext
 from runtimes.pipelines.detokenize import StopMatcher, StreamingDetokenizer
 from runtimes.pipelines.sampling import Sampler
@@ -345,6 +346,9 @@ class GeneratePipeline:
         self.ids_name = spec.input_ids_name
         self.mask_name = spec.attention_mask_name if spec.attention_mask_name in inputs else None
         self.pos_name = spec.position_ids_name if spec.position_ids_name in inputs else None
+        # GroupQueryAttention's lengths as inputs (schema 1.4): both or neither, checked below
+        self.seqlens_name = spec.seqlens_k_name
+        self.total_name = spec.total_sequence_length_name
         self.logits_name = spec.logits_name
         self.eos = frozenset(int(e) for e in spec.eos_token_ids)
         self.past_names: list[str] = []
@@ -367,7 +371,12 @@ class GeneratePipeline:
                     spec.present_key_template.format(layer=layer),  # type: ignore[union-attr]
                     spec.present_value_template.format(layer=layer),  # type: ignore[union-attr]
                 ]
-        needed_in = [self.ids_name, *self.past_names]
+        needed_in = [self.ids_name, *self.past_names, *(n for n in (self.seqlens_name, self.total_name) if n)]
+        if bool(self.seqlens_name) != bool(self.total_name):
+            raise PackageError(
+                "the manifest names one of seqlens_k_name / total_sequence_length_name without the other",
+                hint="the manifest was edited or is corrupt: export the package again",
+            )
         missing = [n for n in needed_in if n not in inputs] + [
             n for n in [self.logits_name, *self.present_names] if n not in self.session.output_names
         ]
@@ -452,12 +461,14 @@ class GeneratePipeline:
         for name in self.past_names:
             io.bind_array(name, empty)
         fresh_outputs = [self.logits_name, *self.present_names]
+        seqlens, span = self._bind_lengths(io)
 
         def run(ids: np.ndarray, start: int) -> Any:
             end = start + ids.shape[1]
             io.bind_array(self.ids_name, ids)
             if self.mask_name:
                 io.bind_array(self.mask_name, mask[:, :end])
+            seqlens[0], span[()] = end - 1, end
             if self.pos_name:
                 io.bind_array(self.pos_name, positions[:, start:end])
             for name in fresh_outputs:
@@ -506,6 +517,8 @@ class GeneratePipeline:
             io.bind_array(self.mask_name, mask[:, :n])
         if self.pos_name:
             io.bind_array(self.pos_name, positions[:, :n])
+        seqlens, span = self._bind_lengths(io)
+        seqlens[0], span[()] = n - 1, n
         io.bind_output(self.logits_name)
         prefill = io.run()[len(self.present_names)].numpy()  # outputs in binding order: presents, then logits
         token = sampler(prefill[0, -1])
@@ -524,16 +537,31 @@ class GeneratePipeline:
         if padded:
             io.bind_array(self.mask_name, mask)  # type: ignore[arg-type]
         regrow = self.mask_name if not padded else None
+        # Lengths as inputs: the span is the whole buffer, as the padded mask's length is (same logits).
+        fixed_span = bool(self.seqlens_name and self.PADDED_MASK)
+        span[()] = total
         row, mask_row, execute = logits[0, 0], mask[0], io.executor()
         for pos in range(n, total - 1):  # the position of the token fed at this step
             step_ids[0, 0] = token
             step_pos[0, 0] = pos
             mask_row[pos] = 1
+            seqlens[0] = pos
+            if not fixed_span:
+                span[()] = pos + 1
             if regrow:
                 io.bind_array(regrow, mask[:, : pos + 1])
             execute()
             token = sampler(row)
             yield token
+
+    def _bind_lengths(self, io: _Binding) -> tuple[np.ndarray, np.ndarray]:
+        """GroupQueryAttention's ``seqlens_k`` and ``total_sequence_length`` buffers, bound once when the graph
+        takes them (the loops rewrite them in place each step); unbound scratch otherwise."""
+        seqlens, span = np.zeros(1, dtype=np.int32), np.zeros((), dtype=np.int32)
+        if self.seqlens_name and self.total_name:
+            io.bind_array(self.seqlens_name, seqlens)
+            io.bind_array(self.total_name, span)
+        return seqlens, span
 
     def _tokens_full(self, prompt_ids: list[int], sampler: Sampler, max_new: int) -> Iterator[int]:
         seq = list(prompt_ids)
@@ -543,6 +571,8 @@ class GeneratePipeline:
             feeds = {self.ids_name: ids}
             if self.mask_name:
                 feeds[self.mask_name] = np.ones_like(ids)
+            if self.seqlens_name and self.total_name:
+                feeds[self.seqlens_name], feeds[self.total_name] = length_values(np.ones_like(ids))
             if self.pos_name:
                 feeds[self.pos_name] = np.arange(ids.shape[1], dtype=np.int64)[None, :]
             logits = self.session.run(feeds, names, validate=False)[self.logits_name]
