@@ -15,7 +15,17 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
-__all__ = ["ATTENTION_MASK", "SEQLENS_K", "TOTAL_SEQUENCE_LENGTH", "fit_to_graph", "length_values", "mask_feeds"]
+from edgekit.manifest import GenerationSpec
+
+__all__ = [
+    "ATTENTION_MASK",
+    "SEQLENS_K",
+    "TOTAL_SEQUENCE_LENGTH",
+    "attention_feeds",
+    "fit_to_graph",
+    "length_values",
+    "mask_feeds",
+]
 
 ATTENTION_MASK = "attention_mask"
 SEQLENS_K = "seqlens_k"
@@ -42,6 +52,17 @@ def mask_feeds(mask: np.ndarray, input_names: Collection[str], mask_name: str | 
             feeds[SEQLENS_K] = seqlens
         if TOTAL_SEQUENCE_LENGTH in input_names:
             feeds[TOTAL_SEQUENCE_LENGTH] = total
+    return feeds
+
+
+def attention_feeds(gen: GenerationSpec, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """What a package's graph takes for ``mask``, by its manifest: the mask, GroupQueryAttention's lengths, or
+    neither."""
+    feeds: dict[str, np.ndarray] = {}
+    if gen.attention_mask_name:
+        feeds[gen.attention_mask_name] = mask
+    if gen.seqlens_k_name and gen.total_sequence_length_name:
+        feeds[gen.seqlens_k_name], feeds[gen.total_sequence_length_name] = length_values(mask)
     return feeds
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.manifest import GenerationSpec, TensorSpec
-from runtimes.decoder_feeds import length_values
+from runtimes.decoder_feeds import attention_feeds
 from runtimes.preprocess import AudioSettings, ImageSettings, TextEncoder, audio_batch, preprocess_images
 
 _BASE_SENTENCES = [
@@ -167,17 +167,6 @@ def generation_feeds(ids: np.ndarray, gen: GenerationSpec, inputs: list[TensorSp
             for tmpl in (gen.past_key_template, gen.past_value_template):
                 assert tmpl is not None
                 feeds[tmpl.format(layer=layer)] = np.zeros((b, gen.num_kv_heads, 0, gen.head_size), dtype)
-    return feeds
-
-
-def attention_feeds(gen: GenerationSpec, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """What the package's graph takes for ``mask``, by its manifest: the mask, GroupQueryAttention's lengths
-    (:mod:`runtimes.decoder_feeds`), or neither."""
-    feeds: dict[str, np.ndarray] = {}
-    if gen.attention_mask_name:
-        feeds[gen.attention_mask_name] = mask
-    if gen.seqlens_k_name and gen.total_sequence_length_name:
-        feeds[gen.seqlens_k_name], feeds[gen.total_sequence_length_name] = length_values(mask)
     return feeds
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from exporters.architectures import ARCHITECTURES
-from runtimes.samples import attention_feeds
+from runtimes.decoder_feeds import attention_feeds
 from tests import arch_zoo
 from tests.conftest import assert_valid_manifest
 

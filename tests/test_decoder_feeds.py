@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtimes.decoder_feeds import fit_to_graph, length_values, mask_feeds
+from runtimes.decoder_feeds import attention_feeds, fit_to_graph, length_values, mask_feeds
 
 
 def test_lengths_are_each_rows_valid_tokens_minus_one_and_the_masks_length() -> None:
@@ -65,3 +65,22 @@ def test_lengths_already_in_the_feeds_are_kept() -> None:
     feeds = {"attention_mask": np.ones((1, 3), np.int64), "seqlens_k": given}
     fitted = fit_to_graph(feeds, ["seqlens_k", "total_sequence_length"])
     assert fitted["seqlens_k"] is given and int(fitted["total_sequence_length"]) == 3
+
+
+def test_attention_feeds_follow_the_manifests_names() -> None:
+    import dataclasses
+
+    from edgekit.manifest import GenerationSpec
+
+    base = GenerationSpec(
+        with_kv_cache=True, num_layers=1, num_attention_heads=2, num_kv_heads=1, head_size=8, vocab_size=10,
+        max_context_tokens=16,
+    )  # fmt: skip
+    mask = np.ones((1, 4), np.int64)
+    assert set(attention_feeds(base, mask)) == {"attention_mask"}
+    lengths = dataclasses.replace(
+        base, attention_mask_name=None, seqlens_k_name="seqlens_k", total_sequence_length_name="total_sequence_length"
+    )
+    feeds = attention_feeds(lengths, mask)
+    assert set(feeds) == {"seqlens_k", "total_sequence_length"}
+    assert feeds["seqlens_k"].tolist() == [3] and int(feeds["total_sequence_length"]) == 4

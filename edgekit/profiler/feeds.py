@@ -128,7 +128,7 @@ def text_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: An
 
 
 def generation_phases(target: Target, shapes: Mapping[str, tuple[int, ...]], specs: Any) -> list[Phase]:
-    from runtimes.samples import attention_feeds
+    from runtimes.decoder_feeds import attention_feeds
 
     manifest = target.manifest
     assert manifest is not None and manifest.generation is not None

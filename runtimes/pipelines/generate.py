@@ -28,7 +28,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, EncodingError, InvalidInputError, PackageError, RuntimeBackendError
 from edgekit.registry import unknown_message
-from runtimes.decoder_feeds import length_values
+from runtimes.decoder_feeds import attention_feeds
 from runtimes.pipelines import PipelineContext
 from runtimes.pipelines.detokenize import StopMatcher, StreamingDetokenizer
 from runtimes.pipelines.sampling import Sampler
@@ -568,11 +568,7 @@ class GeneratePipeline:
         names = [self.logits_name]
         for _ in range(max_new):
             ids = np.asarray([seq], dtype=np.int64)
-            feeds = {self.ids_name: ids}
-            if self.mask_name:
-                feeds[self.mask_name] = np.ones_like(ids)
-            if self.seqlens_name and self.total_name:
-                feeds[self.seqlens_name], feeds[self.total_name] = length_values(np.ones_like(ids))
+            feeds = {self.ids_name: ids, **attention_feeds(self.spec, np.ones_like(ids))}
             if self.pos_name:
                 feeds[self.pos_name] = np.arange(ids.shape[1], dtype=np.int64)[None, :]
             logits = self.session.run(feeds, names, validate=False)[self.logits_name]
