@@ -588,6 +588,7 @@ def _generation_job(target: Any, phases: Sequence[Any], new_tokens: int | None) 
         "prompt": encoder.decode(ids, skip_special_tokens=False),
         "max_tokens": new_tokens if new_tokens is not None else min(room, GENERATE_NEW_TOKENS),
         "repeats": 3,
+        "min_seconds": 0.3,
     }
 
 
