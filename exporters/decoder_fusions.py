@@ -1666,13 +1666,13 @@ def step_decoder_fusions(src: Path, dst: Path, cfg: Any, ctx: Any) -> tuple[bool
     )
     base = {**stats, "preflight": preflight(shape), "nodes_before": len(model.graph.node)}
     attempts: list[dict[str, Any]] = []
+    lengths = bool(getattr(cfg, "length_inputs", True))
     for variant in VARIANTS:
         failed = variant.failed_rules(shape)
         if failed:
             attempts.append({"variant": variant.name, "refused_by": [r.name for r in failed]})
             continue
         try:
-            lengths = bool(getattr(cfg, "length_inputs", True))
             fused, details = _attempt(model, kv, max_positions, variant, io_before, src, sem, lengths)
         except Exception as e:  # a rewrite that breaks on an unforeseen graph keeps the source, never a crash
             log.warning("decoder fusion %s failed: %s: %s", variant.name, type(e).__name__, e)

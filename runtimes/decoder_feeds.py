@@ -46,12 +46,8 @@ def mask_feeds(mask: np.ndarray, input_names: Collection[str], mask_name: str | 
     feeds: dict[str, np.ndarray] = {}
     if mask_name and mask_name in input_names:
         feeds[mask_name] = mask
-    if SEQLENS_K in input_names or TOTAL_SEQUENCE_LENGTH in input_names:
-        seqlens, total = length_values(mask)
-        if SEQLENS_K in input_names:
-            feeds[SEQLENS_K] = seqlens
-        if TOTAL_SEQUENCE_LENGTH in input_names:
-            feeds[TOTAL_SEQUENCE_LENGTH] = total
+    if SEQLENS_K in input_names and TOTAL_SEQUENCE_LENGTH in input_names:  # GroupQueryAttention takes both
+        feeds[SEQLENS_K], feeds[TOTAL_SEQUENCE_LENGTH] = length_values(mask)
     return feeds
 
 
